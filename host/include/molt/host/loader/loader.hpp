@@ -1,0 +1,122 @@
+// Loading module images: checked, copied, then dlopen'ed.
+//
+// Every image is loaded from a private copy (`<image dir>/<module>-<version>-
+// <sha256 prefix>.<n>.so`), never from the operator's file:
+//  - dlopen of a path that is already loaded returns the old handle even if
+//    the file changed, so two versions need two paths;
+//  - an operator who overwrites the original in place (cp) rewrites pages the
+//    host has mapped, which crashes it; the copy is never touched;
+//  - the bytes checked are the bytes loaded (no window to swap the file).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <boost/dll/shared_library.hpp>
+
+#include "molt/host/common/error.hpp"
+#include "molt/module.hpp"
+
+namespace molt::host {
+
+/// What an image declares about itself (its MoltModuleInfo, checked).
+struct ImageInfo {
+  std::string name;
+  api::ModuleVersion version;
+  api::SchemaVersion schema;
+  api::CallMode call_mode = api::CallMode::Serial;
+  std::uint64_t state_fingerprint = 0;
+};
+
+class Image;
+
+/// Destroys an instance through its own image, and keeps that image loaded
+/// for as long as the instance exists, not longer: unique_ptr::reset() keeps
+/// its deleter, so the deleter lets go of the image once it has run.
+struct InstanceDeleter {
+  mutable std::shared_ptr<const Image> image;
+  void operator()(api::Module* module) const noexcept;
+};
+using Instance = std::unique_ptr<api::Module, InstanceDeleter>;
+
+/// One loaded copy of a module's .so. Unloaded (dlclose) and its copy removed
+/// when the last reference goes, which includes every Instance made from it.
+class Image : public std::enable_shared_from_this<Image> {
+ public:
+  Image(const Image&) = delete;
+  Image& operator=(const Image&) = delete;
+  ~Image();
+
+  [[nodiscard]] const ImageInfo& info() const noexcept { return info_; }
+  [[nodiscard]] const std::filesystem::path& source() const noexcept { return source_; }  ///< operator's file
+  [[nodiscard]] const std::filesystem::path& mapped_path() const noexcept { return copy_; }
+  [[nodiscard]] const std::string& sha256() const noexcept { return sha256_; }
+
+  /// A new instance of the module (runs its constructor). Fails with
+  /// Phase::Start when the constructor throws.
+  [[nodiscard]] Result<Instance> instantiate() const;
+
+ private:
+  friend class Loader;
+  Image() = default;
+
+  ImageInfo info_;
+  std::filesystem::path source_;
+  std::filesystem::path copy_;
+  std::string sha256_;
+  // Declared last so it is destroyed first: dlclose happens before the copy
+  // is removed, and after nothing here refers into the image.
+  boost::dll::shared_library library_;
+  api::Module* (*create_)() = nullptr;
+  void (*destroy_)(api::Module*) = nullptr;
+
+  friend struct InstanceDeleter;
+};
+
+struct LoaderOptions {
+  std::filesystem::path image_dir;                ///< where copies go; created with mode 0700
+  std::uintmax_t max_image_bytes = 512ull << 20;  ///< larger files are refused
+};
+
+/// An image file that passed every check, read into memory.
+struct CheckedImage {
+  std::filesystem::path file;
+  ImageInfo info;
+  std::string sha256;
+  std::string bytes;
+};
+
+class Loader {
+ public:
+  explicit Loader(LoaderOptions options);
+
+  /// Reads `file` and checks it without loading it: permissions (not
+  /// writable by other users, in a directory not writable by them), size,
+  /// ELF structure (complete, a shared library for this machine), entry
+  /// points, ABI, and module name (when `expected_module` is not empty).
+  [[nodiscard]] Result<CheckedImage> check(const std::filesystem::path& file, std::string_view expected_module) const;
+
+  /// check(), then copies the file to a fresh path in the image directory and
+  /// loads the copy (RTLD_LOCAL | RTLD_NOW). Runs the image's static
+  /// constructors, but no module code.
+  [[nodiscard]] Result<std::shared_ptr<Image>> load(const std::filesystem::path& file, std::string_view expected_module);
+
+  /// Removes image copies left in the image directory by a host that did not
+  /// exit cleanly. Call only while no image from that directory is loaded.
+  void remove_stale_copies() const;
+
+  [[nodiscard]] const LoaderOptions& options() const noexcept { return options_; }
+
+ private:
+  LoaderOptions options_;
+};
+
+/// The names of the symbols every module image exports (see MOLT_MODULE).
+inline constexpr std::string_view kInfoSymbol = "molt_module_info";
+inline constexpr std::string_view kCreateSymbol = "molt_module_create";
+inline constexpr std::string_view kDestroySymbol = "molt_module_destroy";
+
+}  // namespace molt::host

@@ -1,0 +1,117 @@
+// A module slot: the place where one module runs, whatever its version.
+//
+// Callers on any thread call the module through its slot; the slot's call
+// gate decides when a call may enter (one at a time by default). The running
+// instance is replaced only by the upgrade transaction, while the gate is
+// closed and no call is inside.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <spdlog/logger.h>
+
+#include "molt/host/common/error.hpp"
+#include "molt/host/loader/loader.hpp"
+#include "molt/host/slot/call_gate.hpp"
+#include "molt/host/state/state_blob.hpp"
+#include "molt/module.hpp"
+
+namespace molt::host {
+
+class UpgradeTransaction;
+
+struct SlotOptions {
+  std::shared_ptr<spdlog::logger> logger;  ///< named after the module; shared by all its versions
+  api::Values config;                      ///< the module's configuration values
+};
+
+/// What a slot runs now, for status output. A copy: it does not keep the
+/// image loaded.
+struct RunningVersion {
+  ImageInfo info;
+  std::string file;    ///< the operator's file it was loaded from
+  std::string sha256;  ///< of that file
+  std::string image;   ///< the private copy that is mapped
+  std::chrono::system_clock::time_point since;
+};
+
+/// `image` described for status output, serving since `since`.
+[[nodiscard]] RunningVersion describe(const Image& image, std::chrono::system_clock::time_point since);
+
+struct SlotStats {
+  std::uint64_t calls = 0;         ///< calls answered (including failed ones)
+  std::uint64_t failed_calls = 0;  ///< calls whose handler threw
+  CallGate::Counts gate;
+};
+
+class ModuleSlot {
+ public:
+  /// Creates an instance of `image`, starts it, and serves it with its
+  /// initial state. Fails (Phase::Start) when construction or start throws.
+  static Result<std::unique_ptr<ModuleSlot>> start(std::shared_ptr<const Image> image, SlotOptions options);
+
+  /// Stops the instance. Precondition: no call is in progress or will come.
+  ~ModuleSlot();
+  ModuleSlot(const ModuleSlot&) = delete;
+  ModuleSlot& operator=(const ModuleSlot&) = delete;
+
+  /// Calls the running version, waiting for its turn (and for any upgrade in
+  /// progress to finish: the call is then answered by the new version). A
+  /// handler that throws gives an Error (Phase::Call); the slot carries on.
+  Result<api::Response> call(const api::Request& request);
+
+  /// The running version's state in its own schema. Holds calls back while
+  /// it saves; fails if calls in progress do not finish by `timeout`.
+  Result<StateBlob> save_state(std::chrono::milliseconds timeout);
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] RunningVersion running() const;
+  /// The version that ran before the last successful upgrade, if any.
+  [[nodiscard]] std::optional<RunningVersion> previous() const;
+  [[nodiscard]] SlotStats stats() const;
+  [[nodiscard]] spdlog::logger& log() const noexcept { return *logger_; }
+
+ private:
+  friend class UpgradeTransaction;  // the only code that replaces the running instance
+
+  class InstanceContext;
+  /// An instance with what it needs; destroyed instance first, context last.
+  struct Live {
+    std::shared_ptr<const Image> image;
+    std::unique_ptr<InstanceContext> context;
+    Instance instance;
+    std::chrono::system_clock::time_point since;
+    ~Live();
+  };
+
+  ModuleSlot(std::string name, SlotOptions options, api::CallMode mode);
+
+  /// A started instance of `image`, not yet serving.
+  Result<std::unique_ptr<Live>> make_live(std::shared_ptr<const Image> image);
+
+  /// Writes `live`'s state in `target.schema` into `out`; Errors name the
+  /// module and Phase::Save.
+  Result<std::string> save_from(const Live& live, const api::SaveTarget& target, std::uint64_t max_bytes) const;
+
+  const std::string name_;
+  const std::shared_ptr<spdlog::logger> logger_;
+  const api::Values config_;
+  CallGate gate_;
+  /// Held by a transaction for its whole run: one upgrade per slot at a time.
+  std::mutex upgrade_mutex_;
+  /// The serving instance. Read by calls holding a gate pass; replaced only
+  /// while the gate is suspended and drained.
+  std::unique_ptr<Live> live_;
+  mutable std::mutex info_mutex_;  ///< guards running_ and previous_
+  RunningVersion running_;
+  std::optional<RunningVersion> previous_;
+  std::atomic<std::uint64_t> calls_{0};
+  std::atomic<std::uint64_t> failed_calls_{0};
+};
+
+}  // namespace molt::host

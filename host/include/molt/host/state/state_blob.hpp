@@ -1,0 +1,50 @@
+// A module's saved state with what is needed to read it back: which module,
+// which version wrote it, in which schema.
+//
+// On disk (snapshots, fixtures) a state archive is one JSON header line
+// followed by the state bytes:
+//
+//   {"format":"molt-state/1","module":"counter","version":1,"schema":1,"length":52,"sha256":"…"}\n
+//   <length bytes of Boost.Serialization binary archive>
+//
+// The header is readable with `head -1`; the length and checksum catch a
+// truncated or altered file before any module code reads it.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "molt/host/common/error.hpp"
+#include "molt/types.hpp"
+
+namespace molt::host {
+
+struct StateBlob {
+  std::string module;
+  api::ModuleVersion version;  ///< the module version that wrote it
+  api::SchemaVersion schema;   ///< the schema it is written in
+  std::string bytes;
+};
+
+inline constexpr std::string_view kStateFormat = "molt-state/1";
+inline constexpr std::size_t kMaxStateHeaderBytes = 4096;
+
+/// The archive file's contents for `blob` (header line, then bytes).
+[[nodiscard]] std::string encode_state_file(const StateBlob& blob);
+
+/// Parses an archive file's contents. Refuses a malformed or oversized
+/// header, a length other than the bytes present, a length above
+/// `max_state_bytes`, and a checksum mismatch.
+[[nodiscard]] Result<StateBlob> decode_state_file(std::string_view contents, std::uint64_t max_state_bytes);
+
+/// Reads and decodes the archive at `path`; errors name the file.
+[[nodiscard]] Result<StateBlob> read_state_file(const std::filesystem::path& path, std::uint64_t max_state_bytes);
+
+/// Writes the archive atomically: a temporary file in the same directory,
+/// fsync, rename over `path`, fsync of the directory. A crash leaves either
+/// the old file or the new one, never a mix.
+[[nodiscard]] Result<void> write_state_file(const std::filesystem::path& path, const StateBlob& blob);
+
+}  // namespace molt::host

@@ -1,0 +1,79 @@
+// What one upgrade did: the record an operator reads afterwards.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "molt/host/common/error.hpp"
+#include "molt/types.hpp"
+
+namespace molt::host {
+
+enum class Outcome {
+  Succeeded,   ///< the new version serves
+  RolledBack,  ///< failed after the module was paused; the old version serves, state untouched
+  Refused,     ///< failed before the module was paused; nothing changed
+};
+
+[[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;
+[[nodiscard]] std::string_view to_string(api::Direction direction) noexcept;
+
+/// Wall time spent in each phase of the transaction; zero for phases not reached.
+struct PhaseTimes {
+  std::chrono::microseconds prepare{};   ///< load image, create and start the new instance (module serving)
+  std::chrono::microseconds quiesce{};   ///< wait for in-flight calls (module paused from here…)
+  std::chrono::microseconds save{};      ///< old version writes its state
+  std::chrono::microseconds migrate{};   ///< new version reads it
+  std::chrono::microseconds resume{};    ///< switch and reopen (…to here)
+  std::chrono::microseconds rollback{};  ///< undo after a failure
+  std::chrono::microseconds cleanup{};   ///< stop the old instance, unload its image (serving again)
+};
+
+struct UpgradeReport {
+  std::string module;
+  api::ModuleVersion from;  ///< version serving before
+  api::ModuleVersion to;    ///< version asked for (0 when the image could not be read)
+  api::SchemaVersion from_schema;
+  api::SchemaVersion to_schema;
+  api::Direction direction = api::Direction::Same;
+  std::string from_file;
+  std::string to_file;
+  std::string to_sha256;
+  Outcome outcome = Outcome::Refused;
+  std::optional<Error> error;  ///< why, unless Succeeded
+  PhaseTimes phases;
+  std::chrono::microseconds pause{};  ///< calls held back: quiesce start to resume end
+  std::uint64_t state_bytes = 0;      ///< size of the state handed over
+  std::uint64_t queued_calls = 0;     ///< calls that waited during the pause
+  std::chrono::system_clock::time_point started_at;
+
+  /// One line: "counter v1 -> v2 succeeded: pause 350 us (quiesce 4, save 31, migrate 45, resume 2), state 61 B".
+  [[nodiscard]] std::string summary() const;
+};
+
+void to_json(nlohmann::json& out, const UpgradeReport& report);
+
+/// The most recent upgrade reports, oldest first. Thread-safe.
+class UpgradeHistory {
+ public:
+  explicit UpgradeHistory(std::size_t capacity = 1000) : capacity_(capacity) {}
+
+  void record(UpgradeReport report);
+  /// Reports of `module`, or of all modules when empty.
+  [[nodiscard]] std::vector<UpgradeReport> list(std::string_view module = {}) const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::size_t capacity_;
+  std::deque<UpgradeReport> reports_;
+};
+
+}  // namespace molt::host

@@ -1,0 +1,55 @@
+// Upgrading running modules: the transaction that moves them to new versions,
+// all or none. The phases are described in upgrade/transaction.cpp.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "molt/host/loader/loader.hpp"
+#include "molt/host/slot/module_slot.hpp"
+#include "molt/host/state/state_blob.hpp"
+#include "molt/host/upgrade/report.hpp"
+
+namespace molt::host {
+
+struct UpgradeOptions {
+  /// How long in-flight calls may take to finish once a module is paused.
+  /// A module still busy then fails the upgrade, and keeps serving.
+  std::chrono::milliseconds quiesce_timeout{5000};
+  /// Largest state the transaction hands over; a larger one fails it.
+  std::uint64_t max_state_bytes = 1ull << 30;
+};
+
+/// One module's part in an upgrade.
+struct UpgradeStep {
+  ModuleSlot* slot = nullptr;
+  /// The new image. Empty: a fresh instance of the running image (a restore).
+  std::filesystem::path file;
+  /// State for the new instance instead of the running instance's own, e.g.
+  /// a snapshot or a fixture. The running instance's state is then not saved.
+  std::optional<StateBlob> state;
+  api::Values extra;  ///< handed to the migration hooks
+};
+
+/// Moves every step's module to its new version as one transaction: either
+/// all of them run their new version, or all keep their old version and
+/// byte-identical state. Returns one report per step, in step order. Modules
+/// are paused in step order and resumed in reverse order.
+[[nodiscard]] std::vector<UpgradeReport> run_upgrade(std::span<const UpgradeStep> steps, Loader& loader,
+                                                     const UpgradeOptions& options = {});
+
+/// Upgrades (or downgrades) one module to the image in `file`.
+[[nodiscard]] UpgradeReport upgrade(ModuleSlot& slot, Loader& loader, const std::filesystem::path& file,
+                                    const api::Values& extra = {}, const UpgradeOptions& options = {});
+
+/// Replaces the state of `slot`'s module with `state` (migrated if another
+/// version wrote it), on a fresh instance of `file`, or of the running image
+/// when `file` is empty.
+[[nodiscard]] UpgradeReport restore(ModuleSlot& slot, Loader& loader, StateBlob state,
+                                    const std::filesystem::path& file = {}, const UpgradeOptions& options = {});
+
+}  // namespace molt::host

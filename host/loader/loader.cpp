@@ -1,0 +1,256 @@
+#include "molt/host/loader/loader.hpp"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <system_error>
+
+#include "molt/host/common/sha256.hpp"
+#include "molt/host/loader/elf_file.hpp"
+
+namespace molt::host {
+namespace fs = std::filesystem;
+namespace {
+
+std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
+
+std::string octal_mode(mode_t mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+  return buf;
+}
+
+/// True when the group of `st` is the owner's private group (the Debian
+/// default for users): group write then grants nobody else anything.
+bool private_group(const struct stat& st) {
+  const passwd* owner = getpwuid(st.st_uid);
+  if (owner == nullptr || owner->pw_gid != st.st_gid) return false;
+  const group* grp = getgrgid(st.st_gid);
+  if (grp == nullptr) return false;
+  for (char** member = grp->gr_mem; *member != nullptr; ++member)
+    if (std::strcmp(*member, owner->pw_name) != 0) return false;
+  return true;
+}
+
+/// Refuses a file or directory that someone other than its owner can write,
+/// or whose owner is neither us nor root: such a user could make us run code.
+std::optional<std::string> unsafe_permissions(const struct stat& st, std::string_view what) {
+  if (st.st_uid != 0 && st.st_uid != geteuid())
+    return std::string(what) + " is owned by uid " + std::to_string(st.st_uid) + ", not by this user (uid " +
+           std::to_string(geteuid()) + ") or root";
+  if ((st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && !private_group(st)))
+    return std::string(what) + " is writable by other users (mode " + octal_mode(st.st_mode) + "); run chmod go-w on it";
+  return std::nullopt;
+}
+
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+Result<std::string> read_all(int fd, std::uintmax_t size) {
+  std::string bytes(size, '\0');
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::read(fd, bytes.data() + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error{{}, {}, {}, Phase::Load, "cannot read: " + errno_text(errno)};
+    if (n == 0) return Error{{}, {}, {}, Phase::Load, "file shrank while being read"};
+    done += static_cast<std::size_t>(n);
+  }
+  return bytes;
+}
+
+Result<ImageInfo> read_info(const ElfFile& elf, std::string_view expected_module) {
+  auto refuse = [](std::string reason) { return Error{{}, {}, {}, Phase::Load, std::move(reason)}; };
+  for (auto symbol : {kInfoSymbol, kCreateSymbol, kDestroySymbol})
+    if (elf.find_defined(symbol) == nullptr)
+      return refuse("missing entry point " + std::string(symbol) + " (not a Molt module? export it with MOLT_MODULE)");
+
+  const ElfSymbol& symbol = *elf.find_defined(kInfoSymbol);
+  const auto abi_bytes = elf.bytes_at(symbol.address, sizeof(std::uint32_t));
+  if (!abi_bytes) return refuse("molt_module_info is not stored in the file");
+  std::uint32_t abi = 0;
+  std::memcpy(&abi, abi_bytes->data(), sizeof abi);
+  if (abi != api::kAbiVersion)
+    return refuse("built for plugin ABI " + std::to_string(abi) + ", this host speaks ABI " +
+                  std::to_string(api::kAbiVersion) + "; rebuild the module against this Molt");
+
+  const auto raw = elf.bytes_at(symbol.address, sizeof(MoltModuleInfo));
+  if (symbol.size != sizeof(MoltModuleInfo) || !raw)
+    return refuse("malformed molt_module_info (" + std::to_string(symbol.size) + " bytes)");
+  MoltModuleInfo info{};
+  std::memcpy(&info, raw->data(), sizeof info);
+  if (info.info_size != sizeof(MoltModuleInfo)) return refuse("malformed molt_module_info (declares its size wrongly)");
+  if (info.cxx_abi != _GLIBCXX_USE_CXX11_ABI)
+    return refuse("built with _GLIBCXX_USE_CXX11_ABI=" + std::to_string(info.cxx_abi) + ", the host uses " +
+                  std::to_string(_GLIBCXX_USE_CXX11_ABI));
+  const std::string_view name(info.name, strnlen(info.name, sizeof info.name));
+  if (name.size() == sizeof info.name || !api::detail::valid_module_name(name))
+    return refuse("invalid module name in molt_module_info");
+  if (!expected_module.empty() && name != expected_module)
+    return refuse("module is '" + std::string(name) + "', expected '" + std::string(expected_module) + "'");
+  if (info.module_version == 0 || info.state_schema == 0)
+    return refuse("module version and state schema must be positive");
+  if (info.call_mode > static_cast<std::uint32_t>(api::CallMode::Concurrent))
+    return refuse("unknown call mode " + std::to_string(info.call_mode));
+  return ImageInfo{std::string(name), api::ModuleVersion{info.module_version}, api::SchemaVersion{info.state_schema},
+                   static_cast<api::CallMode>(info.call_mode), info.state_fingerprint};
+}
+
+/// Boost.DLL 1.74 clears dlerror() before reporting a failed dlopen, so the
+/// reason (a missing library, an undefined symbol) is lost. Asking dlopen
+/// again is the only way to get it; it fails the same way.
+std::string dlopen_reason(const fs::path& path) {
+  void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle != nullptr) {
+    ::dlclose(handle);
+    return "dlopen failed";
+  }
+  std::string reason = ::dlerror();
+  const std::string prefix = path.string() + ": ";
+  if (reason.starts_with(prefix)) reason.erase(0, prefix.size());
+  return reason;
+}
+
+}  // namespace
+
+void InstanceDeleter::operator()(api::Module* module) const noexcept {
+  if (module != nullptr) image->destroy_(module);
+  image.reset();  // may unload the image: nothing of it is used after this
+}
+
+Image::~Image() {
+  library_.unload();
+  std::error_code ignored;
+  fs::remove(copy_, ignored);
+}
+
+Result<Instance> Image::instantiate() const {
+  auto fail = [this](std::string reason) {
+    return Error{info_.name, info_.version, source_.string(), Phase::Start, std::move(reason)};
+  };
+  api::Module* module = nullptr;
+  try {
+    module = create_();
+  } catch (const std::exception& e) {
+    return fail(std::string("constructor threw: ") + e.what());
+  } catch (...) {
+    return fail("constructor threw a non-standard exception");
+  }
+  if (module == nullptr) return fail("molt_module_create returned null");
+  return Instance(module, InstanceDeleter{shared_from_this()});
+}
+
+Loader::Loader(LoaderOptions options) : options_(std::move(options)) {}
+
+Result<CheckedImage> Loader::check(const fs::path& file, std::string_view expected_module) const {
+  auto refuse = [&](std::string reason) {
+    return Error{std::string(expected_module), {}, file.string(), Phase::Load, std::move(reason)};
+  };
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return refuse("cannot open: " + errno_text(errno));
+  FdCloser closer{fd};
+
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return refuse("cannot stat: " + errno_text(errno));
+  if (!S_ISREG(st.st_mode)) return refuse("not a regular file");
+  if (auto why = unsafe_permissions(st, "the file")) return refuse(*why);
+  std::error_code ec;
+  const fs::path dir = fs::canonical(file, ec).parent_path();
+  struct stat dir_st {};
+  if (ec || ::stat(dir.c_str(), &dir_st) != 0) return refuse("cannot stat its directory");
+  if (auto why = unsafe_permissions(dir_st, "its directory " + dir.string())) return refuse(*why);
+  if (st.st_size == 0) return refuse("empty file");
+  if (static_cast<std::uintmax_t>(st.st_size) > options_.max_image_bytes)
+    return refuse("file is " + std::to_string(st.st_size) + " bytes, more than the limit of " +
+                  std::to_string(options_.max_image_bytes));
+
+  auto bytes = read_all(fd, static_cast<std::uintmax_t>(st.st_size));
+  if (!bytes) return refuse(bytes.error().reason);
+  auto elf = ElfFile::parse(bytes.value());
+  if (!elf) return refuse(elf.error().reason);
+  auto info = read_info(elf.value(), expected_module);
+  if (!info) return refuse(info.error().reason);
+
+  CheckedImage checked{file, std::move(info.value()), sha256_hex(bytes.value()), std::move(bytes.value())};
+  return checked;
+}
+
+Result<std::shared_ptr<Image>> Loader::load(const fs::path& file, std::string_view expected_module) {
+  auto checked = check(file, expected_module);
+  if (!checked) return std::move(checked).error();
+  const ImageInfo& info = checked->info;
+  auto refuse = [&](std::string reason) {
+    return Error{info.name, info.version, file.string(), Phase::Load, std::move(reason)};
+  };
+
+  std::error_code ec;
+  fs::create_directories(options_.image_dir, ec);
+  if (ec) return refuse("cannot create image directory " + options_.image_dir.string() + ": " + ec.message());
+  fs::permissions(options_.image_dir, fs::perms::owner_all, ec);
+
+  // A fresh name for every load, so dlopen never hands back an image that is
+  // still loaded, even when the same file is loaded twice.
+  static std::atomic<std::uint64_t> sequence{0};
+  const std::string stem = info.name + '-' + std::to_string(info.version.value) + '-' + checked->sha256.substr(0, 12);
+  fs::path copy;
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    copy = options_.image_dir / (stem + '.' + std::to_string(++sequence) + ".so");
+    fd = ::open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0500);
+    if (fd < 0 && errno != EEXIST) return refuse("cannot create " + copy.string() + ": " + errno_text(errno));
+  }
+  if (fd < 0) return refuse("cannot find a free name for the image copy in " + options_.image_dir.string());
+  {
+    FdCloser closer{fd};
+    std::string_view rest = checked->bytes;
+    while (!rest.empty()) {
+      const ssize_t n = ::write(fd, rest.data(), rest.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const int err = errno;
+        fs::remove(copy, ec);
+        return refuse("cannot write " + copy.string() + ": " + errno_text(err));
+      }
+      rest.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+
+  std::shared_ptr<Image> image(new Image());
+  image->info_ = info;
+  image->source_ = file;
+  image->copy_ = copy;
+  image->sha256_ = checked->sha256;
+  image->library_.load(copy, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+  if (ec) return refuse("not loadable: " + dlopen_reason(copy));  // ~Image removes the copy
+
+  // The file said it exports these (checked above); dlsym must agree.
+  for (auto symbol : {kInfoSymbol, kCreateSymbol, kDestroySymbol})
+    if (!image->library_.has(std::string(symbol))) return refuse("dlsym cannot find " + std::string(symbol));
+  const auto& loaded_info = image->library_.get<const MoltModuleInfo>(std::string(kInfoSymbol));
+  if (loaded_info.module_version != info.version.value || loaded_info.state_schema != info.schema.value ||
+      std::string_view(loaded_info.name) != info.name)
+    return refuse("molt_module_info in memory differs from the file");
+  image->create_ = &image->library_.get<api::Module*()>(std::string(kCreateSymbol));
+  image->destroy_ = &image->library_.get<void(api::Module*)>(std::string(kDestroySymbol));
+  return image;
+}
+
+void Loader::remove_stale_copies() const {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(options_.image_dir, ec))
+    if (entry.path().extension() == ".so") fs::remove(entry.path(), ec);
+}
+
+}  // namespace molt::host

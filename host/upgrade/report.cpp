@@ -1,0 +1,82 @@
+#include "molt/host/upgrade/report.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace molt::host {
+
+std::string_view to_string(Outcome outcome) noexcept {
+  switch (outcome) {
+    case Outcome::Succeeded: return "succeeded";
+    case Outcome::RolledBack: return "rolled back";
+    case Outcome::Refused: return "refused";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(api::Direction direction) noexcept {
+  switch (direction) {
+    case api::Direction::Up: return "up";
+    case api::Direction::Down: return "down";
+    case api::Direction::Same: return "same";
+  }
+  return "unknown";
+}
+
+std::string UpgradeReport::summary() const {
+  const auto us = [](std::chrono::microseconds d) { return std::to_string(d.count()); };
+  std::string out = module + " v" + std::to_string(from.value) + " -> v" + std::to_string(to.value) + ' ' +
+                    std::string(to_string(outcome));
+  if (outcome != Outcome::Refused) {
+    out += ": pause " + us(pause) + " us (quiesce " + us(phases.quiesce) + ", save " + us(phases.save) + ", migrate " +
+           us(phases.migrate) + ", resume " + us(phases.resume) + "), state " + std::to_string(state_bytes) + " B";
+    if (queued_calls > 0) out += ", " + std::to_string(queued_calls) + " calls queued";
+  }
+  if (error) out += "; " + error->to_string();
+  return out;
+}
+
+void to_json(nlohmann::json& out, const UpgradeReport& report) {
+  const auto us = [](std::chrono::microseconds d) { return d.count(); };
+  out = nlohmann::json{
+      {"module", report.module},
+      {"from", report.from.value},
+      {"to", report.to.value},
+      {"from_schema", report.from_schema.value},
+      {"to_schema", report.to_schema.value},
+      {"direction", to_string(report.direction)},
+      {"from_file", report.from_file},
+      {"to_file", report.to_file},
+      {"to_sha256", report.to_sha256},
+      {"outcome", to_string(report.outcome)},
+      {"error", report.error ? nlohmann::json(report.error->to_string()) : nlohmann::json(nullptr)},
+      {"phases_us",
+       {{"prepare", us(report.phases.prepare)},
+        {"quiesce", us(report.phases.quiesce)},
+        {"save", us(report.phases.save)},
+        {"migrate", us(report.phases.migrate)},
+        {"resume", us(report.phases.resume)},
+        {"rollback", us(report.phases.rollback)},
+        {"cleanup", us(report.phases.cleanup)}}},
+      {"pause_us", us(report.pause)},
+      {"state_bytes", report.state_bytes},
+      {"queued_calls", report.queued_calls},
+      {"started_at_ms",
+       std::chrono::duration_cast<std::chrono::milliseconds>(report.started_at.time_since_epoch()).count()},
+  };
+}
+
+void UpgradeHistory::record(UpgradeReport report) {
+  std::lock_guard lock(mutex_);
+  reports_.push_back(std::move(report));
+  while (reports_.size() > capacity_) reports_.pop_front();
+}
+
+std::vector<UpgradeReport> UpgradeHistory::list(std::string_view module) const {
+  std::lock_guard lock(mutex_);
+  std::vector<UpgradeReport> out;
+  for (const auto& report : reports_)
+    if (module.empty() || report.module == module) out.push_back(report);
+  return out;
+}
+
+}  // namespace molt::host

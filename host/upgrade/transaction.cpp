@@ -1,0 +1,357 @@
+// The upgrade transaction: how running modules move to new versions, or not
+// at all. Everything that changes which code serves a module happens here,
+// in this order (one function each, below):
+//
+//   1. prepare   Load and check every new image, create its instance and
+//                start it. The old versions keep serving; nothing that
+//                callers can see has changed. Off the hot path on purpose:
+//                dlopen and constructors cost far more than the pause.
+//   2. quiesce   Close each module's call gate (in step order) and wait, up
+//                to quiesce_timeout, for calls inside to finish. From here
+//                new calls wait in line; none is refused or dropped.
+//   3. save      Each old instance writes its state in the schema its
+//                successor reads: its own on an upgrade, the older one on a
+//                downgrade (the newer version converts down, so the older
+//                code never needs to know the future). save_state is const.
+//   4. migrate   Each new instance reads that state (load_state), told the
+//                schema, version and direction it comes from, and must read
+//                all of it.
+//   5. resume    POINT OF NO RETURN. Swap each slot to its new instance and
+//                reopen its gate (in reverse step order); calls that waited
+//                run first, on the new version. Nothing here can fail.
+//   6. clean up  Stop and destroy the old instances. An old image unloads
+//                when its last instance is gone, which is after the switch,
+//                so no call can still be inside it.
+//
+// A failure in 1-4 rolls back: the new instances are stopped and destroyed,
+// and the gates reopen on the old instances. Those never stopped owning their
+// state and save_state did not change it, so it is byte-identical to before.
+//
+// Invariants: a slot's instance is replaced only while its gate is closed and
+// drained; a slot takes part in one transaction at a time (its upgrade
+// mutex, held from prepare to the end); every failure is logged once, here,
+// in the summary line of the module that failed.
+#include "molt/host/upgrade/transaction.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include "molt/host/state/buffers.hpp"
+
+namespace molt::host {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::microseconds;
+
+microseconds since(Clock::time_point start) {
+  return std::chrono::duration_cast<microseconds>(Clock::now() - start);
+}
+
+api::Direction direction_between(api::ModuleVersion from, api::ModuleVersion to) {
+  if (to > from) return api::Direction::Up;
+  if (to < from) return api::Direction::Down;
+  return api::Direction::Same;
+}
+
+}  // namespace
+
+class UpgradeTransaction {
+ public:
+  UpgradeTransaction(std::span<const UpgradeStep> steps, Loader& loader, const UpgradeOptions& options)
+      : loader_(loader), options_(options) {
+    moves_.reserve(steps.size());
+    for (const auto& step : steps) moves_.push_back(Move{&step});
+  }
+
+  std::vector<UpgradeReport> run() {
+    if (auto done = prepare(); !done) return roll_back(std::move(done).error());
+    if (auto done = quiesce(); !done) return roll_back(std::move(done).error());
+    if (auto done = save(); !done) return roll_back(std::move(done).error());
+    if (auto done = migrate(); !done) return roll_back(std::move(done).error());
+    resume();
+    clean_up();
+    return finish(Outcome::Succeeded);
+  }
+
+ private:
+  /// One module's progress through the transaction.
+  struct Move {
+    const UpgradeStep* step;
+    std::unique_lock<std::mutex> upgrade_lock{};  ///< held for the whole transaction once taken
+    std::unique_ptr<ModuleSlot::Live> next{};     ///< the new instance, started, until resume
+    std::unique_ptr<ModuleSlot::Live> replaced{}; ///< the old instance, from resume until clean up
+    api::ModuleVersion state_version{};           ///< version that writes the state handed over
+    api::SchemaVersion state_schema{};            ///< schema of the state handed over
+    std::string state{};
+    bool held = false;    ///< calls were held back (quiesce began), even if it then failed
+    bool paused = false;  ///< the gate is closed and drained, until resume or rollback
+    Clock::time_point paused_at{};
+    UpgradeReport report{};
+
+    ModuleSlot& slot() const { return *step->slot; }
+    /// An Error naming the image at fault: the new one while preparing and
+    /// migrating, the old one while quiescing and saving.
+    Error error(Phase phase, std::string reason) const {
+      const bool new_image = phase == Phase::Migrate || phase == Phase::Prepare;
+      const api::ModuleVersion version = new_image ? report.to : report.from;
+      return Error{report.module, version.value > 0 ? std::optional(version) : std::nullopt,
+                   new_image ? report.to_file : report.from_file, phase, std::move(reason)};
+    }
+  };
+
+  // 1. prepare ------------------------------------------------------------
+  Result<void> prepare() {
+    std::set<const ModuleSlot*> seen;
+    for (auto& move : moves_) {
+      const auto started = Clock::now();
+      failing_ = &move;
+      if (move.step->slot == nullptr) return Error{{}, {}, {}, Phase::Prepare, "upgrade step names no module"};
+      ModuleSlot& slot = move.slot();
+      const ModuleSlot::Live& old = *slot.live_;
+      const ImageInfo& from = old.image->info();
+      move.report.module = slot.name();
+      move.report.started_at = started_at_;
+      move.report.from = from.version;
+      move.report.from_schema = from.schema;
+      move.report.from_file = old.image->source().string();
+      if (!seen.insert(&slot).second) return move.error(Phase::Prepare, "appears twice in one upgrade");
+      move.upgrade_lock = std::unique_lock(slot.upgrade_mutex_, std::try_to_lock);
+      if (!move.upgrade_lock.owns_lock())
+        return move.error(Phase::Prepare, "another upgrade of this module is in progress");
+      slot.log().debug("prepare: start");
+
+      std::shared_ptr<const Image> image = old.image;
+      if (!move.step->file.empty()) {
+        auto loaded = loader_.load(move.step->file, slot.name());
+        if (!loaded) return std::move(loaded).error();
+        image = std::move(loaded.value());
+      }
+      const ImageInfo& to = image->info();
+      move.report.to = to.version;
+      move.report.to_schema = to.schema;
+      move.report.to_file = image->source().string();
+      move.report.to_sha256 = image->sha256();
+      move.report.direction = direction_between(from.version, to.version);
+      if (auto chosen = choose_state(move, from, to); !chosen) return chosen;
+
+      auto next = slot.make_live(std::move(image));
+      if (!next) return std::move(next).error();
+      move.next = std::move(next.value());
+      move.report.phases.prepare = since(started);
+      slot.log().debug("prepare: v{} ready in {} us", to.version.value, move.report.phases.prepare.count());
+    }
+    return {};
+  }
+
+  /// Decides which state the new instance receives, in which schema, and
+  /// refuses combinations the new version cannot read.
+  Result<void> choose_state(Move& move, const ImageInfo& from, const ImageInfo& to) {
+    auto v = [](auto version) { return std::to_string(version.value); };
+    if (const auto& given = move.step->state) {
+      if (given->module != move.slot().name())
+        return move.error(Phase::Prepare, "state archive is of module '" + given->module + "'");
+      if (given->schema > to.schema)
+        return move.error(Phase::Prepare, "state was written by v" + v(given->version) + " in schema " +
+                                              v(given->schema) + "; v" + v(to.version) + " reads schemas up to " +
+                                              v(to.schema));
+      move.state_version = given->version;
+      move.state_schema = given->schema;
+      move.report.direction = direction_between(given->version, to.version);
+      return {};
+    }
+    move.state_version = from.version;
+    switch (move.report.direction) {
+      case api::Direction::Up:  // the newer code reads the older schema
+        if (to.schema < from.schema)
+          return move.error(Phase::Prepare, "v" + v(to.version) + " declares schema " + v(to.schema) +
+                                                ", older than v" + v(from.version) + "'s schema " + v(from.schema));
+        move.state_schema = from.schema;
+        break;
+      case api::Direction::Down:  // the newer code writes the older schema
+        if (to.schema > from.schema)
+          return move.error(Phase::Prepare, "v" + v(to.version) + " declares schema " + v(to.schema) +
+                                                ", newer than v" + v(from.version) + "'s schema " + v(from.schema));
+        move.state_schema = to.schema;
+        break;
+      case api::Direction::Same:
+        if (to.schema != from.schema)
+          return move.error(Phase::Prepare, "the running v" + v(from.version) + " has schema " + v(from.schema) +
+                                                " but this v" + v(to.version) + " declares schema " + v(to.schema));
+        move.state_schema = from.schema;
+        break;
+    }
+    return {};
+  }
+
+  // 2. quiesce ------------------------------------------------------------
+  Result<void> quiesce() {
+    for (auto& move : moves_) {
+      failing_ = &move;
+      ModuleSlot& slot = move.slot();
+      slot.log().debug("quiesce: start");
+      move.paused_at = Clock::now();
+      move.held = true;
+      if (!slot.gate_.suspend(move.paused_at + options_.quiesce_timeout)) {  // reopens the gate itself
+        move.report.phases.quiesce = since(move.paused_at);
+        move.report.pause = move.report.phases.quiesce;
+        return move.error(Phase::Quiesce, std::to_string(slot.gate_.counts().inside) +
+                                              " call(s) still running after " +
+                                              std::to_string(options_.quiesce_timeout.count()) + " ms");
+      }
+      move.paused = true;
+      move.report.phases.quiesce = since(move.paused_at);
+      slot.log().debug("quiesce: done in {} us", move.report.phases.quiesce.count());
+    }
+    return {};
+  }
+
+  // 3. save ---------------------------------------------------------------
+  Result<void> save() {
+    for (auto& move : moves_) {
+      failing_ = &move;
+      const auto started = Clock::now();
+      ModuleSlot& slot = move.slot();
+      slot.log().debug("save: start, schema {}", move.state_schema.value);
+      if (move.step->state) {
+        move.state = move.step->state->bytes;
+      } else {
+        const api::SaveTarget target{move.state_schema, move.report.direction, move.step->extra};
+        auto bytes = slot.save_from(*slot.live_, target, options_.max_state_bytes);
+        if (!bytes) {
+          move.report.phases.save = since(started);
+          return std::move(bytes).error();
+        }
+        move.state = std::move(bytes.value());
+      }
+      move.report.state_bytes = move.state.size();
+      move.report.phases.save = since(started);
+      slot.log().debug("save: {} bytes in {} us", move.state.size(), move.report.phases.save.count());
+    }
+    return {};
+  }
+
+  // 4. migrate ------------------------------------------------------------
+  Result<void> migrate() {
+    for (auto& move : moves_) {
+      failing_ = &move;
+      const auto started = Clock::now();
+      ModuleSlot& slot = move.slot();
+      slot.log().debug("migrate: start, from v{} schema {}", move.state_version.value, move.state_schema.value);
+      ViewSource source(move.state);
+      api::StateReader reader(source);
+      const api::Migration migration{move.state_schema, move.state_version, move.report.direction, move.step->extra};
+      std::optional<std::string> failure;
+      try {
+        move.next->instance->load_state(reader, migration);
+      } catch (const api::MigrationRefused& e) {
+        failure = std::string("refused: ") + e.what();
+      } catch (const std::exception& e) {
+        failure = std::string("load_state threw: ") + e.what();
+      } catch (...) {
+        failure = "load_state threw a non-standard exception";
+      }
+      move.report.phases.migrate = since(started);
+      if (failure) return move.error(Phase::Migrate, *failure);
+      if (source.remaining() != 0)
+        return move.error(Phase::Migrate, "load_state left " + std::to_string(source.remaining()) + " of " +
+                                              std::to_string(move.state.size()) +
+                                              " bytes unread (does it read the schema it was given?)");
+      slot.log().debug("migrate: done in {} us", move.report.phases.migrate.count());
+    }
+    return {};
+  }
+
+  // 5. resume: the point of no return --------------------------------------
+  void resume() {
+    for (auto it = moves_.rbegin(); it != moves_.rend(); ++it) {
+      Move& move = *it;
+      const auto started = Clock::now();
+      ModuleSlot& slot = move.slot();
+      const ImageInfo& to = move.next->image->info();
+      {
+        std::lock_guard lock(slot.info_mutex_);
+        slot.previous_ = slot.running_;
+        slot.running_ = describe(*move.next->image, move.next->since);
+      }
+      move.replaced = std::exchange(slot.live_, std::move(move.next));
+      move.report.queued_calls = slot.gate_.resume(to.call_mode);
+      move.paused = false;
+      move.report.phases.resume = since(started);
+      move.report.pause = since(move.paused_at);
+    }
+  }
+
+  // 6. clean up -------------------------------------------------------------
+  void clean_up() {
+    for (auto& move : moves_) {
+      const auto started = Clock::now();
+      move.replaced.reset();  // stop(), destroy; the image unloads with its last instance
+      move.report.phases.cleanup = since(started);
+    }
+  }
+
+  // rollback ------------------------------------------------------------------
+  std::vector<UpgradeReport> roll_back(Error cause) {
+    const bool any_held = std::any_of(moves_.begin(), moves_.end(), [](const Move& m) { return m.held; });
+    for (auto it = moves_.rbegin(); it != moves_.rend(); ++it) {
+      Move& move = *it;
+      if (!move.upgrade_lock.owns_lock()) continue;  // never got this far
+      const auto started = Clock::now();
+      move.next.reset();  // stop() and destroy the new instance; its image unloads
+      if (move.paused) {
+        move.slot().gate_.resume();
+        move.paused = false;
+        move.report.pause = since(move.paused_at);
+      }
+      move.report.phases.rollback = since(started);
+    }
+    for (auto& move : moves_) {
+      if (&move == failing_) {
+        move.report.error = cause;
+      } else {
+        move.report.error = move.error(cause.phase, "not upgraded because " + failing_->report.module + " failed");
+      }
+    }
+    return finish(any_held ? Outcome::RolledBack : Outcome::Refused);
+  }
+
+  std::vector<UpgradeReport> finish(Outcome outcome) {
+    std::vector<UpgradeReport> reports;
+    for (auto& move : moves_) {
+      move.report.outcome = outcome;
+      if (move.step->slot != nullptr) {
+        auto& log = move.slot().log();
+        log.log(outcome == Outcome::Succeeded ? spdlog::level::info : spdlog::level::err, "upgrade {}",
+                move.report.summary());
+      }
+      reports.push_back(std::move(move.report));
+    }
+    return reports;
+  }
+
+  Loader& loader_;
+  const UpgradeOptions& options_;
+  std::vector<Move> moves_;
+  Move* failing_ = nullptr;  ///< the move whose phase ran last (the culprit when one fails)
+  const std::chrono::system_clock::time_point started_at_ = std::chrono::system_clock::now();
+};
+
+std::vector<UpgradeReport> run_upgrade(std::span<const UpgradeStep> steps, Loader& loader,
+                                       const UpgradeOptions& options) {
+  return UpgradeTransaction(steps, loader, options).run();
+}
+
+UpgradeReport upgrade(ModuleSlot& slot, Loader& loader, const std::filesystem::path& file, const api::Values& extra,
+                      const UpgradeOptions& options) {
+  const UpgradeStep step{&slot, file, std::nullopt, extra};
+  return std::move(run_upgrade(std::span(&step, 1), loader, options).front());
+}
+
+UpgradeReport restore(ModuleSlot& slot, Loader& loader, StateBlob state, const std::filesystem::path& file,
+                      const UpgradeOptions& options) {
+  const UpgradeStep step{&slot, file, std::move(state), {}};
+  return std::move(run_upgrade(std::span(&step, 1), loader, options).front());
+}
+
+}  // namespace molt::host

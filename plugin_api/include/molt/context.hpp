@@ -1,0 +1,32 @@
+// What the host gives a module instance: its logger and its configuration.
+#pragma once
+
+#include <string_view>
+
+#include <spdlog/logger.h>
+
+#include "molt/types.hpp"
+
+namespace molt::api {
+
+/// The host's side of a module instance. The host owns it and keeps it alive
+/// from `Module::start` until after `Module::stop` returns; a module may keep
+/// the reference for that long.
+class Context {
+ public:
+  /// The module's logger, created by the host and named after the module, so
+  /// every line it writes names the module. Modules create no loggers of
+  /// their own (a logger registered by module code would outlive the image).
+  virtual spdlog::logger& log() = 0;
+
+  /// The module's configuration values, from the host's configuration file.
+  [[nodiscard]] virtual const Values& config() const = 0;
+
+  /// The name this module is served under, e.g. "counter".
+  [[nodiscard]] virtual std::string_view module_name() const = 0;
+
+ protected:
+  ~Context() = default;  // not owned by modules
+};
+
+}  // namespace molt::api

@@ -1,0 +1,48 @@
+#include "http.hpp"
+
+#include <cstdio>
+
+namespace counter {
+
+Route route(const molt::api::Request& request) {
+  const bool show = request.path == "/counter" || request.path == "/counter/";
+  const bool increment = request.path == "/counter/incr";
+  if (!show && !increment) return Route::NotFound;
+  if (show) return request.method == "GET" || request.method == "HEAD" ? Route::Show : Route::WrongMethod;
+  return request.method == "POST" ? Route::Increment : Route::WrongMethod;
+}
+
+molt::api::Response route_error(Route route, const molt::api::Request& request) {
+  if (route == Route::WrongMethod)
+    return molt::api::Response::json(R"({"error":"method )" + request.method + R"( not allowed on )" + request.path + R"("})", 405);
+  return molt::api::Response::json(R"({"error":"no such resource: )" + request.path + R"("})", 404);
+}
+
+std::string json_string(std::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
+          out += escaped;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string common_fields(std::uint32_t version, std::uint64_t total) {
+  return R"("module":"counter","version":)" + std::to_string(version) + R"(,"total":)" + std::to_string(total);
+}
+
+}  // namespace counter

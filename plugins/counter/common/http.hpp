@@ -1,0 +1,27 @@
+// What both counter versions answer alike: routing and JSON output.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "molt/message.hpp"
+
+namespace counter {
+
+/// The routes both versions serve.
+enum class Route { Show, Increment, NotFound, WrongMethod };
+
+/// GET /counter shows, POST /counter/incr increments; anything else is an error.
+Route route(const molt::api::Request& request);
+
+/// The answer for NotFound and WrongMethod.
+molt::api::Response route_error(Route route, const molt::api::Request& request);
+
+/// `text` as a JSON string literal, quotes included.
+std::string json_string(std::string_view text);
+
+/// `"module":"counter","version":N,"total":T` — the fields every answer starts with.
+std::string common_fields(std::uint32_t version, std::uint64_t total);
+
+}  // namespace counter

@@ -1,0 +1,99 @@
+// probe: a test module that misbehaves on request.
+//
+// Versions 1 and 2 are well-behaved and share schema 1 (v2 admits calls
+// concurrently); version 3 throws from start(); version 4 throws from its
+// constructor. The upgrade's `extra` argument "fail" makes a migration hook
+// fail: save, save-crash, load, load-crash, non-std, short-read.
+#include <chrono>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <boost/serialization/string.hpp>
+#include <boost/serialization/vector.hpp>
+
+#include "molt/module.hpp"
+
+namespace probe {
+
+struct State {
+  std::vector<std::string> items;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & items;
+  }
+};
+
+class Probe final : public molt::api::Module {
+ public:
+  static constexpr std::string_view kName = "probe";
+  static constexpr molt::api::ModuleVersion kVersion{MOLT_BUILD_MODULE_VERSION};
+  static constexpr molt::api::SchemaVersion kSchema{1};
+  static constexpr molt::api::CallMode kCallMode =
+      kVersion.value == 2 ? molt::api::CallMode::Concurrent : molt::api::CallMode::Serial;
+
+  Probe() {
+#ifdef PROBE_FAIL_CONSTRUCT
+    throw std::runtime_error("probe constructor fails on purpose");
+#endif
+  }
+
+  void start(molt::api::Context&) override {
+#ifdef PROBE_FAIL_START
+    throw std::runtime_error("probe start fails on purpose");
+#endif
+  }
+
+  molt::api::Response handle(const molt::api::Request& request) override {
+    if (request.path == "/probe/add") {
+      std::lock_guard lock(mutex_);
+      state_.items.push_back(request.query_param("item").value_or(""));
+    } else if (request.path == "/probe/sleep") {
+      const auto ms = std::stoi(request.query_param("ms").value_or("0"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    } else if (request.path == "/probe/throw") {
+      throw std::runtime_error("boom");
+    } else if (request.path != "/probe") {
+      return molt::api::Response::json(R"({"error":"not found"})", 404);
+    }
+    std::lock_guard lock(mutex_);
+    std::string body = R"({"version":)" + std::to_string(kVersion.value) + R"(,"items":[)";
+    for (std::size_t i = 0; i < state_.items.size(); ++i) body += (i ? ",\"" : "\"") + state_.items[i] + '"';
+    return molt::api::Response::json(body + "]}");
+  }
+
+  void save_state(molt::api::StateWriter& out, const molt::api::SaveTarget& target) const override {
+    const std::string fail = value(target.extra, "fail");
+    if (fail == "save") throw molt::api::MigrationRefused("probe refuses to save on purpose");
+    if (fail == "save-crash") throw std::runtime_error("probe save crashes on purpose");
+    if (target.schema != kSchema) throw molt::api::UnknownSchema(target.schema, kSchema);
+    std::lock_guard lock(mutex_);
+    out.write(state_);
+  }
+
+  void load_state(molt::api::StateReader& in, const molt::api::Migration& migration) override {
+    const std::string fail = value(migration.extra, "fail");
+    if (fail == "short-read") return;
+    if (migration.from_schema != kSchema) throw molt::api::UnknownSchema(migration.from_schema, kSchema);
+    in.read(state_);
+    state_.items.push_back("half-migrated");  // a failure below must not leak this anywhere
+    if (fail == "load") throw molt::api::MigrationRefused("probe refuses to load on purpose");
+    if (fail == "load-crash") throw std::logic_error("probe load crashes on purpose");
+    if (fail == "non-std") throw 42;
+    state_.items.pop_back();
+  }
+
+ private:
+  static std::string value(const molt::api::Values& values, std::string_view key) {
+    const auto it = values.find(key);
+    return it == values.end() ? std::string() : it->second;
+  }
+
+  mutable std::mutex mutex_;  // v2 is concurrent
+  State state_;
+};
+
+}  // namespace probe
+
+MOLT_MODULE(probe::Probe)

@@ -1,0 +1,69 @@
+// Helpers shared by Molt's tests: paths to built images, temporary
+// directories, a logger, and the one way tests wait for something.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <spdlog/logger.h>
+
+#include "molt/host/loader/loader.hpp"
+#include "molt/host/slot/module_slot.hpp"
+#include "molt/message.hpp"
+
+namespace molt::test {
+
+/// build/plugins/<module>-<version>.so: the shipped modules.
+std::filesystem::path plugin_path(std::string_view module, unsigned version);
+/// build/tests/images/<file_name>: the test modules of tests/plugins.
+std::filesystem::path test_image_path(std::string_view file_name);
+/// build/tests/images/probe-<version>.so
+std::filesystem::path probe_path(unsigned version);
+/// tests/fixtures in the source tree.
+std::filesystem::path fixture_root();
+
+/// A fresh private directory (mode 0700), removed with everything in it.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// A logger named `module` that keeps quiet unless MOLT_TEST_LOG is set.
+std::shared_ptr<spdlog::logger> test_logger(const std::string& module);
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it
+/// held. The only way tests wait: never a fixed sleep.
+bool wait_until(const std::function<bool()>& condition,
+                std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+/// "POST /counter/incr?key=a" -> Request{POST, /counter/incr, key=a}
+api::Request request(std::string_view method, std::string_view target, std::string body = {});
+
+/// A loader with its image directory inside a TempDir.
+struct Harness {
+  TempDir dir;
+  host::Loader loader{host::LoaderOptions{dir.path() / "images"}};
+
+  /// Loads `image` (module `module`) into a new slot; fails the test otherwise.
+  std::unique_ptr<host::ModuleSlot> start(const std::filesystem::path& image, std::string_view module,
+                                          api::Values config = {});
+};
+
+/// The body of a call that must succeed with status 200.
+std::string call_ok(host::ModuleSlot& slot, std::string_view method, std::string_view target);
+
+/// Whether /proc/self/maps maps `path`.
+bool is_mapped(const std::filesystem::path& path);
+
+}  // namespace molt::test

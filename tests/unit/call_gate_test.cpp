@@ -1,0 +1,116 @@
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "molt/host/slot/call_gate.hpp"
+#include "test_support.hpp"
+
+using molt::api::CallMode;
+using molt::host::CallGate;
+using molt::test::wait_until;
+using namespace std::chrono_literals;
+
+namespace {
+CallGate::Clock::time_point in(std::chrono::milliseconds ms) { return CallGate::Clock::now() + ms; }
+}  // namespace
+
+TEST_CASE("serial gate never lets two calls in at once", "[call_gate]") {
+  CallGate gate(CallMode::Serial);
+  std::atomic<int> inside{0}, most{0}, calls{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 500; ++i) {
+        auto pass = gate.enter();
+        const int now = ++inside;
+        int seen = most.load();
+        while (now > seen && !most.compare_exchange_weak(seen, now)) {
+        }
+        ++calls;
+        --inside;
+      }
+    });
+  for (auto& t : threads) t.join();
+  CHECK(most == 1);
+  CHECK(calls == 8 * 500);
+}
+
+TEST_CASE("concurrent gate lets calls overlap", "[call_gate]") {
+  CallGate gate(CallMode::Concurrent);
+  auto first = gate.enter();
+  auto second = std::async(std::launch::async, [&] { auto pass = gate.enter(); return true; });
+  REQUIRE(second.wait_for(10s) == std::future_status::ready);  // entered while `first` is inside
+  CHECK(gate.counts().inside == 1);
+}
+
+TEST_CASE("calls that arrive while suspended wait, and are admitted in arrival order after resume", "[call_gate]") {
+  CallGate gate(CallMode::Serial);
+  REQUIRE(gate.suspend(in(1s)));
+  std::mutex order_mutex;
+  std::vector<int> order;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 6; ++i) {
+    threads.emplace_back([&, i] {
+      auto pass = gate.enter();
+      std::lock_guard lock(order_mutex);
+      order.push_back(i);
+    });
+    // Start the next caller only once this one is in line, so arrival order is known.
+    REQUIRE(wait_until([&] { return gate.counts().waiting == static_cast<std::uint64_t>(i + 1); }));
+  }
+  CHECK(order.empty());
+  CHECK(gate.resume() == 6);
+  for (auto& t : threads) t.join();
+  CHECK(order == std::vector<int>{0, 1, 2, 3, 4, 5});
+}
+
+TEST_CASE("suspend waits for the call inside to finish", "[call_gate]") {
+  CallGate gate(CallMode::Serial);
+  std::promise<void> release;
+  std::atomic<bool> entered{false};
+  std::thread caller([&] {
+    auto pass = gate.enter();
+    entered = true;
+    release.get_future().wait();
+  });
+  REQUIRE(wait_until([&] { return entered.load(); }));
+  auto drained = std::async(std::launch::async, [&] { return gate.suspend(in(10s)); });
+  REQUIRE(wait_until([&] { return gate.counts().suspended; }));
+  CHECK(drained.wait_for(0s) == std::future_status::timeout);  // the call is still inside
+  release.set_value();
+  CHECK(drained.get());
+  CHECK(gate.counts().inside == 0);
+  caller.join();
+  gate.resume();
+}
+
+TEST_CASE("suspend gives up at the deadline and reopens the gate", "[call_gate]") {
+  CallGate gate(CallMode::Serial);
+  std::promise<void> release;
+  std::atomic<bool> entered{false};
+  std::thread caller([&] {
+    auto pass = gate.enter();
+    entered = true;
+    release.get_future().wait();
+  });
+  REQUIRE(wait_until([&] { return entered.load(); }));
+  CHECK_FALSE(gate.suspend(in(20ms)));
+  CHECK_FALSE(gate.counts().suspended);
+  release.set_value();
+  caller.join();
+  auto after = std::async(std::launch::async, [&] { auto pass = gate.enter(); return true; });
+  REQUIRE(after.wait_for(10s) == std::future_status::ready);
+}
+
+TEST_CASE("resume can switch the gate from serial to concurrent", "[call_gate]") {
+  CallGate gate(CallMode::Serial);
+  REQUIRE(gate.suspend(in(1s)));
+  gate.resume(CallMode::Concurrent);
+  auto first = gate.enter();
+  auto second = std::async(std::launch::async, [&] { auto pass = gate.enter(); return true; });
+  REQUIRE(second.wait_for(10s) == std::future_status::ready);
+}
