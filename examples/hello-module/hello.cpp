@@ -1,0 +1,53 @@
+// hello: the smallest useful Molt module. It greets, and remembers how many
+// greetings it gave, across upgrades.
+#include <boost/serialization/map.hpp>
+#include <boost/serialization/string.hpp>
+
+#include <molt/module.hpp>
+
+namespace hello {
+
+// The state: a plain value type with a serialize() member.
+struct State {
+  std::map<std::string, std::uint64_t> greeted;  // name -> greetings
+  template <class Archive>
+  void serialize(Archive& ar, unsigned /*version*/) {
+    ar & greeted;
+  }
+};
+
+class Hello final : public molt::api::Module {
+ public:
+  static constexpr std::string_view kName = "hello";
+  static constexpr molt::api::ModuleVersion kVersion{1};
+  static constexpr molt::api::SchemaVersion kSchema{1};
+
+  void start(molt::api::Context& context) override { log_ = &context.log(); }
+
+  molt::api::Response handle(const molt::api::Request& request) override {
+    if (request.path != "/hello") return molt::api::Response::text("not found\n", 404);
+    const std::string name = request.query_param("name").value_or("world");
+    if (name.size() > 64) return molt::api::Response::text("name too long\n", 400);
+    const auto count = ++state_.greeted[name];
+    log_->debug("greeted {} ({} times)", name, count);
+    return molt::api::Response::text("Hello, " + name + "! (" + std::to_string(count) + ")\n");
+  }
+
+  void save_state(molt::api::StateWriter& out, const molt::api::SaveTarget& target) const override {
+    if (target.schema != kSchema) throw molt::api::UnknownSchema(target.schema, kSchema);
+    out.write(state_);
+  }
+
+  void load_state(molt::api::StateReader& in, const molt::api::Migration& migration) override {
+    if (migration.from_schema != kSchema) throw molt::api::UnknownSchema(migration.from_schema, kSchema);
+    in.read(state_);
+  }
+
+ private:
+  spdlog::logger* log_ = nullptr;
+  State state_;
+};
+
+}  // namespace hello
+
+MOLT_MODULE(hello::Hello)
