@@ -14,6 +14,8 @@ std::string_view to_string(Phase phase) noexcept {
     case Phase::Resume: return "resume";
     case Phase::Rollback: return "rollback";
     case Phase::Snapshot: return "snapshot";
+    case Phase::Config: return "config";
+    case Phase::Control: return "control";
   }
   return "unknown";
 }

@@ -112,6 +112,7 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds timeout) {
   auto bytes = save_from(*live_, api::SaveTarget{info.schema, api::Direction::Same, {}}, UINT64_MAX);
   gate_.resume();
   if (!bytes) return std::move(bytes).error();
+  state_bytes_.store(bytes->size(), std::memory_order_relaxed);
   return StateBlob{name_, info.version, info.schema, std::move(bytes.value())};
 }
 
@@ -126,8 +127,9 @@ std::optional<RunningVersion> ModuleSlot::previous() const {
 }
 
 SlotStats ModuleSlot::stats() const {
+  const std::uint64_t state_bytes = state_bytes_.load(std::memory_order_relaxed);
   return SlotStats{calls_.load(std::memory_order_relaxed), failed_calls_.load(std::memory_order_relaxed),
-                   gate_.counts()};
+                   state_bytes == kUnknown ? std::nullopt : std::optional(state_bytes), gate_.counts()};
 }
 
 }  // namespace molt::host

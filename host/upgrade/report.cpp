@@ -24,8 +24,9 @@ std::string_view to_string(api::Direction direction) noexcept {
 
 std::string UpgradeReport::summary() const {
   const auto us = [](std::chrono::microseconds d) { return std::to_string(d.count()); };
-  std::string out = module + " v" + std::to_string(from.value) + " -> v" + std::to_string(to.value) + ' ' +
-                    std::string(to_string(outcome));
+  // `to` is 0 when the new image could not even be read.
+  std::string out = module + " v" + std::to_string(from.value) + " -> " +
+                    (to.value > 0 ? 'v' + std::to_string(to.value) : std::string("?")) + ' ' + std::string(to_string(outcome));
   if (outcome != Outcome::Refused) {
     out += ": pause " + us(pause) + " us (quiesce " + us(phases.quiesce) + ", save " + us(phases.save) + ", migrate " +
            us(phases.migrate) + ", resume " + us(phases.resume) + "), state " + std::to_string(state_bytes) + " B";

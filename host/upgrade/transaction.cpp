@@ -115,6 +115,7 @@ class UpgradeTransaction {
       move.report.from = from.version;
       move.report.from_schema = from.schema;
       move.report.from_file = old.image->source().string();
+      move.report.to_file = move.step->file.empty() ? move.report.from_file : move.step->file.string();
       if (!seen.insert(&slot).second) return move.error(Phase::Prepare, "appears twice in one upgrade");
       move.upgrade_lock = std::unique_lock(slot.upgrade_mutex_, std::try_to_lock);
       if (!move.upgrade_lock.owns_lock())
@@ -127,6 +128,10 @@ class UpgradeTransaction {
         if (!loaded) return std::move(loaded).error();
         image = std::move(loaded.value());
       }
+      if (move.step->sha256 && *move.step->sha256 != image->sha256())
+        return Error{slot.name(), image->info().version, image->source().string(), Phase::Prepare,
+                     "file differs from the pinned sha256 (expected " + move.step->sha256->substr(0, 12) +
+                         "..., found " + image->sha256().substr(0, 12) + "...)"};
       const ImageInfo& to = image->info();
       move.report.to = to.version;
       move.report.to_schema = to.schema;
@@ -275,6 +280,7 @@ class UpgradeTransaction {
         slot.running_ = describe(*move.next->image, move.next->since);
       }
       move.replaced = std::exchange(slot.live_, std::move(move.next));
+      slot.state_bytes_.store(move.report.state_bytes, std::memory_order_relaxed);
       move.report.queued_calls = slot.gate_.resume(to.call_mode);
       move.paused = false;
       move.report.phases.resume = since(started);
@@ -344,13 +350,13 @@ std::vector<UpgradeReport> run_upgrade(std::span<const UpgradeStep> steps, Loade
 
 UpgradeReport upgrade(ModuleSlot& slot, Loader& loader, const std::filesystem::path& file, const api::Values& extra,
                       const UpgradeOptions& options) {
-  const UpgradeStep step{&slot, file, std::nullopt, extra};
+  const UpgradeStep step{&slot, file, std::nullopt, extra, std::nullopt};
   return std::move(run_upgrade(std::span(&step, 1), loader, options).front());
 }
 
 UpgradeReport restore(ModuleSlot& slot, Loader& loader, StateBlob state, const std::filesystem::path& file,
                       const UpgradeOptions& options) {
-  const UpgradeStep step{&slot, file, std::move(state), {}};
+  const UpgradeStep step{&slot, file, std::move(state), {}, std::nullopt};
   return std::move(run_upgrade(std::span(&step, 1), loader, options).front());
 }
 

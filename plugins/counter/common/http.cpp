@@ -14,8 +14,9 @@ Route route(const molt::api::Request& request) {
 
 molt::api::Response route_error(Route route, const molt::api::Request& request) {
   if (route == Route::WrongMethod)
-    return molt::api::Response::json(R"({"error":"method )" + request.method + R"( not allowed on )" + request.path + R"("})", 405);
-  return molt::api::Response::json(R"({"error":"no such resource: )" + request.path + R"("})", 404);
+    return molt::api::Response::json(
+        R"({"error":)" + json_string("method " + request.method + " not allowed on " + request.path) + "}\n", 405);
+  return molt::api::Response::json(R"({"error":)" + json_string("no such resource: " + request.path) + "}\n", 404);
 }
 
 std::string json_string(std::string_view text) {

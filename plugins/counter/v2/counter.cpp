@@ -40,7 +40,7 @@ class CounterV2 final : public molt::api::Module {
       const auto it = state_.counts.find(key);
       body += ",\"key\":" + json_string(key) + ",\"count\":" + std::to_string(it == state_.counts.end() ? 0 : it->second);
     }
-    body += '}';
+    body += "}\n";
     return molt::api::Response::json(std::move(body));
   }
 

@@ -26,6 +26,8 @@ enum class Phase {
   Resume,    ///< upgrade: switching to the new version
   Rollback,  ///< upgrade: going back to the old version
   Snapshot,  ///< saving or reading a state archive
+  Config,    ///< reading the host's configuration
+  Control,   ///< a request on the control socket
 };
 
 [[nodiscard]] std::string_view to_string(Phase phase) noexcept;

@@ -46,6 +46,9 @@ struct RunningVersion {
 struct SlotStats {
   std::uint64_t calls = 0;         ///< calls answered (including failed ones)
   std::uint64_t failed_calls = 0;  ///< calls whose handler threw
+  /// Size of the state the last time it was saved (upgrade or snapshot);
+  /// measuring it otherwise would mean pausing the module.
+  std::optional<std::uint64_t> state_bytes;
   CallGate::Counts gate;
 };
 
@@ -112,6 +115,8 @@ class ModuleSlot {
   std::optional<RunningVersion> previous_;
   std::atomic<std::uint64_t> calls_{0};
   std::atomic<std::uint64_t> failed_calls_{0};
+  static constexpr std::uint64_t kUnknown = UINT64_MAX;
+  std::atomic<std::uint64_t> state_bytes_{kUnknown};
 };
 
 }  // namespace molt::host

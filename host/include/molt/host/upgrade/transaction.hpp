@@ -33,6 +33,9 @@ struct UpgradeStep {
   /// a snapshot or a fixture. The running instance's state is then not saved.
   std::optional<StateBlob> state;
   api::Values extra;  ///< handed to the migration hooks
+  /// When set, the new image must have this SHA-256 (lowercase hex), or the
+  /// step is refused: pins a script to the files it was written for.
+  std::optional<std::string> sha256;
 };
 
 /// Moves every step's module to its new version as one transaction: either

@@ -1,0 +1,179 @@
+#include "molt/host/config/host_config.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <sstream>
+#include <set>
+
+#include <toml++/toml.h>
+
+#include "molt/module.hpp"
+
+namespace molt::host {
+namespace fs = std::filesystem;
+namespace {
+
+const std::set<std::string, std::less<>> kLogLevels{"trace", "debug", "info", "warn", "error", "critical", "off"};
+
+/// Carries the first problem found, as "<key>: <reason>".
+struct Checker {
+  std::optional<std::string> problem;
+
+  void fail(const std::string& key, const std::string& reason) {
+    if (!problem) problem = key + ": " + reason;
+  }
+
+  void only_keys(const toml::table& table, const std::string& prefix, std::initializer_list<std::string_view> allowed) {
+    for (const auto& [key, value] : table) {
+      (void)value;
+      if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end())
+        fail(prefix + std::string(key.str()), "unknown key");
+    }
+  }
+
+  std::optional<std::string> string(const toml::table& table, const std::string& prefix, std::string_view key) {
+    const auto* node = table.get(key);
+    if (node == nullptr) return std::nullopt;
+    if (const auto* s = node->as_string()) return s->get();
+    fail(prefix + std::string(key), "must be a string");
+    return std::nullopt;
+  }
+
+  std::optional<std::int64_t> integer(const toml::table& table, const std::string& prefix, std::string_view key,
+                                      std::int64_t min, std::int64_t max) {
+    const auto* node = table.get(key);
+    if (node == nullptr) return std::nullopt;
+    const auto* i = node->as_integer();
+    if (i == nullptr || i->get() < min || i->get() > max) {
+      fail(prefix + std::string(key), "must be an integer from " + std::to_string(min) + " to " + std::to_string(max));
+      return std::nullopt;
+    }
+    return i->get();
+  }
+};
+
+std::string value_text(const toml::node& node) {
+  if (const auto* s = node.as_string()) return s->get();
+  if (const auto* i = node.as_integer()) return std::to_string(i->get());
+  if (const auto* b = node.as_boolean()) return b->get() ? "true" : "false";
+  if (const auto* f = node.as_floating_point()) {
+    std::ostringstream out;
+    out << f->get();
+    return out.str();
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string Endpoint::to_string() const { return host + ':' + std::to_string(port); }
+
+std::optional<Endpoint> parse_endpoint(std::string_view text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  unsigned port = 0;
+  const std::string_view digits = text.substr(colon + 1);
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+  if (ec != std::errc() || end != digits.data() + digits.size() || digits.empty() || port > 65535) return std::nullopt;
+  std::string host(text.substr(0, colon));
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);  // [::1]
+  return Endpoint{host, static_cast<std::uint16_t>(port)};
+}
+
+Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides& overrides) {
+  auto refuse = [&](const std::string& reason) {
+    return Error{{}, {}, path.string(), Phase::Config, reason};
+  };
+  toml::table root;
+  try {
+    root = toml::parse_file(path.string());
+  } catch (const toml::parse_error& e) {
+    return refuse("line " + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
+  }
+
+  HostConfig config;
+  config.source = path;
+  Checker check;
+  check.only_keys(root, "", {"host", "modules"});
+
+  if (const auto* host = root.get_as<toml::table>("host")) {
+    check.only_keys(*host, "host.", {"run_dir", "plugin_dir", "http", "http_threads", "max_request_bytes",
+                                     "quiesce_timeout_ms", "max_state_bytes", "log_level"});
+    if (auto v = check.string(*host, "host.", "run_dir")) config.run_dir = *v;
+    if (auto v = check.string(*host, "host.", "plugin_dir")) config.plugin_dir = *v;
+    if (auto v = check.string(*host, "host.", "http")) {
+      if (auto endpoint = parse_endpoint(*v))
+        config.http = *endpoint;
+      else
+        check.fail("host.http", "must look like 127.0.0.1:8080, got '" + *v + "'");
+    }
+    if (auto v = check.integer(*host, "host.", "http_threads", 1, 256)) config.http_threads = static_cast<unsigned>(*v);
+    if (auto v = check.integer(*host, "host.", "max_request_bytes", 1024, 1ll << 30)) config.max_request_bytes = *v;
+    if (auto v = check.integer(*host, "host.", "quiesce_timeout_ms", 1, 600000)) config.quiesce_timeout = std::chrono::milliseconds(*v);
+    if (auto v = check.integer(*host, "host.", "max_state_bytes", 1024, 1ll << 40)) config.max_state_bytes = *v;
+    if (auto v = check.string(*host, "host.", "log_level")) {
+      if (kLogLevels.contains(*v))
+        config.log_level = *v;
+      else
+        check.fail("host.log_level", "must be one of trace, debug, info, warn, error, critical, off");
+    }
+  } else if (root.contains("host")) {
+    check.fail("host", "must be a table");
+  }
+
+  if (overrides.run_dir) config.run_dir = *overrides.run_dir;
+  if (overrides.http) {
+    if (auto endpoint = parse_endpoint(*overrides.http))
+      config.http = *endpoint;
+    else
+      return refuse("--http: must look like 127.0.0.1:8080, got '" + *overrides.http + "'");
+  }
+  if (overrides.log_level) {
+    if (!kLogLevels.contains(*overrides.log_level)) return refuse("--log-level: unknown level '" + *overrides.log_level + "'");
+    config.log_level = *overrides.log_level;
+  }
+
+  const auto* modules = root.get_as<toml::table>("modules");
+  if (modules == nullptr && root.contains("modules")) check.fail("modules", "must be a table of [modules.<name>] tables");
+  if (modules != nullptr) {
+    for (const auto& [key, node] : *modules) {
+      const std::string name(key.str());
+      const std::string prefix = "modules." + name + ".";
+      const auto* table = node.as_table();
+      if (!api::detail::valid_module_name(name)) {
+        check.fail("modules." + name, "module names are 1 to 63 characters of [a-z0-9_-]");
+        continue;
+      }
+      if (table == nullptr) {
+        check.fail("modules." + name, "must be a table");
+        continue;
+      }
+      check.only_keys(*table, prefix, {"version", "file", "config"});
+      ModuleConfig module{name, {}, {}};
+      const auto version = check.integer(*table, prefix, "version", 1, UINT32_MAX);
+      const auto file = check.string(*table, prefix, "file");
+      if (version && file) check.fail(prefix + "file", "give version or file, not both");
+      else if (version) module.file = config.plugin_dir / (name + '-' + std::to_string(*version) + ".so");
+      else if (file) module.file = fs::path(*file).is_absolute() ? fs::path(*file) : config.plugin_dir / *file;
+      else if (!check.problem) check.fail("modules." + name, "needs version = N or file = \"...\"");
+      if (const auto* values = table->get("config")) {
+        if (const auto* values_table = values->as_table()) {
+          for (const auto& [value_key, value] : *values_table) {
+            if (value.is_table() || value.is_array())
+              check.fail(prefix + "config." + std::string(value_key.str()), "must be a string, number or boolean");
+            else
+              module.values[std::string(value_key.str())] = value_text(value);
+          }
+        } else {
+          check.fail(prefix + "config", "must be a table");
+        }
+      }
+      config.modules.push_back(std::move(module));
+    }
+  }
+  if (check.problem) return refuse(*check.problem);
+  if (config.modules.empty()) return refuse("modules: no [modules.<name>] table: nothing to serve");
+  return config;
+}
+
+}  // namespace molt::host

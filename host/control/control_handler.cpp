@@ -1,0 +1,135 @@
+#include "molt/host/control/control_handler.hpp"
+
+#include "molt/host/state/state_blob.hpp"
+
+namespace molt::host {
+namespace {
+
+using Json = nlohmann::json;
+
+std::int64_t epoch_ms(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+/// The request's "module" member, or an error naming what is missing.
+std::optional<std::string> module_of(const Json& request) {
+  const auto it = request.find("module");
+  if (it == request.end() || !it->is_string() || it->get<std::string>().empty()) return std::nullopt;
+  return it->get<std::string>();
+}
+
+/// The request's "extra" member as Values; refuses non-string values.
+std::optional<api::Values> extra_of(const Json& request, std::string& why) {
+  api::Values extra;
+  const auto it = request.find("extra");
+  if (it == request.end()) return extra;
+  if (!it->is_object()) {
+    why = "extra must be an object of strings";
+    return std::nullopt;
+  }
+  for (const auto& [key, value] : it->items()) {
+    if (!value.is_string()) {
+      why = "extra." + key + " must be a string";
+      return std::nullopt;
+    }
+    extra[key] = value.get<std::string>();
+  }
+  return extra;
+}
+
+Json upgrade_reply(Result<UpgradeReport> result) {
+  if (!result) return error_reply(result.error().to_string());
+  const bool ok = result->outcome == Outcome::Succeeded;
+  Json reply{{"ok", ok}, {"report", result.value()}};
+  if (!ok) reply["error"] = result->summary();
+  return reply;
+}
+
+}  // namespace
+
+Json error_reply(const std::string& message) { return Json{{"ok", false}, {"error", message}}; }
+
+Json status_json(const ModuleTable& table, const HostInfo& host) {
+  const auto now = std::chrono::system_clock::now();
+  Json modules = Json::array();
+  for (const auto& slot : table.slots()) {
+    const RunningVersion running = slot->running();
+    const SlotStats stats = slot->stats();
+    const auto previous = slot->previous();
+    modules.push_back({
+        {"name", slot->name()},
+        {"version", running.info.version.value},
+        {"schema", running.info.schema.value},
+        {"call_mode", running.info.call_mode == api::CallMode::Serial ? "serial" : "concurrent"},
+        {"file", running.file},
+        {"sha256", running.sha256},
+        {"since_ms", epoch_ms(running.since)},
+        {"previous_version", previous ? Json(previous->info.version.value) : Json(nullptr)},
+        {"calls", stats.calls},
+        {"failed_calls", stats.failed_calls},
+        {"in_flight", stats.gate.inside},
+        {"queued", stats.gate.waiting},
+        {"state_bytes", stats.state_bytes ? Json(*stats.state_bytes) : Json(nullptr)},
+    });
+  }
+  return Json{{"ok", true},
+              {"host",
+               {{"version", host.version},
+                {"pid", host.pid},
+                {"started_at_ms", epoch_ms(host.started_at)},
+                {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(now - host.started_at).count()},
+                {"http", host.http},
+                {"run_dir", host.run_dir},
+                {"plugin_dir", host.plugin_dir},
+                {"control_socket", host.control_socket}}},
+              {"modules", modules}};
+}
+
+ControlReply ControlHandler::handle(std::string_view line) {
+  const Json request = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!request.is_object()) return {error_reply("malformed request: expected one JSON object per line"), {}};
+  const auto command_it = request.find("command");
+  if (command_it == request.end() || !command_it->is_string())
+    return {error_reply("malformed request: no \"command\""), {}};
+  const std::string command = command_it->get<std::string>();
+
+  if (command == "status") return {status_json(table_, host_), {}};
+
+  if (command == "history") {
+    const std::string module = module_of(request).value_or("");
+    Json reports = Json::array();
+    for (const auto& report : table_.history().list(module)) reports.push_back(report);
+    return {Json{{"ok", true}, {"reports", reports}}, {}};
+  }
+
+  const auto module = module_of(request);
+  if (!module) return {error_reply(command + ": needs \"module\""), {}};
+  std::string why;
+  const auto extra = extra_of(request, why);
+  if (!extra) return {error_reply(command + ": " + why), {}};
+
+  if (command == "reload") {
+    std::optional<std::filesystem::path> file;
+    if (const auto it = request.find("file"); it != request.end()) {
+      if (!it->is_string() || it->get<std::string>().empty()) return {error_reply("reload: file must be a path"), {}};
+      file = it->get<std::string>();
+    }
+    return {upgrade_reply(table_.reload(*module, file, *extra)), {}};
+  }
+  if (command == "rollback") return {upgrade_reply(table_.rollback(*module, *extra)), {}};
+  if (command == "snapshot") {
+    auto blob = table_.snapshot(*module);
+    if (!blob) return {error_reply(blob.error().to_string()), {}};
+    std::string file = encode_state_file(blob.value());
+    Json reply{{"ok", true},
+               {"module", blob->module},
+               {"version", blob->version.value},
+               {"schema", blob->schema.value},
+               {"state_bytes", blob->bytes.size()},
+               {"attachment_bytes", file.size()}};
+    return {std::move(reply), std::move(file)};
+  }
+  return {error_reply("unknown command '" + command + "' (status, reload, rollback, history, snapshot)"), {}};
+}
+
+}  // namespace molt::host

@@ -1,0 +1,57 @@
+#include "molt/host/daemon/run_dir.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <system_error>
+
+#include "molt/host/common/file_checks.hpp"
+
+namespace molt::host {
+namespace fs = std::filesystem;
+
+Result<RunDir> RunDir::open(const fs::path& dir) {
+  auto refuse = [&](std::string reason) { return Error{{}, {}, dir.string(), Phase::Start, "run directory: " + std::move(reason)}; };
+  std::error_code ec;
+  const bool created = fs::create_directories(dir, ec);
+  if (ec) return refuse("cannot create: " + ec.message());
+  if (created) fs::permissions(dir, fs::perms::owner_all, ec);
+  const fs::path path = fs::absolute(dir, ec).lexically_normal();
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return refuse(std::error_code(errno, std::generic_category()).message());
+  if (!S_ISDIR(st.st_mode)) return refuse("not a directory");
+  if (auto why = unsafe_permissions(st, "it")) return refuse(*why);
+
+  const fs::path pid_file = path / "moltd.pid";
+  const int fd = ::open(pid_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return refuse("cannot open " + pid_file.string() + ": " + std::error_code(errno, std::generic_category()).message());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    (void)!::read(fd, pid, sizeof pid - 1);
+    ::close(fd);
+    std::string holder(pid);
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    return refuse("in use by another moltd" + (holder.empty() ? std::string() : " (pid " + holder + ")"));
+  }
+  const std::string pid = std::to_string(::getpid()) + '\n';
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    ::close(fd);
+    return refuse("cannot write " + pid_file.string());
+  }
+  return RunDir(path, fd);
+}
+
+RunDir::RunDir(RunDir&& other) noexcept : path_(std::move(other.path_)), lock_fd_(std::exchange(other.lock_fd_, -1)) {}
+
+RunDir::~RunDir() {
+  if (lock_fd_ < 0) return;
+  std::error_code ec;
+  fs::remove(path_ / "moltd.pid", ec);
+  ::close(lock_fd_);  // releases the lock
+}
+
+}  // namespace molt::host

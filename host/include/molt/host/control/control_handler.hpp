@@ -1,0 +1,60 @@
+// The control protocol's logic: one JSON request in, one JSON reply out.
+// Socket handling is in control_server; this part is tested without sockets.
+//
+// Requests (one JSON object):
+//   {"command":"status"}
+//   {"command":"reload",   "module":"counter", "file":"/abs/counter-2.so"?, "extra":{"k":"v"}?}
+//   {"command":"rollback", "module":"counter", "extra":{...}?}
+//   {"command":"history",  "module":"counter"?}
+//   {"command":"snapshot", "module":"counter"}
+// Replies: {"ok":true, ...} or {"ok":false, "error":"<one line>"}. reload and
+// rollback reply with the upgrade "report", and "ok" false unless it succeeded.
+// snapshot replies with the archive's header and attaches the archive file.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "molt/host/runtime/module_table.hpp"
+
+namespace molt::host {
+
+/// What `status` says about the host itself.
+struct HostInfo {
+  std::string version;  ///< Molt's version
+  long pid = 0;
+  std::chrono::system_clock::time_point started_at;
+  std::string http;  ///< bound address, e.g. 127.0.0.1:8080
+  std::string run_dir;
+  std::string plugin_dir;
+  std::string control_socket;
+};
+
+/// The host's status: the host, then every module. Shared by `moltctl status`
+/// and GET /-/status.
+[[nodiscard]] nlohmann::json status_json(const ModuleTable& table, const HostInfo& host);
+
+struct ControlReply {
+  nlohmann::json body;
+  std::string attachment;  ///< raw bytes sent after the reply line (snapshot)
+};
+
+class ControlHandler {
+ public:
+  ControlHandler(ModuleTable& table, const HostInfo& host) : table_(table), host_(host) {}
+
+  /// Answers one request line. Never throws for bad input: it is an error reply.
+  [[nodiscard]] ControlReply handle(std::string_view request);
+
+ private:
+  ModuleTable& table_;
+  const HostInfo& host_;
+};
+
+/// {"ok":false,"error":message}
+[[nodiscard]] nlohmann::json error_reply(const std::string& message);
+
+}  // namespace molt::host

@@ -1,0 +1,33 @@
+// The run directory of one moltd: control socket, log, pid lock, image
+// copies. Private (0700) and locked, so two daemons never share one.
+#pragma once
+
+#include <filesystem>
+
+#include "molt/host/common/error.hpp"
+
+namespace molt::host {
+
+class RunDir {
+ public:
+  /// Creates `dir` (0700) if needed, refuses one others can write, and takes
+  /// the lock on <dir>/moltd.pid, writing our pid into it. Fails when another
+  /// moltd holds it.
+  static Result<RunDir> open(const std::filesystem::path& dir);
+
+  RunDir(RunDir&& other) noexcept;
+  RunDir& operator=(RunDir&&) = delete;
+  ~RunDir();  ///< releases the lock and removes the pid file
+
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+  [[nodiscard]] std::filesystem::path control_socket() const { return path_ / "control.sock"; }
+  [[nodiscard]] std::filesystem::path log_file() const { return path_ / "moltd.log"; }
+  [[nodiscard]] std::filesystem::path image_dir() const { return path_ / "images"; }
+
+ private:
+  RunDir(std::filesystem::path path, int lock_fd) : path_(std::move(path)), lock_fd_(lock_fd) {}
+  std::filesystem::path path_;
+  int lock_fd_ = -1;
+};
+
+}  // namespace molt::host

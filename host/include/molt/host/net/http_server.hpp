@@ -1,0 +1,54 @@
+// The HTTP/1.1 listener (Boost.Beast over Asio): keep-alive, bounded request
+// sizes, a small thread pool, and a graceful stop that finishes every request
+// it has started to read.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <spdlog/logger.h>
+
+#include "molt/host/common/error.hpp"
+#include "molt/host/config/host_config.hpp"
+#include "molt/message.hpp"
+
+namespace molt::host {
+
+struct HttpOptions {
+  Endpoint listen{"127.0.0.1", 8080};
+  unsigned threads = 4;
+  std::uint64_t max_body_bytes = 1 << 20;      ///< larger bodies get 413
+  std::uint32_t max_header_bytes = 16 * 1024;  ///< larger headers get 431... reported as 413
+  std::chrono::seconds idle_timeout{60};       ///< a keep-alive connection with no request is closed
+};
+
+class HttpServer {
+ public:
+  using Handler = std::function<api::Response(const api::Request&)>;
+
+  HttpServer(HttpOptions options, Handler handler, std::shared_ptr<spdlog::logger> log);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  /// Binds and listens; connections wait in the backlog until serve().
+  [[nodiscard]] Result<void> listen();
+  /// The address actually bound (the port is chosen when 0 was asked).
+  [[nodiscard]] Endpoint local_endpoint() const;
+  /// Starts accepting, on `threads` threads.
+  void serve();
+  /// Stops accepting; closes idle connections; lets requests in progress
+  /// finish (their responses say Connection: close), waiting up to `grace`;
+  /// then closes what is left and joins the threads.
+  void stop(std::chrono::milliseconds grace);
+  /// Connections open now.
+  [[nodiscard]] std::size_t connections() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace molt::host

@@ -1,0 +1,83 @@
+// The modules a host runs, by name, and the operations an operator asks for:
+// reload, rollback, snapshot. Every upgrade goes through the transaction and
+// its report into the history. No sockets here: the control socket, the HTTP
+// server and the signal handler all call this.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include <spdlog/logger.h>
+
+#include "molt/host/config/host_config.hpp"
+#include "molt/host/loader/loader.hpp"
+#include "molt/host/slot/module_slot.hpp"
+#include "molt/host/upgrade/report.hpp"
+#include "molt/host/upgrade/transaction.hpp"
+
+namespace molt::host {
+
+struct TableOptions {
+  std::filesystem::path plugin_dir;
+  UpgradeOptions upgrade;
+  /// Makes the logger of a module, named after it.
+  std::function<std::shared_ptr<spdlog::logger>(const std::string& module)> make_logger;
+};
+
+class ModuleTable {
+ public:
+  ModuleTable(Loader& loader, TableOptions options);
+  /// Stops the modules, last started first.
+  ~ModuleTable() { stop_all(); }
+  /// Stops every module, last started first. Precondition: no calls in flight or to come.
+  void stop_all();
+  ModuleTable(const ModuleTable&) = delete;
+  ModuleTable& operator=(const ModuleTable&) = delete;
+
+  /// Loads and starts a module. Fails with the loader's or the module's error.
+  Result<void> start(const ModuleConfig& module);
+
+  [[nodiscard]] std::shared_ptr<ModuleSlot> find(std::string_view name) const;
+  /// Every module, in the order they were started.
+  [[nodiscard]] std::vector<std::shared_ptr<ModuleSlot>> slots() const;
+
+  /// Upgrades (or downgrades) `name` to `file`, or, when `file` is empty, to
+  /// the newest <name>-<N>.so in the plugin directory. Fails (without a
+  /// report) only for an unknown module or an empty plugin directory.
+  Result<UpgradeReport> reload(std::string_view name, const std::optional<std::filesystem::path>& file,
+                               const api::Values& extra = {});
+
+  /// Back to the version that ran before the last successful upgrade of
+  /// `name`, through the newer version's migration. The old file must still
+  /// be the one that ran (same sha256).
+  Result<UpgradeReport> rollback(std::string_view name, const api::Values& extra = {});
+
+  /// For SIGHUP: reloads every module whose newest file in the plugin
+  /// directory differs (by content) from the image it runs.
+  std::vector<UpgradeReport> reload_changed();
+
+  /// The state of `name` in its own schema, with its header.
+  Result<StateBlob> snapshot(std::string_view name);
+
+  [[nodiscard]] const UpgradeHistory& history() const noexcept { return history_; }
+  [[nodiscard]] const TableOptions& options() const noexcept { return options_; }
+
+ private:
+  Result<std::shared_ptr<ModuleSlot>> lookup(std::string_view name, Phase phase) const;
+  UpgradeReport run(const UpgradeStep& step);
+
+  Loader& loader_;
+  TableOptions options_;
+  UpgradeHistory history_;
+  mutable std::shared_mutex mutex_;  ///< guards slots_ and order_ (not the slots themselves)
+  std::map<std::string, std::shared_ptr<ModuleSlot>, std::less<>> slots_;
+  std::vector<std::string> order_;
+};
+
+}  // namespace molt::host

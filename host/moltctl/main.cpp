@@ -1,0 +1,212 @@
+// moltctl: controls a running moltd over its control socket.
+// Exit status: 0 success, 1 the operation failed (or moltd could not be
+// reached), 2 usage error.
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "molt/host/control/control_server.hpp"
+#include "molt/host/state/state_blob.hpp"
+
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string duration_text(std::int64_t us) {
+  char buf[32];
+  if (us < 10000) std::snprintf(buf, sizeof buf, "%lld us", static_cast<long long>(us));
+  else if (us < 10000000) std::snprintf(buf, sizeof buf, "%.1f ms", us / 1000.0);
+  else std::snprintf(buf, sizeof buf, "%.1f s", us / 1e6);
+  return buf;
+}
+
+std::string bytes_text(const Json& bytes) {
+  if (!bytes.is_number()) return "-";
+  const double b = bytes.get<double>();
+  char buf[32];
+  if (b < 1024) std::snprintf(buf, sizeof buf, "%.0f B", b);
+  else if (b < 1024 * 1024) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024);
+  else if (b < 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.1f MiB", b / 1024 / 1024);
+  else std::snprintf(buf, sizeof buf, "%.1f GiB", b / 1024 / 1024 / 1024);
+  return buf;
+}
+
+std::string time_text(std::int64_t epoch_ms) {
+  const std::time_t t = epoch_ms / 1000;
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+std::string uptime_text(std::int64_t s) {
+  char buf[48];
+  if (s < 60) std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(s));
+  else if (s < 3600) std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
+  else std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60));
+  return buf;
+}
+
+void print_status(const Json& reply) {
+  const Json& host = reply["host"];
+  std::printf("moltd %s  pid %lld  up %s  http://%s/\n", host["version"].get<std::string>().c_str(),
+              host["pid"].get<long long>(), uptime_text(host["uptime_s"].get<std::int64_t>()).c_str(),
+              host["http"].get<std::string>().c_str());
+  std::printf("plugin dir %s\n\n", host["plugin_dir"].get<std::string>().c_str());
+  std::printf("%-16s %7s %6s %10s %7s %10s  %-19s  %s\n", "MODULE", "VERSION", "SCHEMA", "CALLS", "FAILED", "STATE",
+              "SINCE", "FILE");
+  for (const Json& m : reply["modules"]) {
+    std::printf("%-16s %7s %6s %10llu %7llu %10s  %-19s  %s\n", m["name"].get<std::string>().c_str(),
+                ("v" + std::to_string(m["version"].get<unsigned>())).c_str(), std::to_string(m["schema"].get<unsigned>()).c_str(),
+                m["calls"].get<unsigned long long>(), m["failed_calls"].get<unsigned long long>(),
+                bytes_text(m["state_bytes"]).c_str(), time_text(m["since_ms"].get<std::int64_t>()).c_str(),
+                m["file"].get<std::string>().c_str());
+  }
+}
+
+void print_report(const Json& r) {
+  const auto phase = [&](const char* name) { return r["phases_us"][name].get<std::int64_t>(); };
+  const std::string from = "v" + std::to_string(r["from"].get<unsigned>());
+  const std::string to = r["to"].get<unsigned>() == 0 ? "?" : "v" + std::to_string(r["to"].get<unsigned>());
+  const bool succeeded = r["outcome"] == "succeeded";
+  std::printf("%s %s -> %s: %s%s\n", r["module"].get<std::string>().c_str(), from.c_str(), to.c_str(),
+              r["outcome"].get<std::string>().c_str(), succeeded ? "" : (" (" + from + " keeps serving)").c_str());
+  if (r["outcome"] == "refused") return;  // the reason goes to stderr
+  std::printf("  %-9s %10s   %s\n", "prepare", duration_text(phase("prepare")).c_str(),
+              ("load, check and start " + to + " while " + from + " serves").c_str());
+  {
+    std::printf("  %-9s %10s   %s\n", "quiesce", duration_text(phase("quiesce")).c_str(), "wait for calls in flight");
+    std::printf("  %-9s %10s   %s\n", "save", duration_text(phase("save")).c_str(),
+                (bytes_text(r["state_bytes"]) + " in schema " +
+                 std::to_string(r["direction"] == "down" ? r["to_schema"].get<unsigned>() : r["from_schema"].get<unsigned>()))
+                    .c_str());
+    std::printf("  %-9s %10s\n", "migrate", duration_text(phase("migrate")).c_str());
+    std::printf("  %-9s %10s\n", "resume", duration_text(phase("resume")).c_str());
+    if (phase("rollback") > 0) std::printf("  %-9s %10s\n", "rollback", duration_text(phase("rollback")).c_str());
+    std::printf("  %-9s %10s   %s\n", "pause", duration_text(r["pause_us"].get<std::int64_t>()).c_str(),
+                ("calls held back; " + std::to_string(r["queued_calls"].get<std::uint64_t>()) + " waited").c_str());
+  }
+  if (r["outcome"] == "succeeded")
+    std::printf("  %-9s %10s   %s\n", "cleanup", duration_text(phase("cleanup")).c_str(),
+                (from + " stopped and unloaded").c_str());
+  std::printf("  file      %s%s\n", r["to_file"].get<std::string>().c_str(),
+              r["to_sha256"].get<std::string>().empty() ? ""
+                                                        : (" (sha256 " + r["to_sha256"].get<std::string>().substr(0, 12) + ")").c_str());
+}
+
+void print_history(const Json& reply) {
+  if (reply["reports"].empty()) std::printf("no upgrades since moltd started\n");
+  for (const Json& r : reply["reports"]) {
+    std::printf("%s  %-12s v%u -> v%u  %-11s pause %9s  state %9s", time_text(r["started_at_ms"].get<std::int64_t>()).c_str(),
+                r["module"].get<std::string>().c_str(), r["from"].get<unsigned>(), r["to"].get<unsigned>(),
+                r["outcome"].get<std::string>().c_str(), duration_text(r["pause_us"].get<std::int64_t>()).c_str(),
+                bytes_text(r["state_bytes"]).c_str());
+    if (!r["error"].is_null()) std::printf("  %s", r["error"].get<std::string>().c_str());
+    std::printf("\n");
+  }
+}
+
+molt::api::Values parse_extra(const std::vector<std::string>& pairs) {
+  molt::api::Values extra;
+  for (const auto& pair : pairs) {
+    const auto eq = pair.find('=');
+    if (eq == std::string::npos || eq == 0) throw CLI::ValidationError("--extra", "expected KEY=VALUE, got '" + pair + "'");
+    extra[pair.substr(0, eq)] = pair.substr(eq + 1);
+  }
+  return extra;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"moltctl: control a running moltd through its control socket"};
+  app.require_subcommand(1, 1);
+  app.fallthrough();  // --json and --socket may also follow the command
+  const char* env_socket = std::getenv("MOLT_SOCKET");
+  std::string socket = env_socket != nullptr ? env_socket : "run/control.sock";
+  bool json = false;
+  app.add_option("-s,--socket", socket, "control socket of the moltd to talk to (default: $MOLT_SOCKET, else run/control.sock)");
+  app.add_flag("--json", json, "print moltd's reply as JSON instead of text, for scripts");
+  app.set_version_flag("--version", std::string("moltctl ") + MOLT_VERSION);
+  app.footer("Exit status: 0 success, 1 the operation failed or moltd is unreachable, 2 usage error.");
+
+  std::string module, output;
+  std::optional<std::string> file;
+  std::vector<std::string> extras;
+  auto* status = app.add_subcommand("status", "the host, and each module: version, schema, calls served, state size");
+  auto* reload = app.add_subcommand(
+      "reload", "upgrade (or downgrade) MODULE to FILE, or to the newest MODULE-<N>.so in the plugin directory;\n"
+                "prints the upgrade report with each phase's duration. Exit 1 if it rolled back or was refused");
+  reload->add_option("module", module, "module name")->required();
+  reload->add_option("file", file, "image to upgrade to (default: newest in the plugin directory)");
+  reload->add_option("-e,--extra", extras, "KEY=VALUE argument for the migration hooks (repeatable)");
+  auto* rollback = app.add_subcommand(
+      "rollback", "return MODULE to the version that ran before its last upgrade, through the newer version's migration");
+  rollback->add_option("module", module, "module name")->required();
+  rollback->add_option("-e,--extra", extras, "KEY=VALUE argument for the migration hooks (repeatable)");
+  auto* history = app.add_subcommand("history", "past upgrade reports, oldest first, of MODULE or of all modules");
+  history->add_option("module", module, "module name (default: all)");
+  auto* snapshot = app.add_subcommand("snapshot", "write MODULE's current state archive, with its header, to FILE");
+  snapshot->add_option("module", module, "module name")->required();
+  snapshot->add_option("-o,--output", output, "file to write (replaced atomically)")->required();
+
+  Json request;
+  try {
+    app.parse(argc, argv);
+    if (status->parsed()) request = {{"command", "status"}};
+    if (reload->parsed()) {
+      request = {{"command", "reload"}, {"module", module}, {"extra", parse_extra(extras)}};
+      if (file) request["file"] = fs::absolute(*file).lexically_normal().string();  // moltd's cwd is not ours
+    }
+    if (rollback->parsed()) request = {{"command", "rollback"}, {"module", module}, {"extra", parse_extra(extras)}};
+    if (history->parsed()) request = {{"command", "history"}, {"module", module}};
+    if (snapshot->parsed()) request = {{"command", "snapshot"}, {"module", module}};
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  const std::string command = request["command"];
+  auto response = molt::host::control_call(socket, request);
+  if (!response) {
+    std::fprintf(stderr, "moltctl: %s\n", response.error().to_string().c_str());
+    return 1;
+  }
+  const Json& reply = response->body;
+  const bool ok = reply.value("ok", false);
+
+  if (ok && command == "snapshot") {
+    auto blob = molt::host::decode_state_file(response->attachment, UINT64_MAX);
+    if (!blob) {
+      std::fprintf(stderr, "moltctl: snapshot from moltd is damaged: %s\n", blob.error().reason.c_str());
+      return 1;
+    }
+    if (auto written = molt::host::write_state_file(output, blob.value()); !written) {
+      std::fprintf(stderr, "moltctl: %s\n", written.error().to_string().c_str());
+      return 1;
+    }
+  }
+  if (json) {
+    std::cout << reply.dump(2) << '\n';
+  } else if (reply.contains("report")) {
+    print_report(reply["report"]);
+  } else if (ok && command == "status") {
+    print_status(reply);
+  } else if (ok && command == "history") {
+    print_history(reply);
+  } else if (ok && command == "snapshot") {
+    std::printf("wrote %s v%u state (%s, schema %u) to %s\n", reply["module"].get<std::string>().c_str(),
+                reply["version"].get<unsigned>(), bytes_text(reply["state_bytes"]).c_str(), reply["schema"].get<unsigned>(),
+                output.c_str());
+  }
+  if (!ok) {
+    std::fprintf(stderr, "moltctl: %s\n", reply.value("error", std::string("failed")).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,255 @@
+#include "molt/host/net/http_server.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+namespace molt::host {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+api::Request to_api(http::request<http::string_body>&& in) {
+  api::Request out;
+  out.method = std::string(in.method_string());
+  const std::string_view target(in.target().data(), in.target().size());
+  const auto question = target.find('?');
+  out.path = std::string(target.substr(0, question));
+  if (question != std::string_view::npos) out.query = std::string(target.substr(question + 1));
+  out.headers.reserve(static_cast<std::size_t>(std::distance(in.begin(), in.end())));
+  for (const auto& field : in) out.headers.push_back({std::string(field.name_string()), std::string(field.value())});
+  out.body = std::move(in.body());
+  return out;
+}
+
+}  // namespace
+
+class HttpServer::Impl {
+ public:
+  class Session;
+
+  Impl(HttpOptions options, Handler handler, std::shared_ptr<spdlog::logger> log)
+      : options_(std::move(options)), handler_(std::move(handler)), log_(std::move(log)),
+        io_(static_cast<int>(options_.threads)), acceptor_(asio::make_strand(io_)) {}
+
+  std::vector<std::shared_ptr<Session>> open_sessions() const;
+
+  Result<void> listen();
+  void serve();
+  void stop(std::chrono::milliseconds grace);
+  void accept();
+
+  HttpOptions options_;
+  Handler handler_;
+  std::shared_ptr<spdlog::logger> log_;
+  // Declared before io_ so they outlive it: destroying io_ destroys pending
+  // handlers, which destroys sessions, which unregister themselves here.
+  mutable std::mutex sessions_mutex_;
+  std::condition_variable sessions_changed_;
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
+  std::atomic<bool> stopping_{false};
+  asio::io_context io_;
+  tcp::acceptor acceptor_;
+  std::vector<std::thread> threads_;
+};
+
+/// One connection. Runs on its own strand; reads a request, answers it,
+/// and reads the next one while the client keeps the connection alive.
+class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Impl& server, tcp::socket socket) : server_(server), stream_(std::move(socket)) {}
+
+  ~Session() {
+    {
+      std::lock_guard lock(server_.sessions_mutex_);
+      server_.sessions_.erase(this);
+    }
+    server_.sessions_changed_.notify_all();
+  }
+
+  void start() {
+    {
+      std::lock_guard lock(server_.sessions_mutex_);
+      server_.sessions_.emplace(this, weak_from_this());
+    }
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+  }
+
+  /// Called at stop: close now if waiting for a request that has not begun.
+  void close_if_idle() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->reading_ && !self->parser_->got_some() && self->buffer_.size() == 0) self->close();
+    });
+  }
+
+  /// Called when the grace period is over.
+  void close_now() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+ private:
+  void read() {
+    if (server_.stopping_) return close();
+    parser_.emplace();
+    parser_->body_limit(server_.options_.max_body_bytes);
+    parser_->header_limit(server_.options_.max_header_bytes);
+    stream_.expires_after(server_.options_.idle_timeout);
+    reading_ = true;
+    http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      self->reading_ = false;
+      self->on_read(ec);
+    });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == http::error::body_limit || ec == http::error::header_limit) {
+      return reply_and_close(413, "request larger than " + std::to_string(server_.options_.max_body_bytes) + " bytes");
+    }
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted ||
+        ec == asio::error::connection_reset || ec == asio::error::bad_descriptor)
+      return close();
+    if (ec) {
+      if (parser_->got_some()) return reply_and_close(400, "malformed request: " + ec.message());
+      return close();
+    }
+    auto request = parser_->release();
+    const bool keep_alive = request.keep_alive() && !server_.stopping_;
+    const unsigned version = request.version();
+    api::Response answer;
+    try {
+      answer = server_.handler_(to_api(std::move(request)));
+    } catch (const std::exception& e) {  // the router catches module errors; this is a host bug
+      server_.log_->error("http: handler failed: {}", e.what());
+      answer = api::Response::json(R"({"error":"internal error"})", 500);
+    }
+    write(std::move(answer), version, keep_alive && !server_.stopping_);
+  }
+
+  void reply_and_close(int status, const std::string& message) {
+    write(api::Response::json(R"({"error":")" + message + "\"}\n", status), 11, false);
+  }
+
+  void write(api::Response answer, unsigned version, bool keep_alive) {
+    auto response = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(answer.status), version);
+    response->set(http::field::server, "molt");
+    response->set(http::field::content_type, answer.content_type);
+    response->body() = std::move(answer.body);
+    response->keep_alive(keep_alive);
+    response->prepare_payload();
+    stream_.expires_after(std::chrono::seconds(30));
+    http::async_write(stream_, *response, [self = shared_from_this(), response](beast::error_code ec, std::size_t) {
+      if (ec || !response->keep_alive()) return self->close();
+      self->read();
+    });
+  }
+
+  Impl& server_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  bool reading_ = false;  ///< an async_read is pending (touched only on the strand)
+};
+
+Result<void> HttpServer::Impl::listen() {
+  auto fail = [&](const std::string& what, const beast::error_code& ec) {
+    return Error{{}, {}, options_.listen.to_string(), Phase::Start, "http: " + what + ": " + ec.message()};
+  };
+  beast::error_code ec;
+  const auto address = asio::ip::make_address(options_.listen.host, ec);
+  if (ec) return fail("bad address", ec);
+  const tcp::endpoint endpoint(address, options_.listen.port);
+  acceptor_.open(endpoint.protocol(), ec);
+  if (ec) return fail("open", ec);
+  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  acceptor_.bind(endpoint, ec);
+  if (ec) return fail("bind", ec);
+  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return fail("listen", ec);
+  return {};
+}
+
+void HttpServer::Impl::serve() {
+  accept();
+  for (unsigned i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { io_.run(); });
+}
+
+void HttpServer::Impl::accept() {
+  acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (!ec) std::make_shared<Session>(*this, std::move(socket))->start();
+    if (!stopping_) accept();
+  });
+}
+
+std::vector<std::shared_ptr<HttpServer::Impl::Session>> HttpServer::Impl::open_sessions() const {
+  std::vector<std::shared_ptr<Session>> open;
+  std::lock_guard lock(sessions_mutex_);
+  for (const auto& [raw, weak] : sessions_)
+    if (auto session = weak.lock()) open.push_back(std::move(session));
+  return open;
+}
+
+void HttpServer::Impl::stop(std::chrono::milliseconds grace) {
+  if (threads_.empty()) return;
+  stopping_ = true;  // from now on every session closes after its current response
+  asio::post(acceptor_.get_executor(), [this] {
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+  });
+  // Idle connections close now; busy ones after their response. A request
+  // still arriving gets to finish.
+  for (const auto& session : open_sessions()) session->close_if_idle();
+  {
+    std::unique_lock lock(sessions_mutex_);
+    sessions_changed_.wait_for(lock, grace, [this] { return sessions_.empty(); });
+  }
+  if (const auto left = open_sessions(); !left.empty()) {
+    log_->warn("http: closing {} connection(s) still busy after the {} ms grace period", left.size(), grace.count());
+    for (const auto& session : left) session->close_now();
+  }
+  // Returns once the last handler has run: the acceptor is closed and every
+  // session is closing, so no new work arrives.
+  for (auto& thread : threads_) thread.join();
+  threads_.clear();
+}
+
+HttpServer::HttpServer(HttpOptions options, Handler handler, std::shared_ptr<spdlog::logger> log)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(handler), std::move(log))) {}
+
+HttpServer::~HttpServer() { stop(std::chrono::milliseconds(0)); }
+
+Result<void> HttpServer::listen() { return impl_->listen(); }
+
+void HttpServer::serve() { impl_->serve(); }
+
+Endpoint HttpServer::local_endpoint() const {
+  beast::error_code ec;
+  const auto endpoint = impl_->acceptor_.local_endpoint(ec);
+  return Endpoint{endpoint.address().to_string(), endpoint.port()};
+}
+
+void HttpServer::stop(std::chrono::milliseconds grace) { impl_->stop(grace); }
+
+std::size_t HttpServer::connections() const {
+  std::lock_guard lock(impl_->sessions_mutex_);
+  return impl_->sessions_.size();
+}
+
+}  // namespace molt::host

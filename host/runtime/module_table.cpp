@@ -1,0 +1,99 @@
+#include "molt/host/runtime/module_table.hpp"
+
+#include <mutex>
+
+#include "molt/host/loader/plugin_dir.hpp"
+
+namespace molt::host {
+
+ModuleTable::ModuleTable(Loader& loader, TableOptions options) : loader_(loader), options_(std::move(options)) {}
+
+void ModuleTable::stop_all() {
+  std::unique_lock lock(mutex_);
+  for (auto it = order_.rbegin(); it != order_.rend(); ++it) slots_.erase(*it);
+  order_.clear();
+}
+
+Result<void> ModuleTable::start(const ModuleConfig& module) {
+  if (find(module.name)) return Error{module.name, {}, module.file.string(), Phase::Start, "already running"};
+  auto image = loader_.load(module.file, module.name);
+  if (!image) return std::move(image).error();
+  auto slot = ModuleSlot::start(std::move(image.value()), SlotOptions{options_.make_logger(module.name), module.values});
+  if (!slot) return std::move(slot).error();
+  std::unique_lock lock(mutex_);
+  slots_.emplace(module.name, std::shared_ptr<ModuleSlot>(std::move(slot.value())));
+  order_.push_back(module.name);
+  return {};
+}
+
+std::shared_ptr<ModuleSlot> ModuleTable::find(std::string_view name) const {
+  std::shared_lock lock(mutex_);
+  const auto it = slots_.find(name);
+  return it == slots_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<ModuleSlot>> ModuleTable::slots() const {
+  std::shared_lock lock(mutex_);
+  std::vector<std::shared_ptr<ModuleSlot>> out;
+  for (const auto& name : order_) out.push_back(slots_.find(name)->second);
+  return out;
+}
+
+Result<std::shared_ptr<ModuleSlot>> ModuleTable::lookup(std::string_view name, Phase phase) const {
+  if (auto slot = find(name)) return slot;
+  return Error{std::string(name), {}, {}, phase, "no such module (moltctl status lists them)"};
+}
+
+UpgradeReport ModuleTable::run(const UpgradeStep& step) {
+  auto report = std::move(run_upgrade(std::span(&step, 1), loader_, options_.upgrade).front());
+  history_.record(report);
+  return report;
+}
+
+Result<UpgradeReport> ModuleTable::reload(std::string_view name, const std::optional<std::filesystem::path>& file,
+                                          const api::Values& extra) {
+  auto slot = lookup(name, Phase::Prepare);
+  if (!slot) return std::move(slot).error();
+  std::filesystem::path target;
+  if (file) {
+    target = *file;
+  } else if (auto newest = newest_plugin(options_.plugin_dir, name)) {
+    target = newest->path;
+  } else {
+    return Error{std::string(name), {}, options_.plugin_dir.string(), Phase::Prepare,
+                 "no " + std::string(name) + "-<version>.so in the plugin directory"};
+  }
+  return run(UpgradeStep{slot->get(), target, std::nullopt, extra, std::nullopt});
+}
+
+Result<UpgradeReport> ModuleTable::rollback(std::string_view name, const api::Values& extra) {
+  auto slot = lookup(name, Phase::Prepare);
+  if (!slot) return std::move(slot).error();
+  const auto previous = slot.value()->previous();
+  if (!previous)
+    return Error{std::string(name), slot.value()->running().info.version, {}, Phase::Prepare,
+                 "no earlier version to roll back to: not upgraded since moltd started"};
+  return run(UpgradeStep{slot->get(), previous->file, std::nullopt, extra, previous->sha256});
+}
+
+std::vector<UpgradeReport> ModuleTable::reload_changed() {
+  std::vector<UpgradeReport> reports;
+  for (const auto& slot : slots()) {
+    const auto newest = newest_plugin(options_.plugin_dir, slot->name());
+    if (!newest) continue;
+    // An unreadable or bad file is not skipped: the upgrade refuses it, and
+    // the refusal is reported and logged like any other.
+    const auto checked = loader_.check(newest->path, slot->name());
+    if (checked && checked->sha256 == slot->running().sha256) continue;
+    reports.push_back(run(UpgradeStep{slot.get(), newest->path, std::nullopt, {}, std::nullopt}));
+  }
+  return reports;
+}
+
+Result<StateBlob> ModuleTable::snapshot(std::string_view name) {
+  auto slot = lookup(name, Phase::Snapshot);
+  if (!slot) return std::move(slot).error();
+  return slot.value()->save_state(options_.upgrade.quiesce_timeout);
+}
+
+}  // namespace molt::host
