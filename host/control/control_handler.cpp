@@ -1,5 +1,7 @@
 #include "molt/host/control/control_handler.hpp"
 
+#include <set>
+
 #include "molt/host/state/state_blob.hpp"
 
 namespace molt::host {
@@ -92,6 +94,9 @@ ControlReply ControlHandler::handle(std::string_view line) {
   if (command_it == request.end() || !command_it->is_string())
     return {error_reply("malformed request: no \"command\""), {}};
   const std::string command = command_it->get<std::string>();
+  static const std::set<std::string, std::less<>> kCommands{"status", "reload", "rollback", "history", "snapshot"};
+  if (!kCommands.contains(command))
+    return {error_reply("unknown command '" + command + "' (status, reload, rollback, history, snapshot)"), {}};
 
   if (command == "status") return {status_json(table_, host_), {}};
 
@@ -129,7 +134,7 @@ ControlReply ControlHandler::handle(std::string_view line) {
                {"attachment_bytes", file.size()}};
     return {std::move(reply), std::move(file)};
   }
-  return {error_reply("unknown command '" + command + "' (status, reload, rollback, history, snapshot)"), {}};
+  return {error_reply("unknown command '" + command + "'"), {}};  // unreachable: kCommands lists them all
 }
 
 }  // namespace molt::host

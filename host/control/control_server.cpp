@@ -195,14 +195,19 @@ Result<ControlResponse> control_call(const std::filesystem::path& path, const nl
                                    (err == ENOENT || err == ECONNREFUSED ? " (is moltd running? see --socket)" : ""));
   }
   set_timeouts(fd, timeout);
-  if (!send_all(fd, request.dump() + '\n')) return control_error(path, "cannot send: " + errno_text(errno));
+  // moltd may answer and close before reading the request (it refuses a
+  // peer by its credentials at once), so a failed send still reads the reply.
+  const bool sent = send_all(fd, request.dump() + '\n');
+  const int send_errno = errno;
 
   std::string line, attachment;
-  switch (read_line(fd, 256u << 20, line, attachment)) {
-    case LineStatus::Complete: break;
-    case LineStatus::TooLarge: return control_error(path, "reply too large");
-    case LineStatus::Closed: return control_error(path, "moltd closed the connection without a reply");
-    case LineStatus::Failed: return control_error(path, "no reply: " + errno_text(errno));
+  const LineStatus status = read_line(fd, 256u << 20, line, attachment);
+  const int read_errno = errno;
+  if (status == LineStatus::TooLarge) return control_error(path, "reply too large");
+  if (status != LineStatus::Complete) {
+    if (!sent) return control_error(path, "cannot send: " + errno_text(send_errno));
+    if (status == LineStatus::Closed) return control_error(path, "moltd closed the connection without a reply");
+    return control_error(path, "no reply: " + errno_text(read_errno));
   }
   ControlResponse response{nlohmann::json::parse(line, nullptr, false), {}};
   if (response.body.is_discarded()) return control_error(path, "malformed reply");

@@ -1,0 +1,99 @@
+#include "daemon.hpp"
+
+#include <signal.h>
+
+#include <fstream>
+
+#include <catch2/catch.hpp>
+
+namespace molt::test {
+namespace fs = std::filesystem;
+
+fs::path program(const std::string& name) { return fs::path(MOLT_BIN_DIR) / name; }
+
+Daemon::Daemon(std::vector<ModuleSpec> modules) {
+  fs::create_directory(plugin_dir());
+  std::ofstream config(this->config());
+  config << "[host]\nrun_dir = \"" << run_dir().string() << "\"\nplugin_dir = \"" << plugin_dir().string()
+         << "\"\nhttp = \"127.0.0.1:0\"\nquiesce_timeout_ms = 2000\n";
+  for (const auto& module : modules) {
+    install(module.image, module.name + '-' + std::to_string(module.version) + ".so");
+    config << "[modules." << module.name << "]\nversion = " << module.version << '\n';
+  }
+}
+
+Daemon::~Daemon() {
+  if (process_ && process_->running()) {
+    process_->signal(SIGTERM);
+    if (!process_->wait(std::chrono::seconds(10))) process_->signal(SIGKILL);
+  }
+}
+
+void Daemon::start() {
+  process_ = std::make_unique<Process>(std::vector<std::string>{program("moltd"), "--config", config().string()},
+                                       dir() / "moltd.out");
+  nlohmann::json answer;
+  const bool up = wait_until([&] {
+    if (!process_->running()) return true;  // died: reported below
+    const auto result = ctl({"status", "--json"});
+    if (result.exit_code != 0) return false;
+    answer = nlohmann::json::parse(result.out);
+    return true;
+  });
+  INFO("moltd output:\n" << std::ifstream(dir() / "moltd.out").rdbuf());
+  REQUIRE(up);
+  REQUIRE(process_->running());
+  http_ = answer["host"]["http"].get<std::string>();
+}
+
+int Daemon::stop() {
+  process_->signal(SIGTERM);
+  const auto code = process_->wait(std::chrono::seconds(20));
+  REQUIRE(code.has_value());
+  return *code;
+}
+
+ProcessResult Daemon::ctl(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv{program("moltctl"), "--socket", socket().string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_process(argv);
+}
+
+ProcessResult Daemon::curl(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv{"curl", "-sS", "--max-time", "30"};
+  for (const auto& arg : args) argv.push_back(arg.starts_with('/') ? "http://" + http_ + arg : arg);
+  return run_process(argv);
+}
+
+std::string Daemon::http_code(const std::string& method, const std::string& path) const {
+  return curl({"-o", "/dev/null", "-w", "%{http_code}", "-X", method, path}).out;
+}
+
+nlohmann::json Daemon::get_json(const std::string& path) const {
+  const auto result = curl({"-w", "\n%{http_code}", path});
+  INFO("GET " << path << " -> " << result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  const auto last_newline = result.out.rfind('\n');
+  REQUIRE(result.out.substr(last_newline + 1) == "200");
+  return nlohmann::json::parse(result.out.substr(0, last_newline));
+}
+
+nlohmann::json Daemon::status() const {
+  const auto result = ctl({"status", "--json"});
+  INFO(result.err);
+  REQUIRE(result.exit_code == 0);
+  return nlohmann::json::parse(result.out);
+}
+
+void Daemon::install(const fs::path& image, const std::string& file_name) const {
+  const auto result = run_process({"install", "-m", "644", image.string(), (plugin_dir() / file_name).string()});
+  INFO(result.err);
+  REQUIRE(result.exit_code == 0);
+}
+
+std::string Daemon::log() const {
+  std::ifstream in(run_dir() / "moltd.log");
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+}  // namespace molt::test

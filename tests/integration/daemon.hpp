@@ -1,0 +1,67 @@
+// A real moltd in a temporary directory, for integration tests:
+//   <tmp>/plugins/   its plugin directory (files put there with install(1))
+//   <tmp>/run/       its run directory
+//   <tmp>/moltd.toml its configuration; <tmp>/moltd.out its stdout and stderr
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "process.hpp"
+#include "test_support.hpp"
+
+namespace molt::test {
+
+struct ModuleSpec {
+  std::string name;
+  std::filesystem::path image;  ///< installed into the plugin directory as <name>-<version>.so
+  unsigned version;
+};
+
+class Daemon {
+ public:
+  explicit Daemon(std::vector<ModuleSpec> modules = {{"counter", plugin_path("counter", 1), 1}});
+  ~Daemon();
+
+  /// Starts moltd and waits until it answers on its control socket.
+  void start();
+  /// SIGTERM, then its exit code (fails the test if it does not exit in time).
+  int stop();
+
+  /// moltctl --socket <run>/control.sock <args...>
+  ProcessResult ctl(const std::vector<std::string>& args) const;
+  /// curl -sS <args...>, where a leading "/" argument becomes this daemon's URL.
+  ProcessResult curl(const std::vector<std::string>& args) const;
+  /// `curl -s -o /dev/null -w %{http_code}` for one request.
+  std::string http_code(const std::string& method, const std::string& path) const;
+  /// GET path, as JSON (fails the test unless it answers 200).
+  nlohmann::json get_json(const std::string& path) const;
+  nlohmann::json status() const;
+
+  /// install -m 644 <image> <plugins>/<file_name>, as an operator would.
+  void install(const std::filesystem::path& image, const std::string& file_name) const;
+
+  [[nodiscard]] std::string log() const;  ///< <run>/moltd.log
+  [[nodiscard]] const std::filesystem::path& dir() const noexcept { return tmp_.path(); }
+  [[nodiscard]] std::filesystem::path plugin_dir() const { return tmp_.path() / "plugins"; }
+  [[nodiscard]] std::filesystem::path run_dir() const { return tmp_.path() / "run"; }
+  [[nodiscard]] std::filesystem::path socket() const { return run_dir() / "control.sock"; }
+  [[nodiscard]] std::filesystem::path config() const { return tmp_.path() / "moltd.toml"; }
+  [[nodiscard]] pid_t pid() const { return process_->pid(); }
+  [[nodiscard]] Process& process() { return *process_; }
+  [[nodiscard]] const std::string& http() const noexcept { return http_; }
+
+ private:
+  TempDir tmp_;
+  std::unique_ptr<Process> process_;
+  std::string http_;
+};
+
+/// Path of a built program (moltd, moltctl).
+std::filesystem::path program(const std::string& name);
+
+}  // namespace molt::test

@@ -1,0 +1,329 @@
+// moltd and moltctl as an operator uses them: a real daemon, real sockets,
+// real curl, real signals.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "daemon.hpp"
+#include "molt/host/state/state_blob.hpp"
+
+using namespace molt::test;
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::size_t lines(const std::string& text) {
+  std::size_t n = 0;
+  for (char c : text) n += c == '\n';
+  return n;
+}
+
+/// Sends raw bytes to a Unix socket and returns what comes back before it closes.
+std::string raw_exchange(const fs::path& socket_path, const std::string& bytes) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, socket_path.c_str(), sizeof address.sun_path - 1);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  std::size_t sent = 0;
+  while (sent < bytes.size()) {
+    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the daemon may close early on an oversized request
+    sent += static_cast<std::size_t>(n);
+  }
+  ::shutdown(fd, SHUT_WR);  // done sending: a half request is now a client that left
+  std::string reply;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buffer, sizeof buffer, 0)) > 0) reply.append(buffer, static_cast<std::size_t>(n));
+  ::close(fd);
+  return reply;
+}
+
+}  // namespace
+
+TEST_CASE("reload upgrades the counter keeping its total, rollback returns to v1", "[moltd]") {
+  Daemon d;
+  d.start();
+  for (int i = 0; i < 3; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  CHECK(d.get_json("/counter") == Json{{"module", "counter"}, {"version", 1}, {"total", 3}});
+
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  const auto reload = d.ctl({"reload", "counter"});
+  INFO(reload.out << reload.err);
+  REQUIRE(reload.exit_code == 0);
+  CHECK_THAT(reload.out, Catch::StartsWith("counter v1 -> v2: succeeded\n"));
+  for (const char* phase : {"prepare", "quiesce", "save", "migrate", "resume", "pause", "cleanup"})
+    CHECK_THAT(reload.out, Catch::Contains(std::string("  ") + phase));
+  const Json up = d.get_json("/counter");
+  CHECK(up["version"] == 2);
+  CHECK(up["total"] == 3);
+  CHECK(d.status()["modules"][0]["version"] == 2);
+
+  const auto rollback = d.ctl({"rollback", "counter"});
+  INFO(rollback.out << rollback.err);
+  REQUIRE(rollback.exit_code == 0);
+  CHECK_THAT(rollback.out, Catch::StartsWith("counter v2 -> v1: succeeded\n"));
+  CHECK(d.get_json("/counter") == Json{{"module", "counter"}, {"version", 1}, {"total", 3}});
+
+  const auto history = d.ctl({"history", "counter", "--json"});
+  REQUIRE(history.exit_code == 0);
+  const Json reports = Json::parse(history.out)["reports"];
+  REQUIRE(reports.size() == 2);
+  CHECK(reports[0]["direction"] == "up");
+  CHECK(reports[1]["direction"] == "down");
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("4 concurrent clients POST while 50 reloads and rollbacks alternate: nothing fails or is lost",
+          "[moltd][stress]") {
+  Daemon d;
+  d.start();
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  std::atomic<bool> done{false};
+  std::atomic<int> ok{0};
+  std::vector<std::future<std::vector<std::string>>> clients;
+  for (int c = 0; c < 4; ++c)
+    clients.push_back(std::async(std::launch::async, [&] {
+      std::vector<std::string> bad;  // anything but 200
+      while (!done) {
+        const std::string code = d.http_code("POST", "/counter/incr");
+        if (code == "200") ++ok; else bad.push_back(code);
+      }
+      return bad;
+    }));
+
+  REQUIRE(wait_until([&] { return ok > 0; }));  // clients are running before the first reload
+  const int before = ok;
+  std::vector<std::string> failures;
+  for (int i = 0; i < 25; ++i) {
+    for (const char* command : {"reload", "rollback"}) {
+      const auto result = d.ctl({command, "counter"});
+      if (result.exit_code != 0) failures.push_back(std::string(command) + ": " + result.err);
+    }
+  }
+  const int during = ok - before;
+  done = true;
+  std::vector<std::string> bad;
+  for (auto& client : clients)
+    for (auto& code : client.get()) bad.push_back(code);
+
+  CHECK(failures.empty());
+  CHECK(bad.empty());
+  CHECK(during > 0);  // the POSTs did overlap the reloads
+  const Json shown = d.get_json("/counter");
+  CHECK(shown["version"] == 1);
+  CHECK(shown["total"] == ok.load());
+  CHECK(Json::parse(d.ctl({"history", "--json"}).out)["reports"].size() == 50);
+}
+
+TEST_CASE("a bad .so is refused with one line, and the old version keeps serving its state", "[moltd][refusal]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}});
+  d.start();
+  REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  REQUIRE(d.http_code("POST", "/probe/add?item=kept") == "200");
+
+  SECTION("not an ELF file") {
+    std::ofstream(d.plugin_dir() / "counter-3.so") << "this is not a shared library\n";
+    const auto result = d.ctl({"reload", "counter"});
+    CHECK(result.exit_code == 1);
+    CHECK(lines(result.err) == 1);
+    CHECK_THAT(result.err, Catch::Contains("counter-3.so") && Catch::Contains("not a shared library"));
+  }
+  SECTION("another plugin ABI") {
+    d.install(test_image_path("bad-abi.so"), "probe-9.so");
+    const auto result = d.ctl({"reload", "probe"});
+    CHECK(result.exit_code == 1);
+    CHECK(lines(result.err) == 1);
+    CHECK_THAT(result.err, Catch::Contains("probe-9.so") && Catch::Contains("built for plugin ABI 999"));
+  }
+  SECTION("a migration that throws") {
+    d.install(probe_path(2), "probe-2.so");
+    const auto result = d.ctl({"reload", "probe", "--extra", "fail=load"});
+    CHECK(result.exit_code == 1);
+    CHECK(lines(result.err) == 1);
+    CHECK_THAT(result.err, Catch::Contains("probe v2") && Catch::Contains("migrate: refused: probe refuses to load on purpose"));
+    CHECK_THAT(result.out, Catch::StartsWith("probe v1 -> v2: rolled back (v1 keeps serving)"));
+  }
+  CHECK(d.get_json("/counter") == Json{{"module", "counter"}, {"version", 1}, {"total", 1}});
+  CHECK(d.get_json("/probe") == Json{{"version", 1}, {"items", {"kept"}}});
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("the control socket refuses other users, oversized and malformed requests, and carries on",
+          "[moltd][control]") {
+  Daemon d;
+  d.start();
+  SECTION("a malformed request") {
+    const Json reply = Json::parse(raw_exchange(d.socket(), "this is not json\n"));
+    CHECK(reply["ok"] == false);
+    CHECK_THAT(reply["error"].get<std::string>(), Catch::Contains("malformed request"));
+  }
+  SECTION("an unknown command") {
+    const Json reply = Json::parse(raw_exchange(d.socket(), R"({"command":"format-disk"})" "\n"));
+    CHECK_THAT(reply["error"].get<std::string>(), Catch::Contains("unknown command 'format-disk'"));
+  }
+  SECTION("an oversized request") {
+    const std::string reply = raw_exchange(d.socket(), std::string(200 * 1024, 'x') + '\n');
+    CHECK_THAT(reply, Catch::Contains("request larger than 65536 bytes"));
+    CHECK_THAT(d.log(), Catch::Contains("refused a request larger than 65536 bytes"));
+  }
+  SECTION("a client that sends half a request and leaves") {
+    CHECK(raw_exchange(d.socket(), R"({"command":"sta)").empty());
+  }
+  SECTION("another user") {
+    if (::geteuid() != 0) {
+      WARN("needs root to run moltctl as nobody; skipped");
+      return;
+    }
+    // A copy of moltctl that nobody may run, outside any private directory.
+    fs::create_directories(d.dir() / "bin");
+    fs::copy_file(program("moltctl"), d.dir() / "bin" / "moltctl");
+    fs::permissions(d.dir(), fs::perms(0711));
+    fs::permissions(d.dir() / "bin", fs::perms(0755));
+    const std::vector<std::string> as_nobody{"runuser", "-u", "nobody", "--", (d.dir() / "bin" / "moltctl").string(),
+                                             "--socket", d.socket().string(), "status"};
+    // The private run directory keeps nobody from even reaching the socket...
+    auto result = run_process(as_nobody);
+    CHECK(result.exit_code == 1);
+    CHECK_THAT(result.err, Catch::Contains("Permission denied"));
+    // ...and with the directory and socket opened up by mistake, moltd itself
+    // refuses the peer by its credentials.
+    fs::permissions(d.run_dir(), fs::perms(0711));
+    fs::permissions(d.socket(), fs::perms(0666));
+    result = run_process(as_nobody);
+    CHECK(result.exit_code == 1);
+    CHECK_THAT(result.err, Catch::Contains("permission denied: uid 65534 may not control this moltd"));
+    CHECK_THAT(d.log(), Catch::Contains("refused a connection from uid 65534"));
+  }
+  CHECK(d.ctl({"status"}).exit_code == 0);
+  CHECK(d.http_code("POST", "/counter/incr") == "200");
+}
+
+TEST_CASE("SIGHUP upgrades a module whose newest file changed, and only that", "[moltd][signals]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}});
+  d.start();
+  REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  d.process().signal(SIGHUP);
+  REQUIRE(wait_until([&] { return d.status()["modules"][0]["version"] == 2; }));
+  CHECK(d.get_json("/counter")["total"] == 1);
+  CHECK(d.status()["modules"][1]["version"] == 1);
+  CHECK_THAT(d.log(), Catch::Contains("[counter] upgrade counter v1 -> v2 succeeded: pause"));
+  REQUIRE(wait_until([&] { return d.log().find("SIGHUP: 1 module(s) reloaded") != std::string::npos; }));
+
+  d.process().signal(SIGHUP);  // nothing changed: nothing happens
+  REQUIRE(wait_until([&] { return d.log().find("SIGHUP: 0 module(s) reloaded") != std::string::npos; }));
+  CHECK(Json::parse(d.ctl({"history", "--json"}).out)["reports"].size() == 1);
+}
+
+TEST_CASE("SIGTERM finishes the requests in flight and exits 0", "[moltd][signals]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}});
+  d.start();
+  auto slow = std::async(std::launch::async, [&] { return d.curl({"-X", "POST", "-w", "\n%{http_code}", "/probe/sleep?ms=1000"}); });
+  REQUIRE(wait_until([&] { return d.status()["modules"][1]["in_flight"] == 1; }));
+  d.process().signal(SIGTERM);
+  const auto answered = slow.get();
+  INFO(answered.out << answered.err);
+  CHECK(answered.exit_code == 0);
+  CHECK_THAT(answered.out, Catch::EndsWith("\n200"));
+  const auto code = d.process().wait(std::chrono::seconds(20));
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  CHECK_THAT(d.log(), Catch::Contains("SIGTERM: stopping") && Catch::Contains("[moltd] stopped"));
+  CHECK_FALSE(fs::exists(d.socket()));
+}
+
+TEST_CASE("HTTP: unknown module 404, oversized request 413, a module that throws 500, and the host carries on",
+          "[moltd][http]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}});
+  d.start();
+  CHECK(d.http_code("GET", "/nope") == "404");
+  CHECK(d.http_code("GET", "/-/nope") == "404");
+  const std::string big = (d.dir() / "big").string();
+  std::ofstream(big) << std::string(2 << 20, 'x');
+  CHECK(d.curl({"-o", "/dev/null", "-w", "%{http_code}", "--data-binary", "@" + big, "/counter/incr"}).out == "413");
+  CHECK(d.http_code("GET", "/probe/throw") == "500");
+  CHECK_THAT(d.log(), Catch::Contains("[probe] probe v1: call: GET /probe/throw: handler threw: boom"));
+  const Json status = d.get_json("/-/status");
+  CHECK(status["modules"][1]["failed_calls"] == 1);
+  CHECK(d.http_code("POST", "/counter/incr") == "200");
+  CHECK(d.get_json("/counter")["total"] == 1);
+}
+
+TEST_CASE("snapshot writes the running state archive that a fixture can be made of", "[moltd]") {
+  Daemon d;
+  d.start();
+  for (int i = 0; i < 4; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  const fs::path out = d.dir() / "counter.molt";
+  const auto result = d.ctl({"snapshot", "counter", "-o", out.string()});
+  INFO(result.err);
+  REQUIRE(result.exit_code == 0);
+  CHECK_THAT(result.out, Catch::StartsWith("wrote counter v1 state (53 B, schema 1)"));
+  auto blob = molt::host::read_state_file(out, 1 << 20);
+  REQUIRE(blob.ok());
+  CHECK(blob->module == "counter");
+  CHECK(blob->version.value == 1);
+  CHECK(d.status()["modules"][0]["state_bytes"] == 53);
+}
+
+TEST_CASE("moltd refuses a wrong configuration with one line naming the key", "[moltd][config]") {
+  TempDir dir;
+  const auto config = dir.path() / "bad.toml";
+  SECTION("a bad value") {
+    std::ofstream(config) << "[host]\nhttp = \"localhost\"\n[modules.counter]\nversion = 1\n";
+    const auto result = run_process({program("moltd"), "--config", config.string()});
+    CHECK(result.exit_code == 2);
+    CHECK(result.err == "moltd: " + config.string() + ": config: host.http: must look like 127.0.0.1:8080, got 'localhost'\n");
+  }
+  SECTION("an unknown key") {
+    std::ofstream(config) << "[host]\nhttp_treads = 4\n[modules.counter]\nversion = 1\n";
+    const auto result = run_process({program("moltd"), "--config", config.string()});
+    CHECK(result.exit_code == 2);
+    CHECK_THAT(result.err, Catch::Contains("config: host.http_treads: unknown key"));
+  }
+  SECTION("no modules") {
+    std::ofstream(config) << "[host]\n";
+    const auto result = run_process({program("moltd"), "--config", config.string()});
+    CHECK(result.exit_code == 2);
+    CHECK_THAT(result.err, Catch::Contains("nothing to serve"));
+  }
+  SECTION("TOML that does not parse") {
+    std::ofstream(config) << "[host\n";
+    const auto result = run_process({program("moltd"), "--config", config.string()});
+    CHECK(result.exit_code == 2);
+    CHECK_THAT(result.err, Catch::Contains("config: line 1"));
+  }
+}
+
+TEST_CASE("a second moltd on the same run directory is refused", "[moltd]") {
+  Daemon d;
+  d.start();
+  const auto second = run_process({program("moltd"), "--config", d.config().string()});
+  CHECK(second.exit_code == 1);
+  CHECK_THAT(second.err, Catch::Contains("run directory: in use by another moltd (pid " + std::to_string(d.pid()) + ")"));
+  CHECK(d.ctl({"status"}).exit_code == 0);
+}
+
+TEST_CASE("moltctl: usage errors exit 2, an unreachable daemon exits 1, --help describes every command", "[moltctl]") {
+  CHECK(run_process({program("moltctl"), "frobnicate"}).exit_code == 2);
+  CHECK(run_process({program("moltctl"), "reload"}).exit_code == 2);
+  const auto unreachable = run_process({program("moltctl"), "--socket", "/nonexistent/control.sock", "status"});
+  CHECK(unreachable.exit_code == 1);
+  CHECK_THAT(unreachable.err, Catch::Contains("is moltd running?"));
+  const auto help = run_process({program("moltctl"), "--help"});
+  CHECK(help.exit_code == 0);
+  for (const char* command : {"status", "reload", "rollback", "history", "snapshot", "--json", "--socket"})
+    CHECK_THAT(help.out, Catch::Contains(command));
+  CHECK_THAT(run_process({program("moltd"), "--help"}).out, Catch::Contains("--config") && Catch::Contains("SIGHUP"));
+}
