@@ -42,8 +42,12 @@ std::string json_string(std::string_view text) {
   return out;
 }
 
-std::string common_fields(std::uint32_t version, std::uint64_t total) {
-  return R"("module":"counter","version":)" + std::to_string(version) + R"(,"total":)" + std::to_string(total);
+std::string begin_answer(std::uint32_t version, std::uint64_t total) {
+  std::string out = R"({"module":"counter","version":)";
+  out += std::to_string(version);
+  out += R"(,"total":)";
+  out += std::to_string(total);
+  return out;
 }
 
 }  // namespace counter

@@ -21,7 +21,8 @@ molt::api::Response route_error(Route route, const molt::api::Request& request);
 /// `text` as a JSON string literal, quotes included.
 std::string json_string(std::string_view text);
 
-/// `"module":"counter","version":N,"total":T` — the fields every answer starts with.
-std::string common_fields(std::uint32_t version, std::uint64_t total);
+/// `{"module":"counter","version":N,"total":T` — how every answer begins; the
+/// caller adds its own fields and the closing brace.
+std::string begin_answer(std::uint32_t version, std::uint64_t total);
 
 }  // namespace counter

@@ -18,7 +18,7 @@ class CounterV1 final : public molt::api::Module {
     const Route r = route(request);
     if (r == Route::Increment) ++state_.total;
     if (r != Route::Show && r != Route::Increment) return route_error(r, request);
-    return molt::api::Response::json('{' + common_fields(kVersion.value, state_.total) + "}\n");
+    return molt::api::Response::json(begin_answer(kVersion.value, state_.total) + "}\n");
   }
 
   void save_state(molt::api::StateWriter& out, const molt::api::SaveTarget& target) const override {

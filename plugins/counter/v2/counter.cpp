@@ -29,16 +29,23 @@ class CounterV2 final : public molt::api::Module {
       return molt::api::Response::json(R"({"error":"key must be 1 to 200 bytes"})", 400);
     if (r == Route::Increment) ++state_.counts[key];
 
-    std::string body = '{' + common_fields(kVersion.value, total()) + R"(,"counts":{)";
+    std::string body = begin_answer(kVersion.value, total());
+    body += R"(,"counts":{)";
     const char* separator = "";
     for (const auto& [name, count] : state_.counts) {
-      body += separator + json_string(name) + ':' + std::to_string(count);
+      body += separator;
+      body += json_string(name);
+      body += ':';
+      body += std::to_string(count);
       separator = ",";
     }
     body += '}';
     if (request.query_param("key")) {
       const auto it = state_.counts.find(key);
-      body += ",\"key\":" + json_string(key) + ",\"count\":" + std::to_string(it == state_.counts.end() ? 0 : it->second);
+      body += ",\"key\":";
+      body += json_string(key);
+      body += ",\"count\":";
+      body += std::to_string(it == state_.counts.end() ? 0 : it->second);
     }
     body += "}\n";
     return molt::api::Response::json(std::move(body));
