@@ -1,5 +1,6 @@
 # molt_add_plugin(<module> VERSION <n> SOURCES <files>...
-#                 [LIBRARIES <targets>...] [OUTPUT_DIRECTORY <dir>])
+#                 [LIBRARIES <targets>...] [OUTPUT_DIRECTORY <dir>]
+#                 [STATE_HEADERS <files>...])
 #
 # Builds version <n> of module <module> as a loadable image named
 # <module>-<n>.so, in <dir> (default: ${CMAKE_BINARY_DIR}/plugins). The CMake
@@ -17,8 +18,13 @@
 # The image links Boost.Serialization and spdlog as shared libraries, shared
 # with the host, never statically. It also gets MOLT_BUILD_MODULE_NAME and
 # MOLT_BUILD_MODULE_VERSION, which MOLT_MODULE() checks against the class.
+#
+# STATE_HEADERS lists every file that defines the type of a StatefulModule's
+# state. Their SHA-256 goes into the state's layout fingerprint, so that two
+# versions built from the same definition can hand the state over in memory,
+# and any edit to it (even a comment) makes the host serialize instead.
 function(molt_add_plugin module)
-  cmake_parse_arguments(PARSE_ARGV 1 ARG "" "VERSION;OUTPUT_DIRECTORY" "SOURCES;LIBRARIES")
+  cmake_parse_arguments(PARSE_ARGV 1 ARG "" "VERSION;OUTPUT_DIRECTORY" "SOURCES;LIBRARIES;STATE_HEADERS")
   if(NOT module MATCHES "^[a-z0-9_-]+$")
     message(FATAL_ERROR "molt_add_plugin: module name '${module}' must be made of [a-z0-9_-]")
   endif()
@@ -42,6 +48,17 @@ function(molt_add_plugin module)
                                                MOLT_BUILD_MODULE_VERSION=${ARG_VERSION})
   target_link_options(${target} PRIVATE "-Wl,--version-script=${version_script}")
   set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS "${version_script}")
+  if(ARG_STATE_HEADERS)
+    set(definition "")
+    foreach(header IN LISTS ARG_STATE_HEADERS)
+      get_filename_component(header "${header}" ABSOLUTE)
+      file(READ "${header}" text)
+      string(APPEND definition "${text}")
+      set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${header}")  # edits re-hash
+    endforeach()
+    string(SHA256 definition_hash "${definition}")
+    target_compile_definitions(${target} PRIVATE MOLT_STATE_DEFINITION_HASH="${definition_hash}")
+  endif()
   set_target_properties(${target} PROPERTIES
     PREFIX ""
     OUTPUT_NAME "${module}-${ARG_VERSION}"

@@ -82,10 +82,12 @@ void print_report(const Json& r) {
               ("load, check and start " + to + " while " + from + " serves").c_str());
   {
     std::printf("  %-9s %10s   %s\n", "quiesce", duration_text(phase("quiesce")).c_str(), "wait for calls in flight");
+    const std::string schema =
+        std::to_string(r["direction"] == "down" ? r["to_schema"].get<unsigned>() : r["from_schema"].get<unsigned>());
     std::printf("  %-9s %10s   %s\n", "save", duration_text(phase("save")).c_str(),
-                (bytes_text(r["state_bytes"]) + " in schema " +
-                 std::to_string(r["direction"] == "down" ? r["to_schema"].get<unsigned>() : r["from_schema"].get<unsigned>()))
-                    .c_str());
+                r.value("state_transfer", "") == "memory"
+                    ? ("state object handed over in memory (same schema " + schema + ", same layout)").c_str()
+                    : (bytes_text(r["state_bytes"]) + " in schema " + schema).c_str());
     std::printf("  %-9s %10s\n", "migrate", duration_text(phase("migrate")).c_str());
     std::printf("  %-9s %10s\n", "resume", duration_text(phase("resume")).c_str());
     if (phase("rollback") > 0) std::printf("  %-9s %10s\n", "rollback", duration_text(phase("rollback")).c_str());

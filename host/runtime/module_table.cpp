@@ -18,7 +18,8 @@ Result<void> ModuleTable::start(const ModuleConfig& module) {
   if (find(module.name)) return Error{module.name, {}, module.file.string(), Phase::Start, "already running"};
   auto image = loader_.load(module.file, module.name);
   if (!image) return std::move(image).error();
-  auto slot = ModuleSlot::start(std::move(image.value()), SlotOptions{options_.make_logger(module.name), module.values});
+  auto slot = ModuleSlot::start(std::move(image.value()),
+                                SlotOptions{options_.make_logger(module.name), module.values, timers_});
   if (!slot) return std::move(slot).error();
   std::unique_lock lock(mutex_);
   slots_.emplace(module.name, std::shared_ptr<ModuleSlot>(std::move(slot.value())));

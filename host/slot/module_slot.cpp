@@ -6,13 +6,15 @@ namespace molt::host {
 
 class ModuleSlot::InstanceContext final : public api::Context {
  public:
-  InstanceContext(const ModuleSlot& slot) : slot_(slot) {}
+  explicit InstanceContext(ModuleSlot& slot) : slot_(slot) {}
   spdlog::logger& log() override { return *slot_.logger_; }
   const api::Values& config() const override { return slot_.config_; }
   std::string_view module_name() const override { return slot_.name_; }
+  void set_timer(std::string_view name, std::chrono::milliseconds period) override { slot_.set_timer(name, period); }
+  void cancel_timer(std::string_view name) override { slot_.cancel_timer(name); }
 
  private:
-  const ModuleSlot& slot_;
+  ModuleSlot& slot_;
 };
 
 ModuleSlot::Live::~Live() {
@@ -24,7 +26,11 @@ RunningVersion describe(const Image& image, std::chrono::system_clock::time_poin
 }
 
 ModuleSlot::ModuleSlot(std::string name, SlotOptions options, api::CallMode mode)
-    : name_(std::move(name)), logger_(std::move(options.logger)), config_(std::move(options.config)), gate_(mode) {}
+    : name_(std::move(name)),
+      logger_(std::move(options.logger)),
+      config_(std::move(options.config)),
+      timer_service_(options.timers ? std::move(options.timers) : std::make_shared<TimerService>()),
+      gate_(mode) {}
 
 Result<std::unique_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Image> image, SlotOptions options) {
   std::unique_ptr<ModuleSlot> slot(new ModuleSlot(image->info().name, std::move(options), image->info().call_mode));
@@ -37,8 +43,105 @@ Result<std::unique_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Imag
 }
 
 ModuleSlot::~ModuleSlot() {
+  std::map<std::string, TimerService::Id, std::less<>> timers;
+  {
+    std::lock_guard lock(timers_mutex_);
+    timers.swap(timers_);
+  }
+  // Outside the lock: a callback in flight takes it to see it was cancelled.
+  for (const auto& [name, id] : timers) timer_service_->cancel_and_wait(id);
   if (live_) logger_->info("v{} stopping", live_->image->info().version.value);
   live_.reset();
+}
+
+// set_timer and cancel_timer run inside module calls, holding the gate, so
+// they must never wait for a timer callback (which waits for the gate).
+// Instead a callback checks, once it holds the gate, that its timer is still
+// the current one for its name.
+void ModuleSlot::set_timer(std::string_view name, std::chrono::milliseconds period) {
+  std::lock_guard lock(timers_mutex_);
+  if (auto it = timers_.find(name); it != timers_.end()) {
+    timer_service_->cancel(it->second);
+    timers_.erase(it);
+  }
+  std::string key(name);
+  const auto id = timer_service_->every(period, [this, key](TimerService::Id fired) { fire_timer(key, fired); });
+  timers_.emplace(std::move(key), id);
+}
+
+void ModuleSlot::cancel_timer(std::string_view name) {
+  std::lock_guard lock(timers_mutex_);
+  if (auto it = timers_.find(name); it != timers_.end()) {
+    timer_service_->cancel(it->second);
+    timers_.erase(it);
+  }
+}
+
+void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexcept {
+  const CallGate::Pass pass = gate_.enter();
+  {
+    std::lock_guard lock(timers_mutex_);
+    const auto it = timers_.find(name);
+    if (it == timers_.end() || it->second != id) return;  // cancelled or replaced meanwhile
+  }
+  try {
+    live_->instance->on_timer(name);
+  } catch (const std::exception& e) {
+    logger_->error("timer '{}': on_timer threw: {}", name, e.what());
+  } catch (...) {
+    logger_->error("timer '{}': on_timer threw a non-standard exception", name);
+  }
+}
+
+std::vector<std::string> ModuleSlot::timers() const {
+  std::lock_guard lock(timers_mutex_);
+  std::vector<std::string> names;
+  for (const auto& [name, id] : timers_) names.push_back(name);
+  return names;
+}
+
+Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
+  const CallGate::Pass pass = gate_.enter();
+  try {
+    live_->instance->on_connect(connection);
+    return {};
+  } catch (const std::exception& e) {
+    return Error{name_, live_->image->info().version, {}, Phase::Call, std::string("on_connect threw: ") + e.what()};
+  } catch (...) {
+    return Error{name_, live_->image->info().version, {}, Phase::Call, "on_connect threw a non-standard exception"};
+  }
+}
+
+Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::string_view input,
+                                            api::StreamOutput& out) {
+  const CallGate::Pass pass = gate_.enter();
+  const Live& live = *live_;
+  calls_.fetch_add(1, std::memory_order_relaxed);
+  auto fail = [&](std::string reason) {
+    failed_calls_.fetch_add(1, std::memory_order_relaxed);
+    return Error{name_, live.image->info().version, {}, Phase::Call, std::move(reason)};
+  };
+  try {
+    const std::size_t consumed = live.instance->on_data(connection, input, out);
+    if (consumed > input.size())
+      return fail("on_data consumed " + std::to_string(consumed) + " of " + std::to_string(input.size()) + " bytes");
+    return consumed;
+  } catch (const std::exception& e) {
+    return fail(std::string("on_data threw: ") + e.what());
+  } catch (...) {
+    return fail("on_data threw a non-standard exception");
+  }
+}
+
+void ModuleSlot::stream_disconnect(api::ConnectionId connection) noexcept {
+  const CallGate::Pass pass = gate_.enter();
+  try {
+    live_->instance->on_disconnect(connection);
+  } catch (const std::exception& e) {
+    logger_->error("on_disconnect threw: {}", e.what());
+  } catch (...) {
+    logger_->error("on_disconnect threw a non-standard exception");
+  }
 }
 
 Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<const Image> image) {

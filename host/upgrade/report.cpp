@@ -29,7 +29,8 @@ std::string UpgradeReport::summary() const {
                     (to.value > 0 ? 'v' + std::to_string(to.value) : std::string("?")) + ' ' + std::string(to_string(outcome));
   if (outcome != Outcome::Refused) {
     out += ": pause " + us(pause) + " us (quiesce " + us(phases.quiesce) + ", save " + us(phases.save) + ", migrate " +
-           us(phases.migrate) + ", resume " + us(phases.resume) + "), state " + std::to_string(state_bytes) + " B";
+           us(phases.migrate) + ", resume " + us(phases.resume) + "), state " +
+           (state_in_memory ? std::string("in memory") : std::to_string(state_bytes) + " B");
     if (queued_calls > 0) out += ", " + std::to_string(queued_calls) + " calls queued";
   }
   if (error) out += "; " + error->to_string();
@@ -60,6 +61,7 @@ void to_json(nlohmann::json& out, const UpgradeReport& report) {
         {"cleanup", us(report.phases.cleanup)}}},
       {"pause_us", us(report.pause)},
       {"state_bytes", report.state_bytes},
+      {"state_transfer", report.outcome == Outcome::Refused ? "none" : report.state_in_memory ? "memory" : "serialized"},
       {"queued_calls", report.queued_calls},
       {"started_at_ms",
        std::chrono::duration_cast<std::chrono::milliseconds>(report.started_at.time_since_epoch()).count()},

@@ -13,9 +13,13 @@
 //                successor reads: its own on an upgrade, the older one on a
 //                downgrade (the newer version converts down, so the older
 //                code never needs to know the future). save_state is const.
+//                Code-only upgrade: when both versions declare the same
+//                schema and the same state layout fingerprint, the old
+//                instance instead detaches its state object, untouched.
 //   4. migrate   Each new instance reads that state (load_state), told the
 //                schema, version and direction it comes from, and must read
-//                all of it.
+//                all of it; or, code-only, attaches the detached object. The
+//                pause then costs the same whatever the state's size.
 //   5. resume    POINT OF NO RETURN. Swap each slot to its new instance and
 //                reopen its gate (in reverse step order); calls that waited
 //                run first, on the new version. Nothing here can fail.
@@ -23,9 +27,11 @@
 //                when its last instance is gone, which is after the switch,
 //                so no call can still be inside it.
 //
-// A failure in 1-4 rolls back: the new instances are stopped and destroyed,
-// and the gates reopen on the old instances. Those never stopped owning their
-// state and save_state did not change it, so it is byte-identical to before.
+// A failure in 1-4 rolls back: a state object handed over goes back to its
+// old instance, the new instances are stopped and destroyed, and the gates
+// reopen on the old instances. Those own their state as before, unchanged
+// (save_state is const, a handed-over object is not touched), so it is
+// byte-identical.
 //
 // Invariants: a slot's instance is replaced only while its gate is closed and
 // drained; a slot takes part in one transaction at a time (its upgrade
@@ -84,6 +90,10 @@ class UpgradeTransaction {
     api::ModuleVersion state_version{};           ///< version that writes the state handed over
     api::SchemaVersion state_schema{};            ///< schema of the state handed over
     std::string state{};
+    /// Code-only upgrade: the state object moves instead of its bytes.
+    bool handoff = false;
+    enum class Object { InOld, Detached, InNew } object_at = Object::InOld;
+    void* object = nullptr;
     bool held = false;    ///< calls were held back (quiesce began), even if it then failed
     bool paused = false;  ///< the gate is closed and drained, until resume or rollback
     Clock::time_point paused_at{};
@@ -186,6 +196,10 @@ class UpgradeTransaction {
         move.state_schema = from.schema;
         break;
     }
+    // Same schema and the same layout, built from the same definition: the
+    // state object itself can change hands. Fingerprint 0 means unknown.
+    move.handoff = to.schema == from.schema && from.state_fingerprint != 0 &&
+                   from.state_fingerprint == to.state_fingerprint;
     return {};
   }
 
@@ -218,6 +232,17 @@ class UpgradeTransaction {
       const auto started = Clock::now();
       ModuleSlot& slot = move.slot();
       slot.log().debug("save: start, schema {}", move.state_schema.value);
+      if (move.handoff) {
+        move.object = slot.live_->instance->detach_state();
+        if (move.object != nullptr) {
+          move.object_at = Move::Object::Detached;
+          move.report.state_in_memory = true;
+          move.report.phases.save = since(started);
+          slot.log().debug("save: state object detached in {} us", move.report.phases.save.count());
+          continue;
+        }
+        move.handoff = false;  // the module does not hand its state over: serialize it
+      }
       if (move.step->state) {
         move.state = move.step->state->bytes;
       } else {
@@ -243,6 +268,12 @@ class UpgradeTransaction {
       const auto started = Clock::now();
       ModuleSlot& slot = move.slot();
       slot.log().debug("migrate: start, from v{} schema {}", move.state_version.value, move.state_schema.value);
+      if (move.object_at == Move::Object::Detached) {
+        move.next->instance->attach_state(move.object);
+        move.object_at = Move::Object::InNew;
+        move.report.phases.migrate = since(started);
+        continue;
+      }
       ViewSource source(move.state);
       api::StateReader reader(source);
       const api::Migration migration{move.state_schema, move.state_version, move.report.direction, move.step->extra};
@@ -280,7 +311,7 @@ class UpgradeTransaction {
         slot.running_ = describe(*move.next->image, move.next->since);
       }
       move.replaced = std::exchange(slot.live_, std::move(move.next));
-      slot.state_bytes_.store(move.report.state_bytes, std::memory_order_relaxed);
+      if (!move.report.state_in_memory) slot.state_bytes_.store(move.report.state_bytes, std::memory_order_relaxed);
       move.report.queued_calls = slot.gate_.resume(to.call_mode);
       move.paused = false;
       move.report.phases.resume = since(started);
@@ -304,6 +335,15 @@ class UpgradeTransaction {
       Move& move = *it;
       if (!move.upgrade_lock.owns_lock()) continue;  // never got this far
       const auto started = Clock::now();
+      // A state object handed over goes back where it came from, untouched.
+      if (move.object_at == Move::Object::InNew) {
+        move.object = move.next->instance->detach_state();
+        move.object_at = Move::Object::Detached;
+      }
+      if (move.object_at == Move::Object::Detached) {
+        move.slot().live_->instance->attach_state(move.object);
+        move.object_at = Move::Object::InOld;
+      }
       move.next.reset();  // stop() and destroy the new instance; its image unloads
       if (move.paused) {
         move.slot().gate_.resume();

@@ -65,7 +65,7 @@ std::unique_ptr<host::ModuleSlot> Harness::start(const fs::path& path, std::stri
   auto image = loader.load(path, module);
   if (!image) FAIL(image.error().to_string());
   auto slot = host::ModuleSlot::start(std::move(image.value()),
-                                      host::SlotOptions{test_logger(std::string(module)), std::move(config)});
+                                      host::SlotOptions{test_logger(std::string(module)), std::move(config), nullptr});
   if (!slot) FAIL(slot.error().to_string());
   return std::move(slot.value());
 }

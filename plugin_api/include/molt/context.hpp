@@ -1,6 +1,7 @@
 // What the host gives a module instance: its logger and its configuration.
 #pragma once
 
+#include <chrono>
 #include <string_view>
 
 #include <spdlog/logger.h>
@@ -24,6 +25,16 @@ class Context {
 
   /// The name this module is served under, e.g. "counter".
   [[nodiscard]] virtual std::string_view module_name() const = 0;
+
+  /// Calls Module::on_timer(name) every `period`, starting one period from
+  /// now, serialised with the module's other calls. Setting a name again
+  /// replaces that timer. Timers belong to the host, not to the instance:
+  /// they keep firing across upgrades, into the new version. Modules own no
+  /// threads; this is how they do periodic work.
+  virtual void set_timer(std::string_view name, std::chrono::milliseconds period) = 0;
+
+  /// Stops the timer `name`, if any.
+  virtual void cancel_timer(std::string_view name) = 0;
 
  protected:
   ~Context() = default;  // not owned by modules

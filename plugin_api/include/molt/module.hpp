@@ -10,9 +10,15 @@
 // and is exported, once per image, with MOLT_MODULE(ClassName). Build it with
 // molt_add_plugin() from CMake, which sets the compiler flags that make two
 // versions of one module safe to load side by side. See docs/plugin-api.md.
+//
+// A module that derives from StatefulModule<State> (below) also lets the host
+// hand its state object to the next version in memory, when both declare the
+// same schema and the same state layout: a code-only upgrade then costs the
+// same whatever the state's size.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string_view>
 #include <type_traits>
 
@@ -20,6 +26,8 @@
 #include "molt/error.hpp"
 #include "molt/message.hpp"
 #include "molt/state.hpp"
+#include "molt/state_rules.hpp"
+#include "molt/stream.hpp"
 #include "molt/types.hpp"
 
 extern "C" {
@@ -34,7 +42,7 @@ struct MoltModuleInfo {
   std::uint32_t state_schema;       ///< SchemaVersion, > 0
   std::uint32_t call_mode;          ///< molt::api::CallMode
   std::uint32_t cxx_abi;            ///< _GLIBCXX_USE_CXX11_ABI of the build (std::string layout)
-  std::uint64_t state_fingerprint;  ///< reserved, 0
+  std::uint64_t state_fingerprint;  ///< layout of the state object (StatefulModule), 0: none
   char name[64];                    ///< NUL-terminated module name
 };
 }
@@ -81,6 +89,57 @@ class Module {
 
   /// Called once, last. Release external resources here; must not throw.
   virtual void stop() noexcept {}
+
+  // Streams: connections accepted on the module's listeners (see stream.hpp).
+
+  /// A client connected.
+  virtual void on_connect(ConnectionId /*connection*/) {}
+
+  /// Bytes arrived. `input` is everything the module has not consumed yet on
+  /// this connection, oldest first. Returns how many bytes from its front
+  /// are consumed; the host keeps the rest and calls again when more arrive
+  /// (in the next version, if an upgrade happens meanwhile). Neither `input`
+  /// nor `out` may be kept past the call. Throwing closes the connection.
+  virtual std::size_t on_data(ConnectionId /*connection*/, std::string_view input, StreamOutput& /*out*/) {
+    return input.size();
+  }
+
+  /// The connection is gone (closed by either side). Drop what was kept for it.
+  virtual void on_disconnect(ConnectionId /*connection*/) {}
+
+  /// A timer set with Context::set_timer fired.
+  virtual void on_timer(std::string_view /*name*/) {}
+
+  // State handoff: implemented by StatefulModule, not by hand.
+
+  /// Gives up the state object and returns it, or null if this module does
+  /// not hand its state over in memory.
+  virtual void* detach_state() noexcept { return nullptr; }
+  /// Takes over a state object detached from the previous version, whose
+  /// schema and layout fingerprint equal this one's. Replaces load_state.
+  virtual void attach_state(void* /*state*/) noexcept {}
+};
+
+/// A module whose state is one object of type `State`, kept on the heap so
+/// that the host can hand it to the next version without copying it. `State`
+/// must follow the rules in state_rules.hpp; MOLT_MODULE checks them at
+/// compile time. The fingerprint also needs the headers defining `State`
+/// listed in molt_add_plugin(... STATE_HEADERS ...); without them the state
+/// is always serialized.
+template <class State>
+class StatefulModule : public Module {
+ public:
+  using StateType = State;
+
+  void* detach_state() noexcept final { return state_.release(); }
+  void attach_state(void* state) noexcept final { state_.reset(static_cast<State*>(state)); }
+
+ protected:
+  [[nodiscard]] State& state() noexcept { return *state_; }
+  [[nodiscard]] const State& state() const noexcept { return *state_; }
+
+ private:
+  std::unique_ptr<State> state_ = std::make_unique<State>();
 };
 
 namespace detail {
@@ -101,6 +160,24 @@ constexpr CallMode call_mode_of() {
 }
 
 template <class M>
+constexpr std::uint64_t state_fingerprint_of() {
+  if constexpr (requires { typename M::StateType; })
+    return state_fingerprint<typename M::StateType>();
+  else
+    return 0;
+}
+
+/// Instantiated (never run) by MOLT_MODULE: fails to compile if the state of
+/// a StatefulModule breaks the rules in state_rules.hpp.
+template <class M>
+void check_state_rules() {
+  if constexpr (requires { typename M::StateType; }) {
+    StateRulesChecker checker;
+    check_type<typename M::StateType>(checker);
+  }
+}
+
+template <class M>
 constexpr MoltModuleInfo make_module_info() {
   MoltModuleInfo info{};
   info.abi_version = kAbiVersion;
@@ -109,7 +186,7 @@ constexpr MoltModuleInfo make_module_info() {
   info.state_schema = M::kSchema.value;
   info.call_mode = static_cast<std::uint32_t>(call_mode_of<M>());
   info.cxx_abi = _GLIBCXX_USE_CXX11_ABI;
-  info.state_fingerprint = 0;
+  info.state_fingerprint = state_fingerprint_of<M>();
   for (std::size_t i = 0; i < M::kName.size(); ++i) info.name[i] = M::kName[i];
   return info;
 }
@@ -140,6 +217,7 @@ constexpr bool check_module_declaration() {
 /// Use exactly once per image, at namespace scope.
 #define MOLT_MODULE(Class)                                                                         \
   static_assert(::molt::api::detail::check_module_declaration<Class>());                          \
+  [[maybe_unused]] static void (*const molt_detail_state_rules)() = &::molt::api::detail::check_state_rules<Class>; \
   extern "C" MOLT_API_EXPORT const MoltModuleInfo molt_module_info =                              \
       ::molt::api::detail::make_module_info<Class>();                                              \
   extern "C" MOLT_API_EXPORT ::molt::api::Module* molt_module_create() { return new Class(); }   \

@@ -74,6 +74,7 @@ class ModuleTable {
 
   Loader& loader_;
   TableOptions options_;
+  std::shared_ptr<TimerService> timers_ = std::make_shared<TimerService>();  ///< one thread for all modules' timers
   UpgradeHistory history_;
   mutable std::shared_mutex mutex_;  ///< guards slots_ and order_ (not the slots themselves)
   std::map<std::string, std::shared_ptr<ModuleSlot>, std::less<>> slots_;

@@ -18,6 +18,7 @@
 #include "molt/host/common/error.hpp"
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/call_gate.hpp"
+#include "molt/host/slot/timer_service.hpp"
 #include "molt/host/state/state_blob.hpp"
 #include "molt/module.hpp"
 
@@ -28,6 +29,8 @@ class UpgradeTransaction;
 struct SlotOptions {
   std::shared_ptr<spdlog::logger> logger;  ///< named after the module; shared by all its versions
   api::Values config;                      ///< the module's configuration values
+  /// Runs the module's timers; when null the slot makes its own.
+  std::shared_ptr<TimerService> timers;
 };
 
 /// What a slot runs now, for status output. A copy: it does not keep the
@@ -72,6 +75,16 @@ class ModuleSlot {
   /// it saves; fails if calls in progress do not finish by `timeout`.
   Result<StateBlob> save_state(std::chrono::milliseconds timeout);
 
+  // Streams: the host's connections call the module through these, each
+  // waiting for its turn like any call. An Error means the module threw:
+  // the caller closes that connection.
+  Result<void> stream_connect(api::ConnectionId connection);
+  Result<std::size_t> stream_data(api::ConnectionId connection, std::string_view input, api::StreamOutput& out);
+  void stream_disconnect(api::ConnectionId connection) noexcept;
+
+  /// Names of the timers the module has set, for status output.
+  [[nodiscard]] std::vector<std::string> timers() const;
+
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] RunningVersion running() const;
   /// The version that ran before the last successful upgrade, if any.
@@ -94,6 +107,10 @@ class ModuleSlot {
 
   ModuleSlot(std::string name, SlotOptions options, api::CallMode mode);
 
+  void set_timer(std::string_view name, std::chrono::milliseconds period);
+  void cancel_timer(std::string_view name);
+  void fire_timer(const std::string& name, TimerService::Id id) noexcept;
+
   /// A started instance of `image`, not yet serving.
   Result<std::unique_ptr<Live>> make_live(std::shared_ptr<const Image> image);
 
@@ -104,7 +121,12 @@ class ModuleSlot {
   const std::string name_;
   const std::shared_ptr<spdlog::logger> logger_;
   const api::Values config_;
+  const std::shared_ptr<TimerService> timer_service_;
   CallGate gate_;
+  mutable std::mutex timers_mutex_;
+  /// The module's timers by name. The slot's, not an instance's: they keep
+  /// firing across upgrades, into whichever version runs.
+  std::map<std::string, TimerService::Id, std::less<>> timers_;
   /// Held by a transaction for its whole run: one upgrade per slot at a time.
   std::mutex upgrade_mutex_;
   /// The serving instance. Read by calls holding a gate pass; replaced only

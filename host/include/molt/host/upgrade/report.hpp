@@ -51,11 +51,13 @@ struct UpgradeReport {
   std::optional<Error> error;  ///< why, unless Succeeded
   PhaseTimes phases;
   std::chrono::microseconds pause{};  ///< calls held back: quiesce start to resume end
-  std::uint64_t state_bytes = 0;      ///< size of the state handed over
+  std::uint64_t state_bytes = 0;      ///< size of the state handed over (0 when in memory)
+  bool state_in_memory = false;       ///< code-only upgrade: the state object changed hands, not serialized
   std::uint64_t queued_calls = 0;     ///< calls that waited during the pause
   std::chrono::system_clock::time_point started_at;
 
-  /// One line: "counter v1 -> v2 succeeded: pause 350 us (quiesce 4, save 31, migrate 45, resume 2), state 61 B".
+  /// One line: "counter v1 -> v2 succeeded: pause 350 us (quiesce 4, save 31, migrate 45, resume 2), state 61 B";
+  /// a code-only upgrade says "state in memory" instead of its size.
   [[nodiscard]] std::string summary() const;
 };
 

@@ -1,0 +1,67 @@
+#include "molt/host/slot/timer_service.hpp"
+
+namespace molt::host {
+
+TimerService::TimerService() : thread_([this] { run(); }) {}
+
+TimerService::~TimerService() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+TimerService::Id TimerService::every(std::chrono::milliseconds period, std::function<void(Id)> callback) {
+  if (period < std::chrono::milliseconds(1)) period = std::chrono::milliseconds(1);
+  Id id;
+  {
+    std::lock_guard lock(mutex_);
+    id = next_id_++;
+    timers_.emplace(id, Timer{period, std::move(callback), Clock::now() + period});
+  }
+  changed_.notify_all();
+  return id;
+}
+
+void TimerService::cancel(Id id) {
+  std::lock_guard lock(mutex_);
+  timers_.erase(id);
+}
+
+void TimerService::cancel_and_wait(Id id) {
+  std::unique_lock lock(mutex_);
+  timers_.erase(id);
+  if (std::this_thread::get_id() != thread_.get_id()) changed_.wait(lock, [&] { return running_ != id; });
+}
+
+void TimerService::run() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    auto next = timers_.end();
+    for (auto it = timers_.begin(); it != timers_.end(); ++it)
+      if (next == timers_.end() || it->second.due < next->second.due) next = it;
+    if (next == timers_.end()) {
+      changed_.wait(lock);
+      continue;
+    }
+    if (Clock::now() < next->second.due) {
+      changed_.wait_until(lock, next->second.due);
+      continue;  // the set may have changed meanwhile
+    }
+    const Id id = next->first;
+    // Next due time from the schedule, not from now, so the period does not
+    // drift; but never in the past (no burst after a slow callback).
+    next->second.due = std::max(next->second.due + next->second.period, Clock::now());
+    const auto callback = next->second.callback;  // a copy: cancel() may erase the timer meanwhile
+    running_ = id;
+    lock.unlock();
+    callback(id);
+    lock.lock();
+    running_ = 0;
+    changed_.notify_all();
+  }
+}
+
+}  // namespace molt::host
