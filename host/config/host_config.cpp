@@ -97,8 +97,9 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
   check.only_keys(root, "", {"host", "modules"});
 
   if (const auto* host = root.get_as<toml::table>("host")) {
-    check.only_keys(*host, "host.", {"run_dir", "plugin_dir", "http", "http_threads", "max_request_bytes",
-                                     "quiesce_timeout_ms", "max_state_bytes", "log_level"});
+    check.only_keys(*host, "host.", {"run_dir", "plugin_dir", "http", "http_threads", "io_threads",
+                                     "max_stream_buffer_bytes", "max_request_bytes", "quiesce_timeout_ms",
+                                     "max_state_bytes", "log_level"});
     if (auto v = check.string(*host, "host.", "run_dir")) config.run_dir = *v;
     if (auto v = check.string(*host, "host.", "plugin_dir")) config.plugin_dir = *v;
     if (auto v = check.string(*host, "host.", "http")) {
@@ -108,6 +109,9 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
         check.fail("host.http", "must look like 127.0.0.1:8080, got '" + *v + "'");
     }
     if (auto v = check.integer(*host, "host.", "http_threads", 1, 256)) config.http_threads = static_cast<unsigned>(*v);
+    if (auto v = check.integer(*host, "host.", "io_threads", 1, 256)) config.io_threads = static_cast<unsigned>(*v);
+    if (auto v = check.integer(*host, "host.", "max_stream_buffer_bytes", 4096, 1ll << 40))
+      config.max_stream_buffer_bytes = *v;
     if (auto v = check.integer(*host, "host.", "max_request_bytes", 1024, 1ll << 30)) config.max_request_bytes = *v;
     if (auto v = check.integer(*host, "host.", "quiesce_timeout_ms", 1, 600000)) config.quiesce_timeout = std::chrono::milliseconds(*v);
     if (auto v = check.integer(*host, "host.", "max_state_bytes", 1024, 1ll << 40)) config.max_state_bytes = *v;
@@ -148,8 +152,23 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
         check.fail("modules." + name, "must be a table");
         continue;
       }
-      check.only_keys(*table, prefix, {"version", "file", "config"});
-      ModuleConfig module{name, {}, {}};
+      check.only_keys(*table, prefix, {"version", "file", "config", "listen"});
+      ModuleConfig module{name, {}, {}, {}};
+      if (const auto* listen = table->get("listen")) {
+        std::vector<const toml::node*> items;
+        if (const auto* array = listen->as_array())
+          for (const auto& item : *array) items.push_back(&item);
+        else
+          items.push_back(listen);
+        for (const auto* item : items) {
+          const auto* text = item->as_string();
+          const auto endpoint = text ? parse_endpoint(text->get()) : std::nullopt;
+          if (endpoint)
+            module.listen.push_back(*endpoint);
+          else
+            check.fail(prefix + "listen", "must be \"HOST:PORT\" or a list of them");
+        }
+      }
       const auto version = check.integer(*table, prefix, "version", 1, UINT32_MAX);
       const auto file = check.string(*table, prefix, "file");
       if (version && file) check.fail(prefix + "file", "give version or file, not both");

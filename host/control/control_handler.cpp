@@ -53,8 +53,16 @@ Json error_reply(const std::string& message) { return Json{{"ok", false}, {"erro
 
 Json status_json(const ModuleTable& table, const HostInfo& host) {
   const auto now = std::chrono::system_clock::now();
+  const auto listeners = host.listeners ? host.listeners() : std::vector<ListenerInfo>{};
   Json modules = Json::array();
   for (const auto& slot : table.slots()) {
+    Json listen = Json::array();
+    std::size_t connections = 0;
+    for (const auto& listener : listeners) {
+      if (listener.module != slot->name()) continue;
+      listen.push_back(listener.endpoint.to_string());
+      connections += listener.connections;
+    }
     const RunningVersion running = slot->running();
     const SlotStats stats = slot->stats();
     const auto previous = slot->previous();
@@ -72,6 +80,9 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
         {"in_flight", stats.gate.inside},
         {"queued", stats.gate.waiting},
         {"state_bytes", stats.state_bytes ? Json(*stats.state_bytes) : Json(nullptr)},
+        {"listen", listen},
+        {"connections", connections},
+        {"timers", slot->timers()},
     });
   }
   return Json{{"ok", true},

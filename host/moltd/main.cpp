@@ -15,6 +15,7 @@
 #include "molt/host/daemon/run_dir.hpp"
 #include "molt/host/net/http_router.hpp"
 #include "molt/host/net/http_server.hpp"
+#include "molt/host/net/stream_server.hpp"
 #include "molt/host/runtime/module_table.hpp"
 
 using namespace molt::host;
@@ -82,7 +83,7 @@ int main(int argc, char** argv) {
 
   HostInfo info{MOLT_VERSION, ::getpid(), std::chrono::system_clock::now(), {},
                 run_dir->path().string(), fs::absolute(config->plugin_dir).lexically_normal().string(),
-                run_dir->control_socket().string()};
+                run_dir->control_socket().string(), {}};
   HttpRouter router(table, info);
   HttpServer http(HttpOptions{config->http, config->http_threads, config->max_request_bytes},
                   [&router](const molt::api::Request& request) { return router.route(request); }, log);
@@ -91,6 +92,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   info.http = http.local_endpoint().to_string();
+  StreamServer streams(StreamOptions{config->io_threads, config->max_stream_buffer_bytes}, log);
+  for (const auto& module : config->modules) {
+    for (const auto& endpoint : module.listen) {
+      auto bound = streams.listen(endpoint, table.find(module.name));
+      if (!bound) {
+        log->critical("{}", bound.error().to_string());
+        return 1;
+      }
+      table.find(module.name)->log().info("listening on {}", bound->to_string());
+    }
+  }
   ControlHandler handler(table, info);
   ControlServer control(ControlServerOptions{run_dir->control_socket()}, handler, log);
   if (auto started = control.start(); !started) {
@@ -98,6 +110,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   http.serve();
+  info.listeners = [&streams] { return streams.listeners(); };
+  streams.serve();
   log->info("ready: {} module(s), http://{}/, control socket {}", config->modules.size(), info.http,
             info.control_socket);
 
@@ -114,6 +128,7 @@ int main(int argc, char** argv) {
     break;
   }
   http.stop(std::chrono::seconds(10));
+  streams.stop(std::chrono::seconds(10));
   control.stop();
   table.stop_all();
   log->info("stopped");

@@ -18,7 +18,7 @@ Daemon::Daemon(std::vector<ModuleSpec> modules) {
          << "\"\nhttp = \"127.0.0.1:0\"\nquiesce_timeout_ms = 2000\n";
   for (const auto& module : modules) {
     install(module.image, module.name + '-' + std::to_string(module.version) + ".so");
-    config << "[modules." << module.name << "]\nversion = " << module.version << '\n';
+    config << "[modules." << module.name << "]\nversion = " << module.version << '\n' << module.extra_config << '\n';
   }
 }
 
@@ -89,6 +89,16 @@ void Daemon::install(const fs::path& image, const std::string& file_name) const 
   const auto result = run_process({"install", "-m", "644", image.string(), (plugin_dir() / file_name).string()});
   INFO(result.err);
   REQUIRE(result.exit_code == 0);
+}
+
+std::uint16_t Daemon::stream_port(const std::string& module) const {
+  for (const auto& m : status()["modules"])
+    if (m["name"] == module) {
+      const std::string endpoint = m["listen"].at(0);
+      return static_cast<std::uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1)));
+    }
+  FAIL("no module " << module);
+  return 0;
 }
 
 std::string Daemon::log() const {

@@ -20,6 +20,7 @@ struct ModuleSpec {
   std::string name;
   std::filesystem::path image;  ///< installed into the plugin directory as <name>-<version>.so
   unsigned version;
+  std::string extra_config = {};  ///< more TOML lines for [modules.<name>], e.g. listen = "127.0.0.1:0"
 };
 
 class Daemon {
@@ -54,6 +55,8 @@ class Daemon {
   [[nodiscard]] pid_t pid() const { return process_->pid(); }
   [[nodiscard]] Process& process() { return *process_; }
   [[nodiscard]] const std::string& http() const noexcept { return http_; }
+  /// The port of `module`'s first listener, from the status.
+  [[nodiscard]] std::uint16_t stream_port(const std::string& module) const;
 
  private:
   TempDir tmp_;

@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -326,4 +328,68 @@ TEST_CASE("moltctl: usage errors exit 2, an unreachable daemon exits 1, --help d
   for (const char* command : {"status", "reload", "rollback", "history", "snapshot", "--json", "--socket"})
     CHECK_THAT(help.out, Catch::Contains(command));
   CHECK_THAT(run_process({program("moltd"), "--help"}).out, Catch::Contains("--config") && Catch::Contains("SIGHUP"));
+}
+
+namespace {
+
+/// A blocking TCP client for line protocols.
+class TcpClient {
+ public:
+  explicit TcpClient(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~TcpClient() { ::close(fd_); }
+  void send(std::string_view bytes) { REQUIRE(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size())); }
+  /// Reads until `lines` newlines have arrived (or the peer closes).
+  std::string read_lines(int lines) {
+    std::string got;
+    char c;
+    while (lines > 0 && ::recv(fd_, &c, 1, 0) == 1) {
+      got += c;
+      lines -= c == '\n';
+    }
+    return got;
+  }
+  bool closed_by_peer() {
+    char c;
+    return ::recv(fd_, &c, 1, 0) == 0;
+  }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+TEST_CASE("a host-owned connection stays open across upgrades; bytes split across one reach the new version in order",
+          "[moltd][streams]") {
+  Daemon d({{"stash", test_image_path("stash-1.so"), 1, "listen = \"127.0.0.1:0\""}});
+  d.install(test_image_path("stash-2.so"), "stash-2.so");
+  d.install(test_image_path("stash-3.so"), "stash-3.so");
+  d.start();
+  TcpClient client(d.stream_port("stash"));
+  client.send("SET a 1\nNAME carol\nGE");
+  CHECK(client.read_lines(2) == "OK\nOK\n");
+  CHECK(d.status()["modules"][0]["connections"] == 1);
+
+  auto reload = d.ctl({"reload", "stash", (d.plugin_dir() / "stash-2.so").string()});  // code-only: in memory
+  REQUIRE(reload.exit_code == 0);
+  CHECK_THAT(reload.out, Catch::Contains("handed over in memory"));
+  client.send("T a\nWHO\n");
+  CHECK(client.read_lines(2) == "1 v2\ncarol\n");
+
+  reload = d.ctl({"reload", "stash"});  // newest: stash-3, another layout: serialized
+  REQUIRE(reload.exit_code == 0);
+  CHECK_THAT(reload.out, Catch::Contains("in schema 1"));
+  client.send("GET a\nWHO\nQUIT\n");
+  CHECK(client.read_lines(3) == "1 v3\ncarol\nBYE\n");
+  CHECK(client.closed_by_peer());
+  REQUIRE(wait_until([&] { return d.status()["modules"][0]["connections"] == 0; }));
+  CHECK(d.stop() == 0);
 }

@@ -38,6 +38,7 @@ struct ModuleConfig {
   std::string name;
   std::filesystem::path file;  ///< resolved: plugin_dir/<name>-<version>.so, or `file`
   api::Values values;          ///< [modules.<name>.config]
+  std::vector<Endpoint> listen;  ///< TCP listeners the host owns for this module's streams
 };
 
 struct HostConfig {
@@ -46,6 +47,8 @@ struct HostConfig {
   std::filesystem::path plugin_dir = "run/plugins";
   Endpoint http{"127.0.0.1", 8080};
   unsigned http_threads = 4;
+  unsigned io_threads = 2;                        ///< threads serving module streams (listen =)
+  std::uint64_t max_stream_buffer_bytes = 256u << 20;  ///< unconsumed input per connection
   std::uint64_t max_request_bytes = 1 << 20;  ///< HTTP request body; larger ones get 413
   std::chrono::milliseconds quiesce_timeout{5000};
   std::uint64_t max_state_bytes = 1ull << 30;

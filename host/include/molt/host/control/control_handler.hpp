@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "molt/host/net/stream_server.hpp"
 #include "molt/host/runtime/module_table.hpp"
 
 namespace molt::host {
@@ -31,6 +32,8 @@ struct HostInfo {
   std::string run_dir;
   std::string plugin_dir;
   std::string control_socket;
+  /// The module listeners and their connections, when there is a stream server.
+  std::function<std::vector<ListenerInfo>()> listeners;
 };
 
 /// The host's status: the host, then every module. Shared by `moltctl status`
