@@ -92,7 +92,8 @@ void Daemon::install(const fs::path& image, const std::string& file_name) const 
 }
 
 std::uint16_t Daemon::stream_port(const std::string& module) const {
-  for (const auto& m : status()["modules"])
+  const nlohmann::json current = status();  // kept alive: iterating status()["modules"] would dangle
+  for (const auto& m : current["modules"])
     if (m["name"] == module) {
       const std::string endpoint = m["listen"].at(0);
       return static_cast<std::uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1)));

@@ -1,0 +1,264 @@
+// kv through the real moltd, with real Redis clients: its replies are
+// compared byte for byte with a real redis-server's, data loaded with
+// redis-cli survives upgrades and downgrades, a connection survives 100.
+#include <signal.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include <catch2/catch.hpp>
+
+#include "daemon.hpp"
+#include "resp_client.hpp"
+
+using namespace molt::test;
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+using Command = std::vector<std::string>;
+
+namespace {
+
+/// A real redis-server on a free port, without persistence.
+class RedisServer {
+ public:
+  RedisServer() : port_(free_port()) {
+    process_ = std::make_unique<Process>(
+        std::vector<std::string>{"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", dir_.path().string()},
+        dir_.path() / "redis.out");
+    REQUIRE(wait_until([&] {
+      try {
+        return RespClient(port_).call({"PING"}) == "+PONG\r\n";
+      } catch (const std::exception&) {
+        return false;
+      }
+    }));
+  }
+  [[nodiscard]] std::uint16_t port() const { return port_; }
+
+ private:
+  TempDir dir_;
+  std::uint16_t port_;
+  std::unique_ptr<Process> process_;
+};
+
+/// moltd serving kv version `version` on a free port.
+Daemon kv_daemon(unsigned version, const std::string& config = "") {
+  return Daemon({{"kv", plugin_path("kv", version), version,
+                  "listen = \"127.0.0.1:0\"\n[modules.kv.config]\n" + config}});
+}
+
+/// Sends each command to both servers on one connection each, and returns
+/// the commands whose replies differ, with both replies.
+std::vector<std::string> differences(std::uint16_t redis_port, std::uint16_t kv_port, const std::vector<Command>& script) {
+  RespClient redis(redis_port), kv(kv_port);
+  std::vector<std::string> found;
+  for (const auto& command : script) {
+    const std::string expected = redis.call(command);
+    const std::string got = kv.call(command);
+    if (expected != got) {
+      std::string line;
+      for (const auto& arg : command) line += arg + ' ';
+      found.push_back(line + "=> redis " + Json(expected).dump() + " kv " + Json(got).dump());
+    }
+  }
+  return found;
+}
+
+/// The elements of a RESP array of bulk strings, sorted (for replies whose
+/// order Redis leaves unspecified).
+std::vector<std::string> sorted_elements(const std::string& reply) {
+  std::vector<std::string> items;
+  std::istringstream in(reply);
+  std::string line;
+  std::getline(in, line);  // *N
+  while (std::getline(in, line)) {
+    if (line.starts_with('$')) {
+      std::getline(in, line);
+      line.pop_back();  // '\r'
+      items.push_back(line);
+    }
+  }
+  std::sort(items.begin(), items.end());
+  return items;
+}
+
+const std::vector<Command> kCoreScript = {
+    {"PING"}, {"PING", "hello"}, {"PING", "a", "b"}, {"ECHO", "hi"}, {"ECHO"}, {"ping"},
+    {"SET", "k", "v"}, {"GET", "k"}, {"GET", "missing"}, {"SET", "k", "v2", "XX"}, {"SET", "new", "v", "XX"},
+    {"SET", "k", "v3", "NX"}, {"SET", "k", "v", "NX", "XX"}, {"SET", "k"}, {"SET", "k", "v", "BOGUS"},
+    {"SET", "k", "v4", "GET"}, {"SET", "fresh", "v", "GET"}, {"get", "k"}, {"GET", "k", "extra"},
+    {"DEL", "k", "missing", "k"}, {"DEL"}, {"EXISTS", "fresh", "nope", "fresh"},
+    {"SET", "n", "10"}, {"INCR", "n"}, {"DECR", "n"}, {"INCRBY", "n", "5"}, {"INCRBY", "n", "-20"},
+    {"INCRBY", "n", "x"}, {"INCRBY", "n", "01"}, {"INCRBY", "n", " 1"}, {"INCR", "fresh"}, {"INCR", "counter"},
+    {"SET", "big", "9223372036854775807"}, {"INCR", "big"}, {"SET", "small", "-9223372036854775808"},
+    {"DECR", "small"}, {"INCRBY", "n", "9223372036854775808"},
+    {"MSET", "a", "1", "b", "2"}, {"MGET", "a", "b", "missing"}, {"MSET", "a"}, {"MSET", "a", "1", "b"},
+    {"APPEND", "a", "xyz"}, {"APPEND", "newkey", "abc"}, {"STRLEN", "a"}, {"STRLEN", "missing"},
+    {"LPUSH", "l", "a", "b"}, {"RPUSH", "l", "c"}, {"LRANGE", "l", "0", "-1"}, {"LRANGE", "l", "1", "1"},
+    {"LRANGE", "l", "-100", "100"}, {"LRANGE", "l", "5", "10"}, {"LRANGE", "l", "2", "1"}, {"LRANGE", "l", "x", "1"},
+    {"LLEN", "l"}, {"LPOP", "l"}, {"RPOP", "l"}, {"RPUSH", "l", "d", "e", "f"}, {"LPOP", "l", "2"},
+    {"RPOP", "l", "0"}, {"LPOP", "l", "-1"}, {"LPOP", "missing"}, {"LPOP", "missing", "2"}, {"LLEN", "missing"},
+    {"LPOP", "l", "10"}, {"EXISTS", "l"}, {"LPOP", "l", "1", "2"},
+    {"GET", "newkey"}, {"LPUSH", "newkey", "x"}, {"RPUSH", "lst", "x"}, {"GET", "lst"}, {"INCR", "lst"},
+    {"APPEND", "lst", "x"}, {"STRLEN", "lst"}, {"SADD", "lst", "x"}, {"HSET", "lst", "f", "v"}, {"SET", "lst", "now a string"},
+    {"GET", "lst"},
+    {"SADD", "s", "a"}, {"SADD", "s", "a"}, {"SCARD", "s"}, {"SMEMBERS", "s"}, {"SREM", "s", "a", "zz"},
+    {"SCARD", "s"}, {"EXISTS", "s"}, {"SMEMBERS", "nope"}, {"SREM", "nope", "a"}, {"SCARD", "nope"},
+    {"HSET", "h", "f", "v"}, {"HSET", "h", "f", "w", "g", "x"}, {"HGET", "h", "f"}, {"HGET", "h", "nope"},
+    {"HDEL", "h", "g", "nope"}, {"HGETALL", "h"}, {"HSET", "h", "f"}, {"HGETALL", "nope"}, {"HDEL", "h", "f"},
+    {"EXISTS", "h"}, {"HGET", "nope", "f"},
+    {"DBSIZE"}, {"SELECT", "0"}, {"SELECT", "16"}, {"SELECT", "x"}, {"DBSIZE", "x"},
+    {"CLIENT", "SETNAME", "myname"}, {"CLIENT", "GETNAME"}, {"CLIENT", "SETNAME", "bad name"},
+    {"CLIENT", "BOGUS"}, {"CLIENT", "SETNAME"},
+    {"CONFIG", "GET", "save"}, {"CONFIG", "GET", "appendonly"}, {"CONFIG", "GET", "nonexistent"},
+    {"HELLO", "4"}, {"HELLO", "x"},
+    {"NOSUCHCOMMAND", "a", "b"}, {"NOSUCHCOMMAND"},
+    {"FLUSHDB", "bogus"}, {"FLUSHDB"}, {"DBSIZE"}, {"SET", "x", "1"}, {"FLUSHALL", "ASYNC"}, {"DBSIZE"},
+};
+
+const std::vector<Command> kExpiryScript = {
+    {"SET", "k", "v", "EX", "100"}, {"TTL", "k"}, {"EXPIRE", "k", "50"}, {"TTL", "k"}, {"PERSIST", "k"},
+    {"PERSIST", "k"}, {"TTL", "k"}, {"TTL", "missing"}, {"PTTL", "missing"}, {"PTTL", "k"},
+    {"EXPIRE", "missing", "10"}, {"EXPIRE", "k", "x"}, {"SET", "k", "v", "EX", "0"}, {"SET", "k", "v", "EX", "x"},
+    {"SET", "k", "v", "PX", "-5"}, {"SET", "k", "v", "EX", "10", "KEEPTTL"}, {"SET", "k", "v", "EX", "10", "PX", "5"},
+    {"EXPIRE", "k", "10", "NX"}, {"EXPIRE", "k", "10", "NX"}, {"EXPIRE", "k", "20", "XX"}, {"EXPIRE", "k", "5", "GT"},
+    {"EXPIRE", "k", "5", "LT"}, {"TTL", "k"}, {"EXPIRE", "k", "5", "NX", "XX"}, {"EXPIRE", "k", "5", "GT", "LT"},
+    {"EXPIRE", "k", "5", "BOGUS"}, {"SET", "k", "v2", "KEEPTTL"}, {"TTL", "k"}, {"SET", "k", "v3"}, {"TTL", "k"},
+    {"PEXPIRE", "k", "100000"}, {"TTL", "k"}, {"EXPIREAT", "k", "4102444800"}, {"PEXPIREAT", "k", "4102444800000"},
+    {"TTL", "missing"}, {"EXPIRE", "k", "-1"}, {"GET", "k"}, {"EXISTS", "k"},
+    {"RPUSH", "l", "a"}, {"EXPIRE", "l", "100"}, {"TTL", "l"}, {"INCR", "c"}, {"EXPIRE", "c", "100"},
+    {"INCR", "c"}, {"TTL", "c"}, {"APPEND", "c", "0"}, {"TTL", "c"}, {"DEL", "c"}, {"TTL", "c"},
+    {"SET", "gone", "v", "PX", "1"},
+};
+
+}  // namespace
+
+TEST_CASE("kv v1 answers like redis-server, byte for byte", "[kv][compat]") {
+  RedisServer redis;
+  auto d = kv_daemon(1);
+  d.start();
+  const auto found = differences(redis.port(), d.stream_port("kv"), kCoreScript);
+  for (const auto& difference : found) UNSCOPED_INFO(difference);
+  CHECK(found.empty());
+  // kv has one database: any other index is out of range, in Redis's words.
+  CHECK(RespClient(d.stream_port("kv")).call({"SELECT", "1"}) == "-ERR DB index is out of range\r\n");
+}
+
+TEST_CASE("kv v2 answers expiry commands like redis-server, byte for byte", "[kv][compat]") {
+  RedisServer redis;
+  auto d = kv_daemon(2);
+  d.start();
+  const auto found = differences(redis.port(), d.stream_port("kv"), kExpiryScript);
+  for (const auto& difference : found) UNSCOPED_INFO(difference);
+  CHECK(found.empty());
+  // The key set with PX 1 expires on both, and is never returned again.
+  RespClient kv(d.stream_port("kv")), real(redis.port());
+  REQUIRE(wait_until([&] { return real.call({"EXISTS", "gone"}) == ":0\r\n"; }));
+  CHECK(kv.call({"GET", "gone"}) == "$-1\r\n");
+  CHECK(kv.call({"EXISTS", "gone"}) == ":0\r\n");
+}
+
+TEST_CASE("kv returns set members and hash fields like redis-server, in any order", "[kv][compat]") {
+  RedisServer redis;
+  auto d = kv_daemon(1);
+  d.start();
+  RespClient real(redis.port()), kv(d.stream_port("kv"));
+  for (auto* client : {&real, &kv}) {
+    client->call({"SADD", "s", "a", "b", "c", "a"});
+    client->call({"HSET", "h", "f1", "v1", "f2", "v2"});
+  }
+  CHECK(sorted_elements(kv.call({"SMEMBERS", "s"})) == sorted_elements(real.call({"SMEMBERS", "s"})));
+  CHECK(sorted_elements(kv.call({"HGETALL", "h"})) == sorted_elements(real.call({"HGETALL", "h"})));
+  CHECK(kv.call({"SCARD", "s"}) == ":3\r\n");
+}
+
+TEST_CASE("data of every type loaded with redis-cli survives an upgrade and a downgrade", "[kv][redis-cli]") {
+  auto d = kv_daemon(1);
+  d.install(plugin_path("kv", 2), "kv-2.so");
+  d.start();
+  const std::string port = std::to_string(d.stream_port("kv"));
+
+  // 10 000 keys: 2 500 of each type, loaded with redis-cli --pipe.
+  const fs::path load = d.dir() / "load.txt", check = d.dir() / "check.txt", expected = d.dir() / "expected.txt";
+  {
+    std::ofstream commands(load, std::ios::binary), reads(check), answers(expected);
+    for (int i = 0; i < 2500; ++i) {
+      const std::string n = std::to_string(i);
+      commands << RespClient::encode({"SET", "str:" + n, "value " + n})
+               << RespClient::encode({"RPUSH", "list:" + n, "a" + n, "b" + n, "c" + n})
+               << RespClient::encode({"SADD", "set:" + n, "only" + n})
+               << RespClient::encode({"HSET", "hash:" + n, "field", "v" + n});
+      reads << "GET str:" << n << "\nLRANGE list:" << n << " 0 -1\nSMEMBERS set:" << n << "\nHGET hash:" << n << " field\n";
+      answers << "value " << n << "\na" << n << "\nb" << n << "\nc" << n << "\nonly" << n << "\nv" << n << "\n";
+    }
+  }
+  const auto loaded = run_process({"sh", "-c", "redis-cli -p " + port + " --pipe < " + load.string()});
+  INFO(loaded.out << loaded.err);
+  REQUIRE(loaded.exit_code == 0);
+  CHECK_THAT(loaded.out, Catch::Contains("errors: 0, replies: 10000"));
+  const auto read_all = [&] {
+    return run_process({"sh", "-c", "redis-cli -p " + port + " < " + check.string()}).out;
+  };
+  std::ifstream in(expected);
+  const std::string want{std::istreambuf_iterator<char>(in), {}};
+  REQUIRE(read_all() == want);
+  CHECK(run_process({"redis-cli", "-p", port, "DBSIZE"}).out == "10000\n");
+
+  REQUIRE(d.ctl({"reload", "kv"}).exit_code == 0);  // 1 -> 2: migrates to schema 2
+  CHECK(d.get_json("/kv")["version"] == 2);
+  CHECK(read_all() == want);
+  REQUIRE(run_process({"redis-cli", "-p", port, "EXPIRE", "str:0", "1000"}).out == "1\n");
+
+  REQUIRE(d.ctl({"rollback", "kv"}).exit_code == 0);  // 2 -> 1: v2 writes schema 1
+  CHECK(d.get_json("/kv")["version"] == 1);
+  CHECK(read_all() == want);
+  CHECK(run_process({"redis-cli", "-p", port, "DBSIZE"}).out == "10000\n");
+}
+
+TEST_CASE("one connection held open through 100 upgrades keeps getting correct answers", "[kv][streams]") {
+  auto d = kv_daemon(1);
+  for (unsigned v : {2u, 3u}) d.install(plugin_path("kv", v), "kv-" + std::to_string(v) + ".so");
+  d.start();
+  RespClient client(d.stream_port("kv"));
+  REQUIRE(client.call({"CLIENT", "SETNAME", "steady"}) == "+OK\r\n");
+  // v1 -> v2 -> v3 -> v2 -> v3 ... : one migrating upgrade, then code-only ones both ways.
+  const std::vector<std::string> files{"kv-2.so", "kv-3.so"};
+  for (int i = 0; i < 100; ++i) {
+    const auto reload = d.ctl({"reload", "kv", (d.plugin_dir() / files[static_cast<std::size_t>(i) % 2]).string()});
+    INFO("upgrade " << i << ": " << reload.err);
+    REQUIRE(reload.exit_code == 0);
+    REQUIRE(client.call({"INCR", "upgrades"}) == ":" + std::to_string(i + 1) + "\r\n");
+    REQUIRE(client.call({"CLIENT", "GETNAME"}) == "$6\r\nsteady\r\n");
+  }
+  const auto history = Json::parse(d.ctl({"history", "kv", "--json"}).out)["reports"];
+  REQUIRE(history.size() == 100);
+  CHECK(history[0]["state_transfer"] == "serialized");
+  CHECK(history[1]["state_transfer"] == "memory");
+  CHECK(history[99]["state_transfer"] == "memory");
+}
+
+TEST_CASE("a malformed RESP frame gets an error and closes that connection only", "[kv][streams]") {
+  auto d = kv_daemon(1);
+  d.start();
+  RespClient good(d.stream_port("kv")), bad(d.stream_port("kv"));
+  REQUIRE(good.call({"SET", "k", "v"}) == "+OK\r\n");
+  bad.send_raw("*2\r\n$3\r\nGET\r\n!oops\r\n");
+  CHECK(bad.read_reply() == "-ERR Protocol error: expected '$', got '!'\r\n");
+  CHECK(bad.closed_by_peer());
+  CHECK(good.call({"GET", "k"}) == "$1\r\nv\r\n");
+}
+
+TEST_CASE("an oversized bulk is refused before it arrives, without using the memory", "[kv][streams]") {
+  auto d = kv_daemon(1, "max_bulk_bytes = 1048576");
+  d.start();
+  RespClient client(d.stream_port("kv"));
+  // Announces 1 GB; the error comes back before any of it is sent.
+  client.send_raw("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000000\r\n");
+  CHECK(client.read_reply() == "-ERR Protocol error: invalid bulk length\r\n");
+  CHECK(client.closed_by_peer());
+  RespClient next(d.stream_port("kv"));
+  CHECK(next.call({"SET", "k", std::string(1 << 20, 'x')}) == "+OK\r\n");  // at the limit: fine
+  CHECK(next.call({"STRLEN", "k"}) == ":1048576\r\n");
+}
