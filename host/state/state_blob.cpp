@@ -116,6 +116,8 @@ Result<StateBlob> read_state_file(const fs::path& path, std::uint64_t max_state_
 Result<void> write_state_file(const fs::path& path, const StateBlob& blob) {
   auto fail = [&](std::string reason) { return snapshot_error(blob.module, path.string(), std::move(reason)); };
   const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  std::error_code exists_error;
+  if (!fs::is_directory(dir, exists_error)) return fail("directory " + dir.string() + " does not exist");
   const fs::path temp = dir / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return fail("cannot create " + temp.string() + ": " + errno_text(errno));

@@ -6,7 +6,8 @@
 //   {
 //     "extra":     {"default_key": "default"},   // optional: migration arguments
 //     "after":     [ {"method": "GET", "target": "/counter", "status": 200,
-//                     "json": {"version": 2, "total": 7}} ],   // what <to> must answer
+//                     "json": {"version": 2, "total": 7}},     // what <to> must answer over HTTP,
+//                    {"send": ["GET", "k"], "reply": "$1\r\nv\r\n"} ], // or on a connection (RESP)
 //     "roundtrip": "identical"                    // optional: <from> -> <to> -> <from> gives the same bytes
 //   }
 // "json" matches when every key it lists has that value in the answer
@@ -70,6 +71,28 @@ std::string mismatch(const Json& actual, const Json& expected, const std::string
   return actual == expected ? std::string() : where + ": expected " + expected.dump() + ", got " + actual.dump();
 }
 
+constexpr api::ConnectionId kConnection = 1;
+
+/// Sends a command (a RESP array of bulk strings) on the fixture's
+/// connection and checks the exact reply.
+void check_stream_step(host::ModuleSlot& slot, const Json& step) {
+  struct Collector final : api::StreamOutput {
+    std::string written;
+    void write(std::string_view bytes) override { written.append(bytes); }
+    void close_after_write() override {}
+  } out;
+  std::string frame = "*" + std::to_string(step["send"].size()) + "\r\n";
+  for (const auto& arg : step["send"]) {
+    const std::string text = arg.get<std::string>();
+    frame += "$" + std::to_string(text.size()) + "\r\n" + text + "\r\n";
+  }
+  INFO(step.dump());
+  const auto consumed = slot.stream_data(kConnection, frame, out);
+  REQUIRE(consumed.ok());
+  CHECK(consumed.value() == frame.size());
+  CHECK(out.written == step.at("reply").get<std::string>());
+}
+
 api::Values values_of(const Json& object) {
   api::Values values;
   for (const auto& [key, value] : object.items()) values[key] = value.get<std::string>();
@@ -104,7 +127,12 @@ void run_fixture(const Fixture& fixture) {
   test::Harness h;
   const api::Values extra = values_of(expect.value("extra", Json::object()));
   auto slot = migrated_instance(h, fixture, blob.value(), extra);
+  REQUIRE(slot->stream_connect(kConnection).ok());
   for (const auto& step : expect.at("after")) {
+    if (step.contains("send")) {
+      check_stream_step(*slot, step);
+      continue;
+    }
     const auto response = slot->call(test::request(step.at("method").get<std::string>(), step.at("target").get<std::string>()));
     INFO(step.dump());
     REQUIRE(response.ok());
