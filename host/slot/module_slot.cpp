@@ -166,26 +166,34 @@ Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<
   return live;
 }
 
-Result<std::string> ModuleSlot::save_from(const Live& live, const api::SaveTarget& target,
-                                          std::uint64_t max_bytes) const {
+Result<void> ModuleSlot::save_to(const Live& live, const api::SaveTarget& target, std::streambuf& out) const {
   const auto& info = live.image->info();
   auto fail = [&](std::string reason) {
     return Error{name_, info.version, live.image->source().string(), Phase::Save, std::move(reason)};
   };
-  StringSink sink(max_bytes);
-  api::StateWriter writer(sink);
+  api::StateWriter writer(out);
   try {
     live.instance->save_state(writer, target);
   } catch (const api::MigrationRefused& e) {
     return fail(std::string("refused: ") + e.what());
   } catch (const std::exception& e) {
-    if (sink.over_limit())
-      return fail("state is larger than the limit of " + std::to_string(max_bytes) + " bytes");
     return fail(std::string("save_state threw: ") + e.what());
   } catch (...) {
     return fail("save_state threw a non-standard exception");
   }
-  if (sink.over_limit()) return fail("state is larger than the limit of " + std::to_string(max_bytes) + " bytes");
+  return {};
+}
+
+Result<std::string> ModuleSlot::save_from(const Live& live, const api::SaveTarget& target,
+                                          std::uint64_t max_bytes) const {
+  StringSink sink(max_bytes);
+  auto saved = save_to(live, target, sink);
+  if (sink.over_limit()) {
+    const auto& info = live.image->info();
+    return Error{name_, info.version, live.image->source().string(), Phase::Save,
+                 "state is larger than the limit of " + std::to_string(max_bytes) + " bytes"};
+  }
+  if (!saved) return std::move(saved).error();
   return sink.take();
 }
 

@@ -20,6 +20,9 @@
 //                schema, version and direction it comes from, and must read
 //                all of it; or, code-only, attaches the detached object. The
 //                pause then costs the same whatever the state's size.
+//                Saving and loading overlap: the state streams through a
+//                bounded pipe, and once it outgrows one chunk load_state runs
+//                on a second thread, reading while save_state writes.
 //   5. resume    POINT OF NO RETURN. Swap each slot to its new instance and
 //                reopen its gate (in reverse step order); calls that waited
 //                run first, on the new version. Nothing here can fail.
@@ -42,7 +45,10 @@
 #include <algorithm>
 #include <set>
 
+#include <thread>
+
 #include "molt/host/state/buffers.hpp"
+#include "molt/host/state/state_pipe.hpp"
 
 namespace molt::host {
 namespace {
@@ -73,8 +79,7 @@ class UpgradeTransaction {
   std::vector<UpgradeReport> run() {
     if (auto done = prepare(); !done) return roll_back(std::move(done).error());
     if (auto done = quiesce(); !done) return roll_back(std::move(done).error());
-    if (auto done = save(); !done) return roll_back(std::move(done).error());
-    if (auto done = migrate(); !done) return roll_back(std::move(done).error());
+    if (auto done = transfer(); !done) return roll_back(std::move(done).error());
     resume();
     clean_up();
     return finish(Outcome::Succeeded);
@@ -89,7 +94,6 @@ class UpgradeTransaction {
     std::unique_ptr<ModuleSlot::Live> replaced{}; ///< the old instance, from resume until clean up
     api::ModuleVersion state_version{};           ///< version that writes the state handed over
     api::SchemaVersion state_schema{};            ///< schema of the state handed over
-    std::string state{};
     /// Code-only upgrade: the state object moves instead of its bytes.
     bool handoff = false;
     enum class Object { InOld, Detached, InNew } object_at = Object::InOld;
@@ -225,76 +229,118 @@ class UpgradeTransaction {
     return {};
   }
 
-  // 3. save ---------------------------------------------------------------
-  Result<void> save() {
+  // 3 + 4. save and migrate ---------------------------------------------------
+  // Per module, the state goes from the old instance to the new one in one of
+  // three ways: the state object itself changes hands (code-only upgrade); the
+  // new instance reads a given state (restore); or it is streamed: save_state
+  // writes into a bounded pipe and, once the first chunk is full, load_state
+  // starts reading it on a second thread while the saving goes on.
+  Result<void> transfer() {
     for (auto& move : moves_) {
       failing_ = &move;
-      const auto started = Clock::now();
-      ModuleSlot& slot = move.slot();
-      slot.log().debug("save: start, schema {}", move.state_schema.value);
-      if (move.handoff) {
-        move.object = slot.live_->instance->detach_state();
-        if (move.object != nullptr) {
-          move.object_at = Move::Object::Detached;
-          move.report.state_in_memory = true;
-          move.report.phases.save = since(started);
-          slot.log().debug("save: state object detached in {} us", move.report.phases.save.count());
-          continue;
-        }
-        move.handoff = false;  // the module does not hand its state over: serialize it
-      }
-      if (move.step->state) {
-        move.state = move.step->state->bytes;
-      } else {
-        const api::SaveTarget target{move.state_schema, move.report.direction, move.step->extra};
-        auto bytes = slot.save_from(*slot.live_, target, options_.max_state_bytes);
-        if (!bytes) {
-          move.report.phases.save = since(started);
-          return std::move(bytes).error();
-        }
-        move.state = std::move(bytes.value());
-      }
-      move.report.state_bytes = move.state.size();
-      move.report.phases.save = since(started);
-      slot.log().debug("save: {} bytes in {} us", move.state.size(), move.report.phases.save.count());
+      move.slot().log().debug("save: start, schema {}", move.state_schema.value);
+      if (move.handoff && hand_over(move)) continue;
+      if (auto moved = move.step->state ? load_given(move) : stream(move); !moved) return moved;
+      move.slot().log().debug("migrate: {} bytes, save {} us, load {} us", move.report.state_bytes,
+                              move.report.phases.save.count(), move.report.phases.migrate.count());
     }
     return {};
   }
 
-  // 4. migrate ------------------------------------------------------------
-  Result<void> migrate() {
-    for (auto& move : moves_) {
-      failing_ = &move;
-      const auto started = Clock::now();
-      ModuleSlot& slot = move.slot();
-      slot.log().debug("migrate: start, from v{} schema {}", move.state_version.value, move.state_schema.value);
-      if (move.object_at == Move::Object::Detached) {
-        move.next->instance->attach_state(move.object);
-        move.object_at = Move::Object::InNew;
-        move.report.phases.migrate = since(started);
-        continue;
-      }
-      ViewSource source(move.state);
-      api::StateReader reader(source);
-      const api::Migration migration{move.state_schema, move.state_version, move.report.direction, move.step->extra};
-      std::optional<std::string> failure;
-      try {
-        move.next->instance->load_state(reader, migration);
-      } catch (const api::MigrationRefused& e) {
-        failure = std::string("refused: ") + e.what();
-      } catch (const std::exception& e) {
-        failure = std::string("load_state threw: ") + e.what();
-      } catch (...) {
-        failure = "load_state threw a non-standard exception";
-      }
-      move.report.phases.migrate = since(started);
-      if (failure) return move.error(Phase::Migrate, *failure);
-      if (source.remaining() != 0)
-        return move.error(Phase::Migrate, "load_state left " + std::to_string(source.remaining()) + " of " +
-                                              std::to_string(move.state.size()) +
-                                              " bytes unread (does it read the schema it was given?)");
-      slot.log().debug("migrate: done in {} us", move.report.phases.migrate.count());
+  /// Code-only: moves the state object. False when the old instance does not
+  /// give it up (then it is serialized instead).
+  bool hand_over(Move& move) {
+    const auto started = Clock::now();
+    move.object = move.slot().live_->instance->detach_state();
+    move.report.phases.save = since(started);
+    if (move.object == nullptr) {
+      move.handoff = false;
+      return false;
     }
+    move.object_at = Move::Object::Detached;
+    const auto attaching = Clock::now();
+    move.next->instance->attach_state(move.object);
+    move.object_at = Move::Object::InNew;
+    move.report.phases.migrate = since(attaching);
+    move.report.state_in_memory = true;
+    return true;
+  }
+
+  /// The new instance's load_state over `source`; why it failed, if it did.
+  std::optional<std::string> load(Move& move, std::streambuf& source) {
+    api::StateReader reader(source);
+    const api::Migration migration{move.state_schema, move.state_version, move.report.direction, move.step->extra};
+    try {
+      move.next->instance->load_state(reader, migration);
+    } catch (const api::MigrationRefused& e) {
+      return std::string("refused: ") + e.what();
+    } catch (const std::exception& e) {
+      return std::string("load_state threw: ") + e.what();
+    } catch (...) {
+      return "load_state threw a non-standard exception";
+    }
+    return std::nullopt;
+  }
+
+  Error unread_error(const Move& move, std::uint64_t left) const {
+    return move.error(Phase::Migrate, "load_state left " + std::to_string(left) + " of " +
+                                          std::to_string(move.report.state_bytes) +
+                                          " bytes unread (does it read the schema it was given?)");
+  }
+
+  /// Restore: the new instance reads the given bytes.
+  Result<void> load_given(Move& move) {
+    move.report.state_bytes = move.step->state->bytes.size();
+    const auto started = Clock::now();
+    ViewSource source(move.step->state->bytes);
+    const auto failure = load(move, source);
+    move.report.phases.migrate = since(started);
+    if (failure) return move.error(Phase::Migrate, *failure);
+    if (source.remaining() != 0) return unread_error(move, source.remaining());
+    return {};
+  }
+
+  /// Upgrade: save_state streams into load_state.
+  Result<void> stream(Move& move) {
+    ModuleSlot& slot = move.slot();
+    std::optional<std::string> load_failure;
+    Clock::time_point load_started;
+    std::thread reader;  // started once the state proves larger than one chunk
+    StatePipe pipe(options_.max_state_bytes, [&] {
+      load_started = Clock::now();
+      reader = std::thread([&] {
+        load_failure = load(move, pipe.source());
+        move.report.phases.migrate = since(load_started);
+        pipe.finish_reading();
+      });
+    });
+    const auto started = Clock::now();
+    const api::SaveTarget target{move.state_schema, move.report.direction, move.step->extra};
+    auto saved = slot.save_to(*slot.live_, target, pipe.sink());
+    pipe.finish_writing(saved.ok());
+    move.report.phases.save = since(started);
+    if (reader.joinable()) {
+      reader.join();
+    } else if (saved) {  // it all fit in one chunk: load it here, no thread needed
+      load_started = Clock::now();
+      load_failure = load(move, pipe.source());
+      move.report.phases.migrate = since(load_started);
+      pipe.finish_reading();
+    }
+    move.report.state_bytes = pipe.bytes_written();
+    if (pipe.over_limit())
+      return move.error(Phase::Save, "state is larger than the limit of " + std::to_string(options_.max_state_bytes) + " bytes");
+    if (!saved) {
+      // A load that ended first makes the save fail too; the load is the cause then.
+      if (pipe.reader_gave_up()) {
+        if (load_failure) return move.error(Phase::Migrate, *load_failure);
+        return move.error(Phase::Migrate, "load_state returned before reading the whole state "
+                                          "(does it read the schema it was given?)");
+      }
+      return std::move(saved).error();
+    }
+    if (load_failure) return move.error(Phase::Migrate, *load_failure);
+    if (const auto left = pipe.unread(); left != 0) return unread_error(move, left);
     return {};
   }
 

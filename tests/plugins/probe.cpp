@@ -3,7 +3,9 @@
 // Versions 1 and 2 are well-behaved and share schema 1 (v2 admits calls
 // concurrently); version 3 throws from start(); version 4 throws from its
 // constructor. The upgrade's `extra` argument "fail" makes a migration hook
-// fail: save, save-crash, load, load-crash, non-std, short-read.
+// fail: save, save-crash, save-late (after writing the state), load,
+// load-crash, non-std, short-read. POST /probe/fill?n=N adds N items, to make
+// states large enough to be streamed.
 #include <chrono>
 #include <mutex>
 #include <stdexcept>
@@ -49,6 +51,10 @@ class Probe final : public molt::api::Module {
     if (request.path == "/probe/add") {
       std::lock_guard lock(mutex_);
       state_.items.push_back(request.query_param("item").value_or(""));
+    } else if (request.path == "/probe/fill") {
+      std::lock_guard lock(mutex_);
+      const auto n = std::stoul(request.query_param("n").value_or("0"));
+      for (unsigned long i = 0; i < n; ++i) state_.items.push_back("item-" + std::to_string(state_.items.size()));
     } else if (request.path == "/probe/sleep") {
       const auto ms = std::stoi(request.query_param("ms").value_or("0"));
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -58,6 +64,11 @@ class Probe final : public molt::api::Module {
       return molt::api::Response::json(R"({"error":"not found"})", 404);
     }
     std::lock_guard lock(mutex_);
+    if (request.query_param("count")) {
+      return molt::api::Response::json(R"({"version":)" + std::to_string(kVersion.value) + R"(,"count":)" +
+                                       std::to_string(state_.items.size()) + R"(,"last":")" +
+                                       (state_.items.empty() ? std::string() : state_.items.back()) + "\"}");
+    }
     std::string body = R"({"version":)" + std::to_string(kVersion.value) + R"(,"items":[)";
     for (std::size_t i = 0; i < state_.items.size(); ++i) body += (i ? ",\"" : "\"") + state_.items[i] + '"';
     return molt::api::Response::json(body + "]}");
@@ -70,6 +81,7 @@ class Probe final : public molt::api::Module {
     if (target.schema != kSchema) throw molt::api::UnknownSchema(target.schema, kSchema);
     std::lock_guard lock(mutex_);
     out.write(state_);
+    if (fail == "save-late") throw molt::api::MigrationRefused("probe refuses after saving, on purpose");
   }
 
   void load_state(molt::api::StateReader& in, const molt::api::Migration& migration) override {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <stdexcept>
 #include <thread>
 
@@ -89,7 +90,9 @@ Process::Process(const std::vector<std::string>& argv, const std::filesystem::pa
   auto args = c_argv(argv);
   const int spawned = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  if (spawned != 0) throw std::runtime_error("cannot run " + argv[0]);
+  if (spawned != 0)
+    throw std::runtime_error("cannot run " + argv[0] + " with output to " + output_file.string() + ": " +
+                             std::strerror(spawned));
 }
 
 Process::~Process() {

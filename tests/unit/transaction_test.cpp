@@ -372,3 +372,47 @@ TEST_CASE("an upgrade report serialises to JSON with every phase", "[report]") {
   CHECK(json["state_bytes"] == report.state_bytes);
   CHECK_THAT(report.summary(), Catch::StartsWith("counter v1 -> v2 succeeded: pause "));
 }
+
+TEST_CASE("a state larger than one chunk streams from save_state into load_state", "[upgrade][stream]") {
+  test::Harness h;
+  auto slot = h.start(probe_path(1), "probe");
+  call_ok(*slot, "POST", "/probe/fill?n=300000");  // several MiB: the load runs beside the save
+  const std::string before = state_of(*slot);
+  REQUIRE(before.size() > 4u << 20);
+
+  SECTION("and arrives whole") {
+    const auto report = host::upgrade(*slot, h.loader, probe_path(2));
+    INFO(report.summary());
+    REQUIRE(report.outcome == Outcome::Succeeded);
+    CHECK(report.state_bytes == before.size());
+    CHECK(get_json(*slot, "/probe?count") == Json{{"version", 2}, {"count", 300000}, {"last", "item-299999"}});
+    CHECK(state_of(*slot) == before);  // v2 writes exactly what v1 wrote
+  }
+  SECTION("a load refused half way rolls back, state unchanged") {
+    const auto report = host::upgrade(*slot, h.loader, probe_path(2), {{"fail", "load"}});
+    CHECK(report.outcome == Outcome::RolledBack);
+    CHECK_THAT(report.error->to_string(), Catch::Contains("migrate: refused: probe refuses to load on purpose"));
+    CHECK(state_of(*slot) == before);
+  }
+  SECTION("a save that fails after streaming rolls back, and says why") {
+    const auto report = host::upgrade(*slot, h.loader, probe_path(2), {{"fail", "save-late"}});
+    CHECK(report.outcome == Outcome::RolledBack);
+    CHECK_THAT(report.error->to_string(), Catch::Contains("save: refused: probe refuses after saving, on purpose"));
+    CHECK(state_of(*slot) == before);
+  }
+  SECTION("a load that stops reading early is caught") {
+    const auto report = host::upgrade(*slot, h.loader, probe_path(2), {{"fail", "short-read"}});
+    CHECK(report.outcome == Outcome::RolledBack);
+    CHECK_THAT(report.error->reason, Catch::Contains("load_state returned before reading the whole state"));
+    CHECK(state_of(*slot) == before);
+  }
+  SECTION("a state over the limit is refused") {
+    host::UpgradeOptions options;
+    options.max_state_bytes = 2u << 20;
+    const auto report = host::upgrade(*slot, h.loader, probe_path(2), {}, options);
+    CHECK(report.outcome == Outcome::RolledBack);
+    CHECK_THAT(report.error->reason, Catch::Contains("larger than the limit of 2097152 bytes"));
+    CHECK(state_of(*slot) == before);
+  }
+  CHECK(slot->stats().gate.suspended == false);
+}

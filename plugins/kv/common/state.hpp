@@ -77,7 +77,8 @@ struct Value {
     std::uint8_t tag = 0;
     ar & tag;
     if (tag > static_cast<std::uint8_t>(Type::Hash)) throw std::runtime_error("kv state: unknown value type " + std::to_string(tag));
-    *this = of_type(static_cast<Type>(tag));
+    type = static_cast<Type>(tag);
+    if (type != Type::String) coll = std::make_unique<Collection>();
     std::uint64_t n = 0;
     switch (type) {
       case Type::String: ar & str; break;
@@ -130,7 +131,19 @@ struct Client {
 };
 using Clients = std::map<molt::api::ConnectionId, Client>;
 
-/// Writes `keys`, leaving out those `skip(key)` says to.
+/// Writes every key of `keys`.
+template <class Archive>
+void write_keyspace(Archive& ar, const Keyspace& keys) {
+  std::uint64_t count = keys.size();
+  ar & count;
+  for (const auto& [key, value] : keys) {
+    ar & key;
+    value.write(ar);
+  }
+}
+
+/// Writes the keys of `keys` that `skip(key)` does not leave out. Walks the
+/// table twice (the count comes first), so use it only when filtering.
 template <class Archive, class Skip>
 void write_keyspace(Archive& ar, const Keyspace& keys, Skip skip) {
   std::uint64_t count = 0;
@@ -166,7 +179,7 @@ struct StateV1 {
 
   template <class Archive>
   void save(Archive& ar, unsigned) const {
-    write_keyspace(ar, keys, [](const std::string&) { return false; });
+    write_keyspace(ar, keys);
     ar & clients;
   }
   template <class Archive>
@@ -186,7 +199,7 @@ struct StateV2 {
 
   template <class Archive>
   void save(Archive& ar, unsigned) const {
-    write_keyspace(ar, keys, [](const std::string&) { return false; });
+    write_keyspace(ar, keys);
     std::uint64_t n = expires.size();
     ar & n;
     for (const auto& [key, deadline] : expires) ar & key & deadline;

@@ -114,8 +114,10 @@ class ModuleSlot {
   /// A started instance of `image`, not yet serving.
   Result<std::unique_ptr<Live>> make_live(std::shared_ptr<const Image> image);
 
-  /// Writes `live`'s state in `target.schema` into `out`; Errors name the
-  /// module and Phase::Save.
+  /// Writes `live`'s state in `target.schema` to `out`. Errors name the
+  /// module and Phase::Save; `out` refusing bytes shows as save_state throwing.
+  Result<void> save_to(const Live& live, const api::SaveTarget& target, std::streambuf& out) const;
+  /// save_to() into memory, up to `max_bytes`.
   Result<std::string> save_from(const Live& live, const api::SaveTarget& target, std::uint64_t max_bytes) const;
 
   const std::string name_;

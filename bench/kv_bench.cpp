@@ -1,0 +1,547 @@
+// molt-bench-kv: kv against redis-server, upgrades under load, and the
+// upgrade pause against state size; one report, one JSON file.
+//
+//   (a) redis-benchmark -t set,get,incr,lpush,lpop -n N -c 50, without and with
+//       -P 16, against redis-server and against moltd's kv, in this run;
+//   (b) the same load (SET, GET) while kv is upgraded 2->3 and rolled back every
+//       50 ms, with a client that checks afterwards that no acknowledged write
+//       was lost;
+//   (c) in this process, on the real transaction: the pause of a migrating
+//       upgrade (1->2) and of a code-only one (2->3) at 1K..10M keys, each
+//       phase, peak RSS against steady RSS; p50/p99 over 200 upgrades at 10K keys;
+//   (d) molt-bench-call (Google Benchmark): a call through a module slot against
+//       a direct call, and a TCP round trip, with allocations per call.
+// Then every target of the issue is checked and marked met or missed.
+#include <malloc.h>
+#include <signal.h>
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/null_sink.h>
+
+#include "molt/host/control/control_server.hpp"
+#include "molt/host/upgrade/transaction.hpp"
+#include "process.hpp"
+#include "resp_client.hpp"
+
+namespace fs = std::filesystem;
+using Json = nlohmann::ordered_json;
+using namespace molt;
+using molt::test::Process;
+using molt::test::RespClient;
+using molt::test::run_process;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Options {
+  std::uint64_t requests = 1000000;
+  unsigned clients = 50;
+  unsigned io_threads = 1;
+  unsigned upgrades = 1000;
+  unsigned period_ms = 50;
+  std::vector<std::uint64_t> sizes{1000, 100000, 1000000, 10000000};
+  unsigned pause_rounds = 200;
+  std::string sections = "abcd";
+  std::string json_path;
+};
+
+fs::path bin(const std::string& name) { return fs::path(MOLT_BIN_DIR) / name; }
+fs::path plugin(unsigned version) { return fs::path(MOLT_PLUGIN_DIR) / ("kv-" + std::to_string(version) + ".so"); }
+
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[std::min(values.size() - 1, static_cast<std::size_t>(p * static_cast<double>(values.size())))];
+}
+
+std::string fixed(double value, int decimals = 0) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
+  return buf;
+}
+
+std::string bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB"};
+  int unit = 0;
+  while (b >= 1024 && unit < 3) {
+    b /= 1024;
+    ++unit;
+  }
+  return fixed(b, unit == 0 ? 0 : 1) + " " + units[unit];
+}
+
+std::string duration(double us) {
+  if (us < 1000) return fixed(us, 0) + " us";
+  if (us < 1000000) return fixed(us / 1000, 2) + " ms";
+  return fixed(us / 1e6, 2) + " s";
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+
+bool answers_ping(std::uint16_t port) {
+  try {
+    return RespClient(port).call({"PING"}) == "+PONG\r\n";
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+bool wait_for(const std::function<bool()>& condition) {
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (!condition()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+class RedisServer {
+ public:
+  explicit RedisServer(const fs::path& dir) : port_(test::free_port()) {
+    fs::create_directories(dir);
+    process_ = std::make_unique<Process>(
+        std::vector<std::string>{"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", dir.string()},
+        dir / "redis-server.out");
+    if (!wait_for([&] { return answers_ping(port_); })) throw std::runtime_error("redis-server did not start");
+  }
+  ~RedisServer() {
+    process_->signal(SIGTERM);
+    process_->wait(std::chrono::seconds(10));
+  }
+  [[nodiscard]] std::uint16_t port() const { return port_; }
+
+ private:
+  std::uint16_t port_;
+  std::unique_ptr<Process> process_;
+};
+
+class Moltd {
+ public:
+  Moltd(const fs::path& dir, unsigned io_threads) : dir_(dir), port_(test::free_port()) {
+    fs::create_directories(dir / "plugins");
+    for (unsigned v : {2u, 3u}) fs::copy_file(plugin(v), dir / "plugins" / plugin(v).filename(), fs::copy_options::overwrite_existing);
+    std::ofstream(dir / "moltd.toml") << "[host]\nrun_dir = \"" << (dir / "run").string() << "\"\nplugin_dir = \""
+                                      << (dir / "plugins").string() << "\"\nhttp = \"127.0.0.1:0\"\nio_threads = "
+                                      << io_threads << "\nlog_level = \"warn\"\n[modules.kv]\nversion = 2\nlisten = \"127.0.0.1:"
+                                      << port_ << "\"\n";
+    process_ = std::make_unique<Process>(std::vector<std::string>{bin("moltd"), "--config", (dir / "moltd.toml").string()},
+                                         dir / "moltd.out");
+    if (!wait_for([&] { return answers_ping(port_); })) throw std::runtime_error("moltd did not start; see " + (dir / "moltd.out").string());
+  }
+  ~Moltd() {
+    process_->signal(SIGTERM);
+    process_->wait(std::chrono::seconds(20));
+  }
+  [[nodiscard]] std::uint16_t port() const { return port_; }
+  [[nodiscard]] fs::path socket() const { return dir_ / "run" / "control.sock"; }
+  [[nodiscard]] fs::path plugins() const { return dir_ / "plugins"; }
+
+ private:
+  fs::path dir_;
+  std::uint16_t port_;
+  std::unique_ptr<Process> process_;
+};
+
+// ---------------------------------------------------------------------------
+// (a) throughput
+
+struct BenchRow {
+  std::string test;
+  double rps = 0, p50 = 0, p99 = 0, max = 0;
+};
+
+std::vector<BenchRow> redis_benchmark(std::uint16_t port, const std::string& tests, std::uint64_t requests,
+                                      unsigned clients, unsigned pipeline, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> argv{"redis-benchmark", "-h", "127.0.0.1", "-p", std::to_string(port), "-t", tests,
+                                "-n", std::to_string(requests), "-c", std::to_string(clients), "-P",
+                                std::to_string(pipeline), "--csv"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  const auto result = run_process(argv, std::chrono::minutes(30));
+  if (result.exit_code != 0) throw std::runtime_error("redis-benchmark failed: " + result.err);
+  // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+  std::vector<BenchRow> rows;
+  std::istringstream in(result.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> cells;
+    std::stringstream fields(line);
+    std::string cell;
+    while (std::getline(fields, cell, ',')) cells.push_back(cell.size() >= 2 ? cell.substr(1, cell.size() - 2) : cell);
+    if (cells.size() < 8 || cells[0] == "test") continue;
+    rows.push_back({cells[0], std::stod(cells[1]), std::stod(cells[4]), std::stod(cells[6]), std::stod(cells[7])});
+  }
+  return rows;
+}
+
+Json section_a(const Options& o, std::uint16_t redis_port, std::uint16_t kv_port) {
+  std::printf("\n(a) Throughput: redis-benchmark -t set,get,incr,lpush,lpop -n %llu -c %u, same run\n",
+              static_cast<unsigned long long>(o.requests), o.clients);
+  std::printf("    %-6s %8s | %14s %14s | %7s | %9s %9s\n", "test", "pipeline", "redis-server/s", "molt kv/s",
+              "kv/redis", "redis p99", "kv p99");
+  Json out = Json::array();
+  for (unsigned pipeline : {1u, 16u}) {
+    const auto redis = redis_benchmark(redis_port, "set,get,incr,lpush,lpop", o.requests, o.clients, pipeline);
+    const auto kv = redis_benchmark(kv_port, "set,get,incr,lpush,lpop", o.requests, o.clients, pipeline);
+    for (const auto& r : redis) {
+      const auto k = std::find_if(kv.begin(), kv.end(), [&](const BenchRow& row) { return row.test == r.test; });
+      if (k == kv.end()) continue;
+      const double ratio = k->rps / r.rps;
+      std::printf("    %-6s %8u | %14s %14s | %6.0f%% | %7.3f ms %7.3f ms\n", r.test.c_str(), pipeline,
+                  fixed(r.rps).c_str(), fixed(k->rps).c_str(), ratio * 100, r.p99, k->p99);
+      out.push_back({{"test", r.test}, {"pipeline", pipeline}, {"redis_rps", r.rps}, {"kv_rps", k->rps},
+                     {"ratio", ratio}, {"redis_p99_ms", r.p99}, {"kv_p99_ms", k->p99}});
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// (b) load while upgrading
+
+Json section_b(const Options& o, Moltd& moltd) {
+  std::printf("\n(b) The same load (SET, GET; -c %u, 100k keys) while kv is upgraded 2->3 and rolled back every %u ms\n",
+              o.clients, o.period_ms);
+  std::atomic<bool> done{false};
+  std::vector<BenchRow> load_rows;
+  std::mutex rows_mutex;
+  std::atomic<int> load_runs{0};
+  std::thread load([&] {
+    while (!done) {
+      auto rows = redis_benchmark(moltd.port(), "set,get", 200000, o.clients, 1, {"-r", "100000"});
+      std::lock_guard lock(rows_mutex);
+      load_rows.insert(load_rows.end(), rows.begin(), rows.end());
+      ++load_runs;
+    }
+  });
+
+  // A client that writes, and remembers what was acknowledged.
+  std::atomic<std::uint64_t> acked{0}, errors{0};
+  std::vector<double> write_latency_us;
+  std::thread writer([&] {
+    auto client = std::make_unique<RespClient>(moltd.port());
+    for (std::uint64_t i = 0; !done; ++i) {
+      const auto start = Clock::now();
+      const std::string reply = client->call({"SET", "ack:" + std::to_string(i), std::to_string(i)});
+      write_latency_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+      if (reply == "+OK\r\n") {
+        acked = i + 1;
+      } else {
+        ++errors;  // an error reply, or a lost connection: either is a failure
+        if (reply.empty()) client = std::make_unique<RespClient>(moltd.port());
+      }
+    }
+  });
+
+  unsigned completed = 0, failed = 0;
+  std::string first_failure;
+  auto next = Clock::now();
+  for (unsigned u = 0; u < o.upgrades; ++u) {
+    next += std::chrono::milliseconds(o.period_ms);
+    std::this_thread::sleep_until(next);  // the load pattern: one upgrade or rollback per period
+    const Json request = u % 2 == 0 ? Json{{"command", "reload"}, {"module", "kv"}, {"file", (moltd.plugins() / "kv-3.so").string()}}
+                                    : Json{{"command", "rollback"}, {"module", "kv"}};
+    auto reply = host::control_call(moltd.socket(), nlohmann::json::parse(request.dump()));
+    if (reply && reply->body.value("ok", false)) {
+      ++completed;
+    } else {
+      ++failed;
+      if (first_failure.empty()) first_failure = reply ? reply->body.dump() : reply.error().to_string();
+    }
+  }
+  done = true;
+  writer.join();
+  load.join();
+
+  // Every acknowledged write must read back.
+  RespClient reader(moltd.port());
+  std::uint64_t lost = 0;
+  for (std::uint64_t from = 0; from < acked; from += 1000) {
+    std::vector<std::string> mget{"MGET"};
+    for (std::uint64_t i = from; i < std::min<std::uint64_t>(from + 1000, acked); ++i) mget.push_back("ack:" + std::to_string(i));
+    const std::string reply = reader.call(mget);
+    for (std::uint64_t i = from; i < std::min<std::uint64_t>(from + 1000, acked); ++i) {
+      std::string framed = "\r\n";  // the value as a bulk string's payload
+      framed += std::to_string(i);
+      framed += "\r\n";
+      if (reply.find(framed) == std::string::npos) ++lost;
+    }
+  }
+
+  auto history = host::control_call(moltd.socket(), {{"command", "history"}, {"module", "kv"}});
+  std::vector<double> pauses;
+  std::size_t in_memory = 0;
+  if (history)
+    for (const auto& report : history->body["reports"]) {
+      pauses.push_back(report["pause_us"].get<double>());
+      in_memory += report["state_transfer"] == "memory" ? 1 : 0;
+    }
+
+  Json out{{"upgrades_completed", completed}, {"upgrades_failed", failed}, {"state_handed_over_in_memory", in_memory},
+           {"pause_p50_us", percentile(pauses, 0.5)}, {"pause_p99_us", percentile(pauses, 0.99)},
+           {"pause_max_us", percentile(pauses, 1.0)}, {"writes_acknowledged", acked.load()}, {"write_errors", errors.load()},
+           {"writes_lost", lost}, {"writer_p99_us", percentile(write_latency_us, 0.99)},
+           {"writer_max_us", percentile(write_latency_us, 1.0)}, {"load_runs", load_runs.load()}};
+  if (!first_failure.empty()) out["first_failure"] = first_failure;
+  std::printf("    %-6s | %12s | %11s | %11s\n", "test", "requests/s", "p99", "max");
+  Json tests = Json::array();
+  for (const char* test : {"SET", "GET"}) {
+    double rps = 0, p99 = 0, max = 0;
+    int n = 0;
+    for (const auto& row : load_rows)
+      if (row.test == test) rps += row.rps, p99 = std::max(p99, row.p99), max = std::max(max, row.max), ++n;
+    if (n > 0) rps /= n;
+    std::printf("    %-6s | %12s | %8.3f ms | %8.3f ms\n", test, fixed(rps).c_str(), p99, max);
+    tests.push_back({{"test", test}, {"rps", rps}, {"p99_ms", p99}, {"max_ms", max}});
+  }
+  out["load"] = tests;
+  std::printf("    upgrades %u completed, %u failed (%zu handed the state over in memory); pause p50 %s, p99 %s, max %s\n",
+              completed, failed, in_memory, duration(percentile(pauses, 0.5)).c_str(),
+              duration(percentile(pauses, 0.99)).c_str(), duration(percentile(pauses, 1.0)).c_str());
+  std::printf("    checking writer: %llu writes acknowledged, %llu errors, %llu lost; its p99 %s, max %s\n",
+              static_cast<unsigned long long>(acked.load()), static_cast<unsigned long long>(errors.load()),
+              static_cast<unsigned long long>(lost), duration(percentile(write_latency_us, 0.99)).c_str(),
+              duration(percentile(write_latency_us, 1.0)).c_str());
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// (c) pause against state size, in this process
+
+std::uint64_t status_kib(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field, 0) == 0) return std::stoull(line.substr(std::strlen(field)));
+  return 0;
+}
+std::uint64_t rss_bytes() { return status_kib("VmRSS:") * 1024; }
+std::uint64_t peak_rss_bytes() { return status_kib("VmHWM:") * 1024; }
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+void settle_heap() { malloc_trim(0); }
+
+struct Discard final : api::StreamOutput {
+  void write(std::string_view) override {}
+  void close_after_write() override {}
+};
+
+std::unique_ptr<host::ModuleSlot> start_kv(host::Loader& loader, unsigned version) {
+  auto image = loader.load(plugin(version), "kv");
+  if (!image) throw std::runtime_error(image.error().to_string());
+  auto logger = std::make_shared<spdlog::logger>("kv", std::make_shared<spdlog::sinks::null_sink_mt>());
+  auto slot = host::ModuleSlot::start(std::move(image.value()), {logger, {}, nullptr});
+  if (!slot) throw std::runtime_error(slot.error().to_string());
+  return std::move(slot.value());
+}
+
+/// Loads `keys` string keys through kv's own protocol, in pipelined batches.
+void fill(host::ModuleSlot& slot, std::uint64_t keys) {
+  Discard out;
+  std::string batch;
+  for (std::uint64_t i = 0; i < keys;) {
+    batch.clear();
+    for (int n = 0; n < 10000 && i < keys; ++n, ++i) batch += RespClient::encode({"SET", "key:" + std::to_string(i), "value:" + std::to_string(i)});
+    (void)slot.stream_data(1, batch, out);
+  }
+}
+
+Json phases_json(const host::UpgradeReport& r) {
+  return Json{{"prepare_us", r.phases.prepare.count()}, {"quiesce_us", r.phases.quiesce.count()},
+              {"save_us", r.phases.save.count()},       {"migrate_us", r.phases.migrate.count()},
+              {"resume_us", r.phases.resume.count()},   {"pause_us", r.pause.count()},
+              {"cleanup_us", r.phases.cleanup.count()}, {"state_bytes", r.state_bytes},
+              {"state_transfer", r.state_in_memory ? "memory" : "serialized"}};
+}
+
+Json section_c(const Options& o) {
+  std::printf("\n(c) Upgrade pause against state size (string keys, in-process, the real transaction)\n");
+  std::printf("    %-10s %-16s | %9s %9s %9s %9s | %9s | %9s | %10s %10s %6s\n", "keys", "upgrade", "quiesce", "save",
+              "migrate", "resume", "pause", "cleanup", "steady RSS", "peak RSS", "peak/");
+  char pattern[] = "/tmp/molt-bench-kv-XXXXXX";
+  const fs::path dir = ::mkdtemp(pattern);
+  host::Loader loader(host::LoaderOptions{dir / "images"});
+  Json rows = Json::array();
+  auto run = [&](host::ModuleSlot& slot, unsigned to, std::uint64_t keys, const char* kind) {
+    settle_heap();
+    const std::uint64_t steady = rss_bytes();
+    reset_peak_rss();
+    const auto report = host::upgrade(slot, loader, plugin(to));
+    if (report.outcome != host::Outcome::Succeeded) throw std::runtime_error(report.summary());
+    const std::uint64_t peak = std::max(peak_rss_bytes(), steady);
+    const double ratio = static_cast<double>(peak) / static_cast<double>(steady);
+    std::printf("    %-10llu %-16s | %9s %9s %9s %9s | %9s | %9s | %10s %10s %5.2fx\n",
+                static_cast<unsigned long long>(keys), kind, duration(report.phases.quiesce.count()).c_str(),
+                duration(report.phases.save.count()).c_str(), duration(report.phases.migrate.count()).c_str(),
+                duration(report.phases.resume.count()).c_str(), duration(report.pause.count()).c_str(),
+                duration(report.phases.cleanup.count()).c_str(), bytes(steady).c_str(), bytes(peak).c_str(), ratio);
+    Json row = phases_json(report);
+    row["keys"] = keys;
+    row["upgrade"] = kind;
+    row["steady_rss_bytes"] = steady;
+    row["peak_rss_bytes"] = peak;
+    row["peak_over_steady"] = ratio;
+    rows.push_back(row);
+  };
+  for (const std::uint64_t keys : o.sizes) {
+    auto slot = start_kv(loader, 1);
+    fill(*slot, keys);
+    run(*slot, 2, keys, "1->2 migrating");
+    run(*slot, 3, keys, "2->3 code-only");
+    slot.reset();
+    settle_heap();
+  }
+
+  // Distribution over many upgrades at 10K keys.
+  Json distribution = Json::array();
+  auto slot = start_kv(loader, 1);
+  fill(*slot, 10000);
+  for (const auto& [kind, a, b] : {std::tuple{"migrating 1<->2", 2u, 1u}, std::tuple{"code-only 2<->3", 3u, 2u}}) {
+    if (std::string(kind).starts_with("code")) (void)host::upgrade(*slot, loader, plugin(2));  // start from v2
+    std::vector<double> pauses;
+    for (unsigned i = 0; i < o.pause_rounds; ++i) {
+      const auto report = host::upgrade(*slot, loader, plugin(i % 2 == 0 ? a : b));
+      if (report.outcome != host::Outcome::Succeeded) throw std::runtime_error(report.summary());
+      pauses.push_back(static_cast<double>(report.pause.count()));
+    }
+    std::printf("    10000 keys, %u upgrades %-16s: pause p50 %s, p99 %s, max %s\n", o.pause_rounds, kind,
+                duration(percentile(pauses, 0.5)).c_str(), duration(percentile(pauses, 0.99)).c_str(),
+                duration(percentile(pauses, 1.0)).c_str());
+    distribution.push_back({{"keys", 10000}, {"upgrade", kind}, {"n", pauses.size()},
+                            {"pause_p50_us", percentile(pauses, 0.5)}, {"pause_p99_us", percentile(pauses, 0.99)},
+                            {"pause_max_us", percentile(pauses, 1.0)}});
+  }
+  slot.reset();
+  fs::remove_all(dir);
+  return Json{{"by_size", rows}, {"at_10k_keys", distribution}};
+}
+
+// ---------------------------------------------------------------------------
+// (d) micro-benchmarks
+
+Json section_d(const fs::path& scratch) {
+  std::printf("\n(d) One call through a module slot against a direct call (Google Benchmark; allocs = per call)\n");
+  const fs::path out = scratch / "call.json";
+  const auto result = run_process({fs::path(MOLT_BENCH_DIR) / "molt-bench-call", "--benchmark_out=" + out.string(),
+                                   "--benchmark_out_format=json", "--benchmark_min_time=0.5"},
+                                  std::chrono::minutes(10));
+  if (result.exit_code != 0) throw std::runtime_error("molt-bench-call failed: " + result.err);
+  const auto json = nlohmann::json::parse(std::ifstream(out));
+  Json rows = Json::array();
+  std::printf("    %-24s | %10s | %8s\n", "benchmark", "time", "allocs");
+  for (const auto& b : json["benchmarks"]) {
+    const double ns = b["real_time"].get<double>();
+    const double allocs = b.value("allocs", 0.0);
+    std::printf("    %-24s | %7.1f ns | %8.3f\n", b["name"].get<std::string>().c_str(), ns, allocs);
+    rows.push_back({{"name", b["name"]}, {"ns", ns}, {"allocs_per_call", allocs}});
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------------------
+
+void check(Json& targets, const std::string& what, bool met, const std::string& measured) {
+  std::printf("    [%s] %-62s %s\n", met ? "met " : "MISS", what.c_str(), measured.c_str());
+  targets.push_back({{"target", what}, {"met", met}, {"measured", measured}});
+}
+
+Json check_targets(const Json& r) {
+  std::printf("\nTargets (issue 5)\n");
+  Json targets = Json::array();
+  if (r.contains("throughput"))
+    for (const auto& row : r["throughput"])
+      if (row["test"] == "SET" || row["test"] == "GET")
+        check(targets, "kv >= 90% of redis-server on " + row["test"].get<std::string>() + ", -P " + std::to_string(row["pipeline"].get<int>()),
+              row["ratio"].get<double>() >= 0.9, fixed(row["ratio"].get<double>() * 100) + "%");
+  if (r.contains("under_upgrades")) {
+    const auto& b = r["under_upgrades"];
+    check(targets, "zero errors and zero lost writes across >= 1000 upgrades under load",
+          b["write_errors"] == 0 && b["writes_lost"] == 0 && b["upgrades_completed"].get<unsigned>() >= 1000 &&
+              b["upgrades_failed"] == 0,
+          std::to_string(b["upgrades_completed"].get<unsigned>()) + " upgrades, " + std::to_string(b["write_errors"].get<std::uint64_t>()) +
+              " errors, " + std::to_string(b["writes_lost"].get<std::uint64_t>()) + " lost");
+  }
+  if (r.contains("pause")) {
+    double code_only_max = 0;
+    for (const auto& row : r["pause"]["by_size"]) {
+      const auto keys = row["keys"].get<std::uint64_t>();
+      const double pause = row["pause_us"].get<double>();
+      if (row["upgrade"] == "2->3 code-only") code_only_max = std::max(code_only_max, pause);
+      if (row["upgrade"] == "1->2 migrating" && keys == 1000000) {
+        check(targets, "migrating pause <= 250 ms at 1M keys", pause <= 250000, duration(pause));
+        check(targets, "peak RSS <= 2.5x steady during the 1M-key migration", row["peak_over_steady"].get<double>() <= 2.5,
+              fixed(row["peak_over_steady"].get<double>(), 2) + "x");
+      }
+      if (row["upgrade"] == "1->2 migrating" && keys == 10000000) {
+        check(targets, "10M keys migrated in under 5 s", pause < 5e6, duration(pause));
+        check(targets, "peak RSS <= 2.5x steady during the 10M-key migration", row["peak_over_steady"].get<double>() <= 2.5,
+              fixed(row["peak_over_steady"].get<double>(), 2) + "x");
+      }
+    }
+    check(targets, "code-only pause <= 0.5 ms at every size", code_only_max <= 500, "max " + duration(code_only_max));
+    for (const auto& row : r["pause"]["at_10k_keys"])
+      if (row["upgrade"] == "migrating 1<->2")
+        check(targets, "migrating pause p99 <= 2 ms at 10K keys", row["pause_p99_us"].get<double>() <= 2000,
+              duration(row["pause_p99_us"].get<double>()));
+  }
+  return targets;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"molt-bench-kv: kv against redis-server, upgrades under load, pause against state size"};
+  Options o;
+  app.add_option("--requests", o.requests, "redis-benchmark requests per test in (a)");
+  app.add_option("--clients", o.clients, "redis-benchmark connections");
+  app.add_option("--io-threads", o.io_threads, "moltd's io_threads");
+  app.add_option("--upgrades", o.upgrades, "upgrades and rollbacks in (b)");
+  app.add_option("--period-ms", o.period_ms, "time between them");
+  app.add_option("--sizes", o.sizes, "state sizes for (c), in keys")->delimiter(',');
+  app.add_option("--pause-rounds", o.pause_rounds, "upgrades at 10K keys for the pause distribution in (c)");
+  app.add_option("--sections", o.sections, "which of a, b, c, d to run");
+  app.add_option("--json", o.json_path, "write every figure as JSON to this file");
+  CLI11_PARSE(app, argc, argv);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  char pattern[] = "/tmp/molt-bench-XXXXXX";
+  const fs::path scratch = ::mkdtemp(pattern);
+  utsname machine{};
+  ::uname(&machine);
+  Json results{{"machine", {{"kernel", std::string(machine.release)},
+                            {"cpus", std::thread::hardware_concurrency()},
+                            {"redis_server", run_process({"redis-server", "--version"}).out}}},
+               {"options", {{"requests", o.requests}, {"clients", o.clients}, {"io_threads", o.io_threads},
+                            {"upgrades", o.upgrades}, {"period_ms", o.period_ms}}}};
+  std::printf("molt-bench-kv on %u CPUs, Linux %s; moltd io_threads = %u\n", std::thread::hardware_concurrency(),
+              machine.release, o.io_threads);
+  try {
+    const auto has = [&](char section) { return o.sections.find(section) != std::string::npos; };
+    if (has('a') || has('b')) {
+      RedisServer redis(scratch / "redis");
+      Moltd moltd(scratch / "moltd", o.io_threads);
+      if (has('a')) results["throughput"] = section_a(o, redis.port(), moltd.port());
+      if (has('b')) results["under_upgrades"] = section_b(o, moltd);
+    }
+    if (has('c')) results["pause"] = section_c(o);
+    if (has('d')) results["calls"] = section_d(scratch);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "molt-bench-kv: %s\n", e.what());
+    return 1;
+  }
+  results["targets"] = check_targets(results);
+  if (!o.json_path.empty()) std::ofstream(o.json_path) << results.dump(2) << '\n';
+  fs::remove_all(scratch);
+  return 0;
+}
