@@ -54,6 +54,7 @@ struct Options {
   unsigned pause_rounds = 200;
   std::string sections = "abcd";
   std::string json_path;
+  bool quick = false;  ///< (d) with a very short minimum time: a smoke test, not a measurement
 };
 
 fs::path bin(const std::string& name) { return fs::path(MOLT_BIN_DIR) / name; }
@@ -430,11 +431,11 @@ Json section_c(const Options& o) {
 // ---------------------------------------------------------------------------
 // (d) micro-benchmarks
 
-Json section_d(const fs::path& scratch) {
+Json section_d(const fs::path& scratch, bool quick) {
   std::printf("\n(d) One call through a module slot against a direct call (Google Benchmark; allocs = per call)\n");
   const fs::path out = scratch / "call.json";
   const auto result = run_process({fs::path(MOLT_BENCH_DIR) / "molt-bench-call", "--benchmark_out=" + out.string(),
-                                   "--benchmark_out_format=json", "--benchmark_min_time=0.5"},
+                                   "--benchmark_out_format=json", quick ? "--benchmark_min_time=0.01" : "--benchmark_min_time=0.5"},
                                   std::chrono::minutes(10));
   if (result.exit_code != 0) throw std::runtime_error("molt-bench-call failed: " + result.err);
   const auto json = nlohmann::json::parse(std::ifstream(out));
@@ -512,6 +513,7 @@ int main(int argc, char** argv) {
   app.add_option("--pause-rounds", o.pause_rounds, "upgrades at 10K keys for the pause distribution in (c)");
   app.add_option("--sections", o.sections, "which of a, b, c, d to run");
   app.add_option("--json", o.json_path, "write every figure as JSON to this file");
+  app.add_flag("--quick", o.quick, "shortest runs of the micro-benchmarks (a smoke test; use small sizes too)");
   CLI11_PARSE(app, argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
 
@@ -535,7 +537,7 @@ int main(int argc, char** argv) {
       if (has('b')) results["under_upgrades"] = section_b(o, moltd);
     }
     if (has('c')) results["pause"] = section_c(o);
-    if (has('d')) results["calls"] = section_d(scratch);
+    if (has('d')) results["calls"] = section_d(scratch, o.quick);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "molt-bench-kv: %s\n", e.what());
     return 1;
