@@ -47,6 +47,8 @@ namespace {
 struct Options {
   std::uint64_t requests = 1000000;
   unsigned clients = 50;
+  unsigned rounds = 3;
+  unsigned baseline_s = 15;
   unsigned io_threads = 1;
   unsigned upgrades = 1000;
   unsigned period_ms = 50;
@@ -187,23 +189,51 @@ std::vector<BenchRow> redis_benchmark(std::uint16_t port, const std::string& tes
   return rows;
 }
 
+/// The median of `rounds` runs, per test: the VM's noise is large between
+/// two back-to-back runs, so redis-server and kv alternate, round by round.
+std::vector<BenchRow> medians(const std::vector<std::vector<BenchRow>>& rounds) {
+  std::vector<BenchRow> out;
+  for (const auto& first : rounds.front()) {
+    std::vector<double> rps, p50, p99, max;
+    for (const auto& round : rounds)
+      for (const auto& row : round)
+        if (row.test == first.test) rps.push_back(row.rps), p50.push_back(row.p50), p99.push_back(row.p99), max.push_back(row.max);
+    out.push_back({first.test, percentile(rps, 0.5), percentile(p50, 0.5), percentile(p99, 0.5), percentile(max, 0.5)});
+  }
+  return out;
+}
+
 Json section_a(const Options& o, std::uint16_t redis_port, std::uint16_t kv_port) {
-  std::printf("\n(a) Throughput: redis-benchmark -t set,get,incr,lpush,lpop -n %llu -c %u, same run\n",
-              static_cast<unsigned long long>(o.requests), o.clients);
+  std::printf("\n(a) Throughput: redis-benchmark -t set,get,incr,lpush,lpop -n %llu -c %u, same run;\n"
+              "    median of %u rounds, redis-server and kv alternating\n",
+              static_cast<unsigned long long>(o.requests), o.clients, o.rounds);
   std::printf("    %-6s %8s | %14s %14s | %7s | %9s %9s\n", "test", "pipeline", "redis-server/s", "molt kv/s",
               "kv/redis", "redis p99", "kv p99");
   Json out = Json::array();
   for (unsigned pipeline : {1u, 16u}) {
-    const auto redis = redis_benchmark(redis_port, "set,get,incr,lpush,lpop", o.requests, o.clients, pipeline);
-    const auto kv = redis_benchmark(kv_port, "set,get,incr,lpush,lpop", o.requests, o.clients, pipeline);
+    std::vector<std::vector<BenchRow>> redis_rounds, kv_rounds;
+    for (unsigned round = 0; round < o.rounds; ++round) {
+      redis_rounds.push_back(redis_benchmark(redis_port, "set,get,incr,lpush,lpop", o.requests, o.clients, pipeline));
+      kv_rounds.push_back(redis_benchmark(kv_port, "set,get,incr,lpush,lpop", o.requests, o.clients, pipeline));
+    }
+    const auto redis = medians(redis_rounds);
+    const auto kv = medians(kv_rounds);
     for (const auto& r : redis) {
       const auto k = std::find_if(kv.begin(), kv.end(), [&](const BenchRow& row) { return row.test == r.test; });
       if (k == kv.end()) continue;
       const double ratio = k->rps / r.rps;
       std::printf("    %-6s %8u | %14s %14s | %6.0f%% | %7.3f ms %7.3f ms\n", r.test.c_str(), pipeline,
                   fixed(r.rps).c_str(), fixed(k->rps).c_str(), ratio * 100, r.p99, k->p99);
+      Json all_redis = Json::array(), all_kv = Json::array();
+      for (const auto& round : redis_rounds)
+        for (const auto& row : round)
+          if (row.test == r.test) all_redis.push_back(row.rps);
+      for (const auto& round : kv_rounds)
+        for (const auto& row : round)
+          if (row.test == r.test) all_kv.push_back(row.rps);
       out.push_back({{"test", r.test}, {"pipeline", pipeline}, {"redis_rps", r.rps}, {"kv_rps", k->rps},
-                     {"ratio", ratio}, {"redis_p99_ms", r.p99}, {"kv_p99_ms", k->p99}});
+                     {"ratio", ratio}, {"redis_p99_ms", r.p99}, {"kv_p99_ms", k->p99},
+                     {"redis_rps_rounds", all_redis}, {"kv_rps_rounds", all_kv}});
     }
   }
   return out;
@@ -212,30 +242,27 @@ Json section_a(const Options& o, std::uint16_t redis_port, std::uint16_t kv_port
 // ---------------------------------------------------------------------------
 // (b) load while upgrading
 
-Json section_b(const Options& o, Moltd& moltd) {
-  std::printf("\n(b) The same load (SET, GET; -c %u, 100k keys) while kv is upgraded 2->3 and rolled back every %u ms\n",
-              o.clients, o.period_ms);
+/// One phase of (b): redis-benchmark runs back to back plus a writer that
+/// remembers what was acknowledged; meanwhile `upgrades` upgrades and
+/// rollbacks, one per period, or (0) just `duration` of the same load.
+Json load_phase(const Options& o, Moltd& moltd, unsigned upgrades, std::chrono::seconds duration, const std::string& prefix) {
   std::atomic<bool> done{false};
   std::vector<BenchRow> load_rows;
   std::mutex rows_mutex;
-  std::atomic<int> load_runs{0};
   std::thread load([&] {
     while (!done) {
       auto rows = redis_benchmark(moltd.port(), "set,get", 200000, o.clients, 1, {"-r", "100000"});
       std::lock_guard lock(rows_mutex);
       load_rows.insert(load_rows.end(), rows.begin(), rows.end());
-      ++load_runs;
     }
   });
-
-  // A client that writes, and remembers what was acknowledged.
   std::atomic<std::uint64_t> acked{0}, errors{0};
   std::vector<double> write_latency_us;
   std::thread writer([&] {
     auto client = std::make_unique<RespClient>(moltd.port());
     for (std::uint64_t i = 0; !done; ++i) {
       const auto start = Clock::now();
-      const std::string reply = client->call({"SET", "ack:" + std::to_string(i), std::to_string(i)});
+      const std::string reply = client->call({"SET", prefix + std::to_string(i), std::to_string(i)});
       write_latency_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
       if (reply == "+OK\r\n") {
         acked = i + 1;
@@ -248,18 +275,23 @@ Json section_b(const Options& o, Moltd& moltd) {
 
   unsigned completed = 0, failed = 0;
   std::string first_failure;
-  auto next = Clock::now();
-  for (unsigned u = 0; u < o.upgrades; ++u) {
-    next += std::chrono::milliseconds(o.period_ms);
-    std::this_thread::sleep_until(next);  // the load pattern: one upgrade or rollback per period
-    const Json request = u % 2 == 0 ? Json{{"command", "reload"}, {"module", "kv"}, {"file", (moltd.plugins() / "kv-3.so").string()}}
-                                    : Json{{"command", "rollback"}, {"module", "kv"}};
-    auto reply = host::control_call(moltd.socket(), nlohmann::json::parse(request.dump()));
-    if (reply && reply->body.value("ok", false)) {
-      ++completed;
-    } else {
-      ++failed;
-      if (first_failure.empty()) first_failure = reply ? reply->body.dump() : reply.error().to_string();
+  if (upgrades == 0) {
+    std::this_thread::sleep_for(duration);  // the baseline: the same load, nothing else
+  } else {
+    auto next = Clock::now();
+    for (unsigned u = 0; u < upgrades; ++u) {
+      next += std::chrono::milliseconds(o.period_ms);
+      std::this_thread::sleep_until(next);  // the load pattern: one upgrade or rollback per period
+      const nlohmann::json request = u % 2 == 0 ? nlohmann::json{{"command", "reload"}, {"module", "kv"},
+                                                                 {"file", (moltd.plugins() / "kv-3.so").string()}}
+                                                : nlohmann::json{{"command", "rollback"}, {"module", "kv"}};
+      auto reply = host::control_call(moltd.socket(), request);
+      if (reply && reply->body.value("ok", false)) {
+        ++completed;
+      } else {
+        ++failed;
+        if (first_failure.empty()) first_failure = reply ? reply->body.dump() : reply.error().to_string();
+      }
     }
   }
   done = true;
@@ -271,15 +303,37 @@ Json section_b(const Options& o, Moltd& moltd) {
   std::uint64_t lost = 0;
   for (std::uint64_t from = 0; from < acked; from += 1000) {
     std::vector<std::string> mget{"MGET"};
-    for (std::uint64_t i = from; i < std::min<std::uint64_t>(from + 1000, acked); ++i) mget.push_back("ack:" + std::to_string(i));
+    const std::uint64_t to = std::min<std::uint64_t>(from + 1000, acked);
+    for (std::uint64_t i = from; i < to; ++i) mget.push_back(prefix + std::to_string(i));
     const std::string reply = reader.call(mget);
-    for (std::uint64_t i = from; i < std::min<std::uint64_t>(from + 1000, acked); ++i) {
+    for (std::uint64_t i = from; i < to; ++i) {
       std::string framed = "\r\n";  // the value as a bulk string's payload
       framed += std::to_string(i);
       framed += "\r\n";
       if (reply.find(framed) == std::string::npos) ++lost;
     }
   }
+  Json out{{"upgrades_completed", completed}, {"upgrades_failed", failed}, {"writes_acknowledged", acked.load()},
+           {"write_errors", errors.load()}, {"writes_lost", lost},
+           {"writer_p99_us", percentile(write_latency_us, 0.99)}, {"writer_max_us", percentile(write_latency_us, 1.0)}};
+  if (!first_failure.empty()) out["first_failure"] = first_failure;
+  Json tests = Json::array();
+  for (const char* test : {"SET", "GET"}) {
+    std::vector<double> rps, p99, max;
+    for (const auto& row : load_rows)
+      if (row.test == test) rps.push_back(row.rps), p99.push_back(row.p99), max.push_back(row.max);
+    tests.push_back({{"test", test}, {"runs", rps.size()}, {"rps", percentile(rps, 0.5)},
+                     {"p99_ms", percentile(p99, 0.5)}, {"max_ms", percentile(max, 1.0)}});
+  }
+  out["load"] = tests;
+  return out;
+}
+
+Json section_b(const Options& o, Moltd& moltd) {
+  std::printf("\n(b) The same load (redis-benchmark SET, GET; -c %u, 100k keys) and a checking writer,\n"
+              "    first alone, then while kv is upgraded 2->3 and rolled back every %u ms\n", o.clients, o.period_ms);
+  Json baseline = load_phase(o, moltd, 0, std::chrono::seconds(o.baseline_s), "base:");
+  Json upgrading = load_phase(o, moltd, o.upgrades, {}, "ack:");
 
   auto history = host::control_call(moltd.socket(), {{"command", "history"}, {"module", "kv"}});
   std::vector<double> pauses;
@@ -289,33 +343,31 @@ Json section_b(const Options& o, Moltd& moltd) {
       pauses.push_back(report["pause_us"].get<double>());
       in_memory += report["state_transfer"] == "memory" ? 1 : 0;
     }
+  upgrading["state_handed_over_in_memory"] = in_memory;
+  upgrading["pause_p50_us"] = percentile(pauses, 0.5);
+  upgrading["pause_p99_us"] = percentile(pauses, 0.99);
+  upgrading["pause_max_us"] = percentile(pauses, 1.0);
 
-  Json out{{"upgrades_completed", completed}, {"upgrades_failed", failed}, {"state_handed_over_in_memory", in_memory},
-           {"pause_p50_us", percentile(pauses, 0.5)}, {"pause_p99_us", percentile(pauses, 0.99)},
-           {"pause_max_us", percentile(pauses, 1.0)}, {"writes_acknowledged", acked.load()}, {"write_errors", errors.load()},
-           {"writes_lost", lost}, {"writer_p99_us", percentile(write_latency_us, 0.99)},
-           {"writer_max_us", percentile(write_latency_us, 1.0)}, {"load_runs", load_runs.load()}};
-  if (!first_failure.empty()) out["first_failure"] = first_failure;
-  std::printf("    %-6s | %12s | %11s | %11s\n", "test", "requests/s", "p99", "max");
-  Json tests = Json::array();
-  for (const char* test : {"SET", "GET"}) {
-    double rps = 0, p99 = 0, max = 0;
-    int n = 0;
-    for (const auto& row : load_rows)
-      if (row.test == test) rps += row.rps, p99 = std::max(p99, row.p99), max = std::max(max, row.max), ++n;
-    if (n > 0) rps /= n;
-    std::printf("    %-6s | %12s | %8.3f ms | %8.3f ms\n", test, fixed(rps).c_str(), p99, max);
-    tests.push_back({{"test", test}, {"rps", rps}, {"p99_ms", p99}, {"max_ms", max}});
-  }
-  out["load"] = tests;
-  std::printf("    upgrades %u completed, %u failed (%zu handed the state over in memory); pause p50 %s, p99 %s, max %s\n",
-              completed, failed, in_memory, duration(percentile(pauses, 0.5)).c_str(),
-              duration(percentile(pauses, 0.99)).c_str(), duration(percentile(pauses, 1.0)).c_str());
-  std::printf("    checking writer: %llu writes acknowledged, %llu errors, %llu lost; its p99 %s, max %s\n",
-              static_cast<unsigned long long>(acked.load()), static_cast<unsigned long long>(errors.load()),
-              static_cast<unsigned long long>(lost), duration(percentile(write_latency_us, 0.99)).c_str(),
-              duration(percentile(write_latency_us, 1.0)).c_str());
-  return out;
+  std::printf("    %-22s | %-4s | %11s | %9s | %10s | %s\n", "", "test", "requests/s", "p99", "max", "median of runs");
+  for (const auto& [name, phase] : {std::pair<const char*, const Json*>{"without upgrades", &baseline},
+                                    std::pair<const char*, const Json*>{"during upgrades", &upgrading}})
+    for (const auto& t : (*phase)["load"])
+      std::printf("    %-22s | %-4s | %11s | %6.3f ms | %7.3f ms | %d runs\n", name, t["test"].get<std::string>().c_str(),
+                  fixed(t["rps"].get<double>()).c_str(), t["p99_ms"].get<double>(), t["max_ms"].get<double>(),
+                  t["runs"].get<int>());
+  for (const auto& [name, phase] : {std::pair<const char*, const Json*>{"without upgrades", &baseline},
+                                    std::pair<const char*, const Json*>{"during upgrades", &upgrading}})
+    std::printf("    checking writer, %-16s: %llu writes acknowledged, %llu errors, %llu lost; p99 %s, max %s\n", name,
+                static_cast<unsigned long long>((*phase)["writes_acknowledged"].get<std::uint64_t>()),
+                static_cast<unsigned long long>((*phase)["write_errors"].get<std::uint64_t>()),
+                static_cast<unsigned long long>((*phase)["writes_lost"].get<std::uint64_t>()),
+                duration((*phase)["writer_p99_us"].get<double>()).c_str(),
+                duration((*phase)["writer_max_us"].get<double>()).c_str());
+  std::printf("    upgrades: %u completed, %u failed, %zu handed the state over in memory; pause p50 %s, p99 %s, max %s\n",
+              upgrading["upgrades_completed"].get<unsigned>(), upgrading["upgrades_failed"].get<unsigned>(), in_memory,
+              duration(percentile(pauses, 0.5)).c_str(), duration(percentile(pauses, 0.99)).c_str(),
+              duration(percentile(pauses, 1.0)).c_str());
+  return Json{{"baseline", baseline}, {"upgrading", upgrading}};
 }
 
 // ---------------------------------------------------------------------------
@@ -466,7 +518,7 @@ Json check_targets(const Json& r) {
         check(targets, "kv >= 90% of redis-server on " + row["test"].get<std::string>() + ", -P " + std::to_string(row["pipeline"].get<int>()),
               row["ratio"].get<double>() >= 0.9, fixed(row["ratio"].get<double>() * 100) + "%");
   if (r.contains("under_upgrades")) {
-    const auto& b = r["under_upgrades"];
+    const auto& b = r["under_upgrades"]["upgrading"];
     check(targets, "zero errors and zero lost writes across >= 1000 upgrades under load",
           b["write_errors"] == 0 && b["writes_lost"] == 0 && b["upgrades_completed"].get<unsigned>() >= 1000 &&
               b["upgrades_failed"] == 0,
@@ -507,7 +559,9 @@ int main(int argc, char** argv) {
   app.add_option("--requests", o.requests, "redis-benchmark requests per test in (a)");
   app.add_option("--clients", o.clients, "redis-benchmark connections");
   app.add_option("--io-threads", o.io_threads, "moltd's io_threads");
+  app.add_option("--rounds", o.rounds, "rounds of (a), alternating servers; the median is reported")->check(CLI::PositiveNumber);
   app.add_option("--upgrades", o.upgrades, "upgrades and rollbacks in (b)");
+  app.add_option("--baseline-seconds", o.baseline_s, "how long (b) measures the load without upgrades first");
   app.add_option("--period-ms", o.period_ms, "time between them");
   app.add_option("--sizes", o.sizes, "state sizes for (c), in keys")->delimiter(',');
   app.add_option("--pause-rounds", o.pause_rounds, "upgrades at 10K keys for the pause distribution in (c)");

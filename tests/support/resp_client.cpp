@@ -26,8 +26,16 @@ RespClient::RespClient(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 
 RespClient::~RespClient() { ::close(fd_); }
 
 std::string RespClient::encode(const std::vector<std::string>& command) {
-  std::string out = "*" + std::to_string(command.size()) + "\r\n";
-  for (const auto& arg : command) out += "$" + std::to_string(arg.size()) + "\r\n" + arg + "\r\n";
+  std::string out = "*";
+  out += std::to_string(command.size());
+  out += "\r\n";
+  for (const auto& arg : command) {
+    out += '$';
+    out += std::to_string(arg.size());
+    out += "\r\n";
+    out += arg;
+    out += "\r\n";
+  }
   return out;
 }
 

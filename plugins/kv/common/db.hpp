@@ -70,7 +70,7 @@ class Db {
 
   /// Drops the deadline of `key`; true if it had one.
   bool clear_deadline(std::string_view key) {
-    if (expires_ == nullptr) return false;
+    if (expires_ == nullptr || expires_->empty()) return false;
     const auto it = expires_->find(key);
     if (it == expires_->end()) return false;
     expires_->erase(it);
