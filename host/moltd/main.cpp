@@ -103,6 +103,7 @@ int main(int argc, char** argv) {
       table.find(module.name)->log().info("listening on {}", bound->to_string());
     }
   }
+  info.listeners = [&streams] { return streams.listeners(); };  // before the control socket answers status
   ControlHandler handler(table, info);
   ControlServer control(ControlServerOptions{run_dir->control_socket()}, handler, log);
   if (auto started = control.start(); !started) {
@@ -110,7 +111,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   http.serve();
-  info.listeners = [&streams] { return streams.listeners(); };
   streams.serve();
   log->info("ready: {} module(s), http://{}/, control socket {}", config->modules.size(), info.http,
             info.control_socket);

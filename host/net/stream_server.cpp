@@ -1,11 +1,22 @@
+// Threads: one worker per I/O thread, each with its own io_context and its
+// own connections. Every listener has one listening socket, on worker 0 (an
+// exclusive bind: a second moltd on the same port fails to start instead of
+// sharing it). Worker 0 accepts, releases the descriptor and posts it to the
+// worker whose turn it is, which adopts it on its own thread. So a socket is
+// registered, used and closed on one thread only, and the reactors run
+// without locks (BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO); other threads reach
+// a worker only through post(), which keeps the scheduler's own lock: one
+// cross-thread post per connection, none per request.
 #include "molt/host/net/stream_server.hpp"
 
 #include <atomic>
 #include <condition_variable>
+#include <unistd.h>
+
 #include <cstring>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
+#include <unordered_set>
 
 #include <boost/asio.hpp>
 
@@ -18,67 +29,84 @@ using boost::system::error_code;
 class StreamServer::Impl {
  public:
   class Connection;
+  struct Worker;
+
   struct Listener {
     std::shared_ptr<ModuleSlot> slot;
-    tcp::acceptor acceptor;
-    Endpoint endpoint;
+    Endpoint endpoint;  ///< as bound
     std::atomic<std::size_t> open{0};
     std::atomic<std::uint64_t> accepted{0};
   };
 
+  /// One I/O thread and everything that lives on it.
+  struct Worker {
+    explicit Worker(Impl& owner) : server(owner), io(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO), guard(asio::make_work_guard(io)) {}
+    Impl& server;
+    // Declared before `io`, so it outlives it: destroying `io` destroys
+    // pending handlers, whose connections erase themselves from here.
+    std::unordered_set<Connection*> connections;  ///< touched on this worker's thread only
+    asio::io_context io;
+    asio::executor_work_guard<asio::io_context::executor_type> guard;
+    std::vector<std::pair<Listener*, std::unique_ptr<tcp::acceptor>>> acceptors;  ///< worker 0 only; before `io`
+    std::thread thread;
+
+    void accept(Listener& listener, tcp::acceptor& acceptor);
+    /// On this worker's thread: wraps an accepted descriptor and starts it.
+    void adopt(Listener& listener, tcp::socket::native_handle_type fd, tcp protocol);
+    void close_idle();  ///< on this thread: stop accepting, close connections with nothing in progress
+    void close_all();   ///< on this thread
+  };
+
   Impl(StreamOptions options, std::shared_ptr<spdlog::logger> log) : options_(options), log_(std::move(log)) {
-    for (unsigned i = 0; i < std::max(1u, options_.threads); ++i) {
-      ios_.push_back(std::make_unique<asio::io_context>(1));  // one thread each: no locking inside asio
-      guards_.emplace_back(asio::make_work_guard(*ios_.back()));
-    }
+    for (unsigned i = 0; i < std::max(1u, options_.threads); ++i) workers_.push_back(std::make_unique<Worker>(*this));
   }
 
-  void accept(Listener& listener);
-  asio::io_context& next_io() { return *ios_[next_io_++ % ios_.size()]; }
+  void connection_closed() {
+    {
+      std::lock_guard lock(open_mutex_);
+      --open_;
+    }
+    open_changed_.notify_all();
+  }
+
+  Worker& next_worker() { return *workers_[next_worker_++ % workers_.size()]; }
 
   StreamOptions options_;
   std::shared_ptr<spdlog::logger> log_;
-  // Declared before the io_contexts: destroying those destroys pending
-  // handlers, whose connections unregister themselves here.
-  mutable std::mutex connections_mutex_;
-  std::condition_variable connections_changed_;
-  std::unordered_map<Connection*, std::weak_ptr<Connection>> connections_;
   std::atomic<bool> stopping_{false};
-  std::vector<std::unique_ptr<asio::io_context>> ios_;
-  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
+  std::size_t next_worker_ = 0;  ///< touched by worker 0's thread only
+  std::mutex open_mutex_;
+  std::condition_variable open_changed_;
+  std::size_t open_ = 0;  ///< connections alive, all workers (guarded by open_mutex_)
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::vector<std::thread> threads_;
-  std::size_t next_io_ = 0;  ///< touched only by the accepting thread
+  std::vector<std::unique_ptr<Worker>> workers_;  // last: destroyed first, with the sockets they own
+  bool serving_ = false;
   static inline std::atomic<api::ConnectionId> next_id_{1};
 };
 
 /// One client connection: read what arrives, hand the module everything it
-/// has not consumed, send what it wrote, repeat. Lives on one io_context.
+/// has not consumed, send what it wrote, repeat. Lives on one worker.
 class StreamServer::Impl::Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Impl& server, Listener& listener, tcp::socket socket)
-      : server_(server), listener_(listener), socket_(std::move(socket)), id_(next_id_++) {
+  Connection(Worker& worker, Listener& listener, tcp::socket socket)
+      : worker_(worker), listener_(listener), socket_(std::move(socket)), id_(next_id_++) {
     buffer_.resize(kChunk);
     output_.reserve(kChunk);
   }
 
   ~Connection() {
     --listener_.open;
-    {
-      std::lock_guard lock(server_.connections_mutex_);
-      server_.connections_.erase(this);
-    }
-    server_.connections_changed_.notify_all();
+    worker_.connections.erase(this);
+    worker_.server.connection_closed();
   }
-
-  [[nodiscard]] auto executor() { return socket_.get_executor(); }
 
   void start() {
     ++listener_.open;
     {
-      std::lock_guard lock(server_.connections_mutex_);
-      server_.connections_.emplace(this, weak_from_this());
+      std::lock_guard lock(worker_.server.open_mutex_);
+      ++worker_.server.open_;
     }
+    worker_.connections.insert(this);
     error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);  // small replies, sent at once
     if (auto connected = listener_.slot->stream_connect(id_); !connected) {
@@ -91,12 +119,16 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
 
   /// At stop: close now unless bytes are being processed or sent.
   void close_if_idle() {
-    asio::dispatch(socket_.get_executor(), [self = shared_from_this()] {
-      if (self->reading_ && self->begin_ == self->end_) self->close();
-    });
+    if (reading_ && begin_ == end_) close();
   }
-  void close_now() {
-    asio::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->close(); });
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    if (connected_) listener_.slot->stream_disconnect(id_);
   }
 
  private:
@@ -111,7 +143,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   };
 
   void read() {
-    if (server_.stopping_ || close_after_write_) return close();
+    if (worker_.server.stopping_ || close_after_write_) return close();
     // Room for the next chunk: move unconsumed bytes to the front, then grow.
     if (buffer_.size() - end_ < kChunk) {
       if (begin_ > 0) {
@@ -140,9 +172,9 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     } else {
       begin_ += consumed.value();
       if (begin_ == end_) begin_ = end_ = 0;
-      if (end_ - begin_ > server_.options_.max_input_bytes) {
+      if (end_ - begin_ > worker_.server.options_.max_input_bytes) {
         listener_.slot->log().warn("connection {}: {} bytes buffered and not consumed, more than the limit of {}; closing",
-                                   id_, end_ - begin_, server_.options_.max_input_bytes);
+                                   id_, end_ - begin_, worker_.server.options_.max_input_bytes);
         close_after_write_ = true;
       }
     }
@@ -154,16 +186,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     });
   }
 
-  void close() {
-    if (closed_) return;
-    closed_ = true;
-    error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
-    if (connected_) listener_.slot->stream_disconnect(id_);
-  }
-
-  Impl& server_;
+  Worker& worker_;
   Listener& listener_;
   tcp::socket socket_;
   const api::ConnectionId id_;
@@ -177,17 +200,51 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   bool closed_ = false;
 };
 
-void StreamServer::Impl::accept(Listener& listener) {
-  listener.acceptor.async_accept(next_io(), [this, &listener](error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !listener.acceptor.is_open()) return;
+void StreamServer::Impl::Worker::accept(Listener& listener, tcp::acceptor& acceptor) {
+  acceptor.async_accept(io, [this, &listener, &acceptor](error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
     if (!ec) {
       ++listener.accepted;
-      auto connection = std::make_shared<Connection>(*this, listener, std::move(socket));
-      // Start on the connection's own thread: on_connect runs there.
-      asio::dispatch(connection->executor(), [connection] { connection->start(); });
+      Worker& owner = server.next_worker();
+      if (&owner == this) {
+        std::make_shared<Connection>(*this, listener, std::move(socket))->start();
+      } else {
+        const tcp protocol = socket.local_endpoint(ec).protocol();
+        error_code released;
+        const auto fd = socket.release(released);  // deregistered here, on our thread
+        if (!released)
+          asio::post(owner.io, [&owner, &listener, fd, protocol] { owner.adopt(listener, fd, protocol); });
+      }
     }
-    if (!stopping_) accept(listener);
+    if (!server.stopping_) accept(listener, acceptor);
   });
+}
+
+void StreamServer::Impl::Worker::adopt(Listener& listener, tcp::socket::native_handle_type fd, tcp protocol) {
+  tcp::socket socket(io);
+  error_code ec;
+  socket.assign(protocol, fd, ec);  // registered with this worker's reactor, on its thread
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  if (server.stopping_) return;  // closed by ~socket
+  std::make_shared<Connection>(*this, listener, std::move(socket))->start();
+}
+
+void StreamServer::Impl::Worker::close_idle() {
+  for (auto& [listener, acceptor] : acceptors) {
+    error_code ignored;
+    acceptor->close(ignored);
+  }
+  // close() may end a connection's last handler, which erases it: iterate a copy.
+  const std::vector<Connection*> open(connections.begin(), connections.end());
+  for (Connection* connection : open) connection->close_if_idle();
+}
+
+void StreamServer::Impl::Worker::close_all() {
+  const std::vector<Connection*> open(connections.begin(), connections.end());
+  for (Connection* connection : open) connection->close();
 }
 
 StreamServer::StreamServer(StreamOptions options, std::shared_ptr<spdlog::logger> log)
@@ -202,54 +259,48 @@ Result<Endpoint> StreamServer::listen(const Endpoint& endpoint, std::shared_ptr<
   error_code ec;
   const auto address = asio::ip::make_address(endpoint.host, ec);
   if (ec) return fail("bad address", ec);
-  auto listener = std::make_unique<Impl::Listener>(std::move(slot), tcp::acceptor(*impl_->ios_.front()), endpoint);
+  auto listener = std::make_unique<Impl::Listener>(std::move(slot), endpoint);
   const tcp::endpoint bind_to(address, endpoint.port);
-  listener->acceptor.open(bind_to.protocol(), ec);
+  auto acceptor = std::make_unique<tcp::acceptor>(impl_->workers_.front()->io);
+  acceptor->open(bind_to.protocol(), ec);
   if (ec) return fail("open", ec);
-  listener->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  listener->acceptor.bind(bind_to, ec);
+  acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  acceptor->bind(bind_to, ec);
   if (ec) return fail("bind", ec);
-  listener->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return fail("listen", ec);
-  const auto bound = listener->acceptor.local_endpoint(ec);
+  const auto bound = acceptor->local_endpoint(ec);
   listener->endpoint = Endpoint{bound.address().to_string(), bound.port()};
+  impl_->workers_.front()->acceptors.emplace_back(listener.get(), std::move(acceptor));
   impl_->listeners_.push_back(std::move(listener));
   return impl_->listeners_.back()->endpoint;
 }
 
 void StreamServer::serve() {
-  for (auto& listener : impl_->listeners_) impl_->accept(*listener);
-  for (auto& io : impl_->ios_) impl_->threads_.emplace_back([&io] { io->run(); });
+  impl_->serving_ = true;
+  for (auto& worker : impl_->workers_) {
+    for (auto& [listener, acceptor] : worker->acceptors) worker->accept(*listener, *acceptor);
+    worker->thread = std::thread([&io = worker->io] { io.run(); });
+  }
 }
 
 void StreamServer::stop(std::chrono::milliseconds grace) {
   Impl& s = *impl_;
-  if (s.threads_.empty()) return;
-  s.stopping_ = true;
-  for (auto& listener : s.listeners_)
-    asio::post(listener->acceptor.get_executor(), [&listener = *listener] {
-      error_code ignored;
-      listener.acceptor.close(ignored);
-    });
-  auto open = [&s] {
-    std::vector<std::shared_ptr<Impl::Connection>> out;
-    std::lock_guard lock(s.connections_mutex_);
-    for (const auto& [raw, weak] : s.connections_)
-      if (auto connection = weak.lock()) out.push_back(std::move(connection));
-    return out;
-  };
-  for (const auto& connection : open()) connection->close_if_idle();
+  if (!s.serving_) return;
+  s.serving_ = false;
+  s.stopping_ = true;  // from now on every connection closes after its current reply
+  for (auto& worker : s.workers_) asio::post(worker->io, [&w = *worker] { w.close_idle(); });
   {
-    std::unique_lock lock(s.connections_mutex_);
-    s.connections_changed_.wait_for(lock, grace, [&s] { return s.connections_.empty(); });
+    std::unique_lock lock(s.open_mutex_);
+    s.open_changed_.wait_for(lock, grace, [&s] { return s.open_ == 0; });
+    if (s.open_ > 0)
+      s.log_->warn("streams: closing {} connection(s) still busy after the {} ms grace period", s.open_, grace.count());
   }
-  if (const auto left = open(); !left.empty()) {
-    s.log_->warn("streams: closing {} connection(s) still busy after the {} ms grace period", left.size(), grace.count());
-    for (const auto& connection : left) connection->close_now();
+  for (auto& worker : s.workers_) {
+    asio::post(worker->io, [&w = *worker] { w.close_all(); });
+    worker->guard.reset();  // run() returns once the worker's last handler has run
   }
-  s.guards_.clear();  // io_contexts return once their last handler has run
-  for (auto& thread : s.threads_) thread.join();
-  s.threads_.clear();
+  for (auto& worker : s.workers_) worker->thread.join();
 }
 
 std::vector<ListenerInfo> StreamServer::listeners() const {

@@ -46,8 +46,10 @@ void TimerService::run() {
       changed_.wait(lock);
       continue;
     }
-    if (Clock::now() < next->second.due) {
-      changed_.wait_until(lock, next->second.due);
+    if (const Clock::time_point due = next->second.due; Clock::now() < due) {
+      // A copy: cancel() may erase the timer while we wait, and wait_until
+      // reads its deadline again after waking.
+      changed_.wait_until(lock, due);
       continue;  // the set may have changed meanwhile
     }
     const Id id = next->first;

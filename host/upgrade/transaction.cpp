@@ -283,7 +283,7 @@ class UpgradeTransaction {
   }
 
   Error unread_error(const Move& move, std::uint64_t left) const {
-    return move.error(Phase::Migrate, "load_state left " + std::to_string(left) + " of " +
+    return move.error(Phase::Migrate, "load_state returned with " + std::to_string(left) + " of " +
                                           std::to_string(move.report.state_bytes) +
                                           " bytes unread (does it read the schema it was given?)");
   }
@@ -334,8 +334,8 @@ class UpgradeTransaction {
       // A load that ended first makes the save fail too; the load is the cause then.
       if (pipe.reader_gave_up()) {
         if (load_failure) return move.error(Phase::Migrate, *load_failure);
-        return move.error(Phase::Migrate, "load_state returned before reading the whole state "
-                                          "(does it read the schema it was given?)");
+        return move.error(Phase::Migrate, "load_state returned before the state was fully written, so with "
+                                          "bytes unread (does it read the schema it was given?)");
       }
       return std::move(saved).error();
     }

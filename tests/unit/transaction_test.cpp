@@ -100,7 +100,7 @@ TEST_CASE("a failing load_state rolls back with byte-identical state", "[upgrade
       {"load", "migrate: refused: probe refuses to load on purpose"},
       {"load-crash", "migrate: load_state threw: probe load crashes on purpose"},
       {"non-std", "migrate: load_state threw a non-standard exception"},
-      {"short-read", "migrate: load_state left"},
+      {"short-read", "migrate: load_state returned with"},
   }));
   INFO("fail=" << fail);
   const auto report = host::upgrade(*slot, h.loader, probe_path(2), {{"fail", fail}});
@@ -403,7 +403,8 @@ TEST_CASE("a state larger than one chunk streams from save_state into load_state
   SECTION("a load that stops reading early is caught") {
     const auto report = host::upgrade(*slot, h.loader, probe_path(2), {{"fail", "short-read"}});
     CHECK(report.outcome == Outcome::RolledBack);
-    CHECK_THAT(report.error->reason, Catch::Contains("load_state returned before reading the whole state"));
+    // Which side notices first depends on timing; both say the load stopped early.
+    CHECK_THAT(report.error->reason, Catch::Contains("load_state returned") && Catch::Contains("bytes unread"));
     CHECK(state_of(*slot) == before);
   }
   SECTION("a state over the limit is refused") {
