@@ -338,11 +338,20 @@ Json section_b(const Options& o, Moltd& moltd) {
   auto history = host::control_call(moltd.socket(), {{"command", "history"}, {"module", "kv"}});
   std::vector<double> pauses;
   std::size_t in_memory = 0;
+  std::vector<nlohmann::json> slowest;
   if (history)
     for (const auto& report : history->body["reports"]) {
       pauses.push_back(report["pause_us"].get<double>());
       in_memory += report["state_transfer"] == "memory" ? 1 : 0;
+      slowest.push_back(report);
     }
+  std::sort(slowest.begin(), slowest.end(), [](const auto& a, const auto& b) { return a["pause_us"] > b["pause_us"]; });
+  slowest.resize(std::min<std::size_t>(slowest.size(), 5));
+  Json slowest_phases = Json::array();
+  for (const auto& report : slowest)
+    slowest_phases.push_back({{"pause_us", report["pause_us"]}, {"phases_us", report["phases_us"]},
+                              {"queued_calls", report["queued_calls"]}});
+  upgrading["slowest_pauses"] = slowest_phases;
   upgrading["state_handed_over_in_memory"] = in_memory;
   upgrading["pause_p50_us"] = percentile(pauses, 0.5);
   upgrading["pause_p99_us"] = percentile(pauses, 0.99);
@@ -363,6 +372,13 @@ Json section_b(const Options& o, Moltd& moltd) {
                 static_cast<unsigned long long>((*phase)["writes_lost"].get<std::uint64_t>()),
                 duration((*phase)["writer_p99_us"].get<double>()).c_str(),
                 duration((*phase)["writer_max_us"].get<double>()).c_str());
+  for (const auto& slow : slowest_phases) {
+    const auto& ph = slow["phases_us"];
+    std::printf("    slow pause %s: quiesce %s, save %s, migrate %s, resume %s; %d calls waited\n",
+                duration(slow["pause_us"].get<double>()).c_str(), duration(ph["quiesce"].get<double>()).c_str(),
+                duration(ph["save"].get<double>()).c_str(), duration(ph["migrate"].get<double>()).c_str(),
+                duration(ph["resume"].get<double>()).c_str(), slow["queued_calls"].get<int>());
+  }
   std::printf("    upgrades: %u completed, %u failed, %zu handed the state over in memory; pause p50 %s, p99 %s, max %s\n",
               upgrading["upgrades_completed"].get<unsigned>(), upgrading["upgrades_failed"].get<unsigned>(), in_memory,
               duration(percentile(pauses, 0.5)).c_str(), duration(percentile(pauses, 0.99)).c_str(),

@@ -14,6 +14,7 @@
 #include "molt/host/common/file_checks.hpp"
 #include "molt/host/common/sha256.hpp"
 #include "molt/host/loader/elf_file.hpp"
+#include "molt/host/slot/module_call.hpp"
 
 namespace molt::host {
 namespace fs = std::filesystem;
@@ -111,13 +112,7 @@ Result<Instance> Image::instantiate() const {
     return Error{info_.name, info_.version, source_.string(), Phase::Start, std::move(reason)};
   };
   api::Module* module = nullptr;
-  try {
-    module = create_();
-  } catch (const std::exception& e) {
-    return fail(std::string("constructor threw: ") + e.what());
-  } catch (...) {
-    return fail("constructor threw a non-standard exception");
-  }
+  if (auto failure = guard_module_call("constructor", [&] { module = create_(); })) return fail(std::move(*failure));
   if (module == nullptr) return fail("molt_module_create returned null");
   return Instance(module, InstanceDeleter{shared_from_this()});
 }

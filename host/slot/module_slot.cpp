@@ -1,5 +1,6 @@
 #include "molt/host/slot/module_slot.hpp"
 
+#include "molt/host/slot/module_call.hpp"
 #include "molt/host/state/buffers.hpp"
 
 namespace molt::host {
@@ -84,13 +85,8 @@ void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexce
     const auto it = timers_.find(name);
     if (it == timers_.end() || it->second != id) return;  // cancelled or replaced meanwhile
   }
-  try {
-    live_->instance->on_timer(name);
-  } catch (const std::exception& e) {
-    logger_->error("timer '{}': on_timer threw: {}", name, e.what());
-  } catch (...) {
-    logger_->error("timer '{}': on_timer threw a non-standard exception", name);
-  }
+  if (auto failure = guard_module_call("on_timer", [&] { live_->instance->on_timer(name); }))
+    logger_->error("timer '{}': {}", name, *failure);
 }
 
 std::vector<std::string> ModuleSlot::timers() const {
@@ -102,14 +98,9 @@ std::vector<std::string> ModuleSlot::timers() const {
 
 Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
   const CallGate::Pass pass = gate_.enter();
-  try {
-    live_->instance->on_connect(connection);
-    return {};
-  } catch (const std::exception& e) {
-    return Error{name_, live_->image->info().version, {}, Phase::Call, std::string("on_connect threw: ") + e.what()};
-  } catch (...) {
-    return Error{name_, live_->image->info().version, {}, Phase::Call, "on_connect threw a non-standard exception"};
-  }
+  if (auto failure = guard_module_call("on_connect", [&] { live_->instance->on_connect(connection); }))
+    return Error{name_, live_->image->info().version, {}, Phase::Call, std::move(*failure)};
+  return {};
 }
 
 Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::string_view input,
@@ -121,27 +112,18 @@ Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::s
     failed_calls_.fetch_add(1, std::memory_order_relaxed);
     return Error{name_, live.image->info().version, {}, Phase::Call, std::move(reason)};
   };
-  try {
-    const std::size_t consumed = live.instance->on_data(connection, input, out);
-    if (consumed > input.size())
-      return fail("on_data consumed " + std::to_string(consumed) + " of " + std::to_string(input.size()) + " bytes");
-    return consumed;
-  } catch (const std::exception& e) {
-    return fail(std::string("on_data threw: ") + e.what());
-  } catch (...) {
-    return fail("on_data threw a non-standard exception");
-  }
+  std::size_t consumed = 0;
+  if (auto failure = guard_module_call("on_data", [&] { consumed = live.instance->on_data(connection, input, out); }))
+    return fail(std::move(*failure));
+  if (consumed > input.size())
+    return fail("on_data consumed " + std::to_string(consumed) + " of " + std::to_string(input.size()) + " bytes");
+  return consumed;
 }
 
 void ModuleSlot::stream_disconnect(api::ConnectionId connection) noexcept {
   const CallGate::Pass pass = gate_.enter();
-  try {
-    live_->instance->on_disconnect(connection);
-  } catch (const std::exception& e) {
-    logger_->error("on_disconnect threw: {}", e.what());
-  } catch (...) {
-    logger_->error("on_disconnect threw a non-standard exception");
-  }
+  if (auto failure = guard_module_call("on_disconnect", [&] { live_->instance->on_disconnect(connection); }))
+    logger_->error("connection {}: {}", connection, *failure);
 }
 
 Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<const Image> image) {
@@ -155,13 +137,8 @@ Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<
     const auto& info = live->image->info();
     return Error{name_, info.version, live->image->source().string(), Phase::Start, std::move(reason)};
   };
-  try {
-    instance.value()->start(*live->context);
-  } catch (const std::exception& e) {
-    return fail(std::string("start threw: ") + e.what());  // ~Instance destroys it without stop()
-  } catch (...) {
-    return fail("start threw a non-standard exception");
-  }
+  if (auto failure = guard_module_call("start", [&] { instance.value()->start(*live->context); }))
+    return fail(std::move(*failure));  // ~Instance destroys it without stop()
   live->instance = std::move(instance.value());
   return live;
 }
@@ -172,15 +149,8 @@ Result<void> ModuleSlot::save_to(const Live& live, const api::SaveTarget& target
     return Error{name_, info.version, live.image->source().string(), Phase::Save, std::move(reason)};
   };
   api::StateWriter writer(out);
-  try {
-    live.instance->save_state(writer, target);
-  } catch (const api::MigrationRefused& e) {
-    return fail(std::string("refused: ") + e.what());
-  } catch (const std::exception& e) {
-    return fail(std::string("save_state threw: ") + e.what());
-  } catch (...) {
-    return fail("save_state threw a non-standard exception");
-  }
+  if (auto failure = guard_module_call("save_state", [&] { live.instance->save_state(writer, target); }))
+    return fail(std::move(*failure));
   return {};
 }
 
@@ -205,13 +175,10 @@ Result<api::Response> ModuleSlot::call(const api::Request& request) {
     failed_calls_.fetch_add(1, std::memory_order_relaxed);
     return Error{name_, live.image->info().version, {}, Phase::Call, std::move(reason)};
   };
-  try {
-    return live.instance->handle(request);
-  } catch (const std::exception& e) {
-    return fail(request.method + ' ' + request.path + ": handler threw: " + e.what());
-  } catch (...) {
-    return fail(request.method + ' ' + request.path + ": handler threw a non-standard exception");
-  }
+  api::Response response;
+  if (auto failure = guard_module_call("handler", [&] { response = live.instance->handle(request); }))
+    return fail(request.method + ' ' + request.path + ": " + *failure);
+  return response;
 }
 
 Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds timeout) {

@@ -47,6 +47,7 @@
 
 #include <thread>
 
+#include "molt/host/slot/module_call.hpp"
 #include "molt/host/state/buffers.hpp"
 #include "molt/host/state/state_pipe.hpp"
 
@@ -270,16 +271,7 @@ class UpgradeTransaction {
   std::optional<std::string> load(Move& move, std::streambuf& source) {
     api::StateReader reader(source);
     const api::Migration migration{move.state_schema, move.state_version, move.report.direction, move.step->extra};
-    try {
-      move.next->instance->load_state(reader, migration);
-    } catch (const api::MigrationRefused& e) {
-      return std::string("refused: ") + e.what();
-    } catch (const std::exception& e) {
-      return std::string("load_state threw: ") + e.what();
-    } catch (...) {
-      return "load_state threw a non-standard exception";
-    }
-    return std::nullopt;
+    return guard_module_call("load_state", [&] { move.next->instance->load_state(reader, migration); });
   }
 
   Error unread_error(const Move& move, std::uint64_t left) const {
