@@ -262,3 +262,18 @@ TEST_CASE("an oversized bulk is refused before it arrives, without using the mem
   CHECK(next.call({"SET", "k", std::string(1 << 20, 'x')}) == "+OK\r\n");  // at the limit: fine
   CHECK(next.call({"STRLEN", "k"}) == ":1048576\r\n");
 }
+
+TEST_CASE("kv v2 removes expired keys in the background, on a host timer, without being asked", "[kv][expiry]") {
+  auto d = kv_daemon(2);
+  d.start();
+  RespClient client(d.stream_port("kv"));
+  for (int i = 0; i < 100; ++i) REQUIRE(client.call({"SET", "short:" + std::to_string(i), "x", "PX", "50"}) == "+OK\r\n");
+  REQUIRE(client.call({"SET", "kept", "x"}) == "+OK\r\n");
+  // /kv counts the table itself, expired keys included until removed; nothing
+  // looks the keys up, so only the timer can remove them.
+  CHECK(d.get_json("/kv")["keys"] == 101);
+  REQUIRE(wait_until([&] { return d.get_json("/kv")["keys"] == 1; }));
+  CHECK(d.get_json("/kv")["expiring"] == 0);
+  const auto status = d.status()["modules"][0];
+  CHECK(status["timers"] == Json::array({"expire"}));
+}
