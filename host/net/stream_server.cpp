@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <future>
 #include <unistd.h>
 
 #include <cstring>
@@ -32,10 +33,12 @@ class StreamServer::Impl {
   struct Worker;
 
   struct Listener {
-    std::shared_ptr<ModuleSlot> slot;
-    Endpoint endpoint;  ///< as bound
+    std::shared_ptr<ModuleSlot> slot;  ///< reset on worker 0 when the module is removed
+    Endpoint endpoint;                 ///< as bound
+    std::string module;
     std::atomic<std::size_t> open{0};
     std::atomic<std::uint64_t> accepted{0};
+    std::atomic<bool> closed{false};
   };
 
   /// One I/O thread and everything that lives on it.
@@ -52,7 +55,9 @@ class StreamServer::Impl {
 
     void accept(Listener& listener, tcp::acceptor& acceptor);
     /// On this worker's thread: wraps an accepted descriptor and starts it.
-    void adopt(Listener& listener, tcp::socket::native_handle_type fd, tcp protocol);
+    void adopt(Listener& listener, std::shared_ptr<ModuleSlot> slot, tcp::socket::native_handle_type fd, tcp protocol);
+    /// On this worker's thread: closes `module`'s acceptors (worker 0) and connections.
+    void close_module(const std::string& module);
     void close_idle();  ///< on this thread: stop accepting, close connections with nothing in progress
     void close_all();   ///< on this thread
   };
@@ -78,9 +83,10 @@ class StreamServer::Impl {
   std::mutex open_mutex_;
   std::condition_variable open_changed_;
   std::size_t open_ = 0;  ///< connections alive, all workers (guarded by open_mutex_)
-  std::vector<std::unique_ptr<Listener>> listeners_;
+  mutable std::mutex listeners_mutex_;
+  std::vector<std::unique_ptr<Listener>> listeners_;  ///< never erased: connections refer to them
   std::vector<std::unique_ptr<Worker>> workers_;  // last: destroyed first, with the sockets they own
-  bool serving_ = false;
+  std::atomic<bool> serving_{false};
   static inline std::atomic<api::ConnectionId> next_id_{1};
 };
 
@@ -88,8 +94,8 @@ class StreamServer::Impl {
 /// has not consumed, send what it wrote, repeat. Lives on one worker.
 class StreamServer::Impl::Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Worker& worker, Listener& listener, tcp::socket socket)
-      : worker_(worker), listener_(listener), socket_(std::move(socket)), id_(next_id_++) {
+  Connection(Worker& worker, Listener& listener, std::shared_ptr<ModuleSlot> slot, tcp::socket socket)
+      : worker_(worker), listener_(listener), slot_(std::move(slot)), socket_(std::move(socket)), id_(next_id_++) {
     buffer_.resize(kChunk);
     output_.reserve(kChunk);
   }
@@ -109,13 +115,15 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     worker_.connections.insert(this);
     error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);  // small replies, sent at once
-    if (auto connected = listener_.slot->stream_connect(id_); !connected) {
-      listener_.slot->log().error("{}", connected.error().to_string());
+    if (auto connected = slot_->stream_connect(id_); !connected) {
+      slot_->log().error("{}", connected.error().to_string());
       return close();
     }
     connected_ = true;
     read();
   }
+
+  [[nodiscard]] const Listener& listener() const noexcept { return listener_; }
 
   /// At stop: close now unless bytes are being processed or sent.
   void close_if_idle() {
@@ -128,7 +136,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
-    if (connected_) listener_.slot->stream_disconnect(id_);
+    if (connected_) slot_->stream_disconnect(id_);
   }
 
  private:
@@ -165,15 +173,15 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     if (ec) return close();
     end_ += n;
     Output out(*this);
-    auto consumed = listener_.slot->stream_data(id_, std::string_view(buffer_.data() + begin_, end_ - begin_), out);
+    auto consumed = slot_->stream_data(id_, std::string_view(buffer_.data() + begin_, end_ - begin_), out);
     if (!consumed) {
-      listener_.slot->log().error("{}; closing connection {}", consumed.error().to_string(), id_);
+      slot_->log().error("{}; closing connection {}", consumed.error().to_string(), id_);
       close_after_write_ = true;
     } else {
       begin_ += consumed.value();
       if (begin_ == end_) begin_ = end_ = 0;
       if (end_ - begin_ > worker_.server.options_.max_input_bytes) {
-        listener_.slot->log().warn("connection {}: {} bytes buffered and not consumed, more than the limit of {}; closing",
+        slot_->log().warn("connection {}: {} bytes buffered and not consumed, more than the limit of {}; closing",
                                    id_, end_ - begin_, worker_.server.options_.max_input_bytes);
         close_after_write_ = true;
       }
@@ -188,6 +196,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
 
   Worker& worker_;
   Listener& listener_;
+  std::shared_ptr<ModuleSlot> slot_;  ///< this connection's own: keeps a removed module alive until it closes
   tcp::socket socket_;
   const api::ConnectionId id_;
   std::vector<char> buffer_;  ///< [begin_, end_) is read and not consumed yet
@@ -207,20 +216,23 @@ void StreamServer::Impl::Worker::accept(Listener& listener, tcp::acceptor& accep
       ++listener.accepted;
       Worker& owner = server.next_worker();
       if (&owner == this) {
-        std::make_shared<Connection>(*this, listener, std::move(socket))->start();
+        std::make_shared<Connection>(*this, listener, listener.slot, std::move(socket))->start();
       } else {
         const tcp protocol = socket.local_endpoint(ec).protocol();
         error_code released;
         const auto fd = socket.release(released);  // deregistered here, on our thread
         if (!released)
-          asio::post(owner.io, [&owner, &listener, fd, protocol] { owner.adopt(listener, fd, protocol); });
+          asio::post(owner.io, [&owner, &listener, slot = listener.slot, fd, protocol] {
+            owner.adopt(listener, slot, fd, protocol);
+          });
       }
     }
-    if (!server.stopping_) accept(listener, acceptor);
+    if (!server.stopping_ && !listener.closed) accept(listener, acceptor);
   });
 }
 
-void StreamServer::Impl::Worker::adopt(Listener& listener, tcp::socket::native_handle_type fd, tcp protocol) {
+void StreamServer::Impl::Worker::adopt(Listener& listener, std::shared_ptr<ModuleSlot> slot,
+                                       tcp::socket::native_handle_type fd, tcp protocol) {
   tcp::socket socket(io);
   error_code ec;
   socket.assign(protocol, fd, ec);  // registered with this worker's reactor, on its thread
@@ -228,8 +240,8 @@ void StreamServer::Impl::Worker::adopt(Listener& listener, tcp::socket::native_h
     ::close(fd);
     return;
   }
-  if (server.stopping_) return;  // closed by ~socket
-  std::make_shared<Connection>(*this, listener, std::move(socket))->start();
+  if (server.stopping_ || listener.closed) return;  // closed by ~socket
+  std::make_shared<Connection>(*this, listener, std::move(slot), std::move(socket))->start();
 }
 
 void StreamServer::Impl::Worker::close_idle() {
@@ -240,6 +252,18 @@ void StreamServer::Impl::Worker::close_idle() {
   // close() may end a connection's last handler, which erases it: iterate a copy.
   const std::vector<Connection*> open(connections.begin(), connections.end());
   for (Connection* connection : open) connection->close_if_idle();
+}
+
+void StreamServer::Impl::Worker::close_module(const std::string& module) {
+  for (auto& [listener, acceptor] : acceptors) {
+    if (listener->module != module) continue;
+    error_code ignored;
+    acceptor->close(ignored);
+    listener->slot.reset();  // no new connection can take it now
+  }
+  const std::vector<Connection*> open(connections.begin(), connections.end());
+  for (Connection* connection : open)
+    if (connection->listener().module == module) connection->close();
 }
 
 void StreamServer::Impl::Worker::close_all() {
@@ -256,24 +280,62 @@ Result<Endpoint> StreamServer::listen(const Endpoint& endpoint, std::shared_ptr<
   auto fail = [&](const std::string& what, const error_code& ec) {
     return Error{slot->name(), {}, endpoint.to_string(), Phase::Start, "listen: " + what + ": " + ec.message()};
   };
-  error_code ec;
-  const auto address = asio::ip::make_address(endpoint.host, ec);
-  if (ec) return fail("bad address", ec);
-  auto listener = std::make_unique<Impl::Listener>(std::move(slot), endpoint);
-  const tcp::endpoint bind_to(address, endpoint.port);
-  auto acceptor = std::make_unique<tcp::acceptor>(impl_->workers_.front()->io);
-  acceptor->open(bind_to.protocol(), ec);
-  if (ec) return fail("open", ec);
-  acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-  acceptor->bind(bind_to, ec);
-  if (ec) return fail("bind", ec);
-  acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return fail("listen", ec);
-  const auto bound = acceptor->local_endpoint(ec);
-  listener->endpoint = Endpoint{bound.address().to_string(), bound.port()};
-  impl_->workers_.front()->acceptors.emplace_back(listener.get(), std::move(acceptor));
-  impl_->listeners_.push_back(std::move(listener));
-  return impl_->listeners_.back()->endpoint;
+  error_code address_error;
+  const auto address = asio::ip::make_address(endpoint.host, address_error);
+  if (address_error) return fail("bad address", address_error);
+  Impl::Worker& first = *impl_->workers_.front();
+  auto listener = std::make_unique<Impl::Listener>(slot, endpoint, slot->name());
+  Impl::Listener& bound_listener = *listener;
+  // The acceptor belongs to worker 0; once that runs, only its thread may
+  // touch its reactor, so the bind happens there.
+  auto bind = [&]() -> Result<Endpoint> {
+    error_code ec;
+    const tcp::endpoint bind_to(address, endpoint.port);
+    auto acceptor = std::make_unique<tcp::acceptor>(first.io);
+    acceptor->open(bind_to.protocol(), ec);
+    if (ec) return fail("open", ec);
+    acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    acceptor->bind(bind_to, ec);
+    if (ec) return fail("bind", ec);
+    acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return fail("listen", ec);
+    const auto bound = acceptor->local_endpoint(ec);
+    bound_listener.endpoint = Endpoint{bound.address().to_string(), bound.port()};
+    first.acceptors.emplace_back(&bound_listener, std::move(acceptor));
+    if (impl_->serving_) first.accept(bound_listener, *first.acceptors.back().second);
+    return bound_listener.endpoint;
+  };
+  Result<Endpoint> result = Error{};
+  if (impl_->serving_) {
+    std::promise<Result<Endpoint>> done;
+    asio::post(first.io, [&] { done.set_value(bind()); });
+    result = done.get_future().get();
+  } else {
+    result = bind();
+  }
+  if (result) {
+    std::lock_guard lock(impl_->listeners_mutex_);
+    impl_->listeners_.push_back(std::move(listener));
+  }
+  return result;
+}
+
+void StreamServer::close_module(std::string_view module) {
+  Impl& s = *impl_;
+  {
+    std::lock_guard lock(s.listeners_mutex_);
+    for (auto& listener : s.listeners_)
+      if (listener->module == module) listener->closed = true;
+  }
+  if (!s.serving_) return;
+  for (auto& worker : s.workers_) {
+    std::promise<void> done;
+    asio::post(worker->io, [&w = *worker, name = std::string(module), &done] {
+      w.close_module(name);
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
 }
 
 void StreamServer::serve() {
@@ -305,8 +367,10 @@ void StreamServer::stop(std::chrono::milliseconds grace) {
 
 std::vector<ListenerInfo> StreamServer::listeners() const {
   std::vector<ListenerInfo> out;
+  std::lock_guard lock(impl_->listeners_mutex_);
   for (const auto& listener : impl_->listeners_)
-    out.push_back({listener->slot->name(), listener->endpoint, listener->open.load(), listener->accepted.load()});
+    if (!listener->closed)
+      out.push_back({listener->module, listener->endpoint, listener->open.load(), listener->accepted.load()});
   return out;
 }
 

@@ -43,10 +43,13 @@ class StreamServer {
   StreamServer(const StreamServer&) = delete;
   StreamServer& operator=(const StreamServer&) = delete;
 
-  /// Binds `endpoint` for `slot`'s module. Call before serve().
+  /// Binds `endpoint` for `slot`'s module, before or after serve().
   [[nodiscard]] Result<Endpoint> listen(const Endpoint& endpoint, std::shared_ptr<ModuleSlot> slot);
   /// Starts accepting and the I/O threads.
   void serve();
+  /// Closes `module`'s listeners and its connections (a module being removed).
+  /// Each connection keeps its module's slot alive until it is gone.
+  void close_module(std::string_view module);
   /// Stops accepting; closes idle connections; lets the ones whose bytes are
   /// being processed finish and flush their replies (up to `grace`); joins.
   void stop(std::chrono::milliseconds grace);

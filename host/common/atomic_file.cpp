@@ -1,0 +1,91 @@
+#include "molt/host/common/atomic_file.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+#include "molt/host/common/fault.hpp"
+
+namespace molt::host {
+namespace fs = std::filesystem;
+namespace {
+
+std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
+
+bool write_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::string> write_file_atomically(const fs::path& path, std::string_view bytes) {
+  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  std::error_code exists_error;
+  if (!fs::is_directory(dir, exists_error)) return "directory " + dir.string() + " does not exist";
+  const fs::path temp = dir / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return "cannot create " + temp.string() + ": " + errno_text(errno);
+  fault_point("write.temp-open");
+  bool written = write_all(fd, bytes);
+  fault_point("write.temp-written");
+  written = written && ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  std::error_code ec;
+  if (!written) {
+    fs::remove(temp, ec);
+    return "cannot write " + temp.string() + ": " + errno_text(err);
+  }
+  fault_point("write.before-rename");
+  if (::rename(temp.c_str(), path.c_str()) != 0) {
+    const int rename_err = errno;
+    fs::remove(temp, ec);
+    return "cannot rename into place: " + errno_text(rename_err);
+  }
+  fault_point("write.after-rename");
+  if (const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> read_file(const fs::path& path, std::uint64_t max_bytes, std::string& contents) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "cannot open: " + errno_text(errno);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return "cannot stat: " + errno_text(err);
+  }
+  if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
+    ::close(fd);
+    return "file is " + std::to_string(st.st_size) + " bytes, more than the limit of " + std::to_string(max_bytes);
+  }
+  contents.resize(static_cast<std::size_t>(st.st_size));
+  std::size_t done = 0;
+  while (done < contents.size()) {
+    const ssize_t n = ::read(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      return "cannot read: " + errno_text(err);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return std::nullopt;
+}
+
+}  // namespace molt::host

@@ -1,0 +1,22 @@
+// Replacing a file so that a crash leaves the old contents or the new ones,
+// never a mix: a temporary file in the same directory, fsync, rename over
+// the target, fsync of the directory (which makes the rename itself durable).
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <optional>
+#include <cstdint>
+
+namespace molt::host {
+
+/// Writes `bytes` to `path` atomically; on failure, why (the target is then
+/// untouched and no temporary file is left).
+[[nodiscard]] std::optional<std::string> write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
+
+/// Reads a whole file of at most `max_bytes`; on failure, why.
+[[nodiscard]] std::optional<std::string> read_file(const std::filesystem::path& path, std::uint64_t max_bytes,
+                                                   std::string& contents);
+
+}  // namespace molt::host

@@ -1,0 +1,17 @@
+// Test-only fault injection: crash the process at a named point.
+//
+// When the environment variable MOLT_FAULT names a point (e.g.
+// "upgrade.resume" or "write.before-rename"), the process kills itself with
+// SIGKILL on reaching it: the fault tests use this to check that a crash at
+// any moment of an upgrade or a snapshot loses nothing that was acknowledged.
+// MOLT_FAULT=name:N kills on the N-th time the point is reached. Without the
+// variable, a point costs one relaxed atomic load.
+#pragma once
+
+#include <string_view>
+
+namespace molt::host {
+
+void fault_point(std::string_view name) noexcept;
+
+}  // namespace molt::host

@@ -1,0 +1,62 @@
+#include "molt/host/release/snapshot_store.hpp"
+
+#include <algorithm>
+#include <ctime>
+
+namespace molt::host {
+namespace fs = std::filesystem;
+
+fs::path SnapshotStore::path_of(std::string_view module) const { return dir_ / (std::string(module) + ".molt"); }
+
+Result<void> SnapshotStore::save(const StateBlob& blob) const {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) return Error{blob.module, blob.version, dir_.string(), Phase::Snapshot, "cannot create: " + ec.message()};
+  return write_state_file(path_of(blob.module), blob);
+}
+
+Result<std::optional<StateBlob>> SnapshotStore::load(std::string_view module) const {
+  const fs::path path = path_of(module);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return std::optional<StateBlob>();
+  auto blob = read_state_file(path, max_state_bytes_);
+  if (!blob) {
+    Error error = std::move(blob).error();
+    error.module = std::string(module);
+    return error;
+  }
+  if (blob->module != module)
+    return Error{std::string(module), {}, path.string(), Phase::Snapshot,
+                 "holds the state of module '" + blob->module + "'"};
+  return std::optional<StateBlob>(std::move(blob.value()));
+}
+
+Result<fs::path> SnapshotStore::move_aside(std::string_view module, std::string_view why) const {
+  const fs::path from = path_of(module);
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
+  fs::path to = from;
+  to += "." + std::string(why) + "-" + stamp;
+  for (int n = 1; fs::exists(to); ++n) {  // never overwrite an earlier one
+    to = from;
+    to += "." + std::string(why) + "-" + stamp + "." + std::to_string(n);
+  }
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  if (ec) return Error{std::string(module), {}, from.string(), Phase::Snapshot, "cannot move aside: " + ec.message()};
+  return to;
+}
+
+std::vector<std::string> SnapshotStore::modules() const {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec))
+    if (entry.path().extension() == ".molt") names.push_back(entry.path().stem().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace molt::host
