@@ -16,6 +16,8 @@ std::string_view to_string(Phase phase) noexcept {
     case Phase::Snapshot: return "snapshot";
     case Phase::Config: return "config";
     case Phase::Control: return "control";
+    case Phase::Script: return "script";
+    case Phase::Release: return "release";
   }
   return "unknown";
 }

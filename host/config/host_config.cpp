@@ -99,7 +99,23 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
   if (const auto* host = root.get_as<toml::table>("host")) {
     check.only_keys(*host, "host.", {"run_dir", "plugin_dir", "http", "http_threads", "io_threads",
                                      "max_stream_buffer_bytes", "max_request_bytes", "quiesce_timeout_ms",
-                                     "max_state_bytes", "log_level"});
+                                     "max_state_bytes", "log_level", "release", "probation_seconds",
+                                     "probation_max_error_rate", "probation_min_calls", "snapshot_interval_seconds"});
+    if (auto v = check.string(*host, "host.", "release")) {
+      if (v->empty()) check.fail("host.release", "must not be empty");
+      else config.release = *v;
+    }
+    if (auto v = check.integer(*host, "host.", "probation_seconds", 0, 7 * 24 * 3600)) config.probation = std::chrono::seconds(*v);
+    if (auto v = check.integer(*host, "host.", "probation_min_calls", 1, 1ll << 40)) config.probation_min_calls = *v;
+    if (auto v = check.integer(*host, "host.", "snapshot_interval_seconds", 0, 7 * 24 * 3600))
+      config.snapshot_interval = std::chrono::seconds(*v);
+    if (const auto* rate = host->get("probation_max_error_rate")) {
+      const auto* number = rate->as_floating_point();
+      const auto* whole = rate->as_integer();
+      const double value = number ? number->get() : whole ? static_cast<double>(whole->get()) : -1;
+      if (value < 0 || value > 1) check.fail("host.probation_max_error_rate", "must be a number from 0 to 1");
+      else config.probation_max_error_rate = value;
+    }
     if (auto v = check.string(*host, "host.", "run_dir")) config.run_dir = *v;
     if (auto v = check.string(*host, "host.", "plugin_dir")) config.plugin_dir = *v;
     if (auto v = check.string(*host, "host.", "http")) {

@@ -51,6 +51,33 @@ Json upgrade_reply(Result<UpgradeReport> result) {
 
 Json error_reply(const std::string& message) { return Json{{"ok", false}, {"error", message}}; }
 
+Json ControlHandler::upgrade(const Json& request) {
+  const auto text = request.find("script");
+  if (text == request.end() || !text->is_string()) return error_reply("upgrade: needs \"script\" (the script's text)");
+  auto script = parse_upgrade_script(text->get<std::string>(), request.value("source", std::string("script")));
+  if (!script) return error_reply(script.error().to_string());
+  if (request.value("down", false)) script = releases_.down_script(script.value());
+  if (request.value("check", false)) {
+    auto plan = releases_.check(script.value());
+    if (!plan) return error_reply(plan.error().to_string());
+    Json steps = Json::array();
+    for (const auto& p : plan->steps) {
+      const char* action = p.step.action == StepAction::Add ? "add" : p.step.action == StepAction::Remove ? "remove" : "upgrade";
+      steps.push_back({{"step", p.step.number}, {"action", action}, {"module", p.step.module},
+                       {"from", p.running.value}, {"to", p.step.to ? Json(p.step.to->value) : Json(nullptr)},
+                       {"file", p.file.string()}, {"sha256", p.sha256}, {"depends_on", p.step.depends_on}});
+    }
+    return Json{{"ok", true}, {"release", plan->release}, {"plan", steps}};
+  }
+  const InstallOutcome outcome = releases_.install(script.value());
+  Json reports = Json::array();
+  for (const auto& report : outcome.reports) reports.push_back(report);
+  Json reply{{"ok", outcome.installed}, {"release", outcome.release}, {"reports", reports}};
+  if (outcome.error) reply["error"] = outcome.error->to_string();
+  if (outcome.installed) reply["releases"] = releases_.describe();
+  return reply;
+}
+
 Json status_json(const ModuleTable& table, const HostInfo& host) {
   const auto now = std::chrono::system_clock::now();
   const auto listeners = host.listeners ? host.listeners() : std::vector<ListenerInfo>{};
@@ -105,9 +132,19 @@ ControlReply ControlHandler::handle(std::string_view line) {
   if (command_it == request.end() || !command_it->is_string())
     return {error_reply("malformed request: no \"command\""), {}};
   const std::string command = command_it->get<std::string>();
-  static const std::set<std::string, std::less<>> kCommands{"status", "reload", "rollback", "history", "snapshot"};
+  static const std::set<std::string, std::less<>> kCommands{"status",   "reload", "rollback", "history", "snapshot",
+                                                            "restore",  "upgrade", "commit",  "releases"};
   if (!kCommands.contains(command))
-    return {error_reply("unknown command '" + command + "' (status, reload, rollback, history, snapshot)"), {}};
+    return {error_reply("unknown command '" + command +
+                        "' (status, reload, rollback, history, snapshot, restore, upgrade, commit, releases)"),
+            {}};
+  if (command == "releases") return {releases_.describe(), {}};
+  if (command == "commit") {
+    auto committed = releases_.commit();
+    if (!committed) return {error_reply(committed.error().to_string()), {}};
+    return {releases_.describe(), {}};
+  }
+  if (command == "upgrade") return {upgrade(request), {}};
 
   if (command == "status") return {status_json(table_, host_), {}};
 
@@ -130,9 +167,14 @@ ControlReply ControlHandler::handle(std::string_view line) {
       if (!it->is_string() || it->get<std::string>().empty()) return {error_reply("reload: file must be a path"), {}};
       file = it->get<std::string>();
     }
-    return {upgrade_reply(table_.reload(*module, file, *extra)), {}};
+    return {upgrade_reply(releases_.reload(*module, file, *extra)), {}};
   }
-  if (command == "rollback") return {upgrade_reply(table_.rollback(*module, *extra)), {}};
+  if (command == "rollback") return {upgrade_reply(releases_.rollback_module(*module, *extra)), {}};
+  if (command == "restore") {
+    const auto it = request.find("file");
+    if (it == request.end() || !it->is_string()) return {error_reply("restore: needs \"file\""), {}};
+    return {upgrade_reply(releases_.restore(*module, it->get<std::string>())), {}};
+  }
   if (command == "snapshot") {
     auto blob = table_.snapshot(*module);
     if (!blob) return {error_reply(blob.error().to_string()), {}};

@@ -2,6 +2,7 @@
 // Exit status: 0 success, 1 the operation failed (or moltd could not be
 // reached), 2 usage error.
 #include <cstdio>
+#include <sstream>
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
@@ -9,7 +10,10 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "molt/host/common/atomic_file.hpp"
+#include "molt/host/common/sha256.hpp"
 #include "molt/host/control/control_server.hpp"
+#include "molt/host/release/upgrade_script.hpp"
 #include "molt/host/state/state_blob.hpp"
 
 using Json = nlohmann::json;
@@ -114,6 +118,91 @@ void print_history(const Json& reply) {
   }
 }
 
+void print_releases(const Json& reply) {
+  const auto line = [](const char* role, const Json& r, const std::string& note) {
+    std::printf("%-10s %-24s %-26s installed %s\n", role, r["name"].get<std::string>().c_str(), note.c_str(),
+                time_text(r["installed_at_ms"].get<std::int64_t>()).c_str());
+    std::string modules;
+    for (const auto& m : r["modules"])
+      modules += (modules.empty() ? "" : ", ") + m["name"].get<std::string>() + " v" + std::to_string(m["version"].get<unsigned>());
+    std::printf("%-10s %s\n", "", modules.empty() ? "(no modules)" : modules.c_str());
+  };
+  const Json& current = reply["current"];
+  std::string note = current["permanent"].get<bool>() ? "permanent" : "on probation";
+  if (!reply["probation_left_s"].is_null()) note += " (" + std::to_string(reply["probation_left_s"].get<long long>()) + " s left)";
+  line("current", current, note);
+  if (!reply["previous"].is_null())
+    line("previous", reply["previous"], reply["previous"]["permanent"].get<bool>() ? "permanent" : "was on probation");
+  if (reply["permanent"]["name"] != current["name"]) line("boots", reply["permanent"], "last permanent");
+  if (!reply["events"].empty()) std::printf("\nevents:\n");
+  for (const auto& e : reply["events"])
+    std::printf("  %s  %-24s %-14s %s\n", time_text(e["at_ms"].get<std::int64_t>()).c_str(),
+                e["release"].get<std::string>().c_str(), e["what"].get<std::string>().c_str(),
+                e["detail"].get<std::string>().c_str());
+}
+
+void print_plan(const Json& reply) {
+  std::printf("release %s: %zu step(s), in the order modules pause\n", reply["release"].get<std::string>().c_str(),
+              reply["plan"].size());
+  for (const auto& p : reply["plan"]) {
+    const std::string action = p["action"];
+    std::string change = action == "add"      ? "add v" + std::to_string(p["to"].get<unsigned>())
+                         : action == "remove" ? "remove v" + std::to_string(p["from"].get<unsigned>())
+                                              : "v" + std::to_string(p["from"].get<unsigned>()) + " -> v" +
+                                                    std::to_string(p["to"].get<unsigned>());
+    std::printf("  %u. %-12s %-14s %s%s\n", p["step"].get<unsigned>(), p["module"].get<std::string>().c_str(),
+                change.c_str(), p["file"].get<std::string>().c_str(),
+                p["sha256"].get<std::string>().empty() ? "" : ("  sha256 " + p["sha256"].get<std::string>().substr(0, 12)).c_str());
+  }
+}
+
+/// Writes the sha256 of each step's files into the script, right under its
+/// [[step]] line (keys there belong to the step whatever follows), keeping
+/// everything else, comments included, as it was.
+int pin_script(const fs::path& path, const std::string& text, const molt::host::UpgradeScript& script,
+               const fs::path& plugin_dir) {
+  const auto resolve = [&](const std::string& file) { return fs::path(file).is_absolute() ? fs::path(file) : plugin_dir / file; };
+  std::vector<std::string> lines;
+  {
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(line);
+  }
+  std::string out;
+  std::size_t step = 0;
+  std::vector<std::string> pinned;
+  for (const auto& line : lines) {
+    const auto first = line.find_first_not_of(" \t");
+    const std::string_view trimmed = first == std::string::npos ? std::string_view() : std::string_view(line).substr(first);
+    if (trimmed.starts_with("sha256") || trimmed.starts_with("from_sha256")) continue;  // replaced below
+    out += line + '\n';
+    if (!trimmed.starts_with("[[step]]")) continue;
+    const auto& s = script.steps.at(step++);
+    for (const auto& [key, file] : {std::pair<const char*, std::string>{"sha256", s.file}, {"from_sha256", s.from_file}}) {
+      if (file.empty()) continue;
+      std::string bytes;
+      if (auto why = molt::host::read_file(resolve(file), 1ull << 30, bytes)) {
+        if (std::string_view(key) == "sha256") {
+          std::fprintf(stderr, "moltctl: %s: step %zu (%s): %s: %s\n", path.c_str(), s.number, s.module.c_str(),
+                       resolve(file).c_str(), why->c_str());
+          return 1;
+        }
+        continue;  // the `from` image is optional: --down needs it, running up does not
+      }
+      const std::string sha = molt::host::sha256_hex(bytes);
+      out += std::string(key) + " = \"" + sha + "\"   # " + file + ", pinned by moltctl upgrade --pin\n";
+      pinned.push_back(s.module + ": " + file + " " + sha.substr(0, 12));
+    }
+  }
+  if (auto why = molt::host::write_file_atomically(path, out)) {
+    std::fprintf(stderr, "moltctl: %s: %s\n", path.c_str(), why->c_str());
+    return 1;
+  }
+  std::printf("pinned %zu file(s) in %s:\n", pinned.size(), path.c_str());
+  for (const auto& p : pinned) std::printf("  %s\n", p.c_str());
+  return 0;
+}
+
 molt::api::Values parse_extra(const std::vector<std::string>& pairs) {
   molt::api::Values extra;
   for (const auto& pair : pairs) {
@@ -157,6 +246,21 @@ int main(int argc, char** argv) {
   auto* snapshot = app.add_subcommand("snapshot", "write MODULE's current state archive, with its header, to FILE");
   snapshot->add_option("module", module, "module name")->required();
   snapshot->add_option("-o,--output", output, "file to write (replaced atomically)")->required();
+  auto* restore = app.add_subcommand("restore", "replace MODULE's state with a state archive (migrated if another version wrote it)");
+  restore->add_option("module", module, "module name")->required();
+  restore->add_option("file", output, "state archive, e.g. written by moltctl snapshot")->required()->check(CLI::ExistingFile);
+  std::string script_file, plugin_dir;
+  bool check = false, down = false, pin = false;
+  auto* upgrade = app.add_subcommand(
+      "upgrade", "install the release an upgrade script describes, as one transaction (see docs/releases.md);\n"
+                 "it is on probation until made permanent. Exit 1 if refused or rolled back");
+  upgrade->add_option("script", script_file, "upgrade script (TOML)")->required()->check(CLI::ExistingFile);
+  upgrade->add_flag("--check", check, "validate the script against the running host and print the plan; change nothing");
+  upgrade->add_flag("--down", down, "run the script backwards: downgrade through the newer versions' migrations");
+  upgrade->add_flag("--pin", pin, "write the sha256 of the script's files (as present now) into the script");
+  upgrade->add_option("--plugin-dir", plugin_dir, "with --pin: where relative file names point (default: ask moltd)");
+  auto* commit = app.add_subcommand("commit", "make the current release permanent now (ends its probation)");
+  auto* releases = app.add_subcommand("releases", "the current, previous and permanent releases, and what happened to them");
 
   Json request;
   try {
@@ -169,6 +273,35 @@ int main(int argc, char** argv) {
     if (rollback->parsed()) request = {{"command", "rollback"}, {"module", module}, {"extra", parse_extra(extras)}};
     if (history->parsed()) request = {{"command", "history"}, {"module", module}};
     if (snapshot->parsed()) request = {{"command", "snapshot"}, {"module", module}};
+    if (restore->parsed())
+      request = {{"command", "restore"}, {"module", module}, {"file", fs::absolute(output).lexically_normal().string()}};
+    if (commit->parsed()) request = {{"command", "commit"}};
+    if (releases->parsed()) request = {{"command", "releases"}};
+    if (upgrade->parsed()) {
+      std::string text;
+      if (auto why = molt::host::read_file(script_file, molt::host::kMaxScriptBytes, text)) {
+        std::fprintf(stderr, "moltctl: %s: %s\n", script_file.c_str(), why->c_str());
+        return 1;
+      }
+      auto parsed = molt::host::parse_upgrade_script(text, script_file);
+      if (!parsed) {
+        std::fprintf(stderr, "moltctl: %s\n", parsed.error().to_string().c_str());
+        return 1;
+      }
+      if (pin) {
+        if (plugin_dir.empty()) {
+          auto status_reply = molt::host::control_call(socket, {{"command", "status"}});
+          if (!status_reply) {
+            std::fprintf(stderr, "moltctl: %s (or give --plugin-dir)\n", status_reply.error().to_string().c_str());
+            return 1;
+          }
+          plugin_dir = status_reply->body["host"]["plugin_dir"];
+        }
+        return pin_script(script_file, text, parsed.value(), plugin_dir);
+      }
+      request = {{"command", "upgrade"}, {"script", text}, {"source", fs::path(script_file).filename().string()},
+                 {"check", check}, {"down", down}};
+    }
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
@@ -195,6 +328,20 @@ int main(int argc, char** argv) {
   }
   if (json) {
     std::cout << reply.dump(2) << '\n';
+  } else if (command == "upgrade" && reply.contains("plan")) {
+    print_plan(reply);
+    std::printf("check passed: nothing was changed\n");
+  } else if (command == "upgrade") {
+    for (const auto& report : reply.value("reports", Json::array())) print_report(report);
+    if (ok) {
+      const Json& current = reply["releases"]["current"];
+      std::printf("release %s installed%s\n", current["name"].get<std::string>().c_str(),
+                  current["permanent"].get<bool>() ? ", permanent"
+                                                   : "; on probation (moltctl commit makes it permanent now)");
+    }
+  } else if (ok && (command == "releases" || command == "commit")) {
+    if (command == "commit") std::printf("release %s is permanent\n", reply["current"]["name"].get<std::string>().c_str());
+    else print_releases(reply);
   } else if (reply.contains("report")) {
     print_report(reply["report"]);
   } else if (ok && command == "status") {

@@ -16,6 +16,7 @@
 #include "molt/host/net/http_router.hpp"
 #include "molt/host/net/http_server.hpp"
 #include "molt/host/net/stream_server.hpp"
+#include "molt/host/release/release_handler.hpp"
 #include "molt/host/runtime/module_table.hpp"
 
 using namespace molt::host;
@@ -74,16 +75,24 @@ int main(int argc, char** argv) {
   ModuleTable table(loader, TableOptions{config->plugin_dir,
                                          UpgradeOptions{config->quiesce_timeout, config->max_state_bytes},
                                          [&logging](const std::string& name) { return logging.make(name); }});
-  for (const auto& module : config->modules) {
-    if (auto started = table.start(module); !started) {
-      log->critical("{}", started.error().to_string());
-      return 1;
-    }
+  StreamServer streams(StreamOptions{config->io_threads, config->max_stream_buffer_bytes}, log);
+  SnapshotStore snapshots(run_dir->path() / "snapshots", config->max_state_bytes);
+  ReleaseHandler releases(table, streams, snapshots,
+                          ReleaseOptions{run_dir->path() / "releases.json",
+                                         fs::absolute(config->plugin_dir).lexically_normal(), config->release,
+                                         config->probation, config->probation_max_error_rate,
+                                         config->probation_min_calls, config->snapshot_interval,
+                                         config->quiesce_timeout},
+                          log);
+  if (auto booted = releases.boot(*config); !booted) {
+    log->critical("{}", booted.error().to_string());
+    return 1;
   }
 
   HostInfo info{MOLT_VERSION, ::getpid(), std::chrono::system_clock::now(), {},
                 run_dir->path().string(), fs::absolute(config->plugin_dir).lexically_normal().string(),
                 run_dir->control_socket().string(), {}};
+  info.listeners = [&streams] { return streams.listeners(); };  // before the control socket answers status
   HttpRouter router(table, info);
   HttpServer http(HttpOptions{config->http, config->http_threads, config->max_request_bytes},
                   [&router](const molt::api::Request& request) { return router.route(request); }, log);
@@ -92,19 +101,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   info.http = http.local_endpoint().to_string();
-  StreamServer streams(StreamOptions{config->io_threads, config->max_stream_buffer_bytes}, log);
-  for (const auto& module : config->modules) {
-    for (const auto& endpoint : module.listen) {
-      auto bound = streams.listen(endpoint, table.find(module.name));
-      if (!bound) {
-        log->critical("{}", bound.error().to_string());
-        return 1;
-      }
-      table.find(module.name)->log().info("listening on {}", bound->to_string());
-    }
-  }
-  info.listeners = [&streams] { return streams.listeners(); };  // before the control socket answers status
-  ControlHandler handler(table, info);
+  ControlHandler handler(table, releases, info);
   ControlServer control(ControlServerOptions{run_dir->control_socket()}, handler, log);
   if (auto started = control.start(); !started) {
     log->critical("{}", started.error().to_string());
@@ -112,7 +109,8 @@ int main(int argc, char** argv) {
   }
   http.serve();
   streams.serve();
-  log->info("ready: {} module(s), http://{}/, control socket {}", config->modules.size(), info.http,
+  releases.start_watching();
+  log->info("ready: {} module(s), http://{}/, control socket {}", table.slots().size(), info.http,
             info.control_socket);
 
   while (true) {
@@ -120,7 +118,7 @@ int main(int argc, char** argv) {
     if (sigwait(&handled, &sig) != 0) continue;
     if (sig == SIGHUP) {
       log->info("SIGHUP: reloading modules whose file in {} changed", info.plugin_dir);
-      const auto reports = table.reload_changed();  // each logs its own summary line
+      const auto reports = releases.reload_changed();  // each logs its own summary line
       log->info("SIGHUP: {} module(s) reloaded", reports.size());
       continue;
     }
@@ -130,6 +128,7 @@ int main(int argc, char** argv) {
   http.stop(std::chrono::seconds(10));
   streams.stop(std::chrono::seconds(10));
   control.stop();
+  releases.shut_down();  // snapshots every module, now that no request can change its state
   table.stop_all();
   log->info("stopped");
   return 0;

@@ -1,5 +1,6 @@
 #include "molt/host/runtime/module_table.hpp"
 
+#include <algorithm>
 #include <mutex>
 
 #include "molt/host/loader/plugin_dir.hpp"
@@ -14,17 +15,43 @@ void ModuleTable::stop_all() {
   order_.clear();
 }
 
-Result<void> ModuleTable::start(const ModuleConfig& module) {
+Result<std::shared_ptr<ModuleSlot>> ModuleTable::prepare(const ModuleConfig& module) {
   if (find(module.name)) return Error{module.name, {}, module.file.string(), Phase::Start, "already running"};
   auto image = loader_.load(module.file, module.name);
   if (!image) return std::move(image).error();
   auto slot = ModuleSlot::start(std::move(image.value()),
                                 SlotOptions{options_.make_logger(module.name), module.values, timers_});
   if (!slot) return std::move(slot).error();
+  return std::shared_ptr<ModuleSlot>(std::move(slot.value()));
+}
+
+void ModuleTable::insert(std::shared_ptr<ModuleSlot> slot) {
   std::unique_lock lock(mutex_);
-  slots_.emplace(module.name, std::shared_ptr<ModuleSlot>(std::move(slot.value())));
-  order_.push_back(module.name);
+  order_.push_back(slot->name());
+  slots_.emplace(slot->name(), std::move(slot));
+}
+
+Result<void> ModuleTable::start(const ModuleConfig& module) {
+  auto slot = prepare(module);
+  if (!slot) return std::move(slot).error();
+  insert(std::move(slot.value()));
   return {};
+}
+
+std::shared_ptr<ModuleSlot> ModuleTable::remove(std::string_view name) {
+  std::unique_lock lock(mutex_);
+  const auto it = slots_.find(name);
+  if (it == slots_.end()) return nullptr;
+  auto slot = std::move(it->second);
+  slots_.erase(it);
+  order_.erase(std::remove(order_.begin(), order_.end(), name), order_.end());
+  return slot;
+}
+
+std::vector<UpgradeReport> ModuleTable::run(std::span<const UpgradeStep> steps) {
+  auto reports = run_upgrade(steps, loader_, options_.upgrade);
+  for (const auto& report : reports) history_.record(report);
+  return reports;
 }
 
 std::shared_ptr<ModuleSlot> ModuleTable::find(std::string_view name) const {
@@ -45,11 +72,7 @@ Result<std::shared_ptr<ModuleSlot>> ModuleTable::lookup(std::string_view name, P
   return Error{std::string(name), {}, {}, phase, "no such module (moltctl status lists them)"};
 }
 
-UpgradeReport ModuleTable::run(const UpgradeStep& step) {
-  auto report = std::move(run_upgrade(std::span(&step, 1), loader_, options_.upgrade).front());
-  history_.record(report);
-  return report;
-}
+UpgradeReport ModuleTable::run(const UpgradeStep& step) { return std::move(run(std::span(&step, 1)).front()); }
 
 Result<UpgradeReport> ModuleTable::reload(std::string_view name, const std::optional<std::filesystem::path>& file,
                                           const api::Values& extra) {

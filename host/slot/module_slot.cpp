@@ -89,6 +89,13 @@ void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexce
     logger_->error("timer '{}': {}", name, *failure);
 }
 
+std::optional<std::string> ModuleSlot::health() {
+  const CallGate::Pass pass = gate_.enter();
+  std::optional<std::string> problem;
+  if (auto failure = guard_module_call("health", [&] { problem = live_->instance->health(); })) return failure;
+  return problem;
+}
+
 std::vector<std::string> ModuleSlot::timers() const {
   std::lock_guard lock(timers_mutex_);
   std::vector<std::string> names;

@@ -176,9 +176,9 @@ TEST_CASE("the control socket refuses other users, oversized and malformed reque
     CHECK_THAT(reply["error"].get<std::string>(), Catch::Contains("unknown command 'format-disk'"));
   }
   SECTION("an oversized request") {
-    const std::string reply = raw_exchange(d.socket(), std::string(200 * 1024, 'x') + '\n');
-    CHECK_THAT(reply, Catch::Contains("request larger than 65536 bytes"));
-    CHECK_THAT(d.log(), Catch::Contains("refused a request larger than 65536 bytes"));
+    const std::string reply = raw_exchange(d.socket(), std::string(300 * 1024, 'x') + '\n');
+    CHECK_THAT(reply, Catch::Contains("request larger than 262144 bytes"));
+    CHECK_THAT(d.log(), Catch::Contains("refused a request larger than 262144 bytes"));
   }
   SECTION("a client that sends half a request and leaves") {
     CHECK(raw_exchange(d.socket(), R"({"command":"sta)").empty());

@@ -19,6 +19,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -109,6 +111,11 @@ class Module {
 
   /// A timer set with Context::set_timer fired.
   virtual void on_timer(std::string_view /*name*/) {}
+
+  /// Asked about once a second while a release that changed this module is
+  /// on probation. A reason (one line) makes the host roll the release back.
+  /// Must be quick and must not change the state. Default: healthy.
+  [[nodiscard]] virtual std::optional<std::string> health() const { return std::nullopt; }
 
   // State handoff: implemented by StatefulModule, not by hand.
 

@@ -15,7 +15,8 @@ namespace molt::api {
 /// The plugin ABI this header describes. The host refuses an image built
 /// against another ABI before it runs any of the image's code.
 /// 2: streams (on_connect/on_data/on_disconnect), host timers, state handoff.
-inline constexpr std::uint32_t kAbiVersion = 2;
+/// 3: Module::health.
+inline constexpr std::uint32_t kAbiVersion = 3;
 
 /// A module's release number. Positive; each release of a module gets a
 /// larger one. Two images of one module with the same version are the same

@@ -28,6 +28,8 @@ enum class Phase {
   Snapshot,  ///< saving or reading a state archive
   Config,    ///< reading the host's configuration
   Control,   ///< a request on the control socket
+  Script,    ///< reading or checking an upgrade script
+  Release,   ///< installing, committing or rolling back a release
 };
 
 [[nodiscard]] std::string_view to_string(Phase phase) noexcept;

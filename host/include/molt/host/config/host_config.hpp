@@ -53,6 +53,11 @@ struct HostConfig {
   std::chrono::milliseconds quiesce_timeout{5000};
   std::uint64_t max_state_bytes = 1ull << 30;
   std::string log_level = "info";
+  std::string release = "initial";          ///< name of the release the [modules] describe (first start)
+  std::chrono::seconds probation{60};       ///< how long a new release is watched; 0: permanent at once
+  double probation_max_error_rate = 0.05;   ///< failed calls / calls during probation that rolls back
+  std::uint64_t probation_min_calls = 20;   ///< calls needed before that rate counts
+  std::chrono::seconds snapshot_interval{0};  ///< 0: snapshots only after upgrades and at shutdown
   std::vector<ModuleConfig> modules;
 };
 

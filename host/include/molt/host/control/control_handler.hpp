@@ -7,6 +7,11 @@
 //   {"command":"rollback", "module":"counter", "extra":{...}?}
 //   {"command":"history",  "module":"counter"?}
 //   {"command":"snapshot", "module":"counter"}
+//   {"command":"restore",  "module":"counter", "file":"/abs/counter.molt"}
+//   {"command":"upgrade",  "script":"<TOML text>", "source":"counter-2.toml",
+//                          "check":false, "down":false}
+//   {"command":"commit"}
+//   {"command":"releases"}
 // Replies: {"ok":true, ...} or {"ok":false, "error":"<one line>"}. reload and
 // rollback reply with the upgrade "report", and "ok" false unless it succeeded.
 // snapshot replies with the archive's header and attaches the archive file.
@@ -19,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "molt/host/net/stream_server.hpp"
+#include "molt/host/release/release_handler.hpp"
 #include "molt/host/runtime/module_table.hpp"
 
 namespace molt::host {
@@ -47,13 +53,17 @@ struct ControlReply {
 
 class ControlHandler {
  public:
-  ControlHandler(ModuleTable& table, const HostInfo& host) : table_(table), host_(host) {}
+  ControlHandler(ModuleTable& table, ReleaseHandler& releases, const HostInfo& host)
+      : table_(table), releases_(releases), host_(host) {}
 
   /// Answers one request line. Never throws for bad input: it is an error reply.
   [[nodiscard]] ControlReply handle(std::string_view request);
 
  private:
+  nlohmann::json upgrade(const nlohmann::json& request);
+
   ModuleTable& table_;
+  ReleaseHandler& releases_;
   const HostInfo& host_;
 };
 

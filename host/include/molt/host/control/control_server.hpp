@@ -25,7 +25,7 @@ namespace molt::host {
 
 struct ControlServerOptions {
   std::filesystem::path socket_path;
-  std::size_t max_request_bytes = 64 * 1024;
+  std::size_t max_request_bytes = 256 * 1024;  ///< room for an upgrade script (64 KiB) in JSON
   std::chrono::milliseconds io_timeout{10000};  ///< per read or write on a connection
   unsigned max_connections = 16;                ///< more at once are refused
 };

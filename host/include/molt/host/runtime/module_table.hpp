@@ -42,6 +42,18 @@ class ModuleTable {
 
   /// Loads and starts a module. Fails with the loader's or the module's error.
   Result<void> start(const ModuleConfig& module);
+  /// Loads and starts a module without serving it yet (see insert).
+  Result<std::shared_ptr<ModuleSlot>> prepare(const ModuleConfig& module);
+  /// Serves a prepared module.
+  void insert(std::shared_ptr<ModuleSlot> slot);
+  /// Stops serving `name` and hands its slot over (it stops when released).
+  std::shared_ptr<ModuleSlot> remove(std::string_view name);
+
+  /// Runs one transaction over several modules (all or none) and records
+  /// every report in the history.
+  std::vector<UpgradeReport> run(std::span<const UpgradeStep> steps);
+
+  [[nodiscard]] Loader& loader() noexcept { return loader_; }
 
   [[nodiscard]] std::shared_ptr<ModuleSlot> find(std::string_view name) const;
   /// Every module, in the order they were started.

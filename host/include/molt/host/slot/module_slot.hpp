@@ -85,6 +85,10 @@ class ModuleSlot {
   /// Names of the timers the module has set, for status output.
   [[nodiscard]] std::vector<std::string> timers() const;
 
+  /// The running version's health (Module::health), asked like a call;
+  /// a reason if it is not healthy, or if asking it threw.
+  [[nodiscard]] std::optional<std::string> health();
+
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] RunningVersion running() const;
   /// The version that ran before the last successful upgrade, if any.

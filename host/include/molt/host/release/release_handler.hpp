@@ -1,0 +1,138 @@
+// Release handling, after OTP's release_handler: which release runs, how a
+// new one is installed, probation, making it permanent or rolling it back,
+// and booting the last permanent release with the modules' saved state.
+//
+// Every change to what runs goes through here, one at a time:
+//   - boot: the last permanent release from the record (or the configuration
+//     the first time), each module restored from its snapshot;
+//   - install: a script's steps (upgrades in dependency order, adds, removes)
+//     as one transaction, all or nothing; module-level reloads and rollbacks
+//     are one-step installs;
+//   - probation: the new release is watched for a while (error rate, health);
+//     it becomes permanent when that passes or on `moltctl commit`, and is
+//     rolled back to the previous release by the host itself when not;
+//   - snapshots: after every install, periodically, and at shutdown.
+// The mechanics live elsewhere: scripts (upgrade_script), the record
+// (release_record), snapshots (snapshot_store), the transaction (upgrade/).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+
+#include "molt/host/net/stream_server.hpp"
+#include "molt/host/release/release_record.hpp"
+#include "molt/host/release/snapshot_store.hpp"
+#include "molt/host/release/upgrade_script.hpp"
+#include "molt/host/runtime/module_table.hpp"
+
+namespace molt::host {
+
+struct ReleaseOptions {
+  std::filesystem::path record_path;           ///< <run dir>/releases.json
+  std::filesystem::path plugin_dir;            ///< absolute
+  std::string initial_release = "initial";     ///< name of the release the configuration describes
+  std::chrono::seconds probation{60};          ///< 0: a new release is permanent at once
+  double max_error_rate = 0.05;                ///< failed calls / calls that fails probation
+  std::uint64_t min_calls = 20;                ///< calls needed before the error rate counts
+  std::chrono::seconds snapshot_interval{0};   ///< 0: no periodic snapshots
+  std::chrono::milliseconds save_timeout{5000};
+};
+
+/// One checked step of a release, in the order modules are paused.
+struct PlannedStep {
+  ScriptStep step;
+  std::filesystem::path file;  ///< the image it loads (empty for a remove)
+  std::string sha256;          ///< of that file, now
+  api::ModuleVersion running;  ///< the version running now (0 for an add)
+};
+
+struct ReleasePlan {
+  std::string release;
+  std::vector<PlannedStep> steps;
+};
+
+struct InstallOutcome {
+  std::string release;
+  bool installed = false;
+  std::vector<UpgradeReport> reports;  ///< one per upgrade step
+  std::optional<Error> error;          ///< why not installed
+};
+
+class ReleaseHandler {
+ public:
+  ReleaseHandler(ModuleTable& table, StreamServer& streams, SnapshotStore& snapshots, ReleaseOptions options,
+                 std::shared_ptr<spdlog::logger> log);
+  ~ReleaseHandler();
+  ReleaseHandler(const ReleaseHandler&) = delete;
+  ReleaseHandler& operator=(const ReleaseHandler&) = delete;
+
+  /// Starts the last permanent release (or, without a record, the
+  /// configuration's modules as release `initial_release`), restores every
+  /// module's snapshot, binds the modules' listeners, writes the record.
+  Result<void> boot(const HostConfig& config);
+  /// Starts the thread that runs probation and periodic snapshots.
+  void start_watching();
+  /// Stops that thread and snapshots every module (shutdown).
+  void shut_down();
+
+  Result<UpgradeReport> reload(std::string_view module, const std::optional<std::filesystem::path>& file,
+                               const api::Values& extra);
+  Result<UpgradeReport> rollback_module(std::string_view module, const api::Values& extra);
+  std::vector<UpgradeReport> reload_changed();
+
+  /// `script` run backwards, named after the release it returns to: the
+  /// previous release when `script` installed the current one.
+  [[nodiscard]] UpgradeScript down_script(const UpgradeScript& script) const;
+  /// Checks a script against what runs, without changing anything.
+  Result<ReleasePlan> check(const UpgradeScript& script);
+  /// Installs a script's release as one transaction.
+  InstallOutcome install(const UpgradeScript& script);
+
+  /// Makes the current release permanent now.
+  Result<void> commit();
+  /// Everything `moltctl releases` shows.
+  [[nodiscard]] nlohmann::json describe() const;
+  /// Restores `module` from a state archive file (migrating it when needed).
+  Result<UpgradeReport> restore(std::string_view module, const std::filesystem::path& archive);
+
+ private:
+  struct Probation {
+    std::chrono::steady_clock::time_point until;
+    std::map<std::string, SlotStats, std::less<>> baseline;  ///< modules the release changed
+  };
+
+  Result<ReleasePlan> plan_locked(const UpgradeScript& script);
+  InstallOutcome execute_locked(const ReleasePlan& plan, const std::string& release_name);
+  /// Records `next` as the current release (on probation), snapshots `changed`.
+  void installed_locked(Release next, const std::vector<std::string>& changed, const std::string& detail);
+  void make_permanent_locked(const std::string& why);
+  void roll_back_locked(const std::string& why);
+  Release with_module_changed(const std::string& module) const;
+  void restore_snapshot_locked(const std::string& module);
+  void snapshot_locked(const std::string& module, std::string_view why);
+  void snapshot_all_locked(std::string_view why);
+  void write_record_locked();
+  void watch();
+
+  ModuleTable& table_;
+  StreamServer& streams_;
+  SnapshotStore& snapshots_;
+  ReleaseOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
+
+  mutable std::mutex mutex_;  ///< one release operation at a time; guards everything below
+  ReleaseRecord record_;
+  std::optional<Probation> probation_;
+  std::chrono::steady_clock::time_point next_snapshot_;
+  bool stopping_ = false;
+  std::condition_variable wake_;
+  std::thread watcher_;
+};
+
+}  // namespace molt::host
