@@ -132,13 +132,18 @@ ControlReply ControlHandler::handle(std::string_view line) {
   if (command_it == request.end() || !command_it->is_string())
     return {error_reply("malformed request: no \"command\""), {}};
   const std::string command = command_it->get<std::string>();
-  static const std::set<std::string, std::less<>> kCommands{"status",   "reload", "rollback", "history", "snapshot",
-                                                            "restore",  "upgrade", "commit",  "releases"};
+  static const std::set<std::string, std::less<>> kCommands{"status",  "reload", "rollback", "history", "snapshot",
+                                                            "restore", "upgrade", "commit",  "releases", "save"};
   if (!kCommands.contains(command))
     return {error_reply("unknown command '" + command +
-                        "' (status, reload, rollback, history, snapshot, restore, upgrade, commit, releases)"),
+                        "' (status, reload, rollback, history, snapshot, restore, upgrade, commit, releases, save)"),
             {}};
   if (command == "releases") return {releases_.describe(), {}};
+  if (command == "save") {
+    const auto failed = releases_.save_all();
+    if (!failed.empty()) return {error_reply("snapshot failed for " + std::to_string(failed.size()) + " module(s), see the log"), {}};
+    return {Json{{"ok", true}, {"modules", table_.slots().size()}}, {}};
+  }
   if (command == "commit") {
     auto committed = releases_.commit();
     if (!committed) return {error_reply(committed.error().to_string()), {}};

@@ -260,6 +260,7 @@ int main(int argc, char** argv) {
   upgrade->add_flag("--pin", pin, "write the sha256 of the script's files (as present now) into the script");
   upgrade->add_option("--plugin-dir", plugin_dir, "with --pin: where relative file names point (default: ask moltd)");
   auto* commit = app.add_subcommand("commit", "make the current release permanent now (ends its probation)");
+  auto* save = app.add_subcommand("save", "snapshot every module now, into the run directory, as at shutdown");
   auto* releases = app.add_subcommand("releases", "the current, previous and permanent releases, and what happened to them");
 
   Json request;
@@ -276,6 +277,7 @@ int main(int argc, char** argv) {
     if (restore->parsed())
       request = {{"command", "restore"}, {"module", module}, {"file", fs::absolute(output).lexically_normal().string()}};
     if (commit->parsed()) request = {{"command", "commit"}};
+    if (save->parsed()) request = {{"command", "save"}};
     if (releases->parsed()) request = {{"command", "releases"}};
     if (upgrade->parsed()) {
       std::string text;
@@ -339,6 +341,8 @@ int main(int argc, char** argv) {
                   current["permanent"].get<bool>() ? ", permanent"
                                                    : "; on probation (moltctl commit makes it permanent now)");
     }
+  } else if (ok && command == "save") {
+    std::printf("saved %d module(s)\n", reply["modules"].get<int>());
   } else if (ok && (command == "releases" || command == "commit")) {
     if (command == "commit") std::printf("release %s is permanent\n", reply["current"]["name"].get<std::string>().c_str());
     else print_releases(reply);

@@ -192,23 +192,32 @@ void ReleaseHandler::restore_snapshot_locked(const std::string& module) {
 
 // --- snapshots --------------------------------------------------------------
 
-void ReleaseHandler::snapshot_locked(const std::string& module, std::string_view why) {
+bool ReleaseHandler::snapshot_locked(const std::string& module, std::string_view why) {
   auto slot = table_.find(module);
-  if (!slot) return;
+  if (!slot) return false;
   auto blob = slot->save_state(options_.save_timeout);
   if (!blob) {
     slot->log().error("{} snapshot not written: {}", why, blob.error().to_string());
-    return;
+    return false;
   }
   if (auto saved = snapshots_.save(blob.value()); !saved) {
     slot->log().error("{} snapshot not written: {}", why, saved.error().to_string());
-    return;
+    return false;
   }
   slot->log().debug("{} snapshot: {} bytes", why, blob->bytes.size());
+  return true;
 }
 
 void ReleaseHandler::snapshot_all_locked(std::string_view why) {
   for (const auto& slot : table_.slots()) snapshot_locked(slot->name(), why);
+}
+
+std::vector<std::string> ReleaseHandler::save_all() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> failed;
+  for (const auto& slot : table_.slots())
+    if (!snapshot_locked(slot->name(), "requested")) failed.push_back(slot->name());
+  return failed;
 }
 
 void ReleaseHandler::shut_down() {

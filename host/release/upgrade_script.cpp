@@ -54,6 +54,7 @@ Result<UpgradeScript> parse_upgrade_script(std::string_view text, const std::str
     const auto* table = node.as_table();
     if (table == nullptr) return step_error(script, step, "must be a table");
     auto fail = [&](const std::string& key, const std::string& reason) { return step_error(script, step, key + ": " + reason); };
+    if (const auto* module = table->get_as<std::string>("module")) step.module = module->get();
     for (const auto& [key, value] : *table) {
       (void)value;
       static constexpr std::string_view kKeys[] = {"action", "module", "from", "to", "file", "sha256", "from_file",
@@ -61,7 +62,6 @@ Result<UpgradeScript> parse_upgrade_script(std::string_view text, const std::str
       if (std::find(std::begin(kKeys), std::end(kKeys), key.str()) == std::end(kKeys))
         return fail(std::string(key.str()), "unknown key");
     }
-    if (const auto* module = table->get_as<std::string>("module")) step.module = module->get();
     if (!api::detail::valid_module_name(step.module)) return fail("module", "needs a module name of [a-z0-9_-]");
     if (const auto* action = table->get("action")) {
       const auto* name = action->as_string();

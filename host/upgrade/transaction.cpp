@@ -47,6 +47,7 @@
 
 #include <thread>
 
+#include "molt/host/common/fault.hpp"
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/state/buffers.hpp"
 #include "molt/host/state/state_pipe.hpp"
@@ -78,10 +79,16 @@ class UpgradeTransaction {
   }
 
   std::vector<UpgradeReport> run() {
+    // fault_point: the fault tests crash the host here (MOLT_FAULT); a no-op otherwise.
+    fault_point("upgrade.prepare");
     if (auto done = prepare(); !done) return roll_back(std::move(done).error());
+    fault_point("upgrade.quiesce");
     if (auto done = quiesce(); !done) return roll_back(std::move(done).error());
+    fault_point("upgrade.transfer");
     if (auto done = transfer(); !done) return roll_back(std::move(done).error());
+    fault_point("upgrade.resume");
     resume();
+    fault_point("upgrade.cleanup");
     clean_up();
     return finish(Outcome::Succeeded);
   }

@@ -11,11 +11,11 @@ namespace fs = std::filesystem;
 
 fs::path program(const std::string& name) { return fs::path(MOLT_BIN_DIR) / name; }
 
-Daemon::Daemon(std::vector<ModuleSpec> modules) {
+Daemon::Daemon(std::vector<ModuleSpec> modules, const std::string& host_config) {
   fs::create_directory(plugin_dir());
   std::ofstream config(this->config());
   config << "[host]\nrun_dir = \"" << run_dir().string() << "\"\nplugin_dir = \"" << plugin_dir().string()
-         << "\"\nhttp = \"127.0.0.1:0\"\nquiesce_timeout_ms = 2000\n";
+         << "\"\nhttp = \"127.0.0.1:0\"\nquiesce_timeout_ms = 2000\n" << host_config << '\n';
   for (const auto& module : modules) {
     install(module.image, module.name + '-' + std::to_string(module.version) + ".so");
     config << "[modules." << module.name << "]\nversion = " << module.version << '\n' << module.extra_config << '\n';
@@ -29,9 +29,9 @@ Daemon::~Daemon() {
   }
 }
 
-void Daemon::start() {
+void Daemon::start(const std::vector<std::string>& environment) {
   process_ = std::make_unique<Process>(std::vector<std::string>{program("moltd"), "--config", config().string()},
-                                       dir() / "moltd.out");
+                                       dir() / "moltd.out", environment);
   nlohmann::json answer;
   const bool up = wait_until([&] {
     if (!process_->running()) return true;  // died: reported below
@@ -44,6 +44,11 @@ void Daemon::start() {
   REQUIRE(up);
   REQUIRE(process_->running());
   http_ = answer["host"]["http"].get<std::string>();
+}
+
+void Daemon::kill9() {
+  process_->signal(SIGKILL);
+  REQUIRE(process_->wait(std::chrono::seconds(20)).has_value());
 }
 
 int Daemon::stop() {

@@ -25,11 +25,16 @@ struct ModuleSpec {
 
 class Daemon {
  public:
-  explicit Daemon(std::vector<ModuleSpec> modules = {{"counter", plugin_path("counter", 1), 1}});
+  /// `host_config`: more TOML lines for [host], e.g. "probation_seconds = 2".
+  explicit Daemon(std::vector<ModuleSpec> modules = {{"counter", plugin_path("counter", 1), 1}},
+                  const std::string& host_config = "");
   ~Daemon();
 
-  /// Starts moltd and waits until it answers on its control socket.
-  void start();
+  /// Starts moltd (again, after a stop or a crash) and waits until it answers
+  /// on its control socket. `environment`: NAME=VALUE for it, e.g. MOLT_FAULT=...
+  void start(const std::vector<std::string>& environment = {});
+  /// SIGKILL, and waits for it to be gone.
+  void kill9();
   /// SIGTERM, then its exit code (fails the test if it does not exit in time).
   int stop();
 

@@ -74,6 +74,14 @@ class Probe final : public molt::api::Module {
     return molt::api::Response::json(body + "]}");
   }
 
+  /// Unhealthy once an item "sick" has been added (the probation tests).
+  std::optional<std::string> health() const override {
+    std::lock_guard lock(mutex_);
+    for (const auto& item : state_.items)
+      if (item == "sick") return "probe holds a sick item, on purpose";
+    return std::nullopt;
+  }
+
   void save_state(molt::api::StateWriter& out, const molt::api::SaveTarget& target) const override {
     const std::string fail = value(target.extra, "fail");
     if (fail == "save") throw molt::api::MigrationRefused("probe refuses to save on purpose");

@@ -81,14 +81,19 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::mil
   return result;
 }
 
-Process::Process(const std::vector<std::string>& argv, const std::filesystem::path& output_file) {
+Process::Process(const std::vector<std::string>& argv, const std::filesystem::path& output_file,
+                 const std::vector<std::string>& environment) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, output_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   auto args = c_argv(argv);
-  const int spawned = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+  env_strings.insert(env_strings.end(), environment.begin(), environment.end());
+  auto envp = c_argv(env_strings);
+  const int spawned = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   if (spawned != 0)
     throw std::runtime_error("cannot run " + argv[0] + " with output to " + output_file.string() + ": " +

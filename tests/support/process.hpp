@@ -25,7 +25,9 @@ ProcessResult run_process(const std::vector<std::string>& argv,
 /// Killed (SIGKILL) if still running when destroyed.
 class Process {
  public:
-  Process(const std::vector<std::string>& argv, const std::filesystem::path& output_file);
+  /// `environment`: NAME=VALUE entries added to this process's environment.
+  Process(const std::vector<std::string>& argv, const std::filesystem::path& output_file,
+          const std::vector<std::string>& environment = {});
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

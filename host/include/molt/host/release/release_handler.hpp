@@ -80,6 +80,8 @@ class ReleaseHandler {
   void start_watching();
   /// Stops that thread and snapshots every module (shutdown).
   void shut_down();
+  /// Snapshots every module now; the modules whose snapshot failed.
+  std::vector<std::string> save_all();
 
   Result<UpgradeReport> reload(std::string_view module, const std::optional<std::filesystem::path>& file,
                                const api::Values& extra);
@@ -115,7 +117,7 @@ class ReleaseHandler {
   void roll_back_locked(const std::string& why);
   Release with_module_changed(const std::string& module) const;
   void restore_snapshot_locked(const std::string& module);
-  void snapshot_locked(const std::string& module, std::string_view why);
+  bool snapshot_locked(const std::string& module, std::string_view why);
   void snapshot_all_locked(std::string_view why);
   void write_record_locked();
   void watch();
