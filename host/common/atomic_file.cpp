@@ -1,5 +1,7 @@
 #include "molt/host/common/atomic_file.hpp"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -34,9 +36,9 @@ std::optional<std::string> write_file_atomically(const fs::path& path, std::stri
   const fs::path temp = dir / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return "cannot create " + temp.string() + ": " + errno_text(errno);
-  fault_point("write.temp-open");
+  fault_point("write.temp-open", path.native());
   bool written = write_all(fd, bytes);
-  fault_point("write.temp-written");
+  fault_point("write.temp-written", path.native());
   written = written && ::fsync(fd) == 0;
   const int err = errno;
   ::close(fd);
@@ -45,18 +47,33 @@ std::optional<std::string> write_file_atomically(const fs::path& path, std::stri
     fs::remove(temp, ec);
     return "cannot write " + temp.string() + ": " + errno_text(err);
   }
-  fault_point("write.before-rename");
+  fault_point("write.before-rename", path.native());
   if (::rename(temp.c_str(), path.c_str()) != 0) {
     const int rename_err = errno;
     fs::remove(temp, ec);
     return "cannot rename into place: " + errno_text(rename_err);
   }
-  fault_point("write.after-rename");
+  fault_point("write.after-rename", path.native());
   if (const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir_fd >= 0) {
     ::fsync(dir_fd);
     ::close(dir_fd);
   }
   return std::nullopt;
+}
+
+std::vector<std::string> remove_stale_temporaries(const fs::path& dir) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const auto marker = name.rfind(".tmp.");
+    if (!name.starts_with('.') || marker == std::string::npos || marker + 5 == name.size()) continue;
+    if (!std::all_of(name.begin() + static_cast<std::ptrdiff_t>(marker) + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    std::error_code remove_error;
+    if (it->is_regular_file(remove_error) && fs::remove(it->path(), remove_error)) removed.push_back(name);
+  }
+  return removed;
 }
 
 std::optional<std::string> read_file(const fs::path& path, std::uint64_t max_bytes, std::string& contents) {

@@ -73,7 +73,10 @@ Json ControlHandler::upgrade(const Json& request) {
   Json reports = Json::array();
   for (const auto& report : outcome.reports) reports.push_back(report);
   Json reply{{"ok", outcome.installed}, {"release", outcome.release}, {"reports", reports}};
-  if (outcome.error) reply["error"] = outcome.error->to_string();
+  if (outcome.error)
+    reply["error"] = outcome.installed || outcome.reports.empty()
+                         ? outcome.error->to_string()
+                         : "release '" + outcome.release + "' not installed: " + outcome.error->to_string();
   if (outcome.installed) reply["releases"] = releases_.describe();
   return reply;
 }

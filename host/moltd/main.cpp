@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "molt/host/common/atomic_file.hpp"
 #include "molt/host/config/host_config.hpp"
 #include "molt/host/control/control_server.hpp"
 #include "molt/host/daemon/logging.hpp"
@@ -72,6 +73,9 @@ int main(int argc, char** argv) {
 
   Loader loader(LoaderOptions{run_dir->image_dir()});
   loader.remove_stale_copies();  // ours alone: we hold the run directory lock
+  for (const auto& dir : {run_dir->path(), run_dir->path() / "snapshots"})
+    for (const auto& name : remove_stale_temporaries(dir))
+      log->warn("removed {}: a write interrupted by a crash (the file it was replacing is intact)", (dir / name).string());
   ModuleTable table(loader, TableOptions{config->plugin_dir,
                                          UpgradeOptions{config->quiesce_timeout, config->max_state_bytes},
                                          [&logging](const std::string& name) { return logging.make(name); }});

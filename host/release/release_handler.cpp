@@ -4,7 +4,9 @@
 #include <functional>
 #include <set>
 
+#include "molt/host/common/atomic_file.hpp"
 #include "molt/host/common/fault.hpp"
+#include "molt/host/common/sha256.hpp"
 #include "molt/host/upgrade/transaction.hpp"
 
 namespace molt::host {
@@ -29,7 +31,9 @@ std::string base_name(const std::string& release) { return release.substr(0, rel
 /// Orders steps so that a module is paused before the modules it depends on
 /// (and resumed after them); otherwise keeps the script's order. Empty on a
 /// cycle, with `cycle` describing it.
-std::vector<std::size_t> dependency_order(const std::vector<ScriptStep>& steps, std::string& cycle) {
+/// The order modules pause in; empty on a cycle, then `cycle` describes it and
+/// `culprit` is the step where it closes.
+std::vector<std::size_t> dependency_order(const std::vector<ScriptStep>& steps, std::string& cycle, std::size_t& culprit) {
   std::map<std::string, std::size_t> index;
   for (std::size_t i = 0; i < steps.size(); ++i) index[steps[i].module] = i;
   std::vector<std::size_t> order;
@@ -43,6 +47,7 @@ std::vector<std::size_t> dependency_order(const std::vector<ScriptStep>& steps, 
       const auto start = std::find(path.begin(), path.end(), steps[i].module);
       for (auto it = start; it != path.end(); ++it) cycle += *it + " -> ";
       cycle += steps[i].module;
+      culprit = i;
       return false;
     }
     state[i] = 1;
@@ -254,8 +259,9 @@ Result<ReleasePlan> ReleaseHandler::check(const UpgradeScript& script) {
 
 Result<ReleasePlan> ReleaseHandler::plan_locked(const UpgradeScript& script) {
   std::string cycle;
-  const auto order = dependency_order(script.steps, cycle);
-  if (order.empty()) return Error{{}, {}, script.source, Phase::Script, "dependency cycle: " + cycle};
+  std::size_t culprit = 0;
+  const auto order = dependency_order(script.steps, cycle, culprit);
+  if (order.empty()) return step_error(script, script.steps[culprit], "dependency cycle: " + cycle);
   ReleasePlan plan;
   plan.release = script.release;
   for (const std::size_t i : order) {
@@ -278,6 +284,14 @@ Result<ReleasePlan> ReleaseHandler::plan_locked(const UpgradeScript& script) {
     }
     if (step.action != StepAction::Remove) {
       planned.file = fs::path(step.file).is_absolute() ? fs::path(step.file) : options_.plugin_dir / step.file;
+      if (step.sha256) {  // a pin is checked first: the file is not even parsed when it is not the one pinned
+        std::string bytes;
+        if (auto unreadable = read_file(planned.file, table_.loader().options().max_image_bytes, bytes))
+          return step_error(script, step, planned.file.string() + ": " + *unreadable);
+        if (const std::string found = sha256_hex(bytes); found != *step.sha256)
+          return step_error(script, step, planned.file.string() + " differs from the pinned sha256 (expected " +
+                                              step.sha256->substr(0, 12) + "..., found " + found.substr(0, 12) + "...)");
+      }
       auto checked = table_.loader().check(planned.file, step.module);
       if (!checked) return step_error(script, step, checked.error().to_string());
       if (checked->info.version != *step.to)
@@ -357,8 +371,12 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
       steps.push_back(UpgradeStep{table_.find(p.step.module).get(), p.file, std::nullopt, p.step.extra, p.sha256});
   if (!steps.empty()) {
     outcome.reports = table_.run(steps);
-    for (const auto& report : outcome.reports)
-      if (report.outcome != Outcome::Succeeded && report.error && !outcome.error) outcome.error = report.error;
+    for (const auto& report : outcome.reports)  // the cause, not the modules that went back because of it
+      if (report.outcome != Outcome::Succeeded && report.error && !report.error->reason.starts_with(kNotUpgradedBecause))
+        outcome.error = report.error;
+    if (!outcome.error)
+      for (const auto& report : outcome.reports)
+        if (report.outcome != Outcome::Succeeded && report.error && !outcome.error) outcome.error = report.error;
     if (outcome.error) {
       discard_added();
       log_->error("release '{}' not installed: {}", release_name, outcome.error->to_string());

@@ -401,7 +401,7 @@ class UpgradeTransaction {
       if (&move == failing_) {
         move.report.error = cause;
       } else {
-        move.report.error = move.error(cause.phase, "not upgraded because " + failing_->report.module + " failed");
+        move.report.error = move.error(cause.phase, std::string(kNotUpgradedBecause) + failing_->report.module + " failed");
       }
     }
     return finish(any_held ? Outcome::RolledBack : Outcome::Refused);

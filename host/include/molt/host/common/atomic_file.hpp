@@ -8,12 +8,18 @@
 #include <string_view>
 #include <optional>
 #include <cstdint>
+#include <vector>
 
 namespace molt::host {
 
 /// Writes `bytes` to `path` atomically; on failure, why (the target is then
 /// untouched and no temporary file is left).
 [[nodiscard]] std::optional<std::string> write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
+
+/// Removes the temporary files a crash in write_file_atomically left in
+/// `dir` (".NAME.tmp.PID"), and returns their names. Only for a directory no
+/// other process writes to (moltd holds its run directory's lock).
+std::vector<std::string> remove_stale_temporaries(const std::filesystem::path& dir);
 
 /// Reads a whole file of at most `max_bytes`; on failure, why.
 [[nodiscard]] std::optional<std::string> read_file(const std::filesystem::path& path, std::uint64_t max_bytes,

@@ -16,6 +16,11 @@
 
 namespace molt::host {
 
+/// How the reports of the other modules of a failed multi-module upgrade
+/// begin their reason ("not upgraded because kv failed"), to tell them from
+/// the report of the module that failed.
+inline constexpr std::string_view kNotUpgradedBecause = "not upgraded because ";
+
 struct UpgradeOptions {
   /// How long in-flight calls may take to finish once a module is paused.
   /// A module still busy then fails the upgrade, and keeps serving.

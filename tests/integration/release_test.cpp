@@ -1,0 +1,554 @@
+// Releases through the real moltd and moltctl: the shipped upgrade scripts up
+// and down, --check and --pin, all-or-nothing installs, adding and removing
+// modules, probation (commit, automatic rollback), and what a restart boots.
+#include <fstream>
+#include <sstream>
+
+#include <catch2/catch.hpp>
+
+#include "daemon.hpp"
+#include "resp_client.hpp"
+
+using namespace molt::test;
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// upgrade_scripts/<name> in the source tree: the scripts operators get.
+std::string shipped_script(const std::string& name) { return (fs::path(MOLT_SCRIPT_DIR) / name).string(); }
+
+/// Writes `text` to <daemon dir>/<name>, and returns its path.
+std::string write_script(const Daemon& d, const std::string& name, const std::string& text) {
+  const fs::path path = d.dir() / name;
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+/// The version `module` runs, or 0 when it does not run.
+int version_of(const Daemon& d, const std::string& module) {
+  const Json status = d.status();
+  for (const auto& m : status["modules"])
+    if (m["name"] == module) return m["version"].get<int>();
+  return 0;
+}
+
+Json releases(const Daemon& d) {
+  const auto result = d.ctl({"releases", "--json"});
+  INFO(result.err);
+  REQUIRE(result.exit_code == 0);
+  return Json::parse(result.out);
+}
+
+/// The events of the release record whose "what" is `what`.
+std::vector<Json> events(const Daemon& d, const std::string& what) {
+  std::vector<Json> found;
+  const Json record = releases(d);
+  for (const auto& event : record["events"])
+    if (event["what"] == what) found.push_back(event);
+  return found;
+}
+
+std::string sha256_of(const fs::path& file) {
+  const auto result = run_process({"sha256sum", file.string()});
+  REQUIRE(result.exit_code == 0);
+  return result.out.substr(0, 64);
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+/// counter v1 and kv v1 (on a free port).
+std::vector<ModuleSpec> counter_and_kv() {
+  return {{"counter", plugin_path("counter", 1), 1}, {"kv", plugin_path("kv", 1), 1, "listen = \"127.0.0.1:0\"\n"}};
+}
+
+/// The newer shipped versions, under the names the shipped scripts use.
+void install_newer(const Daemon& d) {
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  d.install(plugin_path("kv", 2), "kv-2.so");
+  d.install(plugin_path("kv", 3), "kv-3.so");
+}
+
+constexpr const char* kLongProbation = "probation_seconds = 600";
+
+constexpr const char* kOk = "+OK\r\n";
+
+}  // namespace
+
+TEST_CASE("upgrade_scripts/counter-2.toml: counter 1 -> 2 keeps the total under default, --down returns it",
+          "[releases][scripts]") {
+  Daemon d(counter_and_kv(), kLongProbation);
+  install_newer(d);
+  d.start();
+  for (int i = 0; i < 5; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+
+  const auto up = d.ctl({"upgrade", shipped_script("counter-2.toml")});
+  INFO(up.out << up.err);
+  REQUIRE(up.exit_code == 0);
+  CHECK_THAT(up.out, Catch::StartsWith("counter v1 -> v2: succeeded\n"));
+  CHECK_THAT(up.out, Catch::Contains("release counter-2 installed; on probation"));
+  const Json counts = d.get_json("/counter?key=default");
+  CHECK(counts["version"] == 2);
+  CHECK(counts["count"] == 5);
+  CHECK(version_of(d, "kv") == 1);  // not in the script: untouched
+  const Json record = releases(d);
+  CHECK(record["current"]["name"] == "counter-2");
+  CHECK(record["current"]["permanent"] == false);
+  CHECK(record["previous"]["name"] == "initial");
+  CHECK(record["permanent"]["name"] == "initial");
+
+  const auto down = d.ctl({"upgrade", "--down", shipped_script("counter-2.toml")});
+  INFO(down.out << down.err);
+  REQUIRE(down.exit_code == 0);
+  CHECK_THAT(down.out, Catch::StartsWith("counter v2 -> v1: succeeded\n"));
+  CHECK(d.get_json("/counter") == Json{{"module", "counter"}, {"version", 1}, {"total", 5}});
+  CHECK(releases(d)["current"]["name"] == "initial");  // --down of the current release returns to the previous one
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("upgrade_scripts/kv-2.toml and kv-3.toml: data loaded with redis-cli survives 1 -> 2 -> 3 -> 2 -> 1",
+          "[releases][scripts]") {
+  Daemon d(counter_and_kv(), kLongProbation);
+  install_newer(d);
+  d.start();
+  const std::string port = std::to_string(d.stream_port("kv"));
+  const auto cli = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv{"redis-cli", "-p", port};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const auto result = run_process(argv);
+    INFO(result.err);
+    REQUIRE(result.exit_code == 0);
+    return result.out;
+  };
+  CHECK(cli({"MSET", "a", "1", "b", "2", "c", "3"}) == "OK\n");
+
+  const auto to2 = d.ctl({"upgrade", shipped_script("kv-2.toml")});
+  INFO(to2.out << to2.err);
+  REQUIRE(to2.exit_code == 0);
+  CHECK(version_of(d, "kv") == 2);
+  CHECK(cli({"EXPIRE", "c", "1000"}) == "1\n");  // v2's feature, on the state v1 left
+  CHECK(cli({"TTL", "a"}) == "-1\n");
+
+  const auto to3 = d.ctl({"upgrade", shipped_script("kv-3.toml")});
+  INFO(to3.out << to3.err);
+  REQUIRE(to3.exit_code == 0);
+  CHECK_THAT(to3.out, Catch::Contains("in memory"));  // code only: no serialization
+  CHECK(version_of(d, "kv") == 3);
+  CHECK(cli({"GETDEL", "b"}) == "2\n");  // v3's feature
+  CHECK(cli({"TYPE", "a"}) == "string\n");
+
+  const auto from3 = d.ctl({"upgrade", "--down", shipped_script("kv-3.toml")});
+  INFO(from3.out << from3.err);
+  REQUIRE(from3.exit_code == 0);
+  CHECK(version_of(d, "kv") == 2);
+  const std::string ttl = cli({"TTL", "c"});
+  CHECK(std::stoi(ttl) > 900);  // the TTL survived 2 -> 3 -> 2
+
+  const auto from2 = d.ctl({"upgrade", "--down", shipped_script("kv-2.toml")});
+  INFO(from2.out << from2.err);
+  REQUIRE(from2.exit_code == 0);
+  CHECK(version_of(d, "kv") == 1);
+  CHECK(cli({"MGET", "a", "b", "c"}) == "1\n\n3\n");
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("upgrade_scripts/2026.12.0.toml upgrades counter and kv as one release; --down undoes both",
+          "[releases][scripts]") {
+  Daemon d(counter_and_kv(), kLongProbation);
+  install_newer(d);
+  d.start();
+  for (int i = 0; i < 4; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  RespClient kv(d.stream_port("kv"));
+  REQUIRE(kv.call({"SET", "k", "v"}) == kOk);
+
+  const auto up = d.ctl({"upgrade", shipped_script("2026.12.0.toml")});
+  INFO(up.out << up.err);
+  REQUIRE(up.exit_code == 0);
+  CHECK_THAT(up.out, Catch::Contains("counter v1 -> v2: succeeded"));
+  CHECK_THAT(up.out, Catch::Contains("kv v1 -> v2: succeeded"));
+  CHECK(d.get_json("/counter?key=legacy")["count"] == 4);  // extra.default_key from the script
+  CHECK(kv.call({"GET", "k"}) == "$1\r\nv\r\n");           // the same connection, now served by v2
+  const Json current = releases(d)["current"];
+  CHECK(current["name"] == "2026.12.0");
+  CHECK(current["modules"][0]["version"] == 2);
+  CHECK(current["modules"][1]["version"] == 2);
+
+  const auto down = d.ctl({"upgrade", "--down", shipped_script("2026.12.0.toml")});
+  INFO(down.out << down.err);
+  REQUIRE(down.exit_code == 0);
+  // Reverse order: kv first, then counter.
+  CHECK(down.out.find("kv v2 -> v1") < down.out.find("counter v2 -> v1"));
+  CHECK(version_of(d, "counter") == 1);
+  CHECK(version_of(d, "kv") == 1);
+  CHECK(d.get_json("/counter")["total"] == 4);
+  CHECK(kv.call({"GET", "k"}) == "$1\r\nv\r\n");
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("upgrade --check prints the plan and changes nothing; each bad script is one line naming its step",
+          "[releases][check]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}}, kLongProbation);
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  d.install(probe_path(2), "probe-2.so");
+  d.start();
+
+  const std::string good = write_script(d, "good.toml", R"(release = "r1"
+[[step]]
+module = "counter"
+from = 1
+to = 2
+depends_on = ["probe"]
+[[step]]
+module = "probe"
+from = 1
+to = 2
+)");
+  const auto plan = d.ctl({"upgrade", "--check", good});
+  INFO(plan.out << plan.err);
+  REQUIRE(plan.exit_code == 0);
+  CHECK_THAT(plan.out, Catch::StartsWith("release r1: 2 step(s), in the order modules pause\n"));
+  // counter depends on probe, so counter pauses first (and resumes last).
+  CHECK(plan.out.find("counter      v1 -> v2") < plan.out.find("probe        v1 -> v2"));
+  CHECK_THAT(plan.out, Catch::EndsWith("check passed: nothing was changed\n"));
+  const Json checked = Json::parse(d.ctl({"upgrade", "--check", "--json", good}).out);
+  REQUIRE(checked["plan"].size() == 2);
+  CHECK(checked["plan"][0]["module"] == "counter");
+  CHECK(checked["plan"][0]["sha256"] == sha256_of(d.plugin_dir() / "counter-2.so"));
+
+  struct Bad {
+    const char* what;
+    std::string text;
+    std::string error;
+  };
+  const std::string zeros(64, '0');
+  const std::vector<Bad> bad{
+      {"unknown module", "release = \"x\"\n[[step]]\nmodule = \"nope\"\nfrom = 1\nto = 2\n",
+       "bad.toml: script: step 1 (nope): nope is not running"},
+      {"wrong from-version", "release = \"x\"\n[[step]]\nmodule = \"counter\"\nfrom = 2\nto = 3\n",
+       "bad.toml: script: step 1 (counter): from = 2 but counter runs v1"},
+      {"missing file",
+       "release = \"x\"\n[[step]]\nmodule = \"counter\"\nfrom = 1\nto = 2\n[[step]]\nmodule = \"probe\"\nfrom = 1\n"
+       "to = 2\nfile = \"probe-9.so\"\n",
+       "step 2 (probe): "},
+      {"sha256 mismatch",
+       "release = \"x\"\n[[step]]\nmodule = \"counter\"\nfrom = 1\nto = 2\nsha256 = \"" + zeros + "\"\n",
+       "step 1 (counter): "},
+      {"dependency cycle",
+       "release = \"x\"\n[[step]]\nmodule = \"counter\"\nfrom = 1\nto = 2\ndepends_on = [\"probe\"]\n[[step]]\n"
+       "module = \"probe\"\nfrom = 1\nto = 2\ndepends_on = [\"counter\"]\n",
+       "dependency cycle: "},
+      {"unreadable TOML", "release = \"x\"\n[[step]]\nmodule = counter\n", "bad.toml"},
+  };
+  for (const auto& b : bad) {
+    SECTION(b.what) {
+      const std::string path = write_script(d, "bad.toml", b.text);
+      for (const bool check : {true, false}) {
+        std::vector<std::string> args{"upgrade", path};
+        if (check) args.insert(args.begin() + 1, "--check");
+        const auto result = d.ctl(args);
+        INFO(b.what << (check ? " --check" : "") << ": " << result.out << result.err);
+        CHECK(result.exit_code == 1);
+        CHECK(result.out.empty());
+        CHECK_THAT(result.err, Catch::StartsWith("moltctl: "));
+        CHECK_THAT(result.err, Catch::Contains(b.error));
+        CHECK(std::count(result.err.begin(), result.err.end(), '\n') == 1);  // one line
+      }
+      if (std::string(b.what) == "missing file") CHECK_THAT(d.ctl({"upgrade", "--check", path}).err, Catch::Contains("probe-9.so"));
+      if (std::string(b.what) == "sha256 mismatch") CHECK_THAT(d.ctl({"upgrade", "--check", path}).err, Catch::Contains("sha256"));
+      if (std::string(b.what) == "dependency cycle")
+        CHECK_THAT(d.ctl({"upgrade", "--check", path}).err, Catch::Contains("counter -> probe -> counter"));
+      if (std::string(b.what) == "unreadable TOML") CHECK_THAT(d.ctl({"upgrade", "--check", path}).err, Catch::Contains("line 3"));
+      CHECK(version_of(d, "counter") == 1);
+      CHECK(version_of(d, "probe") == 1);
+      CHECK(releases(d)["current"]["name"] == "initial");
+      CHECK(events(d, "installed").empty());
+    }
+  }
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("upgrade --pin writes the sha256 of the files present; a file changed afterwards is refused",
+          "[releases][pin]") {
+  Daemon d(counter_and_kv(), kLongProbation);
+  install_newer(d);
+  d.start();
+  const fs::path script = d.dir() / "counter-2.toml";
+  fs::copy_file(shipped_script("counter-2.toml"), script);
+
+  const auto pinned = d.ctl({"upgrade", "--pin", script.string()});
+  INFO(pinned.out << pinned.err);
+  REQUIRE(pinned.exit_code == 0);
+  const std::string text = read_text(script);
+  const std::string sha_new = sha256_of(d.plugin_dir() / "counter-2.so");
+  const std::string sha_old = sha256_of(d.plugin_dir() / "counter-1.so");
+  CHECK_THAT(text, Catch::Contains("sha256 = \"" + sha_new + "\""));
+  CHECK_THAT(text, Catch::Contains("from_sha256 = \"" + sha_old + "\""));
+  CHECK_THAT(text, Catch::Contains("extra = { default_key = \"default\" }"));  // the rest kept as it was
+  // Pinning again replaces the pins instead of adding more.
+  REQUIRE(d.ctl({"upgrade", "--pin", script.string()}).exit_code == 0);
+  const std::string again = read_text(script);
+  CHECK(again == text);
+
+  // Someone replaces counter-2.so with another build: the pinned script refuses it.
+  d.install(plugin_path("kv", 2), "counter-2.so");
+  const auto refused = d.ctl({"upgrade", script.string()});
+  INFO(refused.out << refused.err);
+  CHECK(refused.exit_code == 1);
+  CHECK_THAT(refused.err, Catch::Contains("step 1 (counter)"));
+  CHECK_THAT(refused.err, Catch::Contains("sha256"));
+  CHECK(version_of(d, "counter") == 1);
+
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  const auto accepted = d.ctl({"upgrade", script.string()});
+  INFO(accepted.out << accepted.err);
+  CHECK(accepted.exit_code == 0);
+  CHECK(version_of(d, "counter") == 2);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a release whose second step fails leaves every module on its old version with its old state",
+          "[releases][atomic]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}}, kLongProbation);
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  d.install(probe_path(2), "probe-2.so");
+  d.start();
+  for (int i = 0; i < 3; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  REQUIRE(d.http_code("POST", "/probe/add?item=kept") == "200");
+
+  for (const char* fail : {"load", "save", "load-crash"}) {
+    SECTION(std::string("probe fails to ") + fail) {
+      const std::string script = write_script(d, "r.toml", std::string(R"(release = "r"
+[[step]]
+module = "counter"
+from = 1
+to = 2
+[[step]]
+module = "probe"
+from = 1
+to = 2
+extra = { fail = ")") + fail + "\" }\n");
+      const auto result = d.ctl({"upgrade", script});
+      INFO(result.out << result.err);
+      CHECK(result.exit_code == 1);
+      CHECK_THAT(result.err, Catch::StartsWith("moltctl: release 'r' not installed: probe v"));
+      CHECK(std::count(result.err.begin(), result.err.end(), '\n') == 1);
+      CHECK(d.get_json("/counter") == Json{{"module", "counter"}, {"version", 1}, {"total", 3}});
+      CHECK(d.get_json("/probe") == Json{{"version", 1}, {"items", {"kept"}}});
+      const Json record = releases(d);
+      CHECK(record["current"]["name"] == "initial");
+      CHECK(events(d, "installed").empty());
+      // And the modules keep serving.
+      CHECK(d.http_code("POST", "/counter/incr") == "200");
+      CHECK(d.get_json("/counter")["total"] == 4);
+    }
+  }
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a release removes a module (state snapshotted first); --down adds it back with that state",
+          "[releases][add-remove]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1},
+            {"stash", test_image_path("stash-1.so"), 1, "listen = \"127.0.0.1:0\"\n"}},
+           kLongProbation);
+  d.start();
+  for (int i = 0; i < 3; ++i) REQUIRE(d.http_code("POST", "/stash/put?k=k" + std::to_string(i) + "&v=x") == "200");
+  const std::uint16_t old_port = d.stream_port("stash");
+
+  const std::string script = write_script(d, "drop-stash.toml", R"(release = "no-stash"
+[[step]]
+action = "remove"
+module = "stash"
+from = 1
+)");
+  const auto removed = d.ctl({"upgrade", script});
+  INFO(removed.out << removed.err);
+  REQUIRE(removed.exit_code == 0);
+  CHECK(version_of(d, "stash") == 0);
+  CHECK(d.http_code("GET", "/stash") == "404");
+  CHECK(fs::exists(d.run_dir() / "snapshots" / "stash.molt"));
+  CHECK(wait_until([&] {
+    try {
+      RespClient probe(old_port);  // any TCP client: the listener must be gone
+      return false;
+    } catch (const std::exception&) {
+      return true;
+    }
+  }));
+  CHECK(releases(d)["current"]["modules"].size() == 1);
+
+  const auto added = d.ctl({"upgrade", "--down", script});
+  INFO(added.out << added.err);
+  REQUIRE(added.exit_code == 0);
+  CHECK(version_of(d, "stash") == 1);
+  CHECK(d.get_json("/stash")["items"] == 3);
+  const Json current = releases(d)["current"];
+  CHECK(current["name"] == "initial");
+  CHECK(current["modules"].size() == 2);
+  d.stream_port("stash");  // listening again, from the settings it had
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("moltctl commit ends probation: the release is permanent and is what a restart boots",
+          "[releases][probation]") {
+  Daemon d(counter_and_kv(), kLongProbation);
+  install_newer(d);
+  d.start();
+  REQUIRE(d.ctl({"upgrade", shipped_script("counter-2.toml")}).exit_code == 0);
+  const auto committed = d.ctl({"commit"});
+  INFO(committed.out << committed.err);
+  REQUIRE(committed.exit_code == 0);
+  CHECK(committed.out == "release counter-2 is permanent\n");
+  const Json record = releases(d);
+  CHECK(record["current"]["permanent"] == true);
+  CHECK(record["permanent"]["name"] == "counter-2");
+  CHECK(events(d, "permanent").size() == 1);
+  // Nothing left to commit.
+  const auto again = d.ctl({"commit"});
+  CHECK(again.exit_code == 1);
+  CHECK_THAT(again.err, Catch::Contains("already permanent"));
+
+  REQUIRE(d.http_code("POST", "/counter/incr?key=after") == "200");
+  CHECK(d.stop() == 0);
+  d.start();
+  CHECK(version_of(d, "counter") == 2);
+  CHECK(d.get_json("/counter?key=after")["count"] == 1);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("probation passes by itself after probation_seconds", "[releases][probation]") {
+  Daemon d(counter_and_kv(), "probation_seconds = 1");
+  install_newer(d);
+  d.start();
+  REQUIRE(d.ctl({"upgrade", shipped_script("counter-2.toml")}).exit_code == 0);
+  CHECK(wait_until([&] { return releases(d)["current"]["permanent"] == true; }));
+  CHECK(releases(d)["permanent"]["name"] == "counter-2");
+  CHECK(version_of(d, "counter") == 2);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("during probation the host rolls a release back by itself: error rate over the threshold",
+          "[releases][probation]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}},
+           "probation_seconds = 600\nprobation_min_calls = 20\nprobation_max_error_rate = 0.25");
+  d.install(probe_path(2), "probe-2.so");
+  d.start();
+  REQUIRE(d.http_code("POST", "/probe/add?item=a") == "200");
+  const std::string script = write_script(d, "probe-2.toml", "release = \"probe-2\"\n[[step]]\nmodule = \"probe\"\nfrom = 1\nto = 2\n");
+  REQUIRE(d.ctl({"upgrade", script}).exit_code == 0);
+  REQUIRE(version_of(d, "probe") == 2);
+
+  // 15 good calls and 4 failures: under min_calls and under the rate, so it stays.
+  for (int i = 0; i < 15; ++i) REQUIRE(d.http_code("GET", "/probe") == "200");
+  for (int i = 0; i < 4; ++i) REQUIRE(d.http_code("GET", "/probe/throw") == "500");
+  for (int i = 0; i < 3; ++i) REQUIRE(d.http_code("GET", "/probe") == "200");
+  CHECK(version_of(d, "probe") == 2);  // 4 of 22 is 18 %: under 25 %
+  for (int i = 0; i < 4; ++i) REQUIRE(d.http_code("GET", "/probe/throw") == "500");  // 8 of 26: 31 %
+
+  REQUIRE(wait_until([&] { return version_of(d, "probe") == 1; }));
+  CHECK(d.get_json("/probe") == Json{{"version", 1}, {"items", {"a"}}});
+  const auto rolled = events(d, "rolled back");
+  REQUIRE(rolled.size() == 1);
+  CHECK(rolled[0]["release"] == "probe-2");
+  CHECK_THAT(rolled[0]["detail"].get<std::string>(), Catch::Contains("probe: 8 of 26 calls failed"));
+  CHECK(releases(d)["current"]["name"] == "initial");
+  CHECK_THAT(d.log(), Catch::Contains("release 'probe-2' failed probation: ") && Catch::Contains("rolling back to 'initial'"));
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("during probation the host rolls a release back by itself: a failed health check",
+          "[releases][probation]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}}, kLongProbation);
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  d.install(probe_path(2), "probe-2.so");
+  d.start();
+  for (int i = 0; i < 2; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  const std::string script = write_script(d, "both.toml", R"(release = "both"
+[[step]]
+module = "counter"
+from = 1
+to = 2
+[[step]]
+module = "probe"
+from = 1
+to = 2
+)");
+  REQUIRE(d.ctl({"upgrade", script}).exit_code == 0);
+  REQUIRE(d.http_code("POST", "/counter/incr") == "200");  // on v2, during probation
+  REQUIRE(d.http_code("POST", "/probe/add?item=sick") == "200");
+
+  // The whole release goes back, counter too, with what it counted meanwhile.
+  REQUIRE(wait_until([&] { return version_of(d, "probe") == 1 && version_of(d, "counter") == 1; }));
+  CHECK(d.get_json("/counter")["total"] == 3);
+  const auto rolled = events(d, "rolled back");
+  REQUIRE(rolled.size() == 1);
+  CHECK_THAT(rolled[0]["detail"].get<std::string>(), Catch::Contains("sick item"));
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a restart boots the last permanent release, not one on probation, and keeps the state",
+          "[releases][restart]") {
+  Daemon d(counter_and_kv(), kLongProbation);
+  install_newer(d);
+  d.start();
+  for (int i = 0; i < 3; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  REQUIRE(d.ctl({"upgrade", shipped_script("2026.12.0.toml")}).exit_code == 0);
+  REQUIRE(d.http_code("POST", "/counter/incr?key=legacy") == "200");  // on v2: total 4
+  {
+    RespClient kv(d.stream_port("kv"));
+    REQUIRE(kv.call({"SET", "during", "probation"}) == kOk);
+  }
+  CHECK(d.stop() == 0);
+
+  // Like OTP: a release never made permanent is not booted. The state
+  // written by v2 comes back through v2's downgrade migration.
+  d.start();
+  CHECK(version_of(d, "counter") == 1);
+  CHECK(version_of(d, "kv") == 1);
+  CHECK(d.get_json("/counter")["total"] == 4);
+  RespClient kv(d.stream_port("kv"));
+  CHECK(kv.call({"GET", "during"}) == "$9\r\nprobation\r\n");
+  const Json record = releases(d);
+  CHECK(record["current"]["name"] == "initial");
+  CHECK_THAT(d.log(), Catch::Contains("release '2026.12.0' was on probation when moltd stopped: booting the last permanent release 'initial'"));
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a corrupt or truncated snapshot is refused in one line and moved aside; other modules keep theirs",
+          "[releases][snapshots]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}}, kLongProbation);
+  d.start();
+  for (int i = 0; i < 3; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  REQUIRE(d.http_code("POST", "/probe/add?item=safe") == "200");
+  CHECK(d.stop() == 0);
+
+  const fs::path snapshot = d.run_dir() / "snapshots" / "counter.molt";
+  REQUIRE(fs::exists(snapshot));
+  std::string original = read_text(snapshot);
+  SECTION("truncated") { fs::resize_file(snapshot, original.size() - 5); }
+  SECTION("a flipped byte") {
+    std::string bytes = original;
+    bytes[bytes.size() - 3] ^= 0x20;
+    std::ofstream(snapshot, std::ios::binary | std::ios::trunc) << bytes;
+  }
+  const std::string damaged = read_text(snapshot);
+
+  d.start();
+  CHECK(version_of(d, "counter") == 1);
+  CHECK(d.get_json("/counter")["total"] == 0);  // started empty, and says so
+  CHECK(d.get_json("/probe") == Json{{"version", 1}, {"items", {"safe"}}});
+  std::vector<fs::path> aside;
+  for (const auto& entry : fs::directory_iterator(d.run_dir() / "snapshots"))
+    if (entry.path().filename().string().starts_with("counter.molt.corrupt-")) aside.push_back(entry.path());
+  REQUIRE(aside.size() == 1);
+  CHECK(read_text(aside[0]) == damaged);  // moved, byte for byte, never rewritten
+  const std::string log = d.log();
+  CHECK_THAT(log, Catch::Contains("counter.molt"));
+  CHECK_THAT(log, Catch::Contains(aside[0].filename().string()));
+  CHECK_THAT(log, Catch::Contains("moltctl restore counter"));
+  CHECK(d.stop() == 0);
+}
