@@ -100,7 +100,8 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
     check.only_keys(*host, "host.", {"run_dir", "plugin_dir", "http", "http_threads", "io_threads",
                                      "max_stream_buffer_bytes", "max_request_bytes", "quiesce_timeout_ms",
                                      "max_state_bytes", "log_level", "release", "probation_seconds",
-                                     "probation_max_error_rate", "probation_min_calls", "snapshot_interval_seconds"});
+                                     "probation_max_error_rate", "probation_min_calls", "snapshot_interval_seconds",
+                                     "job_threads"});
     if (auto v = check.string(*host, "host.", "release")) {
       if (v->empty()) check.fail("host.release", "must not be empty");
       else config.release = *v;
@@ -126,6 +127,7 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
     }
     if (auto v = check.integer(*host, "host.", "http_threads", 1, 256)) config.http_threads = static_cast<unsigned>(*v);
     if (auto v = check.integer(*host, "host.", "io_threads", 1, 256)) config.io_threads = static_cast<unsigned>(*v);
+    if (auto v = check.integer(*host, "host.", "job_threads", 1, 256)) config.job_threads = static_cast<unsigned>(*v);
     if (auto v = check.integer(*host, "host.", "max_stream_buffer_bytes", 4096, 1ll << 40))
       config.max_stream_buffer_bytes = *v;
     if (auto v = check.integer(*host, "host.", "max_request_bytes", 1024, 1ll << 30)) config.max_request_bytes = *v;

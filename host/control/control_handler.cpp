@@ -51,6 +51,39 @@ Json upgrade_reply(Result<UpgradeReport> result) {
 
 Json error_reply(const std::string& message) { return Json{{"ok", false}, {"error", message}}; }
 
+Json ControlHandler::jobs(const Json& request) {
+  const auto module = module_of(request);
+  const std::string action = request.value("action", "list");
+  if (action == "list") {
+    Json list = Json::array();
+    for (const auto& slot : table_.slots()) {
+      if (module && slot->name() != *module) continue;
+      for (const auto& record : slot->jobs()) {
+        Json entry = record;
+        entry["module"] = slot->name();
+        list.push_back(std::move(entry));
+      }
+    }
+    if (module && !table_.find(*module)) return error_reply("jobs: no module '" + *module + "'");
+    return Json{{"ok", true}, {"jobs", list}};
+  }
+  if (action != "cancel" && action != "restart") return error_reply("jobs: action must be list, cancel or restart");
+  const auto job = request.find("job");
+  if (!module || job == request.end() || !job->is_string()) return error_reply("jobs " + action + ": needs \"module\" and \"job\"");
+  const auto slot = table_.find(*module);
+  if (!slot) return error_reply("jobs " + action + ": no module '" + *module + "'");
+  const std::string name = job->get<std::string>();
+  auto done = action == "cancel" ? slot->cancel_job(name) : slot->restart_job(name);
+  if (!done) return error_reply(done.error().to_string());
+  for (const auto& record : slot->jobs())
+    if (record.name == name) {
+      Json entry = record;
+      entry["module"] = slot->name();
+      return Json{{"ok", true}, {"job", entry}};
+    }
+  return Json{{"ok", true}};
+}
+
 Json ControlHandler::upgrade(const Json& request) {
   const auto text = request.find("script");
   if (text == request.end() || !text->is_string()) return error_reply("upgrade: needs \"script\" (the script's text)");
@@ -113,6 +146,7 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
         {"listen", listen},
         {"connections", connections},
         {"timers", slot->timers()},
+        {"jobs", slot->jobs()},
     });
   }
   return Json{{"ok", true},
@@ -135,12 +169,15 @@ ControlReply ControlHandler::handle(std::string_view line) {
   if (command_it == request.end() || !command_it->is_string())
     return {error_reply("malformed request: no \"command\""), {}};
   const std::string command = command_it->get<std::string>();
-  static const std::set<std::string, std::less<>> kCommands{"status",  "reload", "rollback", "history", "snapshot",
-                                                            "restore", "upgrade", "commit",  "releases", "save"};
-  if (!kCommands.contains(command))
-    return {error_reply("unknown command '" + command +
-                        "' (status, reload, rollback, history, snapshot, restore, upgrade, commit, releases, save)"),
-            {}};
+  static const std::set<std::string, std::less<>> kCommands{"status",  "reload",  "rollback", "history",
+                                                            "snapshot", "restore", "upgrade",  "commit",
+                                                            "releases", "save",    "jobs"};
+  if (!kCommands.contains(command)) {
+    std::string known;
+    for (const auto& name : kCommands) known += (known.empty() ? "" : ", ") + name;
+    return {error_reply("unknown command '" + command + "' (" + known + ")"), {}};
+  }
+  if (command == "jobs") return {jobs(request), {}};
   if (command == "releases") return {releases_.describe(), {}};
   if (command == "save") {
     const auto failed = releases_.save_all();

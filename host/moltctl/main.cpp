@@ -74,6 +74,27 @@ void print_status(const Json& reply) {
   }
 }
 
+std::string progress_text(const Json& job) {
+  const auto done = job["done"].get<std::uint64_t>();
+  const auto total = job["total"].get<std::uint64_t>();
+  if (total == 0) return std::to_string(done);
+  return std::to_string(done) + "/" + std::to_string(total) + " (" + std::to_string(done * 100 / total) + "%)";
+}
+
+void print_jobs(const Json& reply) {
+  if (reply["jobs"].empty()) {
+    std::printf("no jobs\n");
+    return;
+  }
+  std::printf("%-12s %-16s %-9s %-22s %7s  %-19s  %-19s  %s\n", "MODULE", "JOB", "STATE", "PROGRESS", "STEPS", "STARTED",
+              "UPDATED", "NOTE");
+  for (const Json& job : reply["jobs"])
+    std::printf("%-12s %-16s %-9s %-22s %7llu  %-19s  %-19s  %s\n", job["module"].get<std::string>().c_str(),
+                job["name"].get<std::string>().c_str(), job["state"].get<std::string>().c_str(), progress_text(job).c_str(),
+                job["steps"].get<unsigned long long>(), time_text(job["started_ms"].get<std::int64_t>()).c_str(),
+                time_text(job["updated_ms"].get<std::int64_t>()).c_str(), job["note"].get<std::string>().c_str());
+}
+
 void print_report(const Json& r) {
   const auto phase = [&](const char* name) { return r["phases_us"][name].get<std::int64_t>(); };
   const std::string from = "v" + std::to_string(r["from"].get<unsigned>());
@@ -262,6 +283,15 @@ int main(int argc, char** argv) {
   auto* commit = app.add_subcommand("commit", "make the current release permanent now (ends its probation)");
   auto* save = app.add_subcommand("save", "snapshot every module now, into the run directory, as at shutdown");
   auto* releases = app.add_subcommand("releases", "the current, previous and permanent releases, and what happened to them");
+  std::string job;
+  auto* jobs = app.add_subcommand("jobs", "the modules' jobs (all, or MODULE's): state, progress, steps, times (see docs/jobs.md)");
+  jobs->add_option("module", module, "module name (default: all)");
+  auto* cancel_job = jobs->add_subcommand("cancel", "stop running MODULE's JOB after its step in progress (its checkpoint stays)");
+  cancel_job->add_option("module", module, "module name")->required();
+  cancel_job->add_option("job", job, "job name")->required();
+  auto* restart_job = jobs->add_subcommand("restart", "run MODULE's failed or cancelled JOB again, from its checkpoint");
+  restart_job->add_option("module", module, "module name")->required();
+  restart_job->add_option("job", job, "job name")->required();
 
   Json request;
   try {
@@ -279,6 +309,13 @@ int main(int argc, char** argv) {
     if (commit->parsed()) request = {{"command", "commit"}};
     if (save->parsed()) request = {{"command", "save"}};
     if (releases->parsed()) request = {{"command", "releases"}};
+    if (jobs->parsed()) {
+      request = {{"command", "jobs"}};
+      if (cancel_job->parsed() || restart_job->parsed())
+        request.update({{"action", cancel_job->parsed() ? "cancel" : "restart"}, {"module", module}, {"job", job}});
+      else if (!module.empty())
+        request["module"] = module;
+    }
     if (upgrade->parsed()) {
       std::string text;
       if (auto why = molt::host::read_file(script_file, molt::host::kMaxScriptBytes, text)) {
@@ -341,6 +378,12 @@ int main(int argc, char** argv) {
                   current["permanent"].get<bool>() ? ", permanent"
                                                    : "; on probation (moltctl commit makes it permanent now)");
     }
+  } else if (ok && command == "jobs" && reply.contains("jobs")) {
+    print_jobs(reply);
+  } else if (ok && command == "jobs" && reply.contains("job")) {
+    const Json& j = reply["job"];
+    std::printf("%s %s: %s at %s\n", j["module"].get<std::string>().c_str(), j["name"].get<std::string>().c_str(),
+                j["state"].get<std::string>().c_str(), progress_text(j).c_str());
   } else if (ok && command == "save") {
     std::printf("saved %d module(s)\n", reply["modules"].get<int>());
   } else if (ok && (command == "releases" || command == "commit")) {

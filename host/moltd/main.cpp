@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
       log->warn("removed {}: a write interrupted by a crash (the file it was replacing is intact)", (dir / name).string());
   ModuleTable table(loader, TableOptions{config->plugin_dir,
                                          UpgradeOptions{config->quiesce_timeout, config->max_state_bytes},
-                                         [&logging](const std::string& name) { return logging.make(name); }});
+                                         [&logging](const std::string& name) { return logging.make(name); },
+                                         config->job_threads});
   StreamServer streams(StreamOptions{config->io_threads, config->max_stream_buffer_bytes}, log);
   SnapshotStore snapshots(run_dir->path() / "snapshots", config->max_state_bytes);
   ReleaseHandler releases(table, streams, snapshots,
@@ -132,6 +133,7 @@ int main(int argc, char** argv) {
   http.stop(std::chrono::seconds(10));
   streams.stop(std::chrono::seconds(10));
   control.stop();
+  table.stop_jobs();     // after the steps in progress: the snapshots below hold every step that ran
   releases.shut_down();  // snapshots every module, now that no request can change its state
   table.stop_all();
   log->info("stopped");

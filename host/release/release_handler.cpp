@@ -191,6 +191,7 @@ void ReleaseHandler::restore_snapshot_locked(const std::string& module) {
                       report.summary(), moved ? moved->string() : std::string("?"), module);
     return;
   }
+  if (auto host = slot->restore_host_part(blob.host); !host) slot->log().error("{}", host.error().to_string());
   slot->log().info("state restored from {} (written by v{}, {} bytes)", snapshots_.path_of(module).string(),
                    blob.version.value, blob.bytes.size());
 }
@@ -331,6 +332,7 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
   // Added modules: started and listening, not yet served over HTTP. A
   // failure here refuses the release before anything else changes.
   std::vector<std::shared_ptr<ModuleSlot>> added;
+  std::map<std::string, std::string> host_parts;  ///< of the added modules restored from a snapshot
   auto discard_added = [&] {
     for (const auto& slot : added) streams_.close_module(slot->name());
     added.clear();
@@ -351,6 +353,7 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
     if (auto snapshot = snapshots_.load(p.step.module); snapshot && snapshot.value()) {
       const auto restored = host::restore(*slot.value(), table_.loader(), *snapshot.value());
       if (restored.outcome != Outcome::Succeeded) slot.value()->log().warn("state not restored: {}", restored.summary());
+      else host_parts[p.step.module] = snapshot.value()->host;  // its jobs run once it serves
     }
     for (const auto& endpoint : listen) {
       auto bound = streams_.listen(endpoint, slot.value());
@@ -386,7 +389,10 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
 
   // Point of no return for the release: serve the added modules, drop the removed ones.
   fault_point("release.commit");
-  for (auto& slot : added) table_.insert(slot);
+  for (auto& slot : added) {
+    table_.insert(slot);
+    if (auto host = slot->restore_host_part(host_parts[slot->name()]); !host) slot->log().error("{}", host.error().to_string());
+  }
   for (const auto& p : plan.steps) {
     if (p.step.action != StepAction::Remove) continue;
     streams_.close_module(p.step.module);
@@ -501,8 +507,14 @@ Result<UpgradeReport> ReleaseHandler::restore(std::string_view module, const fs:
   if (!slot) return Error{std::string(module), {}, {}, Phase::Snapshot, "no such module"};
   auto blob = read_state_file(archive, table_.options().upgrade.max_state_bytes);
   if (!blob) return std::move(blob).error();
+  const std::string host = blob->host;
   auto report = host::restore(*slot, table_.loader(), std::move(blob.value()));
-  if (report.outcome == Outcome::Succeeded) snapshot_locked(std::string(module), "restore");
+  if (report.outcome == Outcome::Succeeded) {
+    // An archive without a host part (a fixture, an older snapshot) keeps the jobs and timers the module has.
+    if (!host.empty())
+      if (auto restored = slot->restore_host_part(host); !restored) slot->log().error("{}", restored.error().to_string());
+    snapshot_locked(std::string(module), "restore");
+  }
   return report;
 }
 

@@ -7,7 +7,11 @@
 
 namespace molt::host {
 
-ModuleTable::ModuleTable(Loader& loader, TableOptions options) : loader_(loader), options_(std::move(options)) {}
+ModuleTable::ModuleTable(Loader& loader, TableOptions options) : loader_(loader), options_(std::move(options)) {
+  if (options_.job_threads > 0)
+    jobs_ = std::make_shared<JobRunner>(
+        JobRunnerOptions{options_.job_threads, [this](std::string_view module) { return find(module); }});
+}
 
 void ModuleTable::stop_all() {
   std::unique_lock lock(mutex_);
@@ -20,7 +24,7 @@ Result<std::shared_ptr<ModuleSlot>> ModuleTable::prepare(const ModuleConfig& mod
   auto image = loader_.load(module.file, module.name);
   if (!image) return std::move(image).error();
   auto slot = ModuleSlot::start(std::move(image.value()),
-                                SlotOptions{options_.make_logger(module.name), module.values, timers_});
+                                SlotOptions{options_.make_logger(module.name), module.values, timers_, jobs_});
   if (!slot) return std::move(slot).error();
   return std::shared_ptr<ModuleSlot>(std::move(slot.value()));
 }

@@ -25,6 +25,18 @@ TimerService::Id TimerService::every(std::chrono::milliseconds period, std::func
   return id;
 }
 
+TimerService::Id TimerService::after(std::chrono::milliseconds delay, std::function<void(Id)> callback) {
+  if (delay < std::chrono::milliseconds(0)) delay = std::chrono::milliseconds(0);
+  Id id;
+  {
+    std::lock_guard lock(mutex_);
+    id = next_id_++;
+    timers_.emplace(id, Timer{std::chrono::milliseconds(0), std::move(callback), Clock::now() + delay});
+  }
+  changed_.notify_all();
+  return id;
+}
+
 void TimerService::cancel(Id id) {
   std::lock_guard lock(mutex_);
   timers_.erase(id);
@@ -53,10 +65,14 @@ void TimerService::run() {
       continue;  // the set may have changed meanwhile
     }
     const Id id = next->first;
-    // Next due time from the schedule, not from now, so the period does not
-    // drift; but never in the past (no burst after a slow callback).
-    next->second.due = std::max(next->second.due + next->second.period, Clock::now());
     const auto callback = next->second.callback;  // a copy: cancel() may erase the timer meanwhile
+    if (next->second.period.count() == 0) {
+      timers_.erase(next);  // once
+    } else {
+      // Next due time from the schedule, not from now, so the period does not
+      // drift; but never in the past (no burst after a slow callback).
+      next->second.due = std::max(next->second.due + next->second.period, Clock::now());
+    }
     running_ = id;
     lock.unlock();
     callback(id);

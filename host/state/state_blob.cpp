@@ -23,10 +23,16 @@ Error snapshot_error(std::string module, std::string file, std::string reason) {
 }  // namespace
 
 std::string encode_state_file(const StateBlob& blob) {
-  const nlohmann::ordered_json header = {
+  nlohmann::ordered_json header = {
       {"format", kStateFormat},        {"module", blob.module}, {"version", blob.version.value},
       {"schema", blob.schema.value},   {"length", blob.bytes.size()}, {"sha256", sha256_hex(blob.bytes)},
   };
+  if (!blob.host.empty()) {
+    // The checksum is of the compact dump with sorted keys: what the reader computes.
+    const auto host = nlohmann::json::parse(blob.host);
+    header["host"] = nlohmann::ordered_json::parse(host.dump());
+    header["host_sha256"] = sha256_hex(host.dump());
+  }
   std::string out = header.dump();
   out += '\n';
   out += blob.bytes;
@@ -38,7 +44,7 @@ Result<StateBlob> decode_state_file(std::string_view contents, std::uint64_t max
     return snapshot_error(std::move(module), {}, std::move(reason));
   };
   const auto newline = contents.substr(0, kMaxStateHeaderBytes).find('\n');
-  if (newline == std::string_view::npos) return refuse("not a state archive: no header line in the first 4096 bytes");
+  if (newline == std::string_view::npos) return refuse("not a state archive: no header line in the first " + std::to_string(kMaxStateHeaderBytes) + " bytes");
   const auto header = nlohmann::json::parse(contents.substr(0, newline), nullptr, /*allow_exceptions=*/false);
   if (!header.is_object() || header.value("format", "") != kStateFormat)
     return refuse("not a state archive: header is not a " + std::string(kStateFormat) + " header");
@@ -61,6 +67,13 @@ Result<StateBlob> decode_state_file(std::string_view contents, std::uint64_t max
                         std::to_string(body.size()),
                     blob.module);
     if (sha256_hex(body) != checksum) return refuse("checksum mismatch: the state bytes were altered", blob.module);
+    if (const auto host = header.find("host"); host != header.end()) {
+      const auto host_checksum = header.at("host_sha256").get<std::string>();
+      std::string text = host->dump();
+      if (!host->is_object() || sha256_hex(text) != host_checksum)
+        return refuse("checksum mismatch: the host's part (jobs, timers) was altered", blob.module);
+      blob.host = std::move(text);
+    }
     blob.bytes.assign(body);
   } catch (const nlohmann::json::exception& e) {
     return refuse(std::string("malformed header: ") + e.what(), blob.module);

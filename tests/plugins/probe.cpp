@@ -6,6 +6,11 @@
 // fail: save, save-crash, save-late (after writing the state), load,
 // load-crash, non-std, short-read. POST /probe/fill?n=N adds N items, to make
 // states large enough to be streamed.
+// Jobs and one-shot timers, for the host's tests: POST /probe/job?name=J-N
+// starts job "J-N", whose every step adds item "J-N:<k>" until there are N
+// (the checkpoint is the items themselves); a job named "boom-..." throws
+// at its third step. POST /probe/once?name=T&ms=M sets a one-shot timer that
+// adds item "timer:T" when it fires.
 #include <chrono>
 #include <mutex>
 #include <stdexcept>
@@ -41,7 +46,8 @@ class Probe final : public molt::api::Module {
 #endif
   }
 
-  void start(molt::api::Context&) override {
+  void start(molt::api::Context& context) override {
+    context_ = &context;
 #ifdef PROBE_FAIL_START
     throw std::runtime_error("probe start fails on purpose");
 #endif
@@ -60,6 +66,12 @@ class Probe final : public molt::api::Module {
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     } else if (request.path == "/probe/throw") {
       throw std::runtime_error("boom");
+    } else if (request.path == "/probe/job") {
+      if (!context_->start_job(request.query_param("name").value_or("")))
+        return molt::api::Response::json(R"({"error":"running"})", 409);
+    } else if (request.path == "/probe/once") {
+      context_->set_timer_once(request.query_param("name").value_or(""),
+                               std::chrono::milliseconds(std::stoi(request.query_param("ms").value_or("0"))));
     } else if (request.path != "/probe") {
       return molt::api::Response::json(R"({"error":"not found"})", 404);
     }
@@ -72,6 +84,26 @@ class Probe final : public molt::api::Module {
     std::string body = R"({"version":)" + std::to_string(kVersion.value) + R"(,"items":[)";
     for (std::size_t i = 0; i < state_.items.size(); ++i) body += (i ? ",\"" : "\"") + state_.items[i] + '"';
     return molt::api::Response::json(body + "]}");
+  }
+
+  void on_timer(std::string_view name) override {
+    std::lock_guard lock(mutex_);
+    state_.items.push_back("timer:" + std::string(name));
+  }
+
+  void run_job_step(std::string_view job, molt::api::JobStep& step) override {
+    const std::string prefix = std::string(job) + ':';
+    const auto dash = job.rfind('-');
+    const std::uint64_t target = dash == std::string_view::npos ? 0 : std::stoull(std::string(job.substr(dash + 1)));
+    std::lock_guard lock(mutex_);
+    std::uint64_t done = 0;
+    for (const auto& item : state_.items) done += item.starts_with(prefix) ? 1 : 0;
+    if (job.starts_with("boom-") && done == 2) throw std::runtime_error("step 3 of " + std::string(job) + " fails on purpose");
+    if (done < target) state_.items.push_back(prefix + std::to_string(done++));
+    step.done = done;
+    step.total = target;
+    step.finished = done >= target;
+    step.summary = std::to_string(done) + " items";
   }
 
   /// Unhealthy once an item "sick" has been added (the probation tests).
@@ -112,6 +144,7 @@ class Probe final : public molt::api::Module {
 
   mutable std::mutex mutex_;  // v2 is concurrent
   State state_;
+  molt::api::Context* context_ = nullptr;
 };
 
 }  // namespace probe

@@ -61,11 +61,12 @@ api::Request request(std::string_view method, std::string_view target, std::stri
   return req;
 }
 
-std::unique_ptr<host::ModuleSlot> Harness::start(const fs::path& path, std::string_view module, api::Values config) {
+std::unique_ptr<host::ModuleSlot> Harness::start(const fs::path& path, std::string_view module, api::Values config,
+                                                 std::shared_ptr<host::JobRunner> jobs) {
   auto image = loader.load(path, module);
   if (!image) FAIL(image.error().to_string());
   auto slot = host::ModuleSlot::start(std::move(image.value()),
-                                      host::SlotOptions{test_logger(std::string(module)), std::move(config), nullptr});
+                                      host::SlotOptions{test_logger(std::string(module)), std::move(config), nullptr, std::move(jobs)});
   if (!slot) FAIL(slot.error().to_string());
   return std::move(slot.value());
 }

@@ -57,7 +57,7 @@ struct Harness {
 
   /// Loads `image` (module `module`) into a new slot; fails the test otherwise.
   std::unique_ptr<host::ModuleSlot> start(const std::filesystem::path& image, std::string_view module,
-                                          api::Values config = {});
+                                          api::Values config = {}, std::shared_ptr<host::JobRunner> jobs = nullptr);
 };
 
 /// The body of a call that must succeed with status 200.

@@ -33,8 +33,24 @@ class Context {
   /// threads; this is how they do periodic work.
   virtual void set_timer(std::string_view name, std::chrono::milliseconds period) = 0;
 
+  /// Calls Module::on_timer(name) once, `delay` from now, serialised with
+  /// the module's other calls. Setting a name again replaces that timer,
+  /// periodic or not. Host-owned like set_timer's: a pending one-shot timer
+  /// survives upgrades, and host restarts (it is saved with the state).
+  virtual void set_timer_once(std::string_view name, std::chrono::milliseconds delay) = 0;
+
   /// Stops the timer `name`, if any.
   virtual void cancel_timer(std::string_view name) = 0;
+
+  /// Starts job `name` (see job.hpp): the host will call
+  /// Module::run_job_step(name, ...) on its job workers until a step reports
+  /// the job finished. Record the job's parameters and checkpoint in the
+  /// state in the same call, before or after this. Returns false, changing
+  /// nothing, when a job of that name is running already; a job that
+  /// finished, failed or was cancelled starts again. Only during a call
+  /// (handle, on_data, on_timer, run_job_step), not during start or
+  /// load_state: a job's record comes back with the state by itself.
+  virtual bool start_job(std::string_view name) = 0;
 
  protected:
   ~Context() = default;  // not owned by modules

@@ -20,12 +20,14 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
 
 #include "molt/context.hpp"
 #include "molt/error.hpp"
+#include "molt/job.hpp"
 #include "molt/message.hpp"
 #include "molt/state.hpp"
 #include "molt/state_rules.hpp"
@@ -109,8 +111,16 @@ class Module {
   /// The connection is gone (closed by either side). Drop what was kept for it.
   virtual void on_disconnect(ConnectionId /*connection*/) {}
 
-  /// A timer set with Context::set_timer fired.
+  /// A timer set with Context::set_timer or set_timer_once fired.
   virtual void on_timer(std::string_view /*name*/) {}
+
+  /// Runs one step of job `job`, started with Context::start_job (see
+  /// job.hpp): a bounded piece of work that advances the checkpoint kept in
+  /// the state, and reports progress in `step`. Throwing marks the job failed
+  /// with the reason (it is not retried); the state must then be unchanged.
+  virtual void run_job_step(std::string_view job, JobStep& /*step*/) {
+    throw std::logic_error("module has no job '" + std::string(job) + "'");
+  }
 
   /// Asked about once a second while a release that changed this module is
   /// on probation. A reason (one line) makes the host roll the release back.

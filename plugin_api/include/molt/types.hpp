@@ -16,7 +16,8 @@ namespace molt::api {
 /// against another ABI before it runs any of the image's code.
 /// 2: streams (on_connect/on_data/on_disconnect), host timers, state handoff.
 /// 3: Module::health.
-inline constexpr std::uint32_t kAbiVersion = 3;
+/// 4: jobs (Context::start_job, Module::run_job_step), one-shot timers.
+inline constexpr std::uint32_t kAbiVersion = 4;
 
 /// A module's release number. Positive; each release of a module gets a
 /// larger one. Two images of one module with the same version are the same

@@ -48,6 +48,7 @@ struct HostConfig {
   Endpoint http{"127.0.0.1", 8080};
   unsigned http_threads = 4;
   unsigned io_threads = 2;                        ///< threads serving module streams (listen =)
+  unsigned job_threads = 2;                       ///< threads stepping the modules' jobs
   std::uint64_t max_stream_buffer_bytes = 256u << 20;  ///< unconsumed input per connection
   std::uint64_t max_request_bytes = 1 << 20;  ///< HTTP request body; larger ones get 413
   std::chrono::milliseconds quiesce_timeout{5000};

@@ -12,6 +12,8 @@
 //                          "check":false, "down":false}
 //   {"command":"commit"}
 //   {"command":"releases"}
+//   {"command":"save"}
+//   {"command":"jobs",     "module":"batch"?, "action":"list"|"cancel"|"restart"?, "job":"sum"?}
 // Replies: {"ok":true, ...} or {"ok":false, "error":"<one line>"}. reload and
 // rollback reply with the upgrade "report", and "ok" false unless it succeeded.
 // snapshot replies with the archive's header and attaches the archive file.
@@ -61,6 +63,7 @@ class ControlHandler {
 
  private:
   nlohmann::json upgrade(const nlohmann::json& request);
+  nlohmann::json jobs(const nlohmann::json& request);
 
   ModuleTable& table_;
   ReleaseHandler& releases_;

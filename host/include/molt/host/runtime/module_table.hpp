@@ -28,13 +28,23 @@ struct TableOptions {
   UpgradeOptions upgrade;
   /// Makes the logger of a module, named after it.
   std::function<std::shared_ptr<spdlog::logger>(const std::string& module)> make_logger;
+  /// Worker threads stepping the modules' jobs (0: jobs are recorded, never run).
+  unsigned job_threads = 2;
 };
 
 class ModuleTable {
  public:
   ModuleTable(Loader& loader, TableOptions options);
-  /// Stops the modules, last started first.
-  ~ModuleTable() { stop_all(); }
+  /// Stops the jobs, then the modules, last started first.
+  ~ModuleTable() {
+    stop_jobs();
+    stop_all();
+  }
+  /// Stops stepping jobs, after the steps in progress (shutdown: before the
+  /// last snapshots, so that they hold every step that ran).
+  void stop_jobs() {
+    if (jobs_) jobs_->stop();
+  }
   /// Stops every module, last started first. Precondition: no calls in flight or to come.
   void stop_all();
   ModuleTable(const ModuleTable&) = delete;
@@ -87,6 +97,7 @@ class ModuleTable {
   Loader& loader_;
   TableOptions options_;
   std::shared_ptr<TimerService> timers_ = std::make_shared<TimerService>();  ///< one thread for all modules' timers
+  std::shared_ptr<JobRunner> jobs_;  ///< the workers for all modules' jobs; null with job_threads = 0
   UpgradeHistory history_;
   mutable std::shared_mutex mutex_;  ///< guards slots_ and order_ (not the slots themselves)
   std::map<std::string, std::shared_ptr<ModuleSlot>, std::less<>> slots_;

@@ -18,6 +18,7 @@
 #include "molt/host/common/error.hpp"
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/call_gate.hpp"
+#include "molt/host/slot/jobs.hpp"
 #include "molt/host/slot/timer_service.hpp"
 #include "molt/host/state/state_blob.hpp"
 #include "molt/module.hpp"
@@ -31,6 +32,8 @@ struct SlotOptions {
   api::Values config;                      ///< the module's configuration values
   /// Runs the module's timers; when null the slot makes its own.
   std::shared_ptr<TimerService> timers;
+  /// Steps the module's jobs; when null, jobs are recorded but not run.
+  std::shared_ptr<JobRunner> jobs;
 };
 
 /// What a slot runs now, for status output. A copy: it does not keep the
@@ -85,6 +88,26 @@ class ModuleSlot {
   /// Names of the timers the module has set, for status output.
   [[nodiscard]] std::vector<std::string> timers() const;
 
+  // Jobs (see jobs.hpp). The records are the slot's: they outlive upgrades.
+
+  /// Runs one step of `job` as a call (waiting for the module's turn) and
+  /// updates its record; whether and when to step it again.
+  JobNext run_job_step(const std::string& job);
+  [[nodiscard]] std::vector<JobRecord> jobs() const;
+  /// Stops stepping a running job after the step in progress, if any.
+  Result<void> cancel_job(std::string_view job);
+  /// A failed or cancelled job runs again, from the checkpoint in the state.
+  Result<void> restart_job(std::string_view job);
+
+  /// What the host keeps for the module besides its state (job records and
+  /// timers), as JSON text: saved with every state (see save_state) and
+  /// given back with it after a restart by restore_host_part.
+  [[nodiscard]] std::string host_part() const;
+  /// Replaces the job records, and the timers of the same names, with those
+  /// of `host_part` (from a snapshot), and schedules the running jobs. Empty
+  /// text changes nothing; malformed text is an error and changes nothing.
+  Result<void> restore_host_part(std::string_view host_part);
+
   /// The running version's health (Module::health), asked like a call;
   /// a reason if it is not healthy, or if asking it threw.
   [[nodiscard]] std::optional<std::string> health();
@@ -111,9 +134,17 @@ class ModuleSlot {
 
   ModuleSlot(std::string name, SlotOptions options, api::CallMode mode);
 
-  void set_timer(std::string_view name, std::chrono::milliseconds period);
+  struct Timer {
+    TimerService::Id id;
+    std::chrono::milliseconds period;  ///< 0: once
+    std::chrono::system_clock::time_point due;  ///< for a one-shot timer, to save it
+  };
+  void set_timer(std::string_view name, std::chrono::milliseconds period, bool once);
+  void set_timer_locked(std::string name, std::chrono::milliseconds period, bool once,
+                        std::chrono::milliseconds first);
   void cancel_timer(std::string_view name);
   void fire_timer(const std::string& name, TimerService::Id id) noexcept;
+  bool start_job(std::string_view name);
 
   /// A started instance of `image`, not yet serving.
   Result<std::unique_ptr<Live>> make_live(std::shared_ptr<const Image> image);
@@ -128,11 +159,16 @@ class ModuleSlot {
   const std::shared_ptr<spdlog::logger> logger_;
   const api::Values config_;
   const std::shared_ptr<TimerService> timer_service_;
+  const std::shared_ptr<JobRunner> job_runner_;
   CallGate gate_;
   mutable std::mutex timers_mutex_;
   /// The module's timers by name. The slot's, not an instance's: they keep
   /// firing across upgrades, into whichever version runs.
-  std::map<std::string, TimerService::Id, std::less<>> timers_;
+  std::map<std::string, Timer, std::less<>> timers_;
+  mutable std::mutex jobs_mutex_;
+  /// The module's jobs by name, at most kMaxJobs (the oldest ended ones go first).
+  std::map<std::string, JobRecord, std::less<>> jobs_;
+  static constexpr std::size_t kMaxJobs = 256;
   /// Held by a transaction for its whole run: one upgrade per slot at a time.
   std::mutex upgrade_mutex_;
   /// The serving instance. Read by calls holding a gate pass; replaced only

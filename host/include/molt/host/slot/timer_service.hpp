@@ -26,6 +26,9 @@ class TimerService {
   /// from now; returns that id.
   Id every(std::chrono::milliseconds period, std::function<void(Id)> callback);
 
+  /// Runs `callback(id)` once, `delay` from now, on the timer thread.
+  Id after(std::chrono::milliseconds delay, std::function<void(Id)> callback);
+
   /// Cancels timer `id`: it will not be started again. A callback already
   /// running (or about to) may still finish; use cancel_and_wait to be sure.
   void cancel(Id id);
@@ -36,7 +39,7 @@ class TimerService {
 
  private:
   struct Timer {
-    std::chrono::milliseconds period;
+    std::chrono::milliseconds period;  ///< 0: once
     std::function<void(Id)> callback;
     Clock::time_point due;
   };

@@ -8,7 +8,10 @@
 //   <length bytes of Boost.Serialization binary archive>
 //
 // The header is readable with `head -1`; the length and checksum catch a
-// truncated or altered file before any module code reads it.
+// truncated or altered file before any module code reads it. A snapshot's
+// header also carries the host's part, when there is one: the module's job
+// records and timers ("host", with its own "host_sha256"), saved in the same
+// pause as the state.
 #pragma once
 
 #include <cstdint>
@@ -26,10 +29,12 @@ struct StateBlob {
   api::ModuleVersion version;  ///< the module version that wrote it
   api::SchemaVersion schema;   ///< the schema it is written in
   std::string bytes;
+  /// The host's part saved with it (ModuleSlot::host_part): JSON, or empty.
+  std::string host = {};
 };
 
 inline constexpr std::string_view kStateFormat = "molt-state/1";
-inline constexpr std::size_t kMaxStateHeaderBytes = 4096;
+inline constexpr std::size_t kMaxStateHeaderBytes = 1 << 20;  ///< room for the host's part
 
 /// The archive file's contents for `blob` (header line, then bytes).
 [[nodiscard]] std::string encode_state_file(const StateBlob& blob);
