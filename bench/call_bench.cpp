@@ -60,7 +60,9 @@ struct BareContext final : api::Context {
   const api::Values& config() const override { return values; }
   std::string_view module_name() const override { return "bench"; }
   void set_timer(std::string_view, std::chrono::milliseconds) override {}
+  void set_timer_once(std::string_view, std::chrono::milliseconds) override {}
   void cancel_timer(std::string_view) override {}
+  bool start_job(std::string_view) override { return false; }
 };
 
 /// Images, a slot and a bare instance of each module, made once.
@@ -79,8 +81,8 @@ struct Setup {
     kv_image = must(loader->load(fs::path(MOLT_PLUGIN_DIR) / "kv-2.so", "kv"));
     counter_image = must(loader->load(fs::path(MOLT_PLUGIN_DIR) / "counter-1.so", "counter"));
     auto logger = context.logger;
-    kv_slot = must(host::ModuleSlot::start(kv_image, {logger, {}, nullptr}));
-    counter_slot = must(host::ModuleSlot::start(counter_image, {logger, {}, nullptr}));
+    kv_slot = must(host::ModuleSlot::start(kv_image, {logger, {}, nullptr, nullptr}));
+    counter_slot = must(host::ModuleSlot::start(counter_image, {logger, {}, nullptr, nullptr}));
     kv_direct = must(kv_image->instantiate());
     counter_direct = must(counter_image->instantiate());
     kv_direct->start(context);

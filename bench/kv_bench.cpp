@@ -410,7 +410,7 @@ std::unique_ptr<host::ModuleSlot> start_kv(host::Loader& loader, unsigned versio
   auto image = loader.load(plugin(version), "kv");
   if (!image) throw std::runtime_error(image.error().to_string());
   auto logger = std::make_shared<spdlog::logger>("kv", std::make_shared<spdlog::sinks::null_sink_mt>());
-  auto slot = host::ModuleSlot::start(std::move(image.value()), {logger, {}, nullptr});
+  auto slot = host::ModuleSlot::start(std::move(image.value()), {logger, {}, nullptr, nullptr});
   if (!slot) throw std::runtime_error(slot.error().to_string());
   return std::move(slot.value());
 }

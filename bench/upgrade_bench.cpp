@@ -51,7 +51,7 @@ std::unique_ptr<host::ModuleSlot> start(host::Loader& loader, unsigned version) 
   auto image = loader.load(plugin(version), "counter");
   if (!image) throw std::runtime_error(image.error().to_string());
   auto logger = std::make_shared<spdlog::logger>("counter", std::make_shared<spdlog::sinks::null_sink_mt>());
-  auto slot = host::ModuleSlot::start(std::move(image.value()), {logger, {}, nullptr});
+  auto slot = host::ModuleSlot::start(std::move(image.value()), {logger, {}, nullptr, nullptr});
   if (!slot) throw std::runtime_error(slot.error().to_string());
   return std::move(slot.value());
 }

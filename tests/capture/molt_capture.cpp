@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   const host::ImageInfo info = image.value()->info();
   const std::string sha256 = image.value()->sha256();
   auto logger = std::make_shared<spdlog::logger>(info.name, std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
-  auto slot = host::ModuleSlot::start(std::move(image.value()), host::SlotOptions{logger, {}, nullptr});
+  auto slot = host::ModuleSlot::start(std::move(image.value()), host::SlotOptions{logger, {}, nullptr, nullptr});
   if (!slot) {
     std::cerr << "molt-capture: " << slot.error().to_string() << '\n';
     return 1;

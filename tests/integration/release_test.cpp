@@ -389,7 +389,7 @@ from = 1
   const Json current = releases(d)["current"];
   CHECK(current["name"] == "initial");
   CHECK(current["modules"].size() == 2);
-  d.stream_port("stash");  // listening again, from the settings it had
+  CHECK(d.stream_port("stash") > 0);  // listening again, from the settings it had
   CHECK(d.stop() == 0);
 }
 
