@@ -154,10 +154,9 @@ bool ModuleSlot::start_job(std::string_view name) {
       for (auto it = jobs_.begin(); it != jobs_.end(); ++it)
         if (it->second.state != JobState::Running && (oldest == jobs_.end() || it->second.updated_ms < oldest->second.updated_ms))
           oldest = it;
-      if (oldest == jobs_.end()) {
-        logger_->error("job '{}' not started: {} jobs are running already, the most a module may have", name, kMaxJobs);
-        return false;
-      }
+      if (oldest == jobs_.end())
+        throw std::length_error("job '" + std::string(name) + "' not started: " + std::to_string(kMaxJobs) +
+                                " jobs are running already, the most a module may have");
       jobs_.erase(oldest);
     }
     JobRecord record;

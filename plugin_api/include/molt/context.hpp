@@ -47,7 +47,8 @@ class Context {
   /// the job finished. Record the job's parameters and checkpoint in the
   /// state in the same call, before or after this. Returns false, changing
   /// nothing, when a job of that name is running already; a job that
-  /// finished, failed or was cancelled starts again. Only during a call
+  /// finished, failed or was cancelled starts again. Throws
+  /// std::length_error when the module has 256 jobs running already. Only during a call
   /// (handle, on_data, on_timer, run_job_step), not during start or
   /// load_state: a job's record comes back with the state by itself.
   virtual bool start_job(std::string_view name) = 0;
