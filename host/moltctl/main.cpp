@@ -2,6 +2,7 @@
 // Exit status: 0 success, 1 the operation failed (or moltd could not be
 // reached), 2 usage error.
 #include <cstdio>
+#include <map>
 #include <sstream>
 #include <cstdlib>
 #include <ctime>
@@ -189,16 +190,23 @@ int pin_script(const fs::path& path, const std::string& text, const molt::host::
     std::string line;
     while (std::getline(in, line)) lines.push_back(line);
   }
+  const auto refuse = [&](const std::string& why) {
+    std::fprintf(stderr, "moltctl: %s: cannot place the pins: %s; nothing was changed\n", path.c_str(), why.c_str());
+    return 1;
+  };
   std::string out;
   std::size_t step = 0;
   std::vector<std::string> pinned;
+  std::map<std::size_t, std::pair<std::string, std::string>> pins;  // step number -> sha256, from_sha256
   for (const auto& line : lines) {
-    const auto first = line.find_first_not_of(" \t");
-    const std::string_view trimmed = first == std::string::npos ? std::string_view() : std::string_view(line).substr(first);
-    if (trimmed.starts_with("sha256") || trimmed.starts_with("from_sha256")) continue;  // replaced below
+    std::string squeezed;  // the line without blanks: "[[ step ]]" is "[[step]]" too
+    for (const char c : line)
+      if (c != ' ' && c != '\t') squeezed += c;
+    if (squeezed.starts_with("sha256=") || squeezed.starts_with("from_sha256=")) continue;  // replaced below
     out += line + '\n';
-    if (!trimmed.starts_with("[[step]]")) continue;
-    const auto& s = script.steps.at(step++);
+    if (!squeezed.starts_with("[[step]]")) continue;
+    if (step >= script.steps.size()) return refuse("more [[step]] lines than steps");
+    const auto& s = script.steps[step++];
     for (const auto& [key, file] : {std::pair<const char*, std::string>{"sha256", s.file}, {"from_sha256", s.from_file}}) {
       if (file.empty()) continue;
       std::string bytes;
@@ -212,8 +220,25 @@ int pin_script(const fs::path& path, const std::string& text, const molt::host::
       }
       const std::string sha = molt::host::sha256_hex(bytes);
       out += std::string(key) + " = \"" + sha + "\"   # " + file + ", pinned by moltctl upgrade --pin\n";
+      (std::string_view(key) == "sha256" ? pins[s.number].first : pins[s.number].second) = sha;
       pinned.push_back(s.module + ": " + file + " " + sha.substr(0, 12));
     }
+  }
+  // The rewrite is line by line, so check it: the same steps, each with its own pins.
+  if (step != script.steps.size())
+    return refuse("write each step as a line [[step]] (found " + std::to_string(step) + " for " +
+                  std::to_string(script.steps.size()) + " steps)");
+  auto again = molt::host::parse_upgrade_script(out, path.string());
+  if (!again) return refuse("the pinned script does not parse: " + again.error().to_string());
+  for (std::size_t i = 0; i < script.steps.size(); ++i) {
+    const auto& before = script.steps[i];
+    const auto& after = again->steps.at(i);
+    const auto& want = pins[before.number];
+    if (after.module != before.module || after.file != before.file || after.from_file != before.from_file ||
+        after.extra != before.extra || after.depends_on != before.depends_on ||
+        after.sha256.value_or("") != want.first || after.from_sha256.value_or("") != want.second)
+      return refuse("step " + std::to_string(before.number) + " (" + before.module +
+                    ") would change; write each step as a [[step]] table, one key per line");
   }
   if (auto why = molt::host::write_file_atomically(path, out)) {
     std::fprintf(stderr, "moltctl: %s: %s\n", path.c_str(), why->c_str());

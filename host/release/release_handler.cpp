@@ -110,6 +110,7 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
       log_->warn("release '{}' was on probation when moltd stopped: booting the last permanent release '{}'",
                  record_.current.name, record_.permanent.name);
       record_.note(record_.current.name, "not booted", "was on probation; booted " + record_.permanent.name);
+      record_.previous = record_.current;  // what ran before this boot
     }
     boot = record_.permanent;
     for (auto& m : boot.modules) {  // the configuration's settings win where it names the module
@@ -210,7 +211,9 @@ bool ReleaseHandler::snapshot_locked(const std::string& module, std::string_view
     slot->log().error("{} snapshot not written: {}", why, saved.error().to_string());
     return false;
   }
-  slot->log().debug("{} snapshot: {} bytes", why, blob->bytes.size());
+  // Shutdown and requested snapshots are what an operator looks for in the log; periodic ones would flood it.
+  if (why == "periodic") slot->log().debug("{} snapshot: {} bytes", why, blob->bytes.size());
+  else slot->log().info("{} snapshot written: {} bytes of state in {}", why, blob->bytes.size(), snapshots_.path_of(module).string());
   return true;
 }
 
@@ -325,9 +328,15 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
     return nullptr;
   };
 
-  // Removed modules: their state first, kept beside the snapshots.
+  // Removed modules: their state first, kept beside the snapshots. A module
+  // whose state cannot be saved is not removed: the release is refused.
   for (const auto& p : plan.steps)
-    if (p.step.action == StepAction::Remove) snapshot_locked(p.step.module, "removal");
+    if (p.step.action == StepAction::Remove && !snapshot_locked(p.step.module, "removal")) {
+      outcome.error = Error{p.step.module, {}, {}, Phase::Snapshot,
+                            "not removed: its state could not be saved (see the log), so release '" + release_name +
+                                "' is refused"};
+      return outcome;
+    }
 
   // Added modules: started and listening, not yet served over HTTP. A
   // failure here refuses the release before anything else changes.
@@ -350,7 +359,14 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
       return outcome;
     }
     // A module that comes back (a removal undone) gets its state back.
-    if (auto snapshot = snapshots_.load(p.step.module); snapshot && snapshot.value()) {
+    auto snapshot = snapshots_.load(p.step.module);
+    if (!snapshot) {
+      auto moved = snapshots_.move_aside(p.step.module, "corrupt");
+      slot.value()->log().error("{}; moved to {}; {} starts with its initial state (to recover an older state: moltctl "
+                                "restore {} FILE)",
+                                snapshot.error().to_string(), moved ? moved->string() : std::string("(could not move it)"),
+                                p.step.module, p.step.module);
+    } else if (snapshot.value()) {
       const auto restored = host::restore(*slot.value(), table_.loader(), *snapshot.value());
       if (restored.outcome != Outcome::Succeeded) slot.value()->log().warn("state not restored: {}", restored.summary());
       else host_parts[p.step.module] = snapshot.value()->host;  // its jobs run once it serves
@@ -396,7 +412,15 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
   for (const auto& p : plan.steps) {
     if (p.step.action != StepAction::Remove) continue;
     streams_.close_module(p.step.module);
-    table_.remove(p.step.module);
+    const auto removed = table_.remove(p.step.module);
+    // Again now that nothing reaches it: the calls it served while the
+    // release was being installed are in this one.
+    if (removed) {
+      if (auto blob = removed->save_state(options_.save_timeout); !blob || !snapshots_.save(blob.value()))
+        log_->error("{} removed, but its last state could not be saved: the snapshot taken when release '{}' began is "
+                    "what remains (calls it served since then are lost)",
+                    p.step.module, release_name);
+    }
     log_->info("{} removed (its last state is in {})", p.step.module, snapshots_.path_of(p.step.module).string());
   }
 
@@ -597,7 +621,16 @@ void ReleaseHandler::roll_back_locked(const std::string& why) {
   record_.current.permanent_at_ms = target.permanent_at_ms;
   if (target.permanent_at_ms) record_.permanent = record_.current;
   record_.note(failed, "rolled back", why);
-  probation_.reset();
+  // Back to a permanent release: nothing left to watch. Back to one that was
+  // itself on probation: it starts a new one (execute_locked set it up), so
+  // it still becomes permanent, or goes back in turn.
+  if (target.permanent_at_ms) {
+    probation_.reset();
+  } else {
+    // Should `target` fail in turn, it goes back to the last permanent
+    // release, not forward into the one that just failed.
+    record_.previous = record_.permanent;
+  }
   write_record_locked();
 }
 
@@ -621,7 +654,7 @@ void ReleaseHandler::watch() {
         if (calls >= options_.min_calls &&
             static_cast<double>(failed) > options_.max_error_rate * static_cast<double>(calls)) {
           failure = module + ": " + std::to_string(failed) + " of " + std::to_string(calls) +
-                    " calls failed, more than the limit of " + std::to_string(static_cast<int>(options_.max_error_rate * 100)) + "%";
+                    " calls failed, more than the limit of " + fmt::format("{:g}", options_.max_error_rate * 100) + "%";
           break;
         }
         if (auto problem = slot->health()) {

@@ -10,7 +10,8 @@ fs::path SnapshotStore::path_of(std::string_view module) const { return dir_ / (
 
 Result<void> SnapshotStore::save(const StateBlob& blob) const {
   std::error_code ec;
-  fs::create_directories(dir_, ec);
+  // Owner-only, like the run directory: states may hold users' data.
+  if (fs::create_directories(dir_, ec) && !ec) fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::replace, ec);
   if (ec) return Error{blob.module, blob.version, dir_.string(), Phase::Snapshot, "cannot create: " + ec.message()};
   return write_state_file(path_of(blob.module), blob);
 }

@@ -552,3 +552,85 @@ TEST_CASE("a corrupt or truncated snapshot is refused in one line and moved asid
   CHECK_THAT(log, Catch::Contains("moltctl restore counter"));
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("upgrade --pin accepts [[ step ]] headers and refuses scripts it cannot rewrite line by line",
+          "[releases][pin]") {
+  Daemon d(counter_and_kv(), kLongProbation);
+  install_newer(d);
+  d.start();
+  const std::string spaced = write_script(d, "spaced.toml", R"(release = "both"
+[[ step ]]
+module = "counter"
+from = 1
+to = 2
+[[ step ]]
+module = "kv"
+from = 1
+to = 2
+)");
+  const auto pinned = d.ctl({"upgrade", "--pin", spaced});
+  INFO(pinned.out << pinned.err);
+  REQUIRE(pinned.exit_code == 0);
+  const std::string text = read_text(spaced);
+  // Each pin under its own step.
+  const auto second_step = text.find("[[ step ]]", text.find("[[ step ]]") + 1);
+  CHECK(text.find(sha256_of(d.plugin_dir() / "counter-2.so")) < second_step);
+  CHECK(text.find(sha256_of(d.plugin_dir() / "kv-2.so")) > second_step);
+  CHECK(d.ctl({"upgrade", "--check", spaced}).exit_code == 0);
+
+  const std::string inline_steps = write_script(
+      d, "inline.toml", "release = \"x\"\nstep = [ { module = \"counter\", from = 1, to = 2 } ]\n");
+  const std::string before = read_text(inline_steps);
+  const auto refused = d.ctl({"upgrade", "--pin", inline_steps});
+  INFO(refused.out << refused.err);
+  CHECK(refused.exit_code == 1);
+  CHECK_THAT(refused.err, Catch::Contains("cannot place the pins") && Catch::Contains("nothing was changed"));
+  CHECK(read_text(inline_steps) == before);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a release rolled back during probation to one that was itself on probation: that one is watched again",
+          "[releases][probation]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}},
+           "probation_seconds = 3\nprobation_min_calls = 5\nprobation_max_error_rate = 0.25");
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  d.install(probe_path(2), "probe-2.so");
+  d.start();
+  const std::string counter = write_script(d, "b.toml", "release = \"b\"\n[[step]]\nmodule = \"counter\"\nfrom = 1\nto = 2\n");
+  const std::string probe = write_script(d, "c.toml", "release = \"c\"\n[[step]]\nmodule = \"probe\"\nfrom = 1\nto = 2\n");
+  REQUIRE(d.ctl({"upgrade", counter}).exit_code == 0);
+  REQUIRE(d.ctl({"upgrade", probe}).exit_code == 0);
+  for (int i = 0; i < 6; ++i) REQUIRE(d.http_code("GET", "/probe/throw") == "500");
+  REQUIRE(wait_until([&] { return releases(d)["current"]["name"] == "b"; }));
+  CHECK(version_of(d, "probe") == 1);
+  CHECK(version_of(d, "counter") == 2);
+  // b's probation starts again, and passes; had it failed, it would go back to "initial", not forward to c.
+  CHECK(releases(d)["previous"]["name"] == "initial");
+  const bool passed = wait_until([&] { return releases(d)["permanent"]["name"] == "b"; });
+  INFO(releases(d).dump(1));
+  REQUIRE(passed);
+  CHECK(releases(d)["current"]["permanent"] == true);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a module added back whose snapshot is corrupt starts empty; the snapshot is moved aside and logged",
+          "[releases][add-remove]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"stash", test_image_path("stash-1.so"), 1}}, kLongProbation);
+  d.start();
+  REQUIRE(d.http_code("POST", "/stash/put?k=a&v=b") == "200");
+  const std::string script = write_script(d, "drop.toml", "release = \"drop\"\n[[step]]\naction = \"remove\"\nmodule = \"stash\"\nfrom = 1\n");
+  REQUIRE(d.ctl({"upgrade", script}).exit_code == 0);
+  const fs::path snapshot = d.run_dir() / "snapshots" / "stash.molt";
+  fs::resize_file(snapshot, fs::file_size(snapshot) - 1);
+
+  const auto added = d.ctl({"upgrade", "--down", script});
+  INFO(added.out << added.err);
+  REQUIRE(added.exit_code == 0);
+  CHECK(d.get_json("/stash")["items"] == 0);
+  bool moved = false;
+  for (const auto& entry : fs::directory_iterator(d.run_dir() / "snapshots"))
+    moved = moved || entry.path().filename().string().starts_with("stash.molt.corrupt-");
+  CHECK(moved);
+  CHECK_THAT(d.log(), Catch::Contains("truncated") && Catch::Contains("moltctl restore stash FILE"));
+  CHECK(d.stop() == 0);
+}
