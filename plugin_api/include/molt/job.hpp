@@ -3,8 +3,9 @@
 // Modules own no threads. A module that has long work to do (an export, a
 // reindex, a batch) starts a named job with Context::start_job; the host then
 // calls Module::run_job_step(name, step) again and again, on its job workers,
-// each call serialised with the module's other calls like a request, until a
-// step says the job is finished.
+// each call admitted like a request (one at a time with the module's other
+// calls in CallMode::Serial; alongside them in Concurrent), until a step says
+// the job is finished. One job's steps never overlap each other.
 //
 // A step is the unit of progress and of safety:
 //   - between two steps the module may be paused, upgraded, snapshotted, or

@@ -44,7 +44,7 @@ struct JobRecord {
   JobState state = JobState::Running;
   std::uint64_t done = 0;   ///< progress as the last step reported it
   std::uint64_t total = 0;  ///< 0: unknown
-  std::uint64_t steps = 0;  ///< steps run since the job was (re)started
+  std::uint64_t steps = 0;  ///< steps run since the job was started (a restart continues the count)
   std::string note;         ///< why it failed or was cancelled, or the finished job's summary
   std::int64_t started_ms = 0;  ///< wall clock, ms since the epoch
   std::int64_t updated_ms = 0;
