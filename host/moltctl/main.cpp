@@ -249,6 +249,14 @@ int pin_script(const fs::path& path, const std::string& text, const molt::host::
   return 0;
 }
 
+/// A failure found by moltctl itself: one line on stderr, and with --json
+/// the same reply shape moltd gives, on stdout.
+int fail(bool json, const std::string& message) {
+  std::fprintf(stderr, "moltctl: %s\n", message.c_str());
+  if (json) std::cout << Json{{"ok", false}, {"error", message}}.dump(2) << '\n';
+  return 1;
+}
+
 molt::api::Values parse_extra(const std::vector<std::string>& pairs) {
   molt::api::Values extra;
   for (const auto& pair : pairs) {
@@ -344,20 +352,17 @@ int main(int argc, char** argv) {
     if (upgrade->parsed()) {
       std::string text;
       if (auto why = molt::host::read_file(script_file, molt::host::kMaxScriptBytes, text)) {
-        std::fprintf(stderr, "moltctl: %s: %s\n", script_file.c_str(), why->c_str());
-        return 1;
+        return fail(json, script_file + ": " + *why);
       }
       auto parsed = molt::host::parse_upgrade_script(text, script_file);
       if (!parsed) {
-        std::fprintf(stderr, "moltctl: %s\n", parsed.error().to_string().c_str());
-        return 1;
+        return fail(json, parsed.error().to_string());
       }
       if (pin) {
         if (plugin_dir.empty()) {
           auto status_reply = molt::host::control_call(socket, {{"command", "status"}});
           if (!status_reply) {
-            std::fprintf(stderr, "moltctl: %s (or give --plugin-dir)\n", status_reply.error().to_string().c_str());
-            return 1;
+            return fail(json, status_reply.error().to_string() + " (or give --plugin-dir)");
           }
           plugin_dir = status_reply->body["host"]["plugin_dir"];
         }
@@ -373,8 +378,7 @@ int main(int argc, char** argv) {
   const std::string command = request["command"];
   auto response = molt::host::control_call(socket, request);
   if (!response) {
-    std::fprintf(stderr, "moltctl: %s\n", response.error().to_string().c_str());
-    return 1;
+    return fail(json, response.error().to_string());
   }
   const Json& reply = response->body;
   const bool ok = reply.value("ok", false);
@@ -382,12 +386,10 @@ int main(int argc, char** argv) {
   if (ok && command == "snapshot") {
     auto blob = molt::host::decode_state_file(response->attachment, UINT64_MAX);
     if (!blob) {
-      std::fprintf(stderr, "moltctl: snapshot from moltd is damaged: %s\n", blob.error().reason.c_str());
-      return 1;
+      return fail(json, "snapshot from moltd is damaged: " + blob.error().reason);
     }
     if (auto written = molt::host::write_state_file(output, blob.value()); !written) {
-      std::fprintf(stderr, "moltctl: %s\n", written.error().to_string().c_str());
-      return 1;
+      return fail(json, written.error().to_string());
     }
   }
   if (json) {

@@ -16,7 +16,7 @@ using Json = nlohmann::json;
 namespace {
 
 Error release_error(std::string release, std::string reason) {
-  return Error{{}, {}, {}, Phase::Release, "release '" + release + "': " + std::move(reason)};
+  return Error{{}, {}, {}, Phase::Release, "'" + release + "' " + std::move(reason)};  // "release: 'r1' is ..."
 }
 
 /// A module's entry in a release, from what its slot runs and its settings.
@@ -132,7 +132,7 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
       auto checked = table_.loader().check(m.file, m.name);
       if (!checked) return std::move(checked).error();
       if (checked->sha256 != m.sha256)
-        return release_error(boot.name, m.name + ": " + m.file + " changed since the release was installed (sha256 " +
+        return release_error(boot.name, "cannot boot: " + m.name + ": " + m.file + " changed since the release was installed (sha256 " +
                                             checked->sha256.substr(0, 12) + ", expected " + m.sha256.substr(0, 12) +
                                             "); put the original back");
     }

@@ -262,7 +262,15 @@ to = 2
       if (std::string(b.what) == "sha256 mismatch") CHECK_THAT(d.ctl({"upgrade", "--check", path}).err, Catch::Contains("sha256"));
       if (std::string(b.what) == "dependency cycle")
         CHECK_THAT(d.ctl({"upgrade", "--check", path}).err, Catch::Contains("counter -> probe -> counter"));
-      if (std::string(b.what) == "unreadable TOML") CHECK_THAT(d.ctl({"upgrade", "--check", path}).err, Catch::Contains("line 3"));
+      if (std::string(b.what) == "unreadable TOML") {
+        CHECK_THAT(d.ctl({"upgrade", "--check", path}).err, Catch::Contains("line 3"));
+        // Found by moltctl itself, yet with --json the reply has moltd's shape.
+        const auto as_json = d.ctl({"upgrade", "--json", path});
+        CHECK(as_json.exit_code == 1);
+        const Json reply = Json::parse(as_json.out);
+        CHECK(reply["ok"] == false);
+        CHECK_THAT(reply["error"].get<std::string>(), Catch::Contains("bad.toml"));
+      }
       CHECK(version_of(d, "counter") == 1);
       CHECK(version_of(d, "probe") == 1);
       CHECK(releases(d)["current"]["name"] == "initial");
