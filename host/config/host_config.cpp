@@ -99,7 +99,7 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
   if (const auto* host = root.get_as<toml::table>("host")) {
     check.only_keys(*host, "host.", {"run_dir", "plugin_dir", "http", "http_threads", "io_threads",
                                      "max_stream_buffer_bytes", "max_request_bytes", "quiesce_timeout_ms",
-                                     "max_state_bytes", "log_level", "release", "probation_seconds",
+                                     "max_state_bytes", "log_level", "log_format", "release", "probation_seconds",
                                      "probation_max_error_rate", "probation_min_calls", "snapshot_interval_seconds",
                                      "job_threads"});
     if (auto v = check.string(*host, "host.", "release")) {
@@ -133,6 +133,10 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
     if (auto v = check.integer(*host, "host.", "max_request_bytes", 1024, 1ll << 30)) config.max_request_bytes = *v;
     if (auto v = check.integer(*host, "host.", "quiesce_timeout_ms", 1, 600000)) config.quiesce_timeout = std::chrono::milliseconds(*v);
     if (auto v = check.integer(*host, "host.", "max_state_bytes", 1024, 1ll << 40)) config.max_state_bytes = *v;
+    if (auto v = check.string(*host, "host.", "log_format")) {
+      if (*v == "text" || *v == "json") config.log_format = *v;
+      else check.fail("host.log_format", "must be text or json");
+    }
     if (auto v = check.string(*host, "host.", "log_level")) {
       if (kLogLevels.contains(*v))
         config.log_level = *v;
@@ -149,6 +153,11 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
       config.http = *endpoint;
     else
       return refuse("--http: must look like 127.0.0.1:8080, got '" + *overrides.http + "'");
+  }
+  if (overrides.log_format) {
+    if (*overrides.log_format != "text" && *overrides.log_format != "json")
+      return refuse("--log-format: must be text or json, not '" + *overrides.log_format + "'");
+    config.log_format = *overrides.log_format;
   }
   if (overrides.log_level) {
     if (!kLogLevels.contains(*overrides.log_level)) return refuse("--log-level: unknown level '" + *overrides.log_level + "'");

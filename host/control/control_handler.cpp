@@ -1,8 +1,11 @@
 #include "molt/host/control/control_handler.hpp"
 
+#include <optional>
+
 #include <set>
 
 #include "molt/host/state/state_blob.hpp"
+#include "molt/host/upgrade/progress.hpp"
 
 namespace molt::host {
 namespace {
@@ -162,7 +165,33 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
               {"modules", modules}};
 }
 
-ControlReply ControlHandler::handle(std::string_view line) {
+Json history_json(const UpgradeHistory& history, std::string_view module, std::size_t last) {
+  Json reports = Json::array();
+  for (const auto& report : history.list(module, last)) reports.push_back(report);
+  return Json{{"ok", true}, {"reports", reports}};
+}
+
+ControlReply ControlHandler::handle(std::string_view line, const std::function<void(const nlohmann::json&)>& progress) {
+  std::optional<ProgressScope> watching;
+  if (progress) {
+    const auto request = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (request.is_object() && request.value("progress", false)) {
+      watching.emplace([&progress, last_phase = std::string(), last_sent = std::chrono::steady_clock::time_point()](
+                           const UpgradeProgress& p) mutable {
+        const auto now = std::chrono::steady_clock::now();
+        const std::string phase = p.module + '/' + std::string(p.phase);
+        if (phase == last_phase && now - last_sent < std::chrono::milliseconds(50)) return;  // throttled
+        last_phase = phase;
+        last_sent = now;
+        progress(Json{{"progress", {{"module", p.module}, {"phase", p.phase}, {"saved", p.saved}, {"loaded", p.loaded},
+                                    {"expected", p.expected}}}});
+      });
+    }
+  }
+  return answer(line);
+}
+
+ControlReply ControlHandler::answer(std::string_view line) {
   const Json request = Json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (!request.is_object()) return {error_reply("malformed request: expected one JSON object per line"), {}};
   const auto command_it = request.find("command");
@@ -193,11 +222,20 @@ ControlReply ControlHandler::handle(std::string_view line) {
 
   if (command == "status") return {status_json(table_, host_), {}};
 
-  if (command == "history") {
-    const std::string module = module_of(request).value_or("");
+  if (command == "history") return {history_json(table_.history(), module_of(request).value_or("")), {}};
+
+  if (command == "reload" && request.contains("changed")) {  // what SIGHUP does, answered when it is done
+    if (!request["changed"].is_boolean() || !request["changed"].get<bool>() || request.contains("module"))
+      return {error_reply("reload: \"changed\" must be true, without \"module\""), {}};
     Json reports = Json::array();
-    for (const auto& report : table_.history().list(module)) reports.push_back(report);
-    return {Json{{"ok", true}, {"reports", reports}}, {}};
+    std::string failed;
+    for (const auto& report : releases_.reload_changed()) {
+      reports.push_back(report);
+      if (report.outcome != Outcome::Succeeded && failed.empty()) failed = report.summary();
+    }
+    Json reply{{"ok", failed.empty()}, {"reports", reports}};
+    if (!failed.empty()) reply["error"] = failed;
+    return {std::move(reply), {}};
   }
 
   const auto module = module_of(request);

@@ -172,13 +172,20 @@ void ControlServer::serve(int fd) {
     case LineStatus::Closed:
     case LineStatus::Failed: return;  // the client went away or timed out: nothing to answer
   }
-  ControlReply reply = handler_.handle(line);
+  // Progress lines go out as they come, never waiting for a slow client:
+  // the upgrade reporting them may be in its pause. One that does not fit
+  // into the socket buffer is dropped (the next one tells the same story).
+  ControlReply reply = handler_.handle(line, [fd](const nlohmann::json& update) {
+    const std::string text = update.dump() + '\n';
+    (void)!::send(fd, text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  });
   if (reply.body.value("ok", false) == false) log_->debug("control: {} -> {}", line, reply.body.value("error", ""));
   send_all(fd, reply.body.dump() + '\n') && send_all(fd, reply.attachment);
 }
 
 Result<ControlResponse> control_call(const std::filesystem::path& path, const nlohmann::json& request,
-                                     std::chrono::milliseconds timeout) {
+                                     std::chrono::milliseconds timeout,
+                                     const std::function<void(const nlohmann::json&)>& on_progress) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (path.string().size() >= sizeof address.sun_path) return control_error(path, "socket path too long");
@@ -200,17 +207,31 @@ Result<ControlResponse> control_call(const std::filesystem::path& path, const nl
   const bool sent = send_all(fd, request.dump() + '\n');
   const int send_errno = errno;
 
+  // Progress lines (only if asked for), then the reply line, then its attachment.
   std::string line, attachment;
-  const LineStatus status = read_line(fd, 256u << 20, line, attachment);
-  const int read_errno = errno;
-  if (status == LineStatus::TooLarge) return control_error(path, "reply too large");
-  if (status != LineStatus::Complete) {
-    if (!sent) return control_error(path, "cannot send: " + errno_text(send_errno));
-    if (status == LineStatus::Closed) return control_error(path, "moltd closed the connection without a reply");
-    return control_error(path, "no reply: " + errno_text(read_errno));
+  ControlResponse response;
+  while (true) {
+    line.clear();
+    if (const auto newline = attachment.find('\n'); newline != std::string::npos) {
+      line = attachment.substr(0, newline);  // a line already received with the previous one
+      attachment.erase(0, newline + 1);
+    } else {
+      line = std::move(attachment);  // the start of a line, received with the previous one
+      attachment.clear();
+      const LineStatus status = read_line(fd, 256u << 20, line, attachment);
+      const int read_errno = errno;
+      if (status == LineStatus::TooLarge) return control_error(path, "reply too large");
+      if (status != LineStatus::Complete) {
+        if (!sent) return control_error(path, "cannot send: " + errno_text(send_errno));
+        if (status == LineStatus::Closed) return control_error(path, "moltd closed the connection without a reply");
+        return control_error(path, "no reply: " + errno_text(read_errno));
+      }
+    }
+    response.body = nlohmann::json::parse(line, nullptr, false);
+    if (response.body.is_discarded()) return control_error(path, "malformed reply");
+    if (!response.body.is_object() || !response.body.contains("progress")) break;
+    if (on_progress) on_progress(response.body["progress"]);
   }
-  ControlResponse response{nlohmann::json::parse(line, nullptr, false), {}};
-  if (response.body.is_discarded()) return control_error(path, "malformed reply");
   const std::uint64_t expected = response.body.value("attachment_bytes", std::uint64_t{0});
   char buffer[65536];
   while (attachment.size() < expected) {

@@ -103,6 +103,7 @@ void InstanceDeleter::operator()(api::Module* module) const noexcept {
 
 Image::~Image() {
   library_.unload();
+  if (loaded_count_) loaded_count_->fetch_sub(1, std::memory_order_relaxed);
   std::error_code ignored;
   fs::remove(copy_, ignored);
 }
@@ -199,6 +200,8 @@ Result<std::shared_ptr<Image>> Loader::load(const fs::path& file, std::string_vi
   image->sha256_ = checked->sha256;
   image->library_.load(copy, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
   if (ec) return refuse("not loadable: " + dlopen_reason(copy));  // ~Image removes the copy
+  image->loaded_count_ = loaded_;
+  loaded_->fetch_add(1, std::memory_order_relaxed);
 
   // The file said it exports these (checked above); dlsym must agree.
   for (auto symbol : {kInfoSymbol, kCreateSymbol, kDestroySymbol})

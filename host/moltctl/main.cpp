@@ -1,7 +1,11 @@
 // moltctl: controls a running moltd over its control socket.
 // Exit status: 0 success, 1 the operation failed (or moltd could not be
 // reached), 2 usage error.
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <cstdlib>
@@ -285,11 +289,16 @@ int main(int argc, char** argv) {
   std::optional<std::string> file;
   std::vector<std::string> extras;
   auto* status = app.add_subcommand("status", "the host, and each module: version, schema, calls served, state size");
+  bool changed = false;
   auto* reload = app.add_subcommand(
       "reload", "upgrade (or downgrade) MODULE to FILE, or to the newest MODULE-<N>.so in the plugin directory;\n"
                 "prints the upgrade report with each phase's duration. Exit 1 if it rolled back or was refused");
-  reload->add_option("module", module, "module name")->required();
+  auto* reload_module = reload->add_option("module", module, "module name");
   reload->add_option("file", file, "image to upgrade to (default: newest in the plugin directory)");
+  reload->add_flag("--changed", changed,
+                   "instead of MODULE: every module whose newest file differs from the running one, as SIGHUP,\n"
+                   "but answered when done (systemd's ExecReload=). Exit 1 if one rolled back or was refused")
+      ->excludes(reload_module);
   reload->add_option("-e,--extra", extras, "KEY=VALUE argument for the migration hooks (repeatable)");
   auto* rollback = app.add_subcommand(
       "rollback", "return MODULE to the version that ran before its last upgrade, through the newer version's migration");
@@ -330,7 +339,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (status->parsed()) request = {{"command", "status"}};
-    if (reload->parsed()) {
+    if (reload->parsed() && changed) {
+      if (file || !extras.empty()) throw CLI::ValidationError("--changed", "takes no FILE and no --extra");
+      request = {{"command", "reload"}, {"changed", true}};
+    } else if (reload->parsed()) {
+      if (module.empty()) throw CLI::RequiredError("module (or --changed)");
       request = {{"command", "reload"}, {"module", module}, {"extra", parse_extra(extras)}};
       if (file) request["file"] = fs::absolute(*file).lexically_normal().string();  // moltd's cwd is not ours
     }
@@ -376,7 +389,35 @@ int main(int argc, char** argv) {
   }
 
   const std::string command = request["command"];
-  auto response = molt::host::control_call(socket, request);
+  // On a terminal, an upgrade shows where it is while it runs (one line,
+  // rewritten in place); piped or with --json, only the result is printed.
+  const bool upgrades = command == "reload" || command == "rollback" || command == "upgrade" || command == "restore";
+  const bool show_progress = upgrades && !json && ::isatty(STDOUT_FILENO) == 1 && !request.value("check", false);
+  bool progress_shown = false;
+  std::function<void(const Json&)> on_progress;
+  if (show_progress) {
+    request["progress"] = true;
+    on_progress = [&](const Json& p) {
+      std::string text = p.value("module", "") + ": " + p.value("phase", "");
+      const auto saved = p.value("saved", std::uint64_t{0});
+      const auto expected = p.value("expected", std::uint64_t{0});
+      if (p.value("phase", "") == "save" && (saved > 0 || expected > 0)) {
+        if (expected > 0)
+          text += " " + std::to_string(std::min<std::uint64_t>(100, saved * 100 / expected)) + "% (" + bytes_text(saved) +
+                  " of about " + bytes_text(expected) + ", " + bytes_text(p.value("loaded", std::uint64_t{0})) + " loaded)";
+        else
+          text += " " + bytes_text(saved) + " saved, " + bytes_text(p.value("loaded", std::uint64_t{0})) + " loaded";
+      }
+      std::printf("\r\033[K%s", text.c_str());
+      std::fflush(stdout);
+      progress_shown = true;
+    };
+  }
+  auto response = molt::host::control_call(socket, request, std::chrono::minutes(5), on_progress);
+  if (progress_shown) {
+    std::printf("\r\033[K");  // the report replaces the progress line
+    std::fflush(stdout);
+  }
   if (!response) {
     return fail(json, response.error().to_string());
   }
@@ -416,6 +457,9 @@ int main(int argc, char** argv) {
   } else if (ok && (command == "releases" || command == "commit")) {
     if (command == "commit") std::printf("release %s is permanent\n", reply["current"]["name"].get<std::string>().c_str());
     else print_releases(reply);
+  } else if (command == "reload" && reply.contains("reports")) {
+    for (const auto& report : reply["reports"]) print_report(report);
+    if (reply["reports"].empty()) std::printf("no module's file changed: nothing to reload\n");
   } else if (reply.contains("report")) {
     print_report(reply["report"]);
   } else if (ok && command == "status") {

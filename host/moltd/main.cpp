@@ -2,10 +2,13 @@
 // on request (moltctl, SIGHUP). This file only wires the parts together.
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 
@@ -14,6 +17,7 @@
 #include "molt/host/control/control_server.hpp"
 #include "molt/host/daemon/logging.hpp"
 #include "molt/host/daemon/run_dir.hpp"
+#include "molt/host/daemon/systemd.hpp"
 #include "molt/host/net/http_router.hpp"
 #include "molt/host/net/http_server.hpp"
 #include "molt/host/net/stream_server.hpp"
@@ -30,6 +34,11 @@ int fail(const Error& error) {
   return 1;
 }
 
+timespec to_timespec(std::chrono::steady_clock::duration d) {
+  const auto ns = std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+  return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -41,6 +50,8 @@ int main(int argc, char** argv) {
   app.add_option("--run-dir", overrides.run_dir, "run directory: control socket, log, pid lock (overrides host.run_dir)");
   app.add_option("--http", overrides.http, "HOST:PORT to serve HTTP on; port 0 picks a free one (overrides host.http)");
   app.add_option("--log-level", overrides.log_level, "trace, debug, info, warn, error (overrides host.log_level)");
+  app.add_option("--log-format", overrides.log_format,
+                 "text, or json: one object per line with time, level, module, version, phase, msg (overrides host.log_format)");
   app.set_version_flag("--version", std::string("moltd ") + MOLT_VERSION);
   app.footer("Signals: SIGHUP reloads every module whose newest <module>-<N>.so in the plugin directory\n"
              "differs from the running one; SIGTERM and SIGINT stop accepting, finish requests in flight, exit 0.");
@@ -66,10 +77,20 @@ int main(int argc, char** argv) {
 
   auto run_dir = RunDir::open(config->run_dir);
   if (!run_dir) return fail(run_dir.error());
-  const Logging logging(run_dir->log_file(), config->log_level);
+  const Logging logging(run_dir->log_file(), config->log_level,
+                        config->log_format == "json" ? LogFormat::Json : LogFormat::Text);
   const auto log = logging.make("moltd");
   log->info("moltd {} starting (pid {}), config {}, run directory {}", MOLT_VERSION, ::getpid(), config_path.string(),
             run_dir->path().string());
+  // systemd's variables, taken (and unset) before any thread starts: setenv
+  // and getenv are not safe against each other.
+  systemd::Notifier notifier = systemd::Notifier::from_environment(log);
+  const auto watchdog_interval = systemd::watchdog_interval();
+  auto activated = systemd::listen_fds();
+  if (!activated) {
+    log->critical("{}", activated.error().to_string());
+    return 1;
+  }
 
   Loader loader(LoaderOptions{run_dir->image_dir()});
   loader.remove_stale_copies();  // ours alone: we hold the run directory lock
@@ -81,31 +102,59 @@ int main(int argc, char** argv) {
                                          [&logging](const std::string& name) { return logging.make(name); },
                                          config->job_threads});
   StreamServer streams(StreamOptions{config->io_threads, config->max_stream_buffer_bytes}, log);
+  // Sockets from systemd: "http" is the HTTP listener; any other name is the
+  // module's listener, which serves it instead of binding its `listen`.
+  int http_fd = -1;
+  for (const auto& socket : activated.value()) {
+    if (socket.name == "http" && http_fd < 0) {
+      http_fd = socket.fd;
+      log->info("socket activation: fd {} ('http') serves HTTP instead of {}", socket.fd, config->http.to_string());
+      continue;
+    }
+    auto adopted = streams.adopt(socket.name, socket.fd);
+    if (!adopted) {
+      log->critical("socket activation: {}", adopted.error().to_string());
+      return 1;
+    }
+    log->info("socket activation: fd {} ('{}', {}) is for module {}", socket.fd, socket.name, adopted->to_string(),
+              socket.name);
+  }
   SnapshotStore snapshots(run_dir->path() / "snapshots", config->max_state_bytes);
-  ReleaseHandler releases(table, streams, snapshots,
-                          ReleaseOptions{run_dir->path() / "releases.json",
-                                         fs::absolute(config->plugin_dir).lexically_normal(), config->release,
-                                         config->probation, config->probation_max_error_rate,
-                                         config->probation_min_calls, config->snapshot_interval,
-                                         config->quiesce_timeout},
-                          log);
+  ReleaseOptions release_options{run_dir->path() / "releases.json",
+                                 fs::absolute(config->plugin_dir).lexically_normal(), config->release,
+                                 config->probation, config->probation_max_error_rate,
+                                 config->probation_min_calls, config->snapshot_interval,
+                                 config->quiesce_timeout, {}};
+  if (notifier.enabled())  // systemd hears of every upgrade: RELOADING=1 before, READY=1 after
+    release_options.on_change = [&notifier](ChangeNotice notice, const std::string& text) {
+      if (notice == ChangeNotice::Begin) notifier.reloading(text);
+      else if (notice == ChangeNotice::End) notifier.ready(text);
+      else notifier.status(text);
+    };
+  ReleaseHandler releases(table, streams, snapshots, std::move(release_options), log);
   if (auto booted = releases.boot(*config); !booted) {
     log->critical("{}", booted.error().to_string());
     return 1;
   }
+  for (const auto& closed : streams.close_unclaimed())
+    log->warn("socket activation: closed {}: no module of that name runs (FileDescriptorName= must name a module, or "
+              "be \"http\")", closed);
 
   HostInfo info{MOLT_VERSION, ::getpid(), std::chrono::system_clock::now(), {},
                 run_dir->path().string(), fs::absolute(config->plugin_dir).lexically_normal().string(),
-                run_dir->control_socket().string(), {}};
+                run_dir->control_socket().string(), {}, {}};
   info.listeners = [&streams] { return streams.listeners(); };  // before the control socket answers status
   HttpRouter router(table, info);
-  HttpServer http(HttpOptions{config->http, config->http_threads, config->max_request_bytes},
-                  [&router](const molt::api::Request& request) { return router.route(request); }, log);
+  HttpOptions http_options{config->http, config->http_threads, config->max_request_bytes};
+  http_options.listen_fd = http_fd;
+  HttpServer http(std::move(http_options), [&router](const molt::api::Request& request) { return router.route(request); },
+                  log);
   if (auto listening = http.listen(); !listening) {
     log->critical("{}", listening.error().to_string());
     return 1;
   }
   info.http = http.local_endpoint().to_string();
+  info.http_connections = [&http] { return http.connections(); };  // before serve(): the metrics read it
   ControlHandler handler(table, releases, info);
   ControlServer control(ControlServerOptions{run_dir->control_socket()}, handler, log);
   if (auto started = control.start(); !started) {
@@ -117,10 +166,29 @@ int main(int argc, char** argv) {
   releases.start_watching();
   log->info("ready: {} module(s), http://{}/, control socket {}", table.slots().size(), info.http,
             info.control_socket);
+  notifier.ready(releases.summary());
+  // WatchdogSec=: pinged from this loop, and only while the I/O threads run
+  // what is posted to them, so a hung host is restarted.
+  std::optional<systemd::Watchdog> watchdog;
+  if (watchdog_interval) {
+    watchdog.emplace(*watchdog_interval,
+                     std::vector<systemd::Watchdog::Part>{{"http", [&http] { return http.probe(); }},
+                                                          {"streams", [&streams] { return streams.probe(); }}},
+                     [&notifier] { notifier.watchdog(); }, log);
+    log->info("watchdog: WATCHDOG=1 every {} ms while the HTTP and stream I/O threads answer",
+              std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog_interval / 2).count());
+  }
 
   while (true) {
     int sig = 0;
-    if (sigwait(&handled, &sig) != 0) continue;
+    if (watchdog) {
+      const auto next = watchdog->tick(std::chrono::steady_clock::now());
+      const timespec timeout = to_timespec(next - std::chrono::steady_clock::now());
+      sig = sigtimedwait(&handled, nullptr, &timeout);
+      if (sig < 0) continue;  // time for the next tick (or EINTR)
+    } else if (sigwait(&handled, &sig) != 0) {
+      continue;
+    }
     if (sig == SIGHUP) {
       log->info("SIGHUP: reloading modules whose file in {} changed", info.plugin_dir);
       const auto reports = releases.reload_changed();  // each logs its own summary line
@@ -128,6 +196,8 @@ int main(int argc, char** argv) {
       continue;
     }
     log->info("{}: stopping; finishing requests in flight", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    notifier.stopping(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+                      ": stopping; finishing requests in flight, then saving every module's state");
     break;
   }
   http.stop(std::chrono::seconds(10));

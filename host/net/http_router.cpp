@@ -1,5 +1,8 @@
 #include "molt/host/net/http_router.hpp"
 
+#include "molt/host/net/metrics.hpp"
+#include "molt/host/net/status_page.hpp"
+
 namespace molt::host {
 namespace {
 
@@ -19,6 +22,16 @@ api::Response HttpRouter::route(const api::Request& request) {
   const std::string_view name = first_segment(request.path);
   if (name == "-") {
     if (request.path == "/-/status") return api::Response::json(status_json(table_, host_).dump(2) + '\n');
+    if (request.path == "/-/metrics")
+      return api::Response{200, std::string(kMetricsContentType), render_metrics(table_, host_)};
+    if (request.path == "/-/history") {
+      // The page polls this every 2 s: only the last kHistoryLimit reports, never the whole history.
+      nlohmann::json history = history_json(table_.history(), {}, kHistoryLimit);
+      history["limit"] = kHistoryLimit;
+      return api::Response::json(history.dump() + '\n');
+    }
+    if (request.path == "/-/" || request.path == "/-/index.html")
+      return api::Response{200, "text/html; charset=utf-8", std::string(status_page_html())};
     return json_error(404, "no such host resource: " + request.path);
   }
   const auto slot = table_.find(name);

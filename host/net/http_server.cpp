@@ -1,14 +1,20 @@
 #include "molt/host/net/http_server.hpp"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+
+#include "molt/host/net/listen_socket.hpp"
 
 namespace molt::host {
 
@@ -172,6 +178,20 @@ Result<void> HttpServer::Impl::listen() {
     return Error{{}, {}, options_.listen.to_string(), Phase::Start, "http: " + what + ": " + ec.message()};
   };
   beast::error_code ec;
+  if (options_.listen_fd >= 0) {  // handed over at start: already bound and listening
+    const int fd = std::exchange(options_.listen_fd, -1);
+    const auto family = listening_tcp_family(fd, "http");
+    if (!family) {
+      ::close(fd);
+      return family.error();
+    }
+    acceptor_.assign(family.value() == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      return fail("socket handed over at start (fd " + std::to_string(fd) + ")", ec);
+    }
+    return {};
+  }
   const auto address = asio::ip::make_address(options_.listen.host, ec);
   if (ec) return fail("bad address", ec);
   const tcp::endpoint endpoint(address, options_.listen.port);
@@ -246,6 +266,13 @@ Endpoint HttpServer::local_endpoint() const {
 }
 
 void HttpServer::stop(std::chrono::milliseconds grace) { impl_->stop(grace); }
+
+std::future<void> HttpServer::probe() {
+  auto answered = std::make_shared<std::promise<void>>();
+  auto future = answered->get_future();
+  asio::post(impl_->io_, [answered] { answered->set_value(); });
+  return future;
+}
 
 std::size_t HttpServer::connections() const {
   std::lock_guard lock(impl_->sessions_mutex_);

@@ -9,17 +9,24 @@
 // cross-thread post per connection, none per request.
 #include "molt/host/net/stream_server.hpp"
 
-#include <atomic>
-#include <condition_variable>
-#include <future>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <functional>
+#include <future>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
 
 #include <boost/asio.hpp>
+
+#include "molt/host/net/listen_socket.hpp"
 
 namespace molt::host {
 
@@ -62,9 +69,28 @@ class StreamServer::Impl {
     void close_all();   ///< on this thread
   };
 
+  /// A listening socket handed over at start (StreamServer::adopt), kept
+  /// open for the server's life: each listener that serves it gets a dup.
+  struct Adopted {
+    int fd = -1;
+    tcp protocol = tcp::v4();
+    Endpoint endpoint;
+    bool claimed = false;  ///< a module has served it
+  };
+
   Impl(StreamOptions options, std::shared_ptr<spdlog::logger> log) : options_(options), log_(std::move(log)) {
     for (unsigned i = 0; i < std::max(1u, options_.threads); ++i) workers_.push_back(std::make_unique<Worker>(*this));
   }
+
+  ~Impl() {
+    for (const auto& [module, sockets] : adopted_)
+      for (const auto& socket : sockets) ::close(socket.fd);
+  }
+
+  /// Adds a listener for `slot`'s module, on worker 0, whose acceptor `open`
+  /// opens (bound or adopted). `endpoint`: what was asked, until it is open.
+  Result<Endpoint> add_listener(const std::shared_ptr<ModuleSlot>& slot, const Endpoint& endpoint,
+                                const std::function<Result<void>(tcp::acceptor&)>& open);
 
   void connection_closed() {
     {
@@ -85,6 +111,8 @@ class StreamServer::Impl {
   std::size_t open_ = 0;  ///< connections alive, all workers (guarded by open_mutex_)
   mutable std::mutex listeners_mutex_;
   std::vector<std::unique_ptr<Listener>> listeners_;  ///< never erased: connections refer to them
+  mutable std::mutex adopted_mutex_;
+  std::map<std::string, std::vector<Adopted>, std::less<>> adopted_;  ///< by module (guarded by adopted_mutex_)
   std::vector<std::unique_ptr<Worker>> workers_;  // last: destroyed first, with the sockets they own
   std::atomic<bool> serving_{false};
   static inline std::atomic<api::ConnectionId> next_id_{1};
@@ -276,37 +304,25 @@ StreamServer::StreamServer(StreamOptions options, std::shared_ptr<spdlog::logger
 
 StreamServer::~StreamServer() { stop(std::chrono::milliseconds(0)); }
 
-Result<Endpoint> StreamServer::listen(const Endpoint& endpoint, std::shared_ptr<ModuleSlot> slot) {
-  auto fail = [&](const std::string& what, const error_code& ec) {
-    return Error{slot->name(), {}, endpoint.to_string(), Phase::Start, "listen: " + what + ": " + ec.message()};
-  };
-  error_code address_error;
-  const auto address = asio::ip::make_address(endpoint.host, address_error);
-  if (address_error) return fail("bad address", address_error);
-  Impl::Worker& first = *impl_->workers_.front();
-  auto listener = std::make_unique<Impl::Listener>(slot, endpoint, slot->name());
-  Impl::Listener& bound_listener = *listener;
+Result<Endpoint> StreamServer::Impl::add_listener(const std::shared_ptr<ModuleSlot>& slot, const Endpoint& endpoint,
+                                                  const std::function<Result<void>(tcp::acceptor&)>& open) {
+  Worker& first = *workers_.front();
+  auto listener = std::make_unique<Listener>(slot, endpoint, slot->name());
+  Listener& bound_listener = *listener;
   // The acceptor belongs to worker 0; once that runs, only its thread may
   // touch its reactor, so the bind happens there.
   auto bind = [&]() -> Result<Endpoint> {
-    error_code ec;
-    const tcp::endpoint bind_to(address, endpoint.port);
     auto acceptor = std::make_unique<tcp::acceptor>(first.io);
-    acceptor->open(bind_to.protocol(), ec);
-    if (ec) return fail("open", ec);
-    acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-    acceptor->bind(bind_to, ec);
-    if (ec) return fail("bind", ec);
-    acceptor->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return fail("listen", ec);
+    if (auto opened = open(*acceptor); !opened) return opened.error();
+    error_code ec;
     const auto bound = acceptor->local_endpoint(ec);
     bound_listener.endpoint = Endpoint{bound.address().to_string(), bound.port()};
     first.acceptors.emplace_back(&bound_listener, std::move(acceptor));
-    if (impl_->serving_) first.accept(bound_listener, *first.acceptors.back().second);
+    if (serving_) first.accept(bound_listener, *first.acceptors.back().second);
     return bound_listener.endpoint;
   };
   Result<Endpoint> result = Error{};
-  if (impl_->serving_) {
+  if (serving_) {
     std::promise<Result<Endpoint>> done;
     asio::post(first.io, [&] { done.set_value(bind()); });
     result = done.get_future().get();
@@ -314,10 +330,128 @@ Result<Endpoint> StreamServer::listen(const Endpoint& endpoint, std::shared_ptr<
     result = bind();
   }
   if (result) {
-    std::lock_guard lock(impl_->listeners_mutex_);
-    impl_->listeners_.push_back(std::move(listener));
+    std::lock_guard lock(listeners_mutex_);
+    listeners_.push_back(std::move(listener));
   }
   return result;
+}
+
+Result<Endpoint> StreamServer::listen(const Endpoint& endpoint, std::shared_ptr<ModuleSlot> slot) {
+  auto fail = [&](const std::string& what, const error_code& ec) {
+    return Error{slot->name(), {}, endpoint.to_string(), Phase::Start, "listen: " + what + ": " + ec.message()};
+  };
+  error_code address_error;
+  const auto address = asio::ip::make_address(endpoint.host, address_error);
+  if (address_error) return fail("bad address", address_error);
+  return impl_->add_listener(slot, endpoint, [&](tcp::acceptor& acceptor) -> Result<void> {
+    error_code ec;
+    const tcp::endpoint bind_to(address, endpoint.port);
+    acceptor.open(bind_to.protocol(), ec);
+    if (ec) return fail("open", ec);
+    acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    acceptor.bind(bind_to, ec);
+    if (ec) return fail("bind", ec);
+    acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return fail("listen", ec);
+    return {};
+  });
+}
+
+Result<std::vector<Endpoint>> StreamServer::listen_module(const std::vector<Endpoint>& endpoints,
+                                                          std::shared_ptr<ModuleSlot> slot) {
+  std::vector<Impl::Adopted> adopted;
+  {
+    std::lock_guard lock(impl_->adopted_mutex_);
+    if (const auto it = impl_->adopted_.find(slot->name()); it != impl_->adopted_.end())
+      for (auto& socket : it->second) {
+        socket.claimed = true;
+        adopted.push_back(socket);
+      }
+  }
+  std::vector<Endpoint> serving;
+  if (adopted.empty()) {
+    for (const auto& endpoint : endpoints) {
+      auto bound = listen(endpoint, slot);
+      if (!bound) return std::move(bound).error();
+      serving.push_back(bound.value());
+    }
+    return serving;
+  }
+  std::string instead;
+  for (const auto& endpoint : endpoints) instead += (instead.empty() ? "" : ", ") + endpoint.to_string();
+  for (const auto& socket : adopted) {
+    const auto fail = [&](const std::string& why) {
+      return Error{slot->name(), {}, socket.endpoint.to_string(), Phase::Start,
+                   "listen: socket handed over at start (fd " + std::to_string(socket.fd) + "): " + why};
+    };
+    // A dup, so that closing the module's listener (a removal) leaves the
+    // socket open for the module's return, with connections in its backlog.
+    const int fd = ::fcntl(socket.fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) return fail(std::strerror(errno));
+    auto served = impl_->add_listener(slot, socket.endpoint, [&](tcp::acceptor& acceptor) -> Result<void> {
+      error_code ec;
+      acceptor.assign(socket.protocol, fd, ec);
+      if (ec) {
+        ::close(fd);
+        return fail(ec.message());
+      }
+      return {};
+    });
+    if (!served) return std::move(served).error();
+    slot->log().info("serving the socket handed over at start on {} (fd {}){}", served->to_string(), socket.fd,
+                     instead.empty() ? "" : ", instead of binding " + instead);
+    serving.push_back(served.value());
+  }
+  return serving;
+}
+
+Result<Endpoint> StreamServer::adopt(const std::string& module, int fd) {
+  const auto family = listening_tcp_family(fd, module);
+  if (!family) {
+    ::close(fd);
+    return family.error();
+  }
+  const tcp protocol = family.value() == AF_INET6 ? tcp::v6() : tcp::v4();
+  tcp::endpoint bound(protocol, 0);
+  socklen_t length = static_cast<socklen_t>(bound.capacity());
+  ::getsockname(fd, bound.data(), &length);  // cannot fail: listening_tcp_family asked the same
+  bound.resize(length);
+  const Endpoint endpoint{bound.address().to_string(), bound.port()};
+  std::lock_guard lock(impl_->adopted_mutex_);
+  impl_->adopted_[module].push_back(Impl::Adopted{fd, protocol, endpoint, false});
+  return endpoint;
+}
+
+std::vector<std::string> StreamServer::close_unclaimed() {
+  std::vector<std::string> closed;
+  std::lock_guard lock(impl_->adopted_mutex_);
+  for (auto it = impl_->adopted_.begin(); it != impl_->adopted_.end();) {
+    if (it->second.front().claimed) {
+      ++it;
+      continue;
+    }
+    for (const auto& socket : it->second) {
+      closed.push_back(it->first + " (fd " + std::to_string(socket.fd) + ", " + socket.endpoint.to_string() + ")");
+      ::close(socket.fd);
+    }
+    it = impl_->adopted_.erase(it);
+  }
+  return closed;
+}
+
+std::future<void> StreamServer::probe() {
+  struct Countdown {
+    std::promise<void> done;
+    std::atomic<std::size_t> left{0};
+  };
+  auto countdown = std::make_shared<Countdown>();
+  countdown->left = impl_->workers_.size();
+  auto answered = countdown->done.get_future();
+  for (auto& worker : impl_->workers_)
+    asio::post(worker->io, [countdown] {
+      if (--countdown->left == 0) countdown->done.set_value();
+    });
+  return answered;
 }
 
 void StreamServer::close_module(std::string_view module) {

@@ -140,11 +140,9 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
     auto slot = table_.find(m.name);
     m = entry_for(*slot, m.listen, m.config);
     restore_snapshot_locked(m.name);
-    for (const auto& endpoint : m.listen) {
-      auto bound = streams_.listen(endpoint, slot);
-      if (!bound) return std::move(bound).error();
-      slot->log().info("listening on {}", bound->to_string());
-    }
+    auto bound = streams_.listen_module(m.listen, slot);
+    if (!bound) return std::move(bound).error();
+    for (const auto& endpoint : bound.value()) slot->log().info("listening on {}", endpoint.to_string());
   }
   record_.current = boot;
   record_.permanent = boot;
@@ -183,9 +181,11 @@ void ReleaseHandler::restore_snapshot_locked(const std::string& module) {
       return;
     }
   }
+  const std::string booted_file = slot->running().file;
   UpgradeReport report = host::restore(*slot, table_.loader(), blob, writer_image);
   if (report.outcome == Outcome::Succeeded && !writer_image.empty())
-    report = host::upgrade(*slot, table_.loader(), slot->previous()->file);  // back down to the booted version
+    report = host::upgrade(*slot, table_.loader(), booted_file);  // back down to the booted version
+  slot->forget_previous();  // the snapshot's version was a means, not a version to roll back to
   if (report.outcome != Outcome::Succeeded) {
     auto moved = snapshots_.move_aside(module, "unrestorable");
     slot->log().error("snapshot could not be restored ({}); moved to {}; {} starts with its initial state",
@@ -313,6 +313,7 @@ Result<ReleasePlan> ReleaseHandler::plan_locked(const UpgradeScript& script) {
 
 InstallOutcome ReleaseHandler::install(const UpgradeScript& script) {
   std::lock_guard lock(mutex_);
+  const ChangeScope change(*this, "installing release " + script.release);
   auto plan = plan_locked(script);
   if (!plan) return InstallOutcome{script.release, false, {}, std::move(plan).error()};
   return execute_locked(plan.value(), plan->release);
@@ -371,14 +372,11 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
       if (restored.outcome != Outcome::Succeeded) slot.value()->log().warn("state not restored: {}", restored.summary());
       else host_parts[p.step.module] = snapshot.value()->host;  // its jobs run once it serves
     }
-    for (const auto& endpoint : listen) {
-      auto bound = streams_.listen(endpoint, slot.value());
-      if (!bound) {
-        added.push_back(slot.value());
-        discard_added();
-        outcome.error = std::move(bound).error();
-        return outcome;
-      }
+    if (auto bound = streams_.listen_module(listen, slot.value()); !bound) {
+      added.push_back(slot.value());
+      discard_added();
+      outcome.error = std::move(bound).error();
+      return outcome;
     }
     added.push_back(std::move(slot.value()));
   }
@@ -495,6 +493,7 @@ Release ReleaseHandler::with_module_changed(const std::string& module) const {
 Result<UpgradeReport> ReleaseHandler::reload(std::string_view module, const std::optional<fs::path>& file,
                                              const api::Values& extra) {
   std::lock_guard lock(mutex_);
+  const ChangeScope change(*this, "reloading " + std::string(module));
   auto report = table_.reload(module, file, extra);
   if (report && report->outcome == Outcome::Succeeded)
     installed_locked(with_module_changed(std::string(module)), {std::string(module)}, "moltctl reload " + std::string(module));
@@ -503,6 +502,7 @@ Result<UpgradeReport> ReleaseHandler::reload(std::string_view module, const std:
 
 Result<UpgradeReport> ReleaseHandler::rollback_module(std::string_view module, const api::Values& extra) {
   std::lock_guard lock(mutex_);
+  const ChangeScope change(*this, "rolling back " + std::string(module));
   auto report = table_.rollback(module, extra);
   if (report && report->outcome == Outcome::Succeeded)
     installed_locked(with_module_changed(std::string(module)), {std::string(module)}, "moltctl rollback " + std::string(module));
@@ -511,6 +511,7 @@ Result<UpgradeReport> ReleaseHandler::rollback_module(std::string_view module, c
 
 std::vector<UpgradeReport> ReleaseHandler::reload_changed() {
   std::lock_guard lock(mutex_);
+  const ChangeScope change(*this, "reloading the modules whose file changed");
   auto reports = table_.reload_changed();
   std::vector<std::string> changed;
   for (const auto& report : reports)
@@ -527,12 +528,13 @@ std::vector<UpgradeReport> ReleaseHandler::reload_changed() {
 
 Result<UpgradeReport> ReleaseHandler::restore(std::string_view module, const fs::path& archive) {
   std::lock_guard lock(mutex_);
+  const ChangeScope change(*this, "restoring " + std::string(module) + " from " + archive.string());
   auto slot = table_.find(module);
   if (!slot) return Error{std::string(module), {}, {}, Phase::Snapshot, "no such module"};
   auto blob = read_state_file(archive, table_.options().upgrade.max_state_bytes);
   if (!blob) return std::move(blob).error();
   const std::string host = blob->host;
-  auto report = host::restore(*slot, table_.loader(), std::move(blob.value()));
+  auto report = table_.restore(*slot, std::move(blob.value()));  // an operator's transaction: in the history
   if (report.outcome == Outcome::Succeeded) {
     // An archive without a host part (a fixture, an older snapshot) keeps the jobs and timers the module has.
     if (!host.empty())
@@ -559,6 +561,7 @@ void ReleaseHandler::make_permanent_locked(const std::string& why) {
   probation_.reset();
   write_record_locked();
   log_->info("release '{}' is permanent ({})", record_.current.name, why);
+  if (options_.on_change) options_.on_change(ChangeNotice::Status, summary_locked());
 }
 
 void ReleaseHandler::roll_back_locked(const std::string& why) {
@@ -570,6 +573,7 @@ void ReleaseHandler::roll_back_locked(const std::string& why) {
   }
   const Release target = *record_.previous;
   log_->error("release '{}' failed probation: {}; rolling back to '{}'", failed, why, target.name);
+  const ChangeScope change(*this, "rolling release " + failed + " back to " + target.name + " (failed probation)");
 
   // The steps from the current release back to the previous one.
   UpgradeScript script;
@@ -676,6 +680,27 @@ void ReleaseHandler::watch() {
 }
 
 // --- status ------------------------------------------------------------------
+
+ReleaseHandler::ChangeScope::ChangeScope(const ReleaseHandler& handler, const std::string& what) : handler_(handler) {
+  if (handler_.options_.on_change) handler_.options_.on_change(ChangeNotice::Begin, what);
+}
+
+ReleaseHandler::ChangeScope::~ChangeScope() {
+  if (handler_.options_.on_change) handler_.options_.on_change(ChangeNotice::End, handler_.summary_locked());
+}
+
+std::string ReleaseHandler::summary() const {
+  std::lock_guard lock(mutex_);
+  return summary_locked();
+}
+
+std::string ReleaseHandler::summary_locked() const {
+  const auto slots = table_.slots();
+  std::string out = "serving " + std::to_string(slots.size()) + (slots.size() == 1 ? " module" : " modules");
+  for (std::size_t i = 0; i < slots.size(); ++i)
+    out += (i == 0 ? ": " : ", ") + slots[i]->name() + " v" + std::to_string(slots[i]->running().info.version.value);
+  return out + "; release " + record_.current.name + (record_.current_is_permanent() ? " (permanent)" : " (on probation)");
+}
 
 nlohmann::json ReleaseHandler::describe() const {
   std::lock_guard lock(mutex_);

@@ -118,6 +118,10 @@ std::vector<UpgradeReport> ModuleTable::reload_changed() {
   return reports;
 }
 
+UpgradeReport ModuleTable::restore(ModuleSlot& slot, StateBlob state) {
+  return run(UpgradeStep{&slot, {}, std::move(state), {}, std::nullopt});
+}
+
 Result<StateBlob> ModuleTable::snapshot(std::string_view name) {
   auto slot = lookup(name, Phase::Snapshot);
   if (!slot) return std::move(slot).error();

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "molt/host/common/log_context.hpp"
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/state/buffers.hpp"
 
@@ -27,6 +28,24 @@ class ModuleSlot::InstanceContext final : public api::Context {
  private:
   ModuleSlot& slot_;
 };
+
+namespace {
+
+/// Times one call, from its construction to its destruction, into a histogram.
+/// Declared before the call's gate pass, it covers the wait for the gate too.
+class CallTimer {
+ public:
+  explicit CallTimer(DurationHistogram& histogram) noexcept : histogram_(histogram) {}
+  CallTimer(const CallTimer&) = delete;
+  CallTimer& operator=(const CallTimer&) = delete;
+  ~CallTimer() { histogram_.observe(std::chrono::steady_clock::now() - started_); }
+
+ private:
+  DurationHistogram& histogram_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
 
 ModuleSlot::Live::~Live() {
   if (instance) instance->stop();
@@ -125,6 +144,7 @@ void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexce
       timer.due = std::chrono::system_clock::now() + timer.period;
     }
   }
+  const LogScope scope(live_->image->info().version.value);
   if (auto failure = guard_module_call("on_timer", [&] { live_->instance->on_timer(name); }))
     logger_->error("timer '{}': {}", name, *failure);
 }
@@ -177,6 +197,7 @@ JobNext ModuleSlot::run_job_step(const std::string& job) {
     if (it == jobs_.end() || it->second.state != JobState::Running) return {};  // cancelled (or gone) meanwhile
   }
   api::JobStep step;
+  const LogScope scope(live_->image->info().version.value, "job");
   const auto failure = guard_module_call("run_job_step", [&] { live_->instance->run_job_step(job, step); });
   const auto version = live_->image->info().version.value;
 
@@ -334,8 +355,10 @@ Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
 
 Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::string_view input,
                                             api::StreamOutput& out) {
+  const CallTimer timer(call_durations_);
   const CallGate::Pass pass = gate_.enter();
   const Live& live = *live_;
+  const LogScope scope(live.image->info().version.value);
   calls_.fetch_add(1, std::memory_order_relaxed);
   auto fail = [&](std::string reason) {
     failed_calls_.fetch_add(1, std::memory_order_relaxed);
@@ -397,8 +420,10 @@ Result<std::string> ModuleSlot::save_from(const Live& live, const api::SaveTarge
 }
 
 Result<api::Response> ModuleSlot::call(const api::Request& request) {
+  const CallTimer timer(call_durations_);
   const CallGate::Pass pass = gate_.enter();
   const Live& live = *live_;
+  const LogScope scope(live.image->info().version.value);
   calls_.fetch_add(1, std::memory_order_relaxed);
   auto fail = [&](std::string reason) {
     failed_calls_.fetch_add(1, std::memory_order_relaxed);
@@ -428,6 +453,11 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds timeout) {
 RunningVersion ModuleSlot::running() const {
   std::lock_guard lock(info_mutex_);
   return running_;
+}
+
+void ModuleSlot::forget_previous() {
+  std::lock_guard lock(info_mutex_);
+  previous_.reset();
 }
 
 std::optional<RunningVersion> ModuleSlot::previous() const {

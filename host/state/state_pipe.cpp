@@ -30,14 +30,17 @@ bool StatePipe::flush_chunk() {
     over_limit_ = true;
     return false;
   }
+  std::uint64_t queued = 0;
   {
     std::unique_lock lock(mutex_);
     changed_.wait(lock, [&] { return queue_.size() < max_chunks_ || reader_done_; });
     if (reader_done_) return false;
     queue_.push_back(Filled{std::move(writing_), size});
+    for (const auto& chunk : queue_) queued += chunk.size;
   }
   changed_.notify_all();
   written_ += size;
+  if (on_chunk_) on_chunk_(written_, written_ - std::min<std::uint64_t>(queued, written_));
   if (!first_chunk_sent_) {
     first_chunk_sent_ = true;
     if (on_first_chunk_) on_first_chunk_();  // the caller starts the reader now

@@ -1,5 +1,7 @@
 #include "molt/host/upgrade/report.hpp"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 namespace molt::host {
@@ -68,17 +70,33 @@ void to_json(nlohmann::json& out, const UpgradeReport& report) {
   };
 }
 
+void UpgradeTotals::add(const UpgradeReport& report) noexcept {
+  ++outcomes[static_cast<std::size_t>(report.outcome)];
+  queued_calls += report.queued_calls;
+  if (report.outcome != Outcome::Refused) pause.add(report.pause);
+}
+
 void UpgradeHistory::record(UpgradeReport report) {
   std::lock_guard lock(mutex_);
+  auto totals = totals_.find(report.module);
+  if (totals == totals_.end()) totals = totals_.emplace(report.module, UpgradeTotals{}).first;
+  totals->second.add(report);
   reports_.push_back(std::move(report));
   while (reports_.size() > capacity_) reports_.pop_front();
 }
 
-std::vector<UpgradeReport> UpgradeHistory::list(std::string_view module) const {
+std::map<std::string, UpgradeTotals, std::less<>> UpgradeHistory::totals() const {
+  std::lock_guard lock(mutex_);
+  return totals_;
+}
+
+std::vector<UpgradeReport> UpgradeHistory::list(std::string_view module, std::size_t last) const {
   std::lock_guard lock(mutex_);
   std::vector<UpgradeReport> out;
-  for (const auto& report : reports_)
-    if (module.empty() || report.module == module) out.push_back(report);
+  // Newest first, so that only the reports asked for are copied; then reversed.
+  for (auto it = reports_.rbegin(); it != reports_.rend() && out.size() < last; ++it)
+    if (module.empty() || it->module == module) out.push_back(*it);
+  std::reverse(out.begin(), out.end());
   return out;
 }
 

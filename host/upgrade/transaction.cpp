@@ -48,6 +48,8 @@
 #include <thread>
 
 #include "molt/host/common/fault.hpp"
+#include "molt/host/common/log_context.hpp"
+#include "molt/host/upgrade/progress.hpp"
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/state/buffers.hpp"
 #include "molt/host/state/state_pipe.hpp"
@@ -70,6 +72,13 @@ api::Direction direction_between(api::ModuleVersion from, api::ModuleVersion to)
 
 }  // namespace
 
+/// Runs one phase with its name in the log scope (the JSON log format shows it).
+template <class Phase>
+auto in_phase(std::string_view phase, Phase run) {
+  const LogScope scope(0, phase);
+  return run();
+}
+
 class UpgradeTransaction {
  public:
   UpgradeTransaction(std::span<const UpgradeStep> steps, Loader& loader, const UpgradeOptions& options)
@@ -80,16 +89,17 @@ class UpgradeTransaction {
 
   std::vector<UpgradeReport> run() {
     // fault_point: the fault tests crash the host here (MOLT_FAULT); a no-op otherwise.
+    // Each phase runs in a log scope naming it, for the JSON log format.
     fault_point("upgrade.prepare");
-    if (auto done = prepare(); !done) return roll_back(std::move(done).error());
+    if (auto done = in_phase("prepare", [&] { return prepare(); }); !done) return roll_back(std::move(done).error());
     fault_point("upgrade.quiesce");
-    if (auto done = quiesce(); !done) return roll_back(std::move(done).error());
+    if (auto done = in_phase("quiesce", [&] { return quiesce(); }); !done) return roll_back(std::move(done).error());
     fault_point("upgrade.transfer");
-    if (auto done = transfer(); !done) return roll_back(std::move(done).error());
+    if (auto done = in_phase("migrate", [&] { return transfer(); }); !done) return roll_back(std::move(done).error());
     fault_point("upgrade.resume");
-    resume();
+    in_phase("resume", [&] { resume(); });
     fault_point("upgrade.cleanup");
-    clean_up();
+    in_phase("cleanup", [&] { clean_up(); });
     return finish(Outcome::Succeeded);
   }
 
@@ -143,6 +153,7 @@ class UpgradeTransaction {
       if (!move.upgrade_lock.owns_lock())
         return move.error(Phase::Prepare, "another upgrade of this module is in progress");
       slot.log().debug("prepare: start");
+      report_progress({slot.name(), "prepare"});
 
       std::shared_ptr<const Image> image = old.image;
       if (!move.step->file.empty()) {
@@ -221,6 +232,7 @@ class UpgradeTransaction {
       failing_ = &move;
       ModuleSlot& slot = move.slot();
       slot.log().debug("quiesce: start");
+      report_progress({slot.name(), "quiesce"});
       move.paused_at = Clock::now();
       move.held = true;
       if (!slot.gate_.suspend(move.paused_at + options_.quiesce_timeout)) {  // reopens the gate itself
@@ -313,6 +325,12 @@ class UpgradeTransaction {
         pipe.finish_reading();
       });
     });
+    const std::uint64_t known = slot.state_bytes_.load(std::memory_order_relaxed);
+    const std::uint64_t expected = known == ModuleSlot::kUnknown ? 0 : known;
+    report_progress({slot.name(), "save", 0, 0, expected});
+    pipe.on_chunk([&](std::uint64_t written, std::uint64_t taken) {
+      report_progress({slot.name(), "save", written, taken, expected});
+    });
     const auto started = Clock::now();
     const api::SaveTarget target{move.state_schema, move.report.direction, move.step->extra};
     auto saved = slot.save_to(*slot.live_, target, pipe.sink());
@@ -349,10 +367,13 @@ class UpgradeTransaction {
       Move& move = *it;
       const auto started = Clock::now();
       ModuleSlot& slot = move.slot();
+      report_progress({slot.name(), "resume"});
       const ImageInfo& to = move.next->image->info();
       {
         std::lock_guard lock(slot.info_mutex_);
-        slot.previous_ = slot.running_;
+        // A restore (state given, e.g. a snapshot at boot) is not an upgrade:
+        // what ran before it is not a version to roll back to.
+        if (!move.step->state) slot.previous_ = slot.running_;
         slot.running_ = describe(*move.next->image, move.next->since);
       }
       move.replaced = std::exchange(slot.live_, std::move(move.next));
@@ -368,6 +389,7 @@ class UpgradeTransaction {
   void clean_up() {
     for (auto& move : moves_) {
       const auto started = Clock::now();
+      report_progress({move.report.module, "cleanup"});
       move.replaced.reset();  // stop(), destroy; the image unloads with its last instance
       move.report.phases.cleanup = since(started);
     }
@@ -375,6 +397,8 @@ class UpgradeTransaction {
 
   // rollback ------------------------------------------------------------------
   std::vector<UpgradeReport> roll_back(Error cause) {
+    const LogScope scope(0, "rollback");
+    if (failing_ != nullptr) report_progress({failing_->report.module, "rollback"});
     const bool any_held = std::any_of(moves_.begin(), moves_.end(), [](const Move& m) { return m.held; });
     for (auto it = moves_.rbegin(); it != moves_.rend(); ++it) {
       Move& move = *it;
@@ -391,7 +415,7 @@ class UpgradeTransaction {
       }
       move.next.reset();  // stop() and destroy the new instance; its image unloads
       if (move.paused) {
-        move.slot().gate_.resume();
+        move.report.queued_calls = move.slot().gate_.resume();  // they run on the old version
         move.paused = false;
         move.report.pause = since(move.paused_at);
       }

@@ -30,8 +30,18 @@ Daemon::~Daemon() {
 }
 
 void Daemon::start(const std::vector<std::string>& environment) {
-  process_ = std::make_unique<Process>(std::vector<std::string>{program("moltd"), "--config", config().string()},
-                                       dir() / "moltd.out", environment);
+  spawn(environment);
+  wait_ready();
+}
+
+void Daemon::spawn(const std::vector<std::string>& environment, const std::vector<std::string>& wrapper,
+                   const std::vector<int>& fds) {
+  std::vector<std::string> argv = wrapper;
+  argv.insert(argv.end(), {program("moltd").string(), "--config", config().string()});
+  process_ = std::make_unique<Process>(argv, dir() / "moltd.out", environment, fds);
+}
+
+void Daemon::wait_ready() {
   nlohmann::json answer;
   const bool up = wait_until([&] {
     if (!process_->running()) return true;  // died: reported below

@@ -33,6 +33,13 @@ class Daemon {
   /// Starts moltd (again, after a stop or a crash) and waits until it answers
   /// on its control socket. `environment`: NAME=VALUE for it, e.g. MOLT_FAULT=...
   void start(const std::vector<std::string>& environment = {});
+  /// Starts moltd without waiting: `wrapper` goes before its argv (e.g.
+  /// systemd-socket-activate ...; it must exec moltd, keeping its pid), and
+  /// `fds` become its fds 3, 4, ... Then wait_ready().
+  void spawn(const std::vector<std::string>& environment, const std::vector<std::string>& wrapper = {},
+             const std::vector<int>& fds = {});
+  /// Waits until the moltd spawn() started answers on its control socket.
+  void wait_ready();
   /// SIGKILL, and waits for it to be gone.
   void kill9();
   /// SIGTERM, then its exit code (fails the test if it does not exit in time).

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <fstream>
 #include <future>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -392,4 +394,65 @@ TEST_CASE("a host-owned connection stays open across upgrades; bytes split acros
   CHECK(client.closed_by_peer());
   REQUIRE(wait_until([&] { return d.status()["modules"][0]["connections"] == 0; }));
   CHECK(d.stop() == 0);
+}
+
+TEST_CASE("log_format = json: every line of the log is one JSON object with module, and version and phase when known",
+          "[moltd][logs]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}}, "log_format = \"json\"\nlog_level = \"debug\"");
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  d.start();
+  REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  REQUIRE(d.ctl({"reload", "counter"}).exit_code == 0);
+  REQUIRE(d.stop() == 0);
+
+  std::istringstream log(d.log());
+  std::string line;
+  std::size_t lines = 0;
+  std::set<std::string> counter_phases;
+  bool started_v1 = false;
+  while (std::getline(log, line)) {
+    ++lines;
+    INFO(line);
+    const Json entry = Json::parse(line);  // throws, failing the test, on anything else
+    REQUIRE(entry.contains("time"));
+    CHECK(entry["time"].get<std::string>().ends_with("Z"));
+    CHECK(entry.contains("level"));
+    CHECK(entry.contains("msg"));
+    REQUIRE(entry.contains("module"));
+    if (entry["module"] == "counter" && entry.contains("phase")) counter_phases.insert(entry["phase"].get<std::string>());
+    if (entry["module"] == "counter" && entry["msg"].get<std::string>().starts_with("v1 started")) started_v1 = true;
+  }
+  CHECK(lines > 5);
+  CHECK(started_v1);
+  for (const char* phase : {"prepare", "quiesce", "migrate"}) CHECK(counter_phases.contains(phase));
+}
+
+TEST_CASE("moltctl reload on a terminal shows the phases and the share of state saved; piped or --json, none of it",
+          "[moltctl][progress]") {
+  Daemon d({{"probe", probe_path(1), 1}}, "max_state_bytes = 1073741824");
+  d.install(probe_path(2), "probe-2.so");
+  d.start();
+  REQUIRE(d.http_code("POST", "/probe/fill?n=400000") == "200");  // a few MiB: several chunks
+  REQUIRE(d.ctl({"save"}).exit_code == 0);                       // so the size to expect is known
+  // script(1) gives moltctl a pseudo-terminal, as an operator's shell would.
+  const auto on_tty = [&](const std::string& args) {
+    return run_process({"script", "-qec", program("moltctl").string() + " --socket " + d.socket().string() + " " + args,
+                        "/dev/null"});
+  };
+  const auto shown = on_tty("reload probe");
+  INFO(shown.out << shown.err);
+  REQUIRE(shown.exit_code == 0);
+  for (const char* phase : {"probe: prepare", "probe: quiesce", "probe: save", "probe: resume", "probe: cleanup"})
+    CHECK_THAT(shown.out, Catch::Contains(std::string("\r\033[K") + phase));
+  CHECK_THAT(shown.out, Catch::Contains("% (") && Catch::Contains("of about"));
+  CHECK_THAT(shown.out, Catch::Contains("\r\033[Kprobe v1 -> v2: succeeded"));  // the report replaces the line
+
+  const auto piped = d.ctl({"rollback", "probe"});
+  REQUIRE(piped.exit_code == 0);
+  CHECK_THAT(piped.out, Catch::StartsWith("probe v2 -> v1: succeeded"));
+  CHECK(piped.out.find('\r') == std::string::npos);
+  const auto as_json = on_tty("--json reload probe");
+  REQUIRE(as_json.exit_code == 0);
+  CHECK(as_json.out.find("\033[K") == std::string::npos);
+  CHECK(Json::parse(as_json.out)["ok"] == true);
 }

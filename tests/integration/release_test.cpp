@@ -520,6 +520,11 @@ TEST_CASE("a restart boots the last permanent release, not one on probation, and
   CHECK(d.get_json("/counter")["total"] == 4);
   RespClient kv(d.stream_port("kv"));
   CHECK(kv.call({"GET", "during"}) == "$9\r\nprobation\r\n");
+  // Restoring the state at boot was not an upgrade: there is no version to roll back to.
+  const auto rollback = d.ctl({"rollback", "counter"});
+  CHECK(rollback.exit_code == 1);
+  CHECK(std::count(rollback.err.begin(), rollback.err.end(), '\n') == 1);
+  CHECK(version_of(d, "counter") == 1);
   const Json record = releases(d);
   CHECK(record["current"]["name"] == "initial");
   CHECK_THAT(d.log(), Catch::Contains("release '2026.12.0' was on probation when moltd stopped: booting the last permanent release 'initial'"));

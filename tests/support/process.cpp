@@ -82,12 +82,18 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::mil
 }
 
 Process::Process(const std::vector<std::string>& argv, const std::filesystem::path& output_file,
-                 const std::vector<std::string>& environment) {
+                 const std::vector<std::string>& environment, const std::vector<int>& fds) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, output_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  // Copies above any target first, so that moving one to 3 + i never
+  // overwrites another still to be moved; dup2 clears close-on-exec.
+  std::vector<int> copies;
+  for (const int fd : fds) copies.push_back(::fcntl(fd, F_DUPFD_CLOEXEC, 64));
+  for (std::size_t i = 0; i < copies.size(); ++i)
+    posix_spawn_file_actions_adddup2(&actions, copies[i], static_cast<int>(3 + i));
   auto args = c_argv(argv);
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
@@ -95,6 +101,7 @@ Process::Process(const std::vector<std::string>& argv, const std::filesystem::pa
   auto envp = c_argv(env_strings);
   const int spawned = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
+  for (const int copy : copies) ::close(copy);
   if (spawned != 0)
     throw std::runtime_error("cannot run " + argv[0] + " with output to " + output_file.string() + ": " +
                              std::strerror(spawned));

@@ -26,8 +26,10 @@ ProcessResult run_process(const std::vector<std::string>& argv,
 class Process {
  public:
   /// `environment`: NAME=VALUE entries added to this process's environment.
+  /// `fds`: handed to it as its fds 3, 4, ... in this order (socket
+  /// activation); this process keeps its own.
   Process(const std::vector<std::string>& argv, const std::filesystem::path& output_file,
-          const std::vector<std::string>& environment = {});
+          const std::vector<std::string>& environment = {}, const std::vector<int>& fds = {});
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

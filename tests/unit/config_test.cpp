@@ -47,11 +47,15 @@ file = "kv-custom.so"
 
 TEST_CASE("command-line overrides win over the file", "[config]") {
   auto config = parse("[host]\nhttp = \"127.0.0.1:1\"\n[modules.counter]\nversion = 1\n",
-                      host::ConfigOverrides{"/tmp/other-run", "127.0.0.1:0", "debug"});
+                      host::ConfigOverrides{"/tmp/other-run", "127.0.0.1:0", "debug", "json"});
   REQUIRE(config.ok());
   CHECK(config->run_dir == "/tmp/other-run");
   CHECK(config->http.port == 0);
   CHECK(config->log_level == "debug");
+  CHECK(config->log_format == "json");
+  const auto wrong = parse("[modules.counter]\nversion = 1\n", host::ConfigOverrides{{}, {}, {}, "xml"});
+  REQUIRE_FALSE(wrong.ok());
+  CHECK_THAT(wrong.error().to_string(), Catch::Contains("--log-format: must be text or json"));
 }
 
 TEST_CASE("configuration errors name the key and the reason", "[config]") {

@@ -197,6 +197,31 @@ TEST_CASE("calls that arrive during an upgrade wait and are answered by the new 
   }
 }
 
+TEST_CASE("calls that wait during an upgrade that rolls back are counted in its report", "[upgrade][rollback]") {
+  test::Harness h;
+  auto slot = probe_with_items(h);
+  auto in_flight = std::async(std::launch::async, [&] { return slot->call(test::request("POST", "/probe/sleep?ms=200")); });
+  REQUIRE(wait_until([&] { return slot->stats().gate.inside == 1; }));
+  auto upgrading = std::async(std::launch::async,
+                              [&] { return host::upgrade(*slot, h.loader, probe_path(2), {{"fail", "load"}}); });
+  REQUIRE(wait_until([&] { return slot->stats().gate.suspended; }));
+  std::vector<std::future<host::Result<api::Response>>> waiting;
+  for (int i = 0; i < 3; ++i)
+    waiting.push_back(std::async(std::launch::async, [&] { return slot->call(test::request("GET", "/probe")); }));
+  REQUIRE(wait_until([&] { return slot->stats().gate.waiting == 3; }));
+
+  const auto report = upgrading.get();
+  INFO(report.summary());
+  REQUIRE(report.outcome == Outcome::RolledBack);
+  CHECK(report.queued_calls == 3);
+  REQUIRE(in_flight.get().ok());
+  for (auto& call : waiting) {
+    const auto response = call.get();
+    REQUIRE(response.ok());
+    CHECK(Json::parse(response->body)["version"] == 1);  // they ran on the old version
+  }
+}
+
 TEST_CASE("an upgrade refused in prepare never pauses the module", "[upgrade][prepare]") {
   test::Harness h;
   auto slot = probe_with_items(h);

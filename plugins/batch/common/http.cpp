@@ -63,29 +63,6 @@ molt::api::Response error_response(int status, std::string_view message) {
   return molt::api::Response::json(R"({"error":)" + json_string(message) + "}\n", status);
 }
 
-std::string json_string(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
-          out += escaped;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-  return out;
-}
-
 Checked<std::string> job_param(const molt::api::Request& request) {
   constexpr std::string_view kRule = "1 to 32 characters of [a-z0-9_-]";
   const auto value = request.query_param("job");

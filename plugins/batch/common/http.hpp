@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "checksum.hpp"
+#include "molt/json_text.hpp"
 #include "molt/message.hpp"
 
 namespace batch {
@@ -29,8 +30,7 @@ molt::api::Response route_error(Route route, const molt::api::Request& request);
 /// `{"error":<message>}` with `status`.
 molt::api::Response error_response(int status, std::string_view message);
 
-/// `text` as a JSON string literal, quotes included.
-std::string json_string(std::string_view text);
+using molt::api::json_string;  // molt/json_text.hpp
 
 /// A checked query parameter: `value`, or why it is unacceptable in `error`
 /// (one line, naming the parameter).

@@ -19,29 +19,6 @@ molt::api::Response route_error(Route route, const molt::api::Request& request) 
   return molt::api::Response::json(R"({"error":)" + json_string("no such resource: " + request.path) + "}\n", 404);
 }
 
-std::string json_string(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
-          out += escaped;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-  return out;
-}
-
 std::string begin_answer(std::uint32_t version, std::uint64_t total) {
   std::string out = R"({"module":"counter","version":)";
   out += std::to_string(version);

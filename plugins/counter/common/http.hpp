@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "molt/json_text.hpp"
 #include "molt/message.hpp"
 
 namespace counter {
@@ -18,8 +19,7 @@ Route route(const molt::api::Request& request);
 /// The answer for NotFound and WrongMethod.
 molt::api::Response route_error(Route route, const molt::api::Request& request);
 
-/// `text` as a JSON string literal, quotes included.
-std::string json_string(std::string_view text);
+using molt::api::json_string;  // molt/json_text.hpp
 
 /// `{"module":"counter","version":N,"total":T` — how every answer begins; the
 /// caller adds its own fields and the closing brace.

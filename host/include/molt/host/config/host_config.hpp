@@ -54,6 +54,7 @@ struct HostConfig {
   std::chrono::milliseconds quiesce_timeout{5000};
   std::uint64_t max_state_bytes = 1ull << 30;
   std::string log_level = "info";
+  std::string log_format = "text";  ///< "text" or "json" (one object per line)
   std::string release = "initial";          ///< name of the release the [modules] describe (first start)
   std::chrono::seconds probation{60};       ///< how long a new release is watched; 0: permanent at once
   double probation_max_error_rate = 0.05;   ///< failed calls / calls during probation that rolls back
@@ -67,6 +68,7 @@ struct ConfigOverrides {
   std::optional<std::filesystem::path> run_dir;
   std::optional<std::string> http;
   std::optional<std::string> log_level;
+  std::optional<std::string> log_format;
 };
 
 /// Reads and checks `path`. Errors are one line: "<file>: <key>: <reason>".

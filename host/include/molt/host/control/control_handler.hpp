@@ -4,6 +4,7 @@
 // Requests (one JSON object):
 //   {"command":"status"}
 //   {"command":"reload",   "module":"counter", "file":"/abs/counter-2.so"?, "extra":{"k":"v"}?}
+//   {"command":"reload",   "changed":true}   every module whose newest file changed, as SIGHUP
 //   {"command":"rollback", "module":"counter", "extra":{...}?}
 //   {"command":"history",  "module":"counter"?}
 //   {"command":"snapshot", "module":"counter"}
@@ -15,11 +16,15 @@
 //   {"command":"save"}
 //   {"command":"jobs",     "module":"batch"?, "action":"list"|"cancel"|"restart"?, "job":"sum"?}
 // Replies: {"ok":true, ...} or {"ok":false, "error":"<one line>"}. reload and
-// rollback reply with the upgrade "report", and "ok" false unless it succeeded.
+// rollback reply with the upgrade "report", and "ok" false unless it succeeded;
+// reload "changed" with the "reports" (none when nothing changed), and "ok"
+// false unless every one succeeded.
 // snapshot replies with the archive's header and attaches the archive file.
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -42,11 +47,19 @@ struct HostInfo {
   std::string control_socket;
   /// The module listeners and their connections, when there is a stream server.
   std::function<std::vector<ListenerInfo>()> listeners;
+  /// Connections open on the HTTP listener, once it exists (for the metrics).
+  std::function<std::size_t()> http_connections;
 };
 
 /// The host's status: the host, then every module. Shared by `moltctl status`
 /// and GET /-/status.
 [[nodiscard]] nlohmann::json status_json(const ModuleTable& table, const HostInfo& host);
+
+/// {"ok":true,"reports":[...]}: the upgrade reports of `module` (all modules
+/// when empty), oldest first, at most the `last` most recent. Shared by
+/// `moltctl history` and GET /-/history.
+[[nodiscard]] nlohmann::json history_json(const UpgradeHistory& history, std::string_view module = {},
+                                          std::size_t last = std::numeric_limits<std::size_t>::max());
 
 struct ControlReply {
   nlohmann::json body;
@@ -59,9 +72,14 @@ class ControlHandler {
       : table_(table), releases_(releases), host_(host) {}
 
   /// Answers one request line. Never throws for bad input: it is an error reply.
-  [[nodiscard]] ControlReply handle(std::string_view request);
+  /// When the request says "progress": true, the upgrades it runs report
+  /// their phases and state bytes to `progress` as {"progress":{...}}
+  /// objects, at most one per module and phase every 50 ms; it must not block.
+  [[nodiscard]] ControlReply handle(std::string_view request,
+                                    const std::function<void(const nlohmann::json&)>& progress = {});
 
  private:
+  ControlReply answer(std::string_view request);
   nlohmann::json upgrade(const nlohmann::json& request);
   nlohmann::json jobs(const nlohmann::json& request);
 

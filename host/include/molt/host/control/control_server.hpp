@@ -3,7 +3,9 @@
 //
 // Wire format, one exchange per connection:
 //   client -> server  one JSON object and '\n'; at most max_request_bytes
-//   server -> client  one JSON object and '\n'; if it has "attachment_bytes":
+//   server -> client  when the request has "progress": true, zero or more
+//                     {"progress":{...}} lines first (upgrades' phases);
+//                     one JSON object and '\n'; if it has "attachment_bytes":
 //                     N, exactly N raw bytes follow; then the server closes.
 // A request that is too large, malformed, or from another user gets an error
 // reply and the connection is closed; the daemon carries on.
@@ -70,8 +72,12 @@ struct ControlResponse {
   std::string attachment;
 };
 
-/// Sends one request to the socket at `path` and reads the reply.
-[[nodiscard]] Result<ControlResponse> control_call(const std::filesystem::path& path, const nlohmann::json& request,
-                                                   std::chrono::milliseconds timeout = std::chrono::minutes(5));
+/// Sends one request to the socket at `path` and reads the reply. Progress
+/// lines that come first (a request with "progress": true) go to
+/// `on_progress`, their "progress" object each.
+[[nodiscard]] Result<ControlResponse> control_call(
+    const std::filesystem::path& path, const nlohmann::json& request,
+    std::chrono::milliseconds timeout = std::chrono::minutes(5),
+    const std::function<void(const nlohmann::json&)>& on_progress = {});
 
 }  // namespace molt::host

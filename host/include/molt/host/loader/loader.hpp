@@ -9,6 +9,7 @@
 //  - the bytes checked are the bytes loaded (no window to swap the file).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -67,6 +68,9 @@ class Image : public std::enable_shared_from_this<Image> {
   std::filesystem::path source_;
   std::filesystem::path copy_;
   std::string sha256_;
+  /// The loader's count of loaded images, which this one is part of from the
+  /// moment it is loaded (null until then).
+  std::shared_ptr<std::atomic<std::size_t>> loaded_count_;
   // Declared last so it is destroyed first: dlclose happens before the copy
   // is removed, and after nothing here refers into the image.
   boost::dll::shared_library library_;
@@ -108,10 +112,17 @@ class Loader {
   /// exit cleanly. Call only while no image from that directory is loaded.
   void remove_stale_copies() const;
 
+  /// Images this loader loaded that are still loaded: every module's running
+  /// image; during an upgrade also the new one, and after it the old one
+  /// until its last instance is gone.
+  [[nodiscard]] std::size_t loaded_images() const noexcept { return loaded_->load(std::memory_order_relaxed); }
+
   [[nodiscard]] const LoaderOptions& options() const noexcept { return options_; }
 
  private:
   LoaderOptions options_;
+  /// Shared with the images, which may outlive the loader.
+  std::shared_ptr<std::atomic<std::size_t>> loaded_ = std::make_shared<std::atomic<std::size_t>>(0);
 };
 
 /// The names of the symbols every module image exports (see MOLT_MODULE).

@@ -1,5 +1,7 @@
 // What the HTTP server answers, apart from the wire: /-/status is the host's
-// status; /<module>/... goes to that module.
+// status, /-/history the recent upgrade reports, /-/ the status page that
+// shows both, /-/metrics the metrics for Prometheus; /<module>/... goes to
+// that module.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -17,6 +19,11 @@ class HttpRouter {
   /// Answers one request. A module that throws gives 500 (logged by the
   /// module's logger, naming it); an unknown module 404.
   [[nodiscard]] api::Response route(const api::Request& request);
+
+  /// GET /-/history answers with at most this many reports, the most recent
+  /// (oldest first), so that a page polling it costs the host little;
+  /// `moltctl history` lists every report the host keeps (the last 1000).
+  static constexpr std::size_t kHistoryLimit = 200;
 
  private:
   ModuleTable& table_;

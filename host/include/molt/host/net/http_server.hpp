@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <functional>
+#include <future>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,9 @@ struct HttpOptions {
   std::uint64_t max_body_bytes = 1 << 20;      ///< larger bodies get 413
   std::uint32_t max_header_bytes = 16 * 1024;  ///< larger headers get 431... reported as 413
   std::chrono::seconds idle_timeout{60};       ///< a keep-alive connection with no request is closed
+  /// A listening TCP socket to serve instead of binding `listen` (one
+  /// systemd passed: socket activation); the server owns it. -1: bind.
+  int listen_fd = -1;
 };
 
 class HttpServer {
@@ -33,7 +37,8 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  /// Binds and listens; connections wait in the backlog until serve().
+  /// Binds and listens (or takes options.listen_fd); connections wait in the
+  /// backlog until serve().
   [[nodiscard]] Result<void> listen();
   /// The address actually bound (the port is chosen when 0 was asked).
   [[nodiscard]] Endpoint local_endpoint() const;
@@ -45,6 +50,9 @@ class HttpServer {
   void stop(std::chrono::milliseconds grace);
   /// Connections open now.
   [[nodiscard]] std::size_t connections() const;
+  /// Posts a no-op to the I/O threads; the future is ready once one of them
+  /// has run it (the watchdog's proof that they are not all stuck).
+  [[nodiscard]] std::future<void> probe();
 
  private:
   class Impl;

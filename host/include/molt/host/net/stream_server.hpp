@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <future>
 #include <memory>
 #include <vector>
 
@@ -45,8 +46,25 @@ class StreamServer {
 
   /// Binds `endpoint` for `slot`'s module, before or after serve().
   [[nodiscard]] Result<Endpoint> listen(const Endpoint& endpoint, std::shared_ptr<ModuleSlot> slot);
+  /// Serves `slot`'s module on the listening sockets adopted for it, if any,
+  /// instead of binding `endpoints`; else binds each of `endpoints`. Returns
+  /// the addresses it serves. Before or after serve().
+  [[nodiscard]] Result<std::vector<Endpoint>> listen_module(const std::vector<Endpoint>& endpoints,
+                                                            std::shared_ptr<ModuleSlot> slot);
+  /// Takes `fd`, a listening TCP socket someone else bound (systemd's socket
+  /// activation), to serve `module` whenever listen_module() starts it: at
+  /// boot, and again if the module is removed and added back (the socket
+  /// stays open meanwhile: connections wait in its backlog). Before serve().
+  /// Returns the socket's address; on error `fd` is closed.
+  [[nodiscard]] Result<Endpoint> adopt(const std::string& module, int fd);
+  /// Closes the adopted sockets that no module has used (call after boot);
+  /// returns them, "<module> (fd N, ADDRESS)", for the log.
+  std::vector<std::string> close_unclaimed();
   /// Starts accepting and the I/O threads.
   void serve();
+  /// Posts a no-op to every I/O thread; the future is ready once all of them
+  /// have run it (the watchdog's proof that they are not stuck).
+  [[nodiscard]] std::future<void> probe();
   /// Closes `module`'s listeners and its connections (a module being removed).
   /// Each connection keeps its module's slot alive until it is gone.
   void close_module(std::string_view module);

@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -33,6 +34,14 @@
 
 namespace molt::host {
 
+/// What ReleaseOptions::on_change hears; moltd turns it into systemd's
+/// RELOADING=1 and READY=1 (daemon/systemd.hpp).
+enum class ChangeNotice {
+  Begin,   ///< a change of what runs begins: reload, rollback, restore, release install, probation rollback; text: which
+  End,     ///< that change is over, however it went; text: summary()
+  Status,  ///< only the release's status changed (it became permanent); text: summary()
+};
+
 struct ReleaseOptions {
   std::filesystem::path record_path;           ///< <run dir>/releases.json
   std::filesystem::path plugin_dir;            ///< absolute
@@ -42,6 +51,10 @@ struct ReleaseOptions {
   std::uint64_t min_calls = 20;                ///< calls needed before the error rate counts
   std::chrono::seconds snapshot_interval{0};   ///< 0: no periodic snapshots
   std::chrono::milliseconds save_timeout{5000};
+  /// Told around every change of what runs, from the thread making it, with
+  /// the handler's lock held: in order, and it must not call back into the
+  /// handler. Not called at boot. May be empty.
+  std::function<void(ChangeNotice, const std::string&)> on_change;
 };
 
 /// One checked step of a release, in the order modules are paused.
@@ -103,7 +116,24 @@ class ReleaseHandler {
   /// Restores `module` from a state archive file (migrating it when needed).
   Result<UpgradeReport> restore(std::string_view module, const std::filesystem::path& archive);
 
+  /// One line on what runs: "serving 2 modules: counter v2, kv v1; release r1 (on probation)".
+  [[nodiscard]] std::string summary() const;
+
  private:
+  /// On the stack of every operation that changes what runs, after its lock:
+  /// tells on_change Begin now, and End when it goes out of scope, however
+  /// the operation ends.
+  class ChangeScope {
+   public:
+    ChangeScope(const ReleaseHandler& handler, const std::string& what);
+    ~ChangeScope();
+    ChangeScope(const ChangeScope&) = delete;
+    ChangeScope& operator=(const ChangeScope&) = delete;
+
+   private:
+    const ReleaseHandler& handler_;
+  };
+
   struct Probation {
     std::chrono::steady_clock::time_point until;
     std::map<std::string, SlotStats, std::less<>> baseline;  ///< modules the release changed
@@ -116,6 +146,7 @@ class ReleaseHandler {
   void make_permanent_locked(const std::string& why);
   void roll_back_locked(const std::string& why);
   Release with_module_changed(const std::string& module) const;
+  std::string summary_locked() const;
   void restore_snapshot_locked(const std::string& module);
   bool snapshot_locked(const std::string& module, std::string_view why);
   void snapshot_all_locked(std::string_view why);

@@ -64,6 +64,7 @@ class ModuleTable {
   std::vector<UpgradeReport> run(std::span<const UpgradeStep> steps);
 
   [[nodiscard]] Loader& loader() noexcept { return loader_; }
+  [[nodiscard]] const Loader& loader() const noexcept { return loader_; }
 
   [[nodiscard]] std::shared_ptr<ModuleSlot> find(std::string_view name) const;
   /// Every module, in the order they were started.
@@ -83,6 +84,11 @@ class ModuleTable {
   /// For SIGHUP: reloads every module whose newest file in the plugin
   /// directory differs (by content) from the image it runs.
   std::vector<UpgradeReport> reload_changed();
+
+  /// Replaces the state of the module `slot` serves with `state` (a state
+  /// archive's), read by a fresh instance of its running image, in one
+  /// transaction recorded in the history like an upgrade.
+  UpgradeReport restore(ModuleSlot& slot, StateBlob state);
 
   /// The state of `name` in its own schema, with its header.
   Result<StateBlob> snapshot(std::string_view name);

@@ -16,6 +16,7 @@
 #include <spdlog/logger.h>
 
 #include "molt/host/common/error.hpp"
+#include "molt/host/common/histogram.hpp"
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/call_gate.hpp"
 #include "molt/host/slot/jobs.hpp"
@@ -116,7 +117,14 @@ class ModuleSlot {
   [[nodiscard]] RunningVersion running() const;
   /// The version that ran before the last successful upgrade, if any.
   [[nodiscard]] std::optional<RunningVersion> previous() const;
+  /// Forgets it: after a boot that went through another version only to
+  /// convert a snapshot, there is no earlier version to roll back to.
+  void forget_previous();
   [[nodiscard]] SlotStats stats() const;
+  /// How long the calls counted in stats().calls took, from the moment each
+  /// asked for its turn (so including the wait for the gate, and for an
+  /// upgrade's pause) until the module returned.
+  [[nodiscard]] DurationHistogram::Counts call_durations() const noexcept { return call_durations_.snapshot(); }
   [[nodiscard]] spdlog::logger& log() const noexcept { return *logger_; }
 
  private:
@@ -179,6 +187,7 @@ class ModuleSlot {
   std::optional<RunningVersion> previous_;
   std::atomic<std::uint64_t> calls_{0};
   std::atomic<std::uint64_t> failed_calls_{0};
+  DurationHistogram call_durations_;  ///< of call() and stream_data(), as counted in calls_
   static constexpr std::uint64_t kUnknown = UINT64_MAX;
   std::atomic<std::uint64_t> state_bytes_{kUnknown};
 };

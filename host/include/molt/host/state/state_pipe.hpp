@@ -42,6 +42,13 @@ class StatePipe {
   /// The reader is done (or gave up); later writes fail.
   void finish_reading();
 
+  /// Called on the writer's thread after each chunk it hands over, with the
+  /// bytes written so far and, of those, the ones the reader has taken.
+  /// Must be quick: it runs inside the save.
+  void on_chunk(std::function<void(std::uint64_t written, std::uint64_t taken)> callback) {
+    on_chunk_ = std::move(callback);
+  }
+
   [[nodiscard]] std::uint64_t bytes_written() const noexcept { return written_; }
   [[nodiscard]] bool over_limit() const noexcept { return over_limit_; }
   /// The reader finished before the writer: it gave up, and the writer
@@ -111,6 +118,7 @@ class StatePipe {
   std::deque<Filled> queue_;
   std::vector<Chunk> spare_;  ///< chunks the reader has finished, for reuse
   std::uint64_t consumed_ = 0;
+  std::function<void(std::uint64_t, std::uint64_t)> on_chunk_;
   bool writer_done_ = false;
   bool reader_done_ = false;
   bool reader_first_ = false;  ///< the reader finished (gave up) before the writer

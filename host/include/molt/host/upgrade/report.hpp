@@ -1,9 +1,12 @@
 // What one upgrade did: the record an operator reads afterwards.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <limits>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -13,6 +16,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "molt/host/common/error.hpp"
+#include "molt/host/common/histogram.hpp"
 #include "molt/types.hpp"
 
 namespace molt::host {
@@ -22,6 +26,8 @@ enum class Outcome {
   RolledBack,  ///< failed after the module was paused; the old version serves, state untouched
   Refused,     ///< failed before the module was paused; nothing changed
 };
+/// Every outcome, in the order of their values.
+inline constexpr std::array<Outcome, 3> kOutcomes{Outcome::Succeeded, Outcome::RolledBack, Outcome::Refused};
 
 [[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;
 [[nodiscard]] std::string_view to_string(api::Direction direction) noexcept;
@@ -63,19 +69,43 @@ struct UpgradeReport {
 
 void to_json(nlohmann::json& out, const UpgradeReport& report);
 
-/// The most recent upgrade reports, oldest first. Thread-safe.
+/// What the upgrades of one module added up to since the host started, for
+/// the metrics (GET /-/metrics).
+struct UpgradeTotals {
+  std::array<std::uint64_t, kOutcomes.size()> outcomes{};  ///< upgrades by outcome, indexed by its value
+  std::uint64_t queued_calls = 0;                          ///< calls that waited during their pauses
+  /// The pauses of the upgrades that paused the module (succeeded or rolled
+  /// back; a refused one never paused it).
+  DurationHistogram::Counts pause;
+
+  [[nodiscard]] std::uint64_t count(Outcome outcome) const noexcept {
+    return outcomes[static_cast<std::size_t>(outcome)];
+  }
+  void add(const UpgradeReport& report) noexcept;
+};
+
+/// The most recent upgrade reports, oldest first, and the totals of all of
+/// them. Thread-safe.
 class UpgradeHistory {
  public:
   explicit UpgradeHistory(std::size_t capacity = 1000) : capacity_(capacity) {}
 
+  /// Keeps `report` (forgetting the oldest one past the capacity) and adds it
+  /// to its module's totals.
   void record(UpgradeReport report);
-  /// Reports of `module`, or of all modules when empty.
-  [[nodiscard]] std::vector<UpgradeReport> list(std::string_view module = {}) const;
+  /// The totals by module, of every report recorded, including those the
+  /// history no longer keeps: counted as they come, never recounted.
+  [[nodiscard]] std::map<std::string, UpgradeTotals, std::less<>> totals() const;
+  /// Reports of `module`, or of all modules when empty, oldest first; at
+  /// most the `last` most recent of them.
+  [[nodiscard]] std::vector<UpgradeReport> list(std::string_view module = {},
+                                                std::size_t last = std::numeric_limits<std::size_t>::max()) const;
 
  private:
   mutable std::mutex mutex_;
   std::size_t capacity_;
   std::deque<UpgradeReport> reports_;
+  std::map<std::string, UpgradeTotals, std::less<>> totals_;  ///< one entry per module ever upgraded
 };
 
 }  // namespace molt::host

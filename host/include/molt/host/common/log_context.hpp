@@ -1,0 +1,36 @@
+// What a log line is about, beyond its logger (the module): the module version
+// and the upgrade phase the current thread is in. Set in scopes by the slot
+// (around each call into a module: its version) and by the upgrade
+// transaction (each phase); read by the JSON log format (--log-format json),
+// so log shippers get them as fields instead of parsing them out of text.
+// Thread-local: spdlog formats on the thread that logs.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace molt::host {
+
+struct LogContext {
+  std::uint32_t version = 0;  ///< 0: none
+  std::string_view phase;     ///< a string literal ("prepare", "save", ...), or empty
+};
+
+/// This thread's context.
+[[nodiscard]] LogContext& log_context() noexcept;
+
+/// Sets this thread's context for its lifetime, then restores the one before.
+class LogScope {
+ public:
+  explicit LogScope(std::uint32_t version, std::string_view phase = {}) noexcept : saved_(log_context()) {
+    log_context() = LogContext{version, phase.empty() ? saved_.phase : phase};
+  }
+  ~LogScope() { log_context() = saved_; }
+  LogScope(const LogScope&) = delete;
+  LogScope& operator=(const LogScope&) = delete;
+
+ private:
+  LogContext saved_;
+};
+
+}  // namespace molt::host

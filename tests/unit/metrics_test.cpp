@@ -1,0 +1,201 @@
+// The metrics without sockets: the duration histogram, the text format's
+// escaping, the upgrade totals, and GET /-/metrics rendered from a real table.
+#include <algorithm>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "molt/host/common/histogram.hpp"
+#include "molt/host/net/metrics.hpp"
+#include "molt/host/runtime/module_table.hpp"
+#include "test_support.hpp"
+
+using namespace molt;
+using namespace std::chrono_literals;
+using host::DurationHistogram;
+using host::MetricsText;
+using host::Outcome;
+using Catch::Matchers::Contains;
+
+namespace {
+
+host::UpgradeReport report_of(std::string module, Outcome outcome, std::chrono::microseconds pause,
+                              std::uint64_t queued = 0) {
+  host::UpgradeReport report;
+  report.module = std::move(module);
+  report.outcome = outcome;
+  report.pause = pause;
+  report.queued_calls = queued;
+  return report;
+}
+
+}  // namespace
+
+TEST_CASE("a duration counts in the first bucket whose bound is not below it", "[metrics]") {
+  CHECK(DurationHistogram::bucket_of(0ns) == 0);
+  CHECK(DurationHistogram::bucket_of(5us) == 0);  // bounds are inclusive, like Prometheus's "le"
+  CHECK(DurationHistogram::bucket_of(5us + 1ns) == 1);
+  CHECK(DurationHistogram::bucket_of(1ms) == 7);
+  CHECK(DurationHistogram::bucket_of(1ms + 1ns) == 8);
+  CHECK(DurationHistogram::bucket_of(10s) == DurationHistogram::kBounds.size() - 1);
+  CHECK(DurationHistogram::bucket_of(10s + 1ns) == DurationHistogram::kBounds.size());  // +Inf
+  CHECK(DurationHistogram::bucket_of(std::chrono::hours(1000)) == DurationHistogram::kBuckets - 1);
+
+  DurationHistogram histogram;
+  histogram.observe(-5ms);  // a clock that stepped back counts as zero
+  const auto counts = histogram.snapshot();
+  CHECK(counts.buckets[0] == 1);
+  CHECK(counts.sum == 0ns);
+}
+
+TEST_CASE("a histogram renders cumulative le buckets, +Inf equal to the count, and the sum in seconds", "[metrics]") {
+  DurationHistogram histogram;
+  for (auto d : {std::chrono::nanoseconds(3us), std::chrono::nanoseconds(5us), std::chrono::nanoseconds(7us),
+                 std::chrono::nanoseconds(1ms), std::chrono::nanoseconds(20s)})
+    histogram.observe(d);
+  const auto counts = histogram.snapshot();
+  CHECK(counts.count() == 5);
+  CHECK(counts.at_most(0) == 2);
+  CHECK(counts.at_most(1) == 3);
+  CHECK(counts.at_most(DurationHistogram::kBounds.size() - 1) == 4);
+  CHECK(counts.sum == 20001015us);
+
+  MetricsText out;
+  out.family("h_seconds", "histogram", "test");
+  out.histogram("h_seconds", {{"module", "m"}}, counts);
+  const std::string& text = out.text();
+  CHECK_THAT(text, Contains("# HELP h_seconds test\n# TYPE h_seconds histogram\n"
+                            "h_seconds_bucket{module=\"m\",le=\"0.000005\"} 2\n"
+                            "h_seconds_bucket{module=\"m\",le=\"0.00001\"} 3\n"
+                            "h_seconds_bucket{module=\"m\",le=\"0.000025\"} 3\n"));
+  CHECK_THAT(text, Contains("h_seconds_bucket{module=\"m\",le=\"0.0005\"} 3\n"
+                            "h_seconds_bucket{module=\"m\",le=\"0.001\"} 4\n"
+                            "h_seconds_bucket{module=\"m\",le=\"0.0025\"} 4\n"));
+  CHECK_THAT(text, Contains("h_seconds_bucket{module=\"m\",le=\"10\"} 4\n"
+                            "h_seconds_bucket{module=\"m\",le=\"+Inf\"} 5\n"
+                            "h_seconds_sum{module=\"m\"} 20.001015\n"
+                            "h_seconds_count{module=\"m\"} 5\n"));
+  // One line per bound, +Inf, sum and count, after HELP and TYPE.
+  CHECK(std::count(text.begin(), text.end(), '\n') == 2 + static_cast<long>(DurationHistogram::kBuckets) + 2);
+}
+
+TEST_CASE("concurrent observers lose no duration", "[metrics]") {
+  DurationHistogram histogram;
+  constexpr int kThreads = 4, kEach = 20000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&histogram, t] {
+      for (int i = 0; i < kEach; ++i) histogram.observe(std::chrono::microseconds(t * 100 + i % 3));
+    });
+  for (auto& thread : threads) thread.join();
+  const auto counts = histogram.snapshot();
+  CHECK(counts.count() == kThreads * kEach);
+  std::int64_t expected_ns = 0;
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kEach; ++i) expected_ns += (t * 100 + i % 3) * 1000;
+  CHECK(counts.sum.count() == expected_ns);
+  CHECK(counts.at_most(0) == kEach);  // thread 0's durations are 0-2 us
+}
+
+TEST_CASE("label values escape backslash, double quote and line feed, and nothing else", "[metrics]") {
+  CHECK(host::escape_label_value("plain kv-2 ü") == "plain kv-2 ü");
+  CHECK(host::escape_label_value("a\\b\"c\nd") == "a\\\\b\\\"c\\nd");
+  CHECK(host::escape_label_value("\t") == "\t");
+
+  MetricsText out;
+  out.family("m_total", "counter", "back\\slash and\nnew line; \"quotes\" stay");
+  out.sample("m_total", {{"module", "x\"y"}, {"file", "C:\\a\nb"}}, std::uint64_t{7});
+  out.sample("m_total", {}, 0.25);
+  CHECK(out.text() ==
+        "# HELP m_total back\\\\slash and\\nnew line; \"quotes\" stay\n"
+        "# TYPE m_total counter\n"
+        "m_total{module=\"x\\\"y\",file=\"C:\\\\a\\nb\"} 7\n"
+        "m_total 0.25\n");
+}
+
+TEST_CASE("metric values are the shortest decimals that read back", "[metrics]") {
+  CHECK(host::format_metric_value(0) == "0");
+  CHECK(host::format_metric_value(10) == "10");
+  CHECK(host::format_metric_value(0.0025) == "0.0025");
+  CHECK(host::format_metric_value(1764000000.125) == "1764000000.125");
+  CHECK(host::format_metric_value(1e20) == "1e+20");
+  CHECK(std::stod(host::format_metric_value(1.0 / 3)) == 1.0 / 3);
+}
+
+TEST_CASE("upgrade totals count every report by outcome, also those the history forgot", "[metrics]") {
+  host::UpgradeHistory history(2);
+  history.record(report_of("counter", Outcome::Succeeded, 40us, 3));
+  history.record(report_of("counter", Outcome::RolledBack, 2ms, 1));
+  history.record(report_of("counter", Outcome::Refused, 0us));
+  history.record(report_of("counter", Outcome::Succeeded, 30us));
+  history.record(report_of("kv", Outcome::Refused, 0us));
+  CHECK(history.list().size() == 2);
+
+  const auto totals = history.totals();
+  REQUIRE(totals.size() == 2);
+  const auto& counter = totals.at("counter");
+  CHECK(counter.count(Outcome::Succeeded) == 2);
+  CHECK(counter.count(Outcome::RolledBack) == 1);
+  CHECK(counter.count(Outcome::Refused) == 1);
+  CHECK(counter.queued_calls == 4);
+  CHECK(counter.pause.count() == 3);  // the refused upgrade did not pause the module
+  CHECK(counter.pause.sum == 2070us);
+  CHECK(counter.pause.at_most(DurationHistogram::bucket_of(50us)) == 2);
+  const auto& kv = totals.at("kv");
+  CHECK(kv.count(Outcome::Refused) == 1);
+  CHECK(kv.pause.count() == 0);
+}
+
+TEST_CASE("the metrics of a table show its calls, versions, upgrades and loaded images", "[metrics]") {
+  test::TempDir dir;
+  host::Loader loader(host::LoaderOptions{dir.path() / "images"});
+  host::ModuleTable table(loader, host::TableOptions{dir.path(), {}, test::test_logger, 0});
+  REQUIRE(table.start(host::ModuleConfig{"counter", test::plugin_path("counter", 1), {}, {}}));
+  CHECK(loader.loaded_images() == 1);
+  const auto slot = table.find("counter");
+  for (int i = 0; i < 3; ++i) test::call_ok(*slot, "POST", "/counter/incr");
+  REQUIRE(slot->call(test::request("GET", "/counter/nowhere")));  // 404: answered, so a call, not an error
+
+  const auto upgraded = table.reload("counter", test::plugin_path("counter", 2));
+  REQUIRE(upgraded);
+  REQUIRE(upgraded->outcome == Outcome::Succeeded);
+  CHECK(loader.loaded_images() == 1);  // v1 unloaded with its last instance
+  {
+    std::ofstream(dir.path() / "counter-3.so") << "junk\n";
+  }
+  const auto refused = table.reload("counter", dir.path() / "counter-3.so");
+  REQUIRE(refused);
+  CHECK(refused->outcome == Outcome::Refused);
+
+  host::HostInfo info;
+  info.version = "9.9.9";
+  info.started_at = std::chrono::system_clock::now() - 90s;
+  info.http = "127.0.0.1:1";
+  info.http_connections = [] { return std::size_t{2}; };
+  const std::string text = host::render_metrics(table, info);
+  CAPTURE(text);
+  CHECK_THAT(text, Contains("\nmolt_build_info{version=\"9.9.9\"} 1\n"));
+  CHECK_THAT(text, Contains("\nmolt_loaded_images 1\n"));
+  CHECK_THAT(text, Contains("\nmolt_http_connections{listener=\"127.0.0.1:1\"} 2\n"));
+  CHECK_THAT(text, Contains("\nmolt_module_info{module=\"counter\",version=\"2\",schema=\"2\",file_sha256=\"" +
+                            slot->running().sha256 + "\"} 1\n"));
+  CHECK_THAT(text, Contains("\nmolt_module_calls_total{module=\"counter\"} 4\n"));
+  CHECK_THAT(text, Contains("\nmolt_module_call_errors_total{module=\"counter\"} 0\n"));
+  CHECK_THAT(text, Contains("\nmolt_module_call_duration_seconds_count{module=\"counter\"} 4\n"));
+  CHECK_THAT(text, Contains("\nmolt_module_call_duration_seconds_bucket{module=\"counter\",le=\"+Inf\"} 4\n"));
+  CHECK_THAT(text, Contains("\nmolt_module_state_bytes{module=\"counter\"} " + std::to_string(upgraded->state_bytes) + "\n"));
+  CHECK_THAT(text, Contains("\nmolt_upgrades_total{module=\"counter\",outcome=\"succeeded\"} 1\n"
+                            "molt_upgrades_total{module=\"counter\",outcome=\"rolled back\"} 0\n"
+                            "molt_upgrades_total{module=\"counter\",outcome=\"refused\"} 1\n"));
+  CHECK_THAT(text, Contains("\nmolt_upgrade_pause_seconds_count{module=\"counter\"} 1\n"));
+  CHECK_THAT(text, Contains("\nmolt_upgrade_queued_calls_total{module=\"counter\"} 0\n"));
+  CHECK_THAT(text, !Contains("molt_listener_connections"));  // no stream server, no listeners
+  // Every family is announced once, before its samples.
+  for (const char* family : {"molt_uptime_seconds", "molt_module_calls_waiting", "molt_upgrade_pause_seconds"}) {
+    CHECK_THAT(text, Contains(std::string("# HELP ") + family + ' '));
+    CHECK_THAT(text, Contains(std::string("# TYPE ") + family + ' '));
+  }
+}
