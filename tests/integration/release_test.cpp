@@ -76,6 +76,17 @@ void install_newer(const Daemon& d) {
 
 constexpr const char* kLongProbation = "probation_seconds = 600";
 
+/// counter v1 and probe v1 (the module that fails on request).
+std::vector<ModuleSpec> counter_and_probe() {
+  return {{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}};
+}
+
+/// counter-2.so and probe-2.so in the plugin directory.
+void install_counter_and_probe_v2(const Daemon& d) {
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  d.install(probe_path(2), "probe-2.so");
+}
+
 constexpr const char* kOk = "+OK\r\n";
 
 }  // namespace
@@ -192,9 +203,8 @@ TEST_CASE("upgrade_scripts/2026.12.0.toml upgrades counter and kv as one release
 
 TEST_CASE("upgrade --check prints the plan and changes nothing; each bad script is one line naming its step",
           "[releases][check]") {
-  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}}, kLongProbation);
-  d.install(plugin_path("counter", 2), "counter-2.so");
-  d.install(probe_path(2), "probe-2.so");
+  Daemon d(counter_and_probe(), kLongProbation);
+  install_counter_and_probe_v2(d);
   d.start();
 
   const std::string good = write_script(d, "good.toml", R"(release = "r1"
@@ -321,9 +331,8 @@ TEST_CASE("upgrade --pin writes the sha256 of the files present; a file changed 
 
 TEST_CASE("a release whose second step fails leaves every module on its old version with its old state",
           "[releases][atomic]") {
-  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}}, kLongProbation);
-  d.install(plugin_path("counter", 2), "counter-2.so");
-  d.install(probe_path(2), "probe-2.so");
+  Daemon d(counter_and_probe(), kLongProbation);
+  install_counter_and_probe_v2(d);
   d.start();
   for (int i = 0; i < 3; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
   REQUIRE(d.http_code("POST", "/probe/add?item=kept") == "200");
@@ -441,8 +450,7 @@ TEST_CASE("probation passes by itself after probation_seconds", "[releases][prob
 
 TEST_CASE("during probation the host rolls a release back by itself: error rate over the threshold",
           "[releases][probation]") {
-  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}},
-           "probation_seconds = 600\nprobation_min_calls = 20\nprobation_max_error_rate = 0.25");
+  Daemon d(counter_and_probe(), "probation_seconds = 600\nprobation_min_calls = 20\nprobation_max_error_rate = 0.25");
   d.install(probe_path(2), "probe-2.so");
   d.start();
   REQUIRE(d.http_code("POST", "/probe/add?item=a") == "200");
@@ -470,9 +478,8 @@ TEST_CASE("during probation the host rolls a release back by itself: error rate 
 
 TEST_CASE("during probation the host rolls a release back by itself: a failed health check",
           "[releases][probation]") {
-  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}}, kLongProbation);
-  d.install(plugin_path("counter", 2), "counter-2.so");
-  d.install(probe_path(2), "probe-2.so");
+  Daemon d(counter_and_probe(), kLongProbation);
+  install_counter_and_probe_v2(d);
   d.start();
   for (int i = 0; i < 2; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
   const std::string script = write_script(d, "both.toml", R"(release = "both"
@@ -533,7 +540,7 @@ TEST_CASE("a restart boots the last permanent release, not one on probation, and
 
 TEST_CASE("a corrupt or truncated snapshot is refused in one line and moved aside; other modules keep theirs",
           "[releases][snapshots]") {
-  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}}, kLongProbation);
+  Daemon d(counter_and_probe(), kLongProbation);
   d.start();
   for (int i = 0; i < 3; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
   REQUIRE(d.http_code("POST", "/probe/add?item=safe") == "200");
@@ -604,10 +611,8 @@ to = 2
 
 TEST_CASE("a release rolled back during probation to one that was itself on probation: that one is watched again",
           "[releases][probation]") {
-  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}},
-           "probation_seconds = 3\nprobation_min_calls = 5\nprobation_max_error_rate = 0.25");
-  d.install(plugin_path("counter", 2), "counter-2.so");
-  d.install(probe_path(2), "probe-2.so");
+  Daemon d(counter_and_probe(), "probation_seconds = 3\nprobation_min_calls = 5\nprobation_max_error_rate = 0.25");
+  install_counter_and_probe_v2(d);
   d.start();
   const std::string counter = write_script(d, "b.toml", "release = \"b\"\n[[step]]\nmodule = \"counter\"\nfrom = 1\nto = 2\n");
   const std::string probe = write_script(d, "c.toml", "release = \"c\"\n[[step]]\nmodule = \"probe\"\nfrom = 1\nto = 2\n");
