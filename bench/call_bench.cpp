@@ -49,6 +49,7 @@ struct Collector final : api::StreamOutput {
   std::string written;
   void write(std::string_view bytes) override { written.append(bytes); }
   void close_after_write() override {}
+  bool has_room() const override { return true; }
 };
 
 /// A context for an instance called directly, outside any slot.
@@ -59,6 +60,7 @@ struct BareContext final : api::Context {
   spdlog::logger& log() override { return *logger; }
   const api::Values& config() const override { return values; }
   std::string_view module_name() const override { return "bench"; }
+  api::StreamLimits stream_limits() const override { return {1u << 30, 1u << 20}; }
   void set_timer(std::string_view, std::chrono::milliseconds) override {}
   void set_timer_once(std::string_view, std::chrono::milliseconds) override {}
   void cancel_timer(std::string_view) override {}

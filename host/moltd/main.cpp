@@ -100,7 +100,8 @@ int main(int argc, char** argv) {
   ModuleTable table(loader, TableOptions{config->plugin_dir,
                                          UpgradeOptions{config->quiesce_timeout, config->max_state_bytes},
                                          [&logging](const std::string& name) { return logging.make(name); },
-                                         config->job_threads});
+                                         config->job_threads,
+                                         molt::api::StreamLimits{config->max_stream_buffer_bytes, 1u << 20}});
   StreamServer streams(StreamOptions{config->io_threads, config->max_stream_buffer_bytes}, log);
   // Sockets from systemd: "http" is the HTTP listener; any other name is the
   // module's listener, which serves it instead of binding its `listen`.

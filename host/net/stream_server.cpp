@@ -176,6 +176,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     explicit Output(Connection& connection) : c(connection) {}
     void write(std::string_view bytes) override { c.output_.append(bytes); }
     void close_after_write() override { c.close_after_write_ = true; }
+    bool has_room() const override { return true; }
   };
 
   void read() {

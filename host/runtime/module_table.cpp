@@ -24,7 +24,8 @@ Result<std::shared_ptr<ModuleSlot>> ModuleTable::prepare(const ModuleConfig& mod
   auto image = loader_.load(module.file, module.name);
   if (!image) return std::move(image).error();
   auto slot = ModuleSlot::start(std::move(image.value()),
-                                SlotOptions{options_.make_logger(module.name), module.values, timers_, jobs_});
+                                SlotOptions{options_.make_logger(module.name), module.values, timers_, jobs_,
+                                            options_.stream_limits});
   if (!slot) return std::move(slot).error();
   return std::shared_ptr<ModuleSlot>(std::move(slot.value()));
 }

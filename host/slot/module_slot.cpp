@@ -16,6 +16,7 @@ class ModuleSlot::InstanceContext final : public api::Context {
   spdlog::logger& log() override { return *slot_.logger_; }
   const api::Values& config() const override { return slot_.config_; }
   std::string_view module_name() const override { return slot_.name_; }
+  api::StreamLimits stream_limits() const override { return slot_.stream_limits_; }
   void set_timer(std::string_view name, std::chrono::milliseconds period) override {
     slot_.set_timer(name, period, /*once=*/false);
   }
@@ -59,6 +60,7 @@ ModuleSlot::ModuleSlot(std::string name, SlotOptions options, api::CallMode mode
     : name_(std::move(name)),
       logger_(std::move(options.logger)),
       config_(std::move(options.config)),
+      stream_limits_(options.stream_limits),
       timer_service_(options.timers ? std::move(options.timers) : std::make_shared<TimerService>()),
       job_runner_(std::move(options.jobs)),
       gate_(mode) {}
@@ -69,6 +71,7 @@ Result<std::unique_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Imag
   if (!live) return std::move(live).error();
   slot->live_ = std::move(live.value());
   slot->running_ = describe(*slot->live_->image, slot->live_->since);
+  slot->too_many_clients_reply_ = slot->live_->too_many_clients_reply;
   slot->logger_->info("v{} started from {}", slot->running_.info.version.value, slot->running_.file);
   return slot;
 }
@@ -391,6 +394,12 @@ Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<
   };
   if (auto failure = guard_module_call("start", [&] { instance.value()->start(*live->context); }))
     return fail(std::move(*failure));  // ~Instance destroys it without stop()
+  if (auto failure = guard_module_call("refusal_reply", [&] {
+        live->too_many_clients_reply = instance.value()->refusal_reply(api::Refusal::TooManyClients);
+      })) {
+    instance.value()->stop();
+    return fail(std::move(*failure));
+  }
   live->instance = std::move(instance.value());
   return live;
 }
@@ -453,6 +462,14 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds timeout) {
 RunningVersion ModuleSlot::running() const {
   std::lock_guard lock(info_mutex_);
   return running_;
+}
+
+std::string ModuleSlot::refusal_reply(api::Refusal reason) const {
+  std::lock_guard lock(info_mutex_);
+  switch (reason) {
+    case api::Refusal::TooManyClients: return too_many_clients_reply_;
+  }
+  return {};
 }
 
 void ModuleSlot::forget_previous() {

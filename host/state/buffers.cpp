@@ -64,4 +64,9 @@ ViewSource::ViewSource(std::string_view bytes) {
 
 std::uint64_t ViewSource::remaining() const noexcept { return static_cast<std::uint64_t>(egptr() - gptr()); }
 
+ViewSource::pos_type ViewSource::seekoff(off_type offset, std::ios_base::seekdir from, std::ios_base::openmode which) {
+  if (offset != 0 || from != std::ios_base::cur || (which & std::ios_base::in) == 0) return pos_type(off_type(-1));
+  return pos_type(off_type(gptr() - eback()));
+}
+
 }  // namespace molt::host

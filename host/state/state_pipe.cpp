@@ -133,6 +133,14 @@ std::streamsize StatePipe::Source::xsgetn(char* data, std::streamsize count) {
   return done;
 }
 
+StatePipe::Source::pos_type StatePipe::Source::seekoff(off_type offset, std::ios_base::seekdir from,
+                                                      std::ios_base::openmode which) {
+  if (offset != 0 || from != std::ios_base::cur || (which & std::ios_base::in) == 0) return pos_type(off_type(-1));
+  // No lock: consumed_ is written only on this (the reader's) thread. Asked
+  // once per string read, so it must cost next to nothing.
+  return pos_type(static_cast<off_type>(pipe_.consumed_ + static_cast<std::uint64_t>(gptr() - eback())));
+}
+
 void StatePipe::finish_reading() {
   {
     std::lock_guard lock(mutex_);

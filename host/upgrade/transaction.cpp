@@ -286,9 +286,10 @@ class UpgradeTransaction {
     return true;
   }
 
-  /// The new instance's load_state over `source`; why it failed, if it did.
-  std::optional<std::string> load(Move& move, std::streambuf& source) {
-    api::StateReader reader(source);
+  /// The new instance's load_state over `source`, which holds at most `size`
+  /// bytes; why it failed, if it did.
+  std::optional<std::string> load(Move& move, std::streambuf& source, std::uint64_t size) {
+    api::StateReader reader(source, size);
     const api::Migration migration{move.state_schema, move.state_version, move.report.direction, move.step->extra};
     return guard_module_call("load_state", [&] { move.next->instance->load_state(reader, migration); });
   }
@@ -304,7 +305,7 @@ class UpgradeTransaction {
     move.report.state_bytes = move.step->state->bytes.size();
     const auto started = Clock::now();
     ViewSource source(move.step->state->bytes);
-    const auto failure = load(move, source);
+    const auto failure = load(move, source, move.report.state_bytes);
     move.report.phases.migrate = since(started);
     if (failure) return move.error(Phase::Migrate, *failure);
     if (source.remaining() != 0) return unread_error(move, source.remaining());
@@ -320,7 +321,7 @@ class UpgradeTransaction {
     StatePipe pipe(options_.max_state_bytes, [&] {
       load_started = Clock::now();
       reader = std::thread([&] {
-        load_failure = load(move, pipe.source());
+        load_failure = load(move, pipe.source(), options_.max_state_bytes);
         move.report.phases.migrate = since(load_started);
         pipe.finish_reading();
       });
@@ -340,7 +341,7 @@ class UpgradeTransaction {
       reader.join();
     } else if (saved) {  // it all fit in one chunk: load it here, no thread needed
       load_started = Clock::now();
-      load_failure = load(move, pipe.source());
+      load_failure = load(move, pipe.source(), pipe.bytes_written());
       move.report.phases.migrate = since(load_started);
       pipe.finish_reading();
     }
@@ -375,6 +376,7 @@ class UpgradeTransaction {
         // what ran before it is not a version to roll back to.
         if (!move.step->state) slot.previous_ = slot.running_;
         slot.running_ = describe(*move.next->image, move.next->since);
+        slot.too_many_clients_reply_ = move.next->too_many_clients_reply;
       }
       move.replaced = std::exchange(slot.live_, std::move(move.next));
       if (!move.report.state_in_memory) slot.state_bytes_.store(move.report.state_bytes, std::memory_order_relaxed);

@@ -80,6 +80,7 @@ void check_stream_step(host::ModuleSlot& slot, const Json& step) {
     std::string written;
     void write(std::string_view bytes) override { written.append(bytes); }
     void close_after_write() override {}
+    bool has_room() const override { return true; }
   } out;
   std::string frame = "*" + std::to_string(step["send"].size()) + "\r\n";
   for (const auto& arg : step["send"]) {

@@ -26,6 +26,7 @@ struct Collector final : api::StreamOutput {
   bool close = false;
   void write(std::string_view bytes) override { written.append(bytes); }
   void close_after_write() override { close = true; }
+  bool has_room() const override { return true; }
 };
 
 }  // namespace

@@ -100,14 +100,71 @@ TEST_CASE("StateWriter and StateReader round-trip through the host's buffers", "
   const std::string bytes = sink.take();
 
   host::ViewSource source(bytes);
-  api::StateReader reader(source);
+  api::StateReader reader(source, bytes.size());
+  CHECK(reader.remaining() == bytes.size());
   std::map<std::string, std::string> back;
   std::string second;
   reader.read(back);
+  CHECK(reader.remaining() == source.remaining());
+  CHECK(reader.remaining() < bytes.size());
   reader.read(second);
   CHECK(back == value);
   CHECK(second == "second archive");
   CHECK(source.remaining() == 0);
+  CHECK(reader.remaining() == 0);
+}
+
+namespace {
+
+/// `bytes` with the 8-byte little-endian length `from` (which must occur
+/// exactly once) replaced by `to`.
+std::string with_length(std::string bytes, std::uint64_t from, std::uint64_t to) {
+  const std::string old(reinterpret_cast<const char*>(&from), sizeof from);
+  const auto at = bytes.find(old);
+  REQUIRE(at != std::string::npos);
+  REQUIRE(bytes.find(old, at + 1) == std::string::npos);
+  bytes.replace(at, sizeof to, reinterpret_cast<const char*>(&to), sizeof to);
+  return bytes;
+}
+
+template <class T>
+std::string archive_of(const T& value) {
+  host::StringSink sink(1 << 20);
+  api::StateWriter(sink).write(value);
+  return sink.take();
+}
+
+}  // namespace
+
+TEST_CASE("StateReader refuses a string longer than the bytes left, before allocating it", "[state]") {
+  const std::string bytes = with_length(archive_of(std::string(1234, 'x')), 1234, 1ull << 40);
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  std::string back;
+  CHECK_THROWS_WITH(reader.read(back), Catch::Contains("declares 1099511627776 bytes in a string") &&
+                                           Catch::Contains("bytes left can hold"));
+  CHECK(back.capacity() < 4096);
+}
+
+TEST_CASE("StateReader refuses a container with more elements than bytes left", "[state]") {
+  const std::map<std::string, std::string> value{{"a", "1"}, {"b", "2"}, {"c", "3"}};
+  const std::string bytes = with_length(archive_of(value), 3, 1ull << 27);
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  std::map<std::string, std::string> back;
+  CHECK_THROWS_AS(reader.read(back), api::StateTooShort);
+}
+
+TEST_CASE("expect_items checks a hand-written count against the bytes left", "[state]") {
+  const std::string bytes = archive_of(std::uint64_t{5});
+  host::ViewSource source(bytes);
+  api::StateArchive archive(source, bytes.size());
+  std::uint64_t n = 0;
+  archive >> n;
+  CHECK(n == 5);
+  CHECK(archive.remaining() == 0);
+  CHECK_NOTHROW(api::expect_items(archive, 0));
+  CHECK_THROWS_AS(api::expect_items(archive, 1), api::StateTooShort);
 }
 
 TEST_CASE("Request decodes query parameters and finds headers case-insensitively", "[api]") {

@@ -10,6 +10,16 @@
 
 namespace molt::api {
 
+/// The host's limits on a module's connections (Context::stream_limits).
+struct StreamLimits {
+  /// Most bytes a connection may hold that the module has not consumed; past
+  /// it the host closes the connection. A frame larger than this can never
+  /// be completed: refuse it as soon as its header announces it.
+  std::uint64_t max_input_bytes = 0;
+  /// Unsent output at which StreamOutput::has_room() turns false.
+  std::uint64_t output_soft_limit = 0;
+};
+
 /// The host's side of a module instance. The host owns it and keeps it alive
 /// from `Module::start` until after `Module::stop` returns; a module may keep
 /// the reference for that long.
@@ -25,6 +35,10 @@ class Context {
 
   /// The name this module is served under, e.g. "counter".
   [[nodiscard]] virtual std::string_view module_name() const = 0;
+
+  /// The limits the host puts on this module's connections, from its
+  /// configuration; constant for the instance's life.
+  [[nodiscard]] virtual StreamLimits stream_limits() const = 0;
 
   /// Calls Module::on_timer(name) every `period`, starting one period from
   /// now, serialised with the module's other calls. Setting a name again

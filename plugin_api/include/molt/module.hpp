@@ -59,6 +59,11 @@ enum class CallMode : std::uint32_t {
   Concurrent = 1,  ///< calls may overlap; the module synchronises its own state
 };
 
+/// Why the host turns a client away before the module sees it.
+enum class Refusal : std::uint32_t {
+  TooManyClients = 0,  ///< the listener has `maxclients` connections already
+};
+
 /// A service module. The host creates one instance per running version and
 /// calls it as follows:
 ///
@@ -110,6 +115,13 @@ class Module {
 
   /// The connection is gone (closed by either side). Drop what was kept for it.
   virtual void on_disconnect(ConnectionId /*connection*/) {}
+
+  /// What to send a client the host turns away for `reason`, before it
+  /// closes the connection, in the module's protocol (kv: Redis's
+  /// "-ERR max number of clients reached\r\n"). Asked once per reason when
+  /// the instance starts, never during an overload; must not depend on the
+  /// state. Default: nothing, the connection is just closed.
+  [[nodiscard]] virtual std::string refusal_reply(Refusal /*reason*/) const { return {}; }
 
   /// A timer set with Context::set_timer or set_timer_once fired.
   virtual void on_timer(std::string_view /*name*/) {}

@@ -11,9 +11,9 @@
 #include <istream>
 #include <streambuf>
 
-#include <boost/archive/binary_iarchive.hpp>
 #include <boost/archive/binary_oarchive.hpp>
 
+#include "molt/state_archive.hpp"
 #include "molt/types.hpp"
 
 namespace molt::api {
@@ -54,22 +54,39 @@ class StateWriter {
   std::streambuf& sink_;
 };
 
-/// Where a module reads state from.
+/// Where a module reads state from. The state may come from a file (a
+/// snapshot, `moltctl restore`): read it as untrusted input. Every `read`
+/// goes through a StateArchive, which refuses strings and containers longer
+/// than the bytes left; counts the module writes itself are checked with
+/// expect_items (state_archive.hpp) or `remaining()`.
 class StateReader {
  public:
-  explicit StateReader(std::streambuf& source) noexcept : source_(source) {}
+  /// `source` holds at most `size` bytes of state from its current position
+  /// (exactly `size` when known, else an upper bound). The host's sources
+  /// tell their position, so `remaining()` shrinks as bytes are read.
+  StateReader(std::streambuf& source, std::uint64_t size) noexcept : source_(source), size_(size), start_(detail::read_position(source)) {}
 
   /// Reads one archive written by `StateWriter::write`. Throws
-  /// boost::archive::archive_exception on malformed input; the host turns it
-  /// into a failed migration.
+  /// boost::archive::archive_exception on malformed input and StateTooShort
+  /// on a length or count the rest of the input cannot hold; the host turns
+  /// either into a failed migration.
   template <class T>
   void read(T& value) {
-    boost::archive::binary_iarchive archive(source_, boost::archive::no_codecvt);
+    StateArchive archive(source_, remaining());
     archive >> value;
+  }
+
+  /// Bytes of the state not read yet (an upper bound while the old version
+  /// is still writing it). A container of N elements needs at least N bytes:
+  /// check a count against this before allocating for it.
+  [[nodiscard]] std::uint64_t remaining() const {
+    return detail::bytes_left(size_, start_, detail::read_position(source_));
   }
 
  private:
   std::streambuf& source_;
+  std::uint64_t size_;
+  std::uint64_t start_;
 };
 
 }  // namespace molt::api

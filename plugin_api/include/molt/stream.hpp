@@ -17,13 +17,29 @@ namespace molt::api {
 using ConnectionId = std::uint64_t;
 
 /// Where a module writes to the connection it was called for. Valid only
-/// during that call; writes are sent in order after the call returns.
+/// during that call; writes are sent in order, as soon as the socket takes
+/// them.
+///
+/// Backpressure: a client that sends requests and never reads the replies
+/// must not make the host buffer replies without end. Before answering each
+/// request, a module asks has_room(); once it says no, the module returns
+/// what it has consumed so far. The host then stops reading the connection,
+/// sends what is buffered as the client takes it, and calls on_data again
+/// with the rest of the input once the output is below the limit. So a
+/// connection's unsent output stays near the host's soft limit
+/// (client_output_buffer_soft_limit) whatever the client does.
 class StreamOutput {
  public:
   /// Appends `bytes` to what goes back to the client.
   virtual void write(std::string_view bytes) = 0;
   /// Closes the connection once everything written so far has been sent.
   virtual void close_after_write() = 0;
+  /// Whether the module should answer another request in this call: true
+  /// while nothing is unsent, or while the unsent output plus a reply as
+  /// large as the last one (the bytes written since the previous
+  /// has_room()) stays within the soft limit. Ask before each request;
+  /// answering one anyway is allowed, never required.
+  [[nodiscard]] virtual bool has_room() const = 0;
 
  protected:
   ~StreamOutput() = default;  // not owned by modules

@@ -17,7 +17,10 @@ namespace molt::api {
 /// 2: streams (on_connect/on_data/on_disconnect), host timers, state handoff.
 /// 3: Module::health.
 /// 4: jobs (Context::start_job, Module::run_job_step), one-shot timers.
-inline constexpr std::uint32_t kAbiVersion = 4;
+/// 5: output backpressure (StreamOutput::has_room), Context::stream_limits,
+///    Module::refusal_reply, StateReader(source, size) reading through the
+///    bounds-checked StateArchive.
+inline constexpr std::uint32_t kAbiVersion = 5;
 
 /// A module's release number. Positive; each release of a module gets a
 /// larger one. Two images of one module with the same version are the same

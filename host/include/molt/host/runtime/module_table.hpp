@@ -30,6 +30,8 @@ struct TableOptions {
   std::function<std::shared_ptr<spdlog::logger>(const std::string& module)> make_logger;
   /// Worker threads stepping the modules' jobs (0: jobs are recorded, never run).
   unsigned job_threads = 2;
+  /// The limits on the modules' connections (Context::stream_limits).
+  api::StreamLimits stream_limits{1ull << 30, 1ull << 20};
 };
 
 class ModuleTable {

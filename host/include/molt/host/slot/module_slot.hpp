@@ -35,6 +35,8 @@ struct SlotOptions {
   std::shared_ptr<TimerService> timers;
   /// Steps the module's jobs; when null, jobs are recorded but not run.
   std::shared_ptr<JobRunner> jobs;
+  /// The limits on the module's connections (Context::stream_limits).
+  api::StreamLimits stream_limits{1ull << 30, 1ull << 20};
 };
 
 /// What a slot runs now, for status output. A copy: it does not keep the
@@ -109,6 +111,11 @@ class ModuleSlot {
   /// text changes nothing; malformed text is an error and changes nothing.
   Result<void> restore_host_part(std::string_view host_part);
 
+  /// What the running version sends a client turned away for `reason`
+  /// (Module::refusal_reply, asked when it started); empty: nothing.
+  /// Never waits for the module: safe during an overload or an upgrade.
+  [[nodiscard]] std::string refusal_reply(api::Refusal reason) const;
+
   /// The running version's health (Module::health), asked like a call;
   /// a reason if it is not healthy, or if asking it threw.
   [[nodiscard]] std::optional<std::string> health();
@@ -137,6 +144,7 @@ class ModuleSlot {
     std::unique_ptr<InstanceContext> context;
     Instance instance;
     std::chrono::system_clock::time_point since;
+    std::string too_many_clients_reply;  ///< refusal_reply(TooManyClients), asked at start
     ~Live();
   };
 
@@ -166,6 +174,7 @@ class ModuleSlot {
   const std::string name_;
   const std::shared_ptr<spdlog::logger> logger_;
   const api::Values config_;
+  const api::StreamLimits stream_limits_;
   const std::shared_ptr<TimerService> timer_service_;
   const std::shared_ptr<JobRunner> job_runner_;
   CallGate gate_;
@@ -182,8 +191,9 @@ class ModuleSlot {
   /// The serving instance. Read by calls holding a gate pass; replaced only
   /// while the gate is suspended and drained.
   std::unique_ptr<Live> live_;
-  mutable std::mutex info_mutex_;  ///< guards running_ and previous_
+  mutable std::mutex info_mutex_;  ///< guards running_, previous_ and too_many_clients_reply_
   RunningVersion running_;
+  std::string too_many_clients_reply_;  ///< the running instance's, copied from its Live
   std::optional<RunningVersion> previous_;
   std::atomic<std::uint64_t> calls_{0};
   std::atomic<std::uint64_t> failed_calls_{0};

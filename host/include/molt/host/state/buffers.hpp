@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ios>
 #include <streambuf>
 #include <string>
 #include <string_view>
@@ -38,6 +39,11 @@ class ViewSource final : public std::streambuf {
   explicit ViewSource(std::string_view bytes);
   /// Bytes not read yet.
   [[nodiscard]] std::uint64_t remaining() const noexcept;
+
+ protected:
+  /// Tells the read position (offset 0 from the current one), so that a
+  /// StateReader knows how much is left; other seeks fail.
+  pos_type seekoff(off_type offset, std::ios_base::seekdir from, std::ios_base::openmode which) override;
 };
 
 }  // namespace molt::host

@@ -82,6 +82,8 @@ class StatePipe {
     explicit Source(StatePipe& pipe) : pipe_(pipe) {}
     int_type underflow() override;
     std::streamsize xsgetn(char* data, std::streamsize count) override;
+    /// Tells the read position (bytes read so far); other seeks fail.
+    pos_type seekoff(off_type offset, std::ios_base::seekdir from, std::ios_base::openmode which) override;
     [[nodiscard]] std::size_t span() const { return static_cast<std::size_t>(egptr() - eback()); }
     [[nodiscard]] std::size_t left() const { return static_cast<std::size_t>(egptr() - gptr()); }
     void start(char* chunk, std::size_t size) { setg(chunk, chunk, chunk + size); }
@@ -117,7 +119,7 @@ class StatePipe {
   std::condition_variable changed_;
   std::deque<Filled> queue_;
   std::vector<Chunk> spare_;  ///< chunks the reader has finished, for reuse
-  std::uint64_t consumed_ = 0;
+  std::uint64_t consumed_ = 0;  ///< written under mutex_, by the reader thread only (which reads it without)
   std::function<void(std::uint64_t, std::uint64_t)> on_chunk_;
   bool writer_done_ = false;
   bool reader_done_ = false;
