@@ -192,6 +192,9 @@ void ControlServer::accept_loop() {
       // Out of memory, most likely: the control socket must outlive it.
       log_->error("control socket: {}; carrying on", e.what());
       ::poll(nullptr, 0, 100);
+    } catch (...) {
+      log_->error("control socket: an unknown exception; carrying on");
+      ::poll(nullptr, 0, 100);
     }
   }
 }
