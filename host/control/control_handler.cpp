@@ -1,9 +1,9 @@
 #include "molt/host/control/control_handler.hpp"
 
 #include <optional>
-
 #include <set>
 
+#include "molt/host/common/json_text.hpp"
 #include "molt/host/state/state_blob.hpp"
 #include "molt/host/upgrade/progress.hpp"
 
@@ -42,6 +42,29 @@ std::optional<api::Values> extra_of(const Json& request, std::string& why) {
   return extra;
 }
 
+/// The request's `key` as a string (`fallback` when absent), or an error
+/// saying what it must be.
+std::optional<std::string> string_of(const Json& request, const char* key, std::string fallback, std::string& why) {
+  const auto it = request.find(key);
+  if (it == request.end()) return fallback;
+  if (!it->is_string()) {
+    why = std::string("\"") + key + "\" must be a string";
+    return std::nullopt;
+  }
+  return it->get<std::string>();
+}
+
+/// The request's `key` as a flag (false when absent), or an error.
+std::optional<bool> flag_of(const Json& request, const char* key, std::string& why) {
+  const auto it = request.find(key);
+  if (it == request.end()) return false;
+  if (!it->is_boolean()) {
+    why = std::string("\"") + key + "\" must be true or false";
+    return std::nullopt;
+  }
+  return it->get<bool>();
+}
+
 Json upgrade_reply(Result<UpgradeReport> result) {
   if (!result) return error_reply(result.error().to_string());
   const bool ok = result->outcome == Outcome::Succeeded;
@@ -54,9 +77,34 @@ Json upgrade_reply(Result<UpgradeReport> result) {
 
 Json error_reply(const std::string& message) { return Json{{"ok", false}, {"error", message}}; }
 
+void put_file(Json& request, const std::filesystem::path& file) {
+  const std::string& bytes = file.native();
+  if (is_valid_utf8(bytes)) request["file"] = bytes;
+  else request["file_hex"] = hex_encode(bytes);
+}
+
+FileField file_of(const Json& request) {
+  const auto text = request.find("file");
+  const auto hex = request.find("file_hex");
+  if (text != request.end() && hex != request.end()) return {std::nullopt, "give \"file\" or \"file_hex\", not both"};
+  if (hex != request.end()) {
+    std::optional<std::string> bytes;
+    if (hex->is_string()) bytes = hex_decode(hex->get<std::string>());
+    if (!bytes || bytes->empty() || bytes->find('\0') != std::string::npos)
+      return {std::nullopt, "file_hex must be a path's bytes in hex, two digits a byte"};
+    return {std::filesystem::path(std::move(*bytes)), {}};
+  }
+  if (text == request.end()) return {};
+  if (!text->is_string() || text->get<std::string>().empty()) return {std::nullopt, "file must be a path"};
+  return {std::filesystem::path(text->get<std::string>()), {}};
+}
+
 Json ControlHandler::jobs(const Json& request) {
   const auto module = module_of(request);
-  const std::string action = request.value("action", "list");
+  std::string why;
+  const auto action_of = string_of(request, "action", "list", why);
+  if (!action_of) return error_reply("jobs: " + why);
+  const std::string& action = *action_of;
   if (action == "list") {
     Json list = Json::array();
     for (const auto& slot : table_.slots()) {
@@ -90,10 +138,15 @@ Json ControlHandler::jobs(const Json& request) {
 Json ControlHandler::upgrade(const Json& request) {
   const auto text = request.find("script");
   if (text == request.end() || !text->is_string()) return error_reply("upgrade: needs \"script\" (the script's text)");
-  auto script = parse_upgrade_script(text->get<std::string>(), request.value("source", std::string("script")));
+  std::string why;
+  const auto source = string_of(request, "source", "script", why);
+  const auto down = flag_of(request, "down", why);
+  const auto check = flag_of(request, "check", why);
+  if (!source || !down || !check) return error_reply("upgrade: " + why);
+  auto script = parse_upgrade_script(text->get<std::string>(), *source);
   if (!script) return error_reply(script.error().to_string());
-  if (request.value("down", false)) script = releases_.down_script(script.value());
-  if (request.value("check", false)) {
+  if (*down) script = releases_.down_script(script.value());
+  if (*check) {
     auto plan = releases_.check(script.value());
     if (!plan) return error_reply(plan.error().to_string());
     Json steps = Json::array();
@@ -172,27 +225,47 @@ Json history_json(const UpgradeHistory& history, std::string_view module, std::s
 }
 
 ControlReply ControlHandler::handle(std::string_view line, const std::function<void(const nlohmann::json&)>& progress) {
-  std::optional<ProgressScope> watching;
-  if (progress) {
-    const auto request = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (request.is_object() && request.value("progress", false)) {
+  const Json request = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+  std::string command = "request";
+  if (request.is_object())
+    if (const auto it = request.find("command"); it != request.end() && it->is_string()) command = it->get<std::string>();
+  // Whatever a command throws (a host bug, or input nothing checked) is its
+  // reply: an exception must not reach the connection's thread, where it
+  // would end the process and every module with it.
+  try {
+    std::optional<ProgressScope> watching;
+    const auto wants_progress = request.is_object() ? request.find("progress") : request.end();
+    if (progress && request.is_object() && wants_progress != request.end() && wants_progress->is_boolean() &&
+        wants_progress->get<bool>()) {
       watching.emplace([&progress, last_phase = std::string(), last_sent = std::chrono::steady_clock::time_point()](
                            const UpgradeProgress& p) mutable {
-        const auto now = std::chrono::steady_clock::now();
-        const std::string phase = p.module + '/' + std::string(p.phase);
-        if (phase == last_phase && now - last_sent < std::chrono::milliseconds(50)) return;  // throttled
-        last_phase = phase;
-        last_sent = now;
-        progress(Json{{"progress", {{"module", p.module}, {"phase", p.phase}, {"saved", p.saved}, {"loaded", p.loaded},
-                                    {"expected", p.expected}}}});
+        // Runs inside the upgrade, during its pause: nothing may escape from here into the transaction.
+        try {
+          const auto now = std::chrono::steady_clock::now();
+          const std::string phase = p.module + '/' + std::string(p.phase);
+          if (phase == last_phase && now - last_sent < std::chrono::milliseconds(50)) return;  // throttled
+          last_phase = phase;
+          last_sent = now;
+          progress(Json{{"progress", {{"module", p.module}, {"phase", p.phase}, {"saved", p.saved},
+                                      {"loaded", p.loaded}, {"expected", p.expected}}}});
+        } catch (...) {
+          // A progress line is dropped: the next one tells the same story.
+        }
       });
     }
+    return answer(request);
+  } catch (const std::exception& e) {
+    ControlReply reply{error_reply(command + ": failed: " + e.what()), {}};
+    reply.exception = e.what();
+    return reply;
+  } catch (...) {
+    ControlReply reply{error_reply(command + ": failed: an unknown exception"), {}};
+    reply.exception = "an unknown exception";
+    return reply;
   }
-  return answer(line);
 }
 
-ControlReply ControlHandler::answer(std::string_view line) {
-  const Json request = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+ControlReply ControlHandler::answer(const Json& request) {
   if (!request.is_object()) return {error_reply("malformed request: expected one JSON object per line"), {}};
   const auto command_it = request.find("command");
   if (command_it == request.end() || !command_it->is_string())
@@ -245,18 +318,16 @@ ControlReply ControlHandler::answer(std::string_view line) {
   if (!extra) return {error_reply(command + ": " + why), {}};
 
   if (command == "reload") {
-    std::optional<std::filesystem::path> file;
-    if (const auto it = request.find("file"); it != request.end()) {
-      if (!it->is_string() || it->get<std::string>().empty()) return {error_reply("reload: file must be a path"), {}};
-      file = it->get<std::string>();
-    }
-    return {upgrade_reply(releases_.reload(*module, file, *extra)), {}};
+    const FileField file = file_of(request);
+    if (!file.error.empty()) return {error_reply("reload: " + file.error), {}};
+    return {upgrade_reply(releases_.reload(*module, file.path, *extra)), {}};
   }
   if (command == "rollback") return {upgrade_reply(releases_.rollback_module(*module, *extra)), {}};
   if (command == "restore") {
-    const auto it = request.find("file");
-    if (it == request.end() || !it->is_string()) return {error_reply("restore: needs \"file\""), {}};
-    return {upgrade_reply(releases_.restore(*module, it->get<std::string>())), {}};
+    const FileField file = file_of(request);
+    if (!file.error.empty()) return {error_reply("restore: " + file.error), {}};
+    if (!file.path) return {error_reply("restore: needs \"file\""), {}};
+    return {upgrade_reply(releases_.restore(*module, *file.path)), {}};
   }
   if (command == "snapshot") {
     auto blob = table_.snapshot(*module);

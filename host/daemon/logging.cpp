@@ -7,6 +7,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include "molt/host/common/json_text.hpp"
 #include "molt/host/common/log_context.hpp"
 
 namespace molt::host {
@@ -44,8 +45,9 @@ void JsonLogFormatter::format(const spdlog::details::log_msg& msg, spdlog::memor
   if (context.version != 0) line["version"] = context.version;
   if (!context.phase.empty()) line["phase"] = std::string(context.phase);
   line["msg"] = std::string(msg.payload.data(), msg.payload.size());
-  // Invalid UTF-8 from a module must not make the line unwritable: replace it.
-  const std::string text = line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  // Invalid UTF-8 (a module's message, a file name) must not make the line
+  // unwritable: each bad byte is written as \xNN, as everywhere else.
+  const std::string text = json_text(line);
   dest.append(text.data(), text.data() + text.size());
   dest.push_back('\n');
 }

@@ -1,6 +1,8 @@
 // moltctl: controls a running moltd over its control socket.
 // Exit status: 0 success, 1 the operation failed (or moltd could not be
-// reached), 2 usage error.
+// reached), 2 usage error; one line on stderr for a failure, never an abort.
+// A file name that is not valid UTF-8 goes to moltd as its bytes in hex
+// ("file_hex"); what moltd replies is valid UTF-8 already (json_text).
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "molt/host/common/atomic_file.hpp"
+#include "molt/host/common/json_text.hpp"
 #include "molt/host/common/sha256.hpp"
 #include "molt/host/control/control_server.hpp"
 #include "molt/host/release/upgrade_script.hpp"
@@ -135,8 +138,11 @@ void print_report(const Json& r) {
 void print_history(const Json& reply) {
   if (reply["reports"].empty()) std::printf("no upgrades since moltd started\n");
   for (const Json& r : reply["reports"]) {
-    std::printf("%s  %-12s v%u -> v%u  %-11s pause %9s  state %9s", time_text(r["started_at_ms"].get<std::int64_t>()).c_str(),
-                r["module"].get<std::string>().c_str(), r["from"].get<unsigned>(), r["to"].get<unsigned>(),
+    // `to` is 0 when the new image could not even be read: "?", as print_report and the summary write it.
+    const unsigned to = r["to"].get<unsigned>();
+    const std::string target = to == 0 ? "?" : "v" + std::to_string(to);
+    std::printf("%s  %-12s v%u -> %-3s %-11s pause %9s  state %9s", time_text(r["started_at_ms"].get<std::int64_t>()).c_str(),
+                r["module"].get<std::string>().c_str(), r["from"].get<unsigned>(), target.c_str(),
                 r["outcome"].get<std::string>().c_str(), duration_text(r["pause_us"].get<std::int64_t>()).c_str(),
                 bytes_text(r["state_bytes"]).c_str());
     if (!r["error"].is_null()) std::printf("  %s", r["error"].get<std::string>().c_str());
@@ -256,8 +262,9 @@ int pin_script(const fs::path& path, const std::string& text, const molt::host::
 /// A failure found by moltctl itself: one line on stderr, and with --json
 /// the same reply shape moltd gives, on stdout.
 int fail(bool json, const std::string& message) {
-  std::fprintf(stderr, "moltctl: %s\n", message.c_str());
-  if (json) std::cout << Json{{"ok", false}, {"error", message}}.dump(2) << '\n';
+  const std::string line = molt::host::utf8_safe(message);  // a path of ours may hold any bytes
+  std::fprintf(stderr, "moltctl: %s\n", line.c_str());
+  if (json) std::cout << molt::host::json_text(Json{{"ok", false}, {"error", line}}, 2) << '\n';
   return 1;
 }
 
@@ -273,13 +280,12 @@ molt::api::Values parse_extra(const std::vector<std::string>& pairs) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv, bool& json) {
   CLI::App app{"moltctl: control a running moltd through its control socket"};
   app.require_subcommand(1, 1);
   app.fallthrough();  // --json and --socket may also follow the command
   const char* env_socket = std::getenv("MOLT_SOCKET");
   std::string socket = env_socket != nullptr ? env_socket : "run/control.sock";
-  bool json = false;
   app.add_option("-s,--socket", socket, "control socket of the moltd to talk to (default: $MOLT_SOCKET, else run/control.sock)");
   app.add_flag("--json", json, "print moltd's reply as JSON instead of text, for scripts");
   app.set_version_flag("--version", std::string("moltctl ") + MOLT_VERSION);
@@ -345,13 +351,15 @@ int main(int argc, char** argv) {
     } else if (reload->parsed()) {
       if (module.empty()) throw CLI::RequiredError("module (or --changed)");
       request = {{"command", "reload"}, {"module", module}, {"extra", parse_extra(extras)}};
-      if (file) request["file"] = fs::absolute(*file).lexically_normal().string();  // moltd's cwd is not ours
+      if (file) molt::host::put_file(request, fs::absolute(*file).lexically_normal());  // moltd's cwd is not ours
     }
     if (rollback->parsed()) request = {{"command", "rollback"}, {"module", module}, {"extra", parse_extra(extras)}};
     if (history->parsed()) request = {{"command", "history"}, {"module", module}};
     if (snapshot->parsed()) request = {{"command", "snapshot"}, {"module", module}};
-    if (restore->parsed())
-      request = {{"command", "restore"}, {"module", module}, {"file", fs::absolute(output).lexically_normal().string()}};
+    if (restore->parsed()) {
+      request = {{"command", "restore"}, {"module", module}};
+      molt::host::put_file(request, fs::absolute(output).lexically_normal());
+    }
     if (commit->parsed()) request = {{"command", "commit"}};
     if (save->parsed()) request = {{"command", "save"}};
     if (releases->parsed()) request = {{"command", "releases"}};
@@ -434,7 +442,7 @@ int main(int argc, char** argv) {
     }
   }
   if (json) {
-    std::cout << reply.dump(2) << '\n';
+    std::cout << molt::host::json_text(reply, 2) << '\n';
   } else if (command == "upgrade" && reply.contains("plan")) {
     print_plan(reply);
     std::printf("check passed: nothing was changed\n");
@@ -476,4 +484,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  bool json = false;
+  // A reply not in the shape expected, a path that cannot be made absolute:
+  // one line and exit 1, as for any other failure, never an abort.
+  try {
+    return run(argc, argv, json);
+  } catch (const std::exception& e) {
+    return fail(json, std::string("unexpected: ") + e.what());
+  }
 }

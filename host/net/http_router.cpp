@@ -1,5 +1,6 @@
 #include "molt/host/net/http_router.hpp"
 
+#include "molt/host/common/json_text.hpp"
 #include "molt/host/net/metrics.hpp"
 #include "molt/host/net/status_page.hpp"
 
@@ -7,7 +8,7 @@ namespace molt::host {
 namespace {
 
 api::Response json_error(int status, const std::string& message) {
-  return api::Response::json(nlohmann::json{{"error", message}}.dump() + '\n', status);
+  return api::Response::json(json_text(nlohmann::json{{"error", message}}) + '\n', status);
 }
 
 /// "/counter/incr" -> "counter"; "/" -> "".
@@ -21,14 +22,14 @@ std::string_view first_segment(std::string_view path) {
 api::Response HttpRouter::route(const api::Request& request) {
   const std::string_view name = first_segment(request.path);
   if (name == "-") {
-    if (request.path == "/-/status") return api::Response::json(status_json(table_, host_).dump(2) + '\n');
+    if (request.path == "/-/status") return api::Response::json(json_text(status_json(table_, host_), 2) + '\n');
     if (request.path == "/-/metrics")
       return api::Response{200, std::string(kMetricsContentType), render_metrics(table_, host_)};
     if (request.path == "/-/history") {
       // The page polls this every 2 s: only the last kHistoryLimit reports, never the whole history.
       nlohmann::json history = history_json(table_.history(), {}, kHistoryLimit);
       history["limit"] = kHistoryLimit;
-      return api::Response::json(history.dump() + '\n');
+      return api::Response::json(json_text(history) + '\n');
     }
     if (request.path == "/-/" || request.path == "/-/index.html")
       return api::Response{200, "text/html; charset=utf-8", std::string(status_page_html())};

@@ -5,12 +5,16 @@
 #include <cmath>
 #include <map>
 
+#include "molt/host/common/json_text.hpp"
+
 namespace molt::host {
 
 std::string escape_label_value(std::string_view value) {
+  // The format is UTF-8: an invalid byte becomes \xNN first, and its
+  // backslash is then escaped like any other.
   std::string out;
   out.reserve(value.size());
-  for (const char c : value) {
+  for (const char c : utf8_safe(value)) {
     if (c == '\\') out += "\\\\";
     else if (c == '"') out += "\\\"";
     else if (c == '\n') out += "\\n";

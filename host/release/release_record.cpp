@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "molt/host/common/atomic_file.hpp"
+#include "molt/host/common/json_text.hpp"
 
 namespace molt::host {
 namespace {
@@ -36,7 +37,7 @@ ReleaseModule module_from(const Json& j) {
   m.sha256 = j.at("sha256").get<std::string>();
   for (const auto& endpoint : j.at("listen")) {
     auto parsed = parse_endpoint(endpoint.get<std::string>());
-    if (!parsed) throw std::runtime_error("bad listen address " + endpoint.dump());
+    if (!parsed) throw std::runtime_error("bad listen address " + json_text(endpoint));
     m.listen.push_back(*parsed);
   }
   for (const auto& [key, value] : j.at("config").items()) m.config[key] = value.get<std::string>();
@@ -107,7 +108,7 @@ Result<void> write_release_record(const std::filesystem::path& path, const Relea
                {"previous", record.previous ? to_json(*record.previous) : Json(nullptr)},
                {"permanent", to_json(record.permanent)},
                {"events", events}};
-  if (auto why = write_file_atomically(path, j.dump(2) + '\n'))
+  if (auto why = write_file_atomically(path, json_text(j, 2) + '\n'))
     return Error{{}, {}, path.string(), Phase::Snapshot, "release record: " + *why};
   return {};
 }

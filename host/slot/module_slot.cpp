@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "molt/host/common/json_text.hpp"
 #include "molt/host/common/log_context.hpp"
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/state/buffers.hpp"
@@ -288,7 +289,7 @@ std::string ModuleSlot::host_part() const {
     }
   }
   if (part["jobs"].empty() && part["timers"].empty()) return {};
-  return part.dump();
+  return json_text(part);  // a job's note is the module's text: any bytes
 }
 
 Result<void> ModuleSlot::restore_host_part(std::string_view host_part) {

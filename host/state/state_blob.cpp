@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "molt/host/common/atomic_file.hpp"
+#include "molt/host/common/json_text.hpp"
 #include "molt/host/common/sha256.hpp"
 
 namespace molt::host {
@@ -29,11 +30,11 @@ std::string encode_state_file(const StateBlob& blob) {
   };
   if (!blob.host.empty()) {
     // The checksum is of the compact dump with sorted keys: what the reader computes.
-    const auto host = nlohmann::json::parse(blob.host);
-    header["host"] = nlohmann::ordered_json::parse(host.dump());
-    header["host_sha256"] = sha256_hex(host.dump());
+    const std::string host = json_text(nlohmann::json::parse(blob.host));
+    header["host"] = nlohmann::ordered_json::parse(host);
+    header["host_sha256"] = sha256_hex(host);
   }
-  std::string out = header.dump();
+  std::string out = json_text(header);
   out += '\n';
   out += blob.bytes;
   return out;
@@ -69,7 +70,7 @@ Result<StateBlob> decode_state_file(std::string_view contents, std::uint64_t max
     if (sha256_hex(body) != checksum) return refuse("checksum mismatch: the state bytes were altered", blob.module);
     if (const auto host = header.find("host"); host != header.end()) {
       const auto host_checksum = header.at("host_sha256").get<std::string>();
-      std::string text = host->dump();
+      std::string text = json_text(*host);
       if (!host->is_object() || sha256_hex(text) != host_checksum)
         return refuse("checksum mismatch: the host's part (jobs, timers) was altered", blob.module);
       blob.host = std::move(text);

@@ -4,6 +4,8 @@
 // Requests (one JSON object):
 //   {"command":"status"}
 //   {"command":"reload",   "module":"counter", "file":"/abs/counter-2.so"?, "extra":{"k":"v"}?}
+//                          a path that is not valid UTF-8 comes as "file_hex":
+//                          its bytes in hex, instead of "file" (reload, restore)
 //   {"command":"reload",   "changed":true}   every module whose newest file changed, as SIGHUP
 //   {"command":"rollback", "module":"counter", "extra":{...}?}
 //   {"command":"history",  "module":"counter"?}
@@ -20,11 +22,14 @@
 // reload "changed" with the "reports" (none when nothing changed), and "ok"
 // false unless every one succeeded.
 // snapshot replies with the archive's header and attaches the archive file.
+// A command that throws replies {"ok":false,"error":"<command>: failed: <what>"}.
+// Replies are written with json_text(): a string's invalid bytes as \xNN.
 #pragma once
 
 #include <chrono>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -64,6 +69,7 @@ struct HostInfo {
 struct ControlReply {
   nlohmann::json body;
   std::string attachment;  ///< raw bytes sent after the reply line (snapshot)
+  std::string exception = {};  ///< what the command threw, when it did (a bug: the server logs it); else empty
 };
 
 class ControlHandler {
@@ -71,7 +77,8 @@ class ControlHandler {
   ControlHandler(ModuleTable& table, ReleaseHandler& releases, const HostInfo& host)
       : table_(table), releases_(releases), host_(host) {}
 
-  /// Answers one request line. Never throws for bad input: it is an error reply.
+  /// Answers one request line. Never throws: bad input, and any exception a
+  /// command throws, is an error reply.
   /// When the request says "progress": true, the upgrades it runs report
   /// their phases and state bytes to `progress` as {"progress":{...}}
   /// objects, at most one per module and phase every 50 ms; it must not block.
@@ -79,7 +86,7 @@ class ControlHandler {
                                     const std::function<void(const nlohmann::json&)>& progress = {});
 
  private:
-  ControlReply answer(std::string_view request);
+  ControlReply answer(const nlohmann::json& request);
   nlohmann::json upgrade(const nlohmann::json& request);
   nlohmann::json jobs(const nlohmann::json& request);
 
@@ -90,5 +97,17 @@ class ControlHandler {
 
 /// {"ok":false,"error":message}
 [[nodiscard]] nlohmann::json error_reply(const std::string& message);
+
+/// Puts `file` into a request as "file" when it is valid UTF-8, else as
+/// "file_hex" (its bytes in hex), so that any path arrives as it is.
+void put_file(nlohmann::json& request, const std::filesystem::path& file);
+
+/// A request's file: none, a path, or why neither.
+struct FileField {
+  std::optional<std::filesystem::path> path;
+  std::string error;  ///< empty unless "file"/"file_hex" is malformed
+};
+/// The path a request's "file" or "file_hex" names (see put_file).
+[[nodiscard]] FileField file_of(const nlohmann::json& request);
 
 }  // namespace molt::host

@@ -7,16 +7,39 @@
 //                     {"progress":{...}} lines first (upgrades' phases);
 //                     one JSON object and '\n'; if it has "attachment_bytes":
 //                     N, exactly N raw bytes follow; then the server closes.
-// A request that is too large, malformed, or from another user gets an error
-// reply and the connection is closed; the daemon carries on.
+// Replies are written with json_text(): never an exception for a string.
+//
+// Limits, against clients that are slow, stuck or hostile (docs/operations.md,
+// "Control socket limits"):
+//   - the peer's credentials are checked first, at accept;
+//   - a request must be complete, its '\n' received, within request_timeout
+//     of the accept (a deadline for the whole request, not for each read),
+//     and at most max_request_bytes long; otherwise an error reply, one log
+//     line, and the connection is closed;
+//   - connections still sending their request are read by the accept thread
+//     itself, with poll(): a slow client costs a descriptor and its bytes so
+//     far, never a thread; at most max_pending of them, and a connection past
+//     that gets a "busy" reply at once;
+//   - only complete requests get a thread, at most max_running at once; one
+//     more gets a "busy" reply;
+//   - at the descriptor limit (EMFILE, ENFILE) one descriptor kept in reserve
+//     (an open /dev/null) is given up to accept a control connection, so an
+//     operator can still ask; without it, accepting pauses for fd_backoff
+//     rather than spin, logged once per 10 s.
+// A request that is refused, and any exception while one runs, gets an error
+// reply when the socket still takes one; the daemon carries on.
 #pragma once
+
+#include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <list>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <spdlog/logger.h>
 
@@ -27,9 +50,12 @@ namespace molt::host {
 
 struct ControlServerOptions {
   std::filesystem::path socket_path;
-  std::size_t max_request_bytes = 256 * 1024;  ///< room for an upgrade script (64 KiB) in JSON
-  std::chrono::milliseconds io_timeout{10000};  ///< per read or write on a connection
-  unsigned max_connections = 16;                ///< more at once are refused
+  std::size_t max_request_bytes = 256 * 1024;        ///< room for an upgrade script (64 KiB) in JSON
+  std::chrono::milliseconds request_timeout{10000};  ///< from the accept until the request's '\n'
+  std::chrono::milliseconds write_timeout{10000};    ///< per write of a reply
+  unsigned max_running = 16;                         ///< requests running at once; more are "busy"
+  unsigned max_pending = 64;                         ///< connections still sending their request
+  std::chrono::milliseconds fd_backoff{250};         ///< out of descriptors, no spare: accept again after this
 };
 
 class ControlServer {
@@ -41,29 +67,64 @@ class ControlServer {
 
   /// Creates the socket (replacing a stale one) and starts accepting.
   [[nodiscard]] Result<void> start();
-  /// Stops accepting, waits for connections in progress, removes the socket.
+  /// Stops accepting, closes connections still sending, waits for requests
+  /// in progress, removes the socket.
   void stop();
 
  private:
+  using Clock = std::chrono::steady_clock;
+
+  /// A connection whose request has not fully arrived. Accept thread only.
+  struct Pending {
+    int fd = -1;
+    pid_t pid = 0;            ///< the peer's, for the log
+    Clock::time_point deadline;  ///< accept + request_timeout
+    std::string request;      ///< bytes so far, no '\n' among them
+  };
+  /// A thread running one complete request.
+  struct Connection {
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  /// At most one log line per interval for what a client can repeat at will.
+  struct Throttle {
+    Clock::time_point next{};
+    unsigned skipped = 0;  ///< lines not written since the last one
+    bool allow(Clock::time_point now);
+  };
+
   void accept_loop();
-  void serve(int fd);
+  void accept_ready(Clock::time_point now);
+  void admit(int fd, Clock::time_point now);
+  /// Reads what `pending_[index]` sent; starts it or closes it when it is complete, too large or gone.
+  void read_pending(std::size_t index);
+  void expire_pending(Clock::time_point now);
+  void close_pending(std::size_t index);
+  /// Hands a complete request to a thread of its own (or refuses it: busy).
+  void dispatch(int fd, pid_t pid, std::string request);
+  /// On that thread: answers the request; never throws.
+  void run(int fd, pid_t pid, const std::string& request) noexcept;
+  /// Joins and forgets threads that have finished.
+  void reap(bool all);
+  void wake() noexcept;
 
   ControlServerOptions options_;
   ControlHandler& handler_;
   std::shared_ptr<spdlog::logger> log_;
   int listen_fd_ = -1;
-  int wake_pipe_[2] = {-1, -1};  ///< written by stop() to end the accept loop
+  int wake_pipe_[2] = {-1, -1};  ///< written by stop() and by finished requests
+  int spare_fd_ = -1;            ///< /dev/null, kept for accepting at EMFILE; -1 while given up
+  std::atomic<bool> stopping_{false};
   std::thread acceptor_;
-  struct Connection {
-    std::thread thread;
-    std::atomic<bool> done{false};
-  };
-  /// Joins and forgets connections that have finished.
-  void reap(bool all);
+
+  // Accept thread only:
+  std::vector<Pending> pending_;
+  Clock::time_point accept_paused_until_{};  ///< out of descriptors: listen_fd_ not polled until then
+  Throttle spare_log_, fd_limit_log_, busy_log_;
 
   std::mutex connections_mutex_;
   std::list<Connection> connections_;  ///< a list: threads refer to their element
-  std::atomic<unsigned> active_{0};
+  std::atomic<unsigned> running_{0};
 };
 
 /// The client side, used by moltctl and the tests.

@@ -22,7 +22,9 @@ inline constexpr std::string_view kMetricsContentType = "text/plain; version=0.0
 [[nodiscard]] std::string render_metrics(const ModuleTable& table, const HostInfo& host);
 
 /// `value` as a label value between double quotes: backslash, double quote
-/// and line feed escaped as \\, \" and \n; everything else as it is (UTF-8).
+/// and line feed escaped as \\, \" and \n; everything else as it is (UTF-8),
+/// except bytes that are not valid UTF-8, written as utf8_safe() writes them
+/// (0xff becomes \xff, then escaped: \\xff).
 [[nodiscard]] std::string escape_label_value(std::string_view value);
 
 /// Writes the text format, one metric family after another: family() first,
