@@ -1,6 +1,8 @@
 // kv v1's commands. Replies and error messages follow Redis 7 byte for byte
-// (tests/integration/kv_compat_test.cpp compares them with a real redis-server).
+// (tests/integration/kv_test.cpp compares them with a real redis-server).
 #include "commands.hpp"
+
+#include "glob.hpp"
 
 #include <unistd.h>
 
@@ -12,6 +14,9 @@ namespace kv {
 namespace {
 
 using Args = std::span<const std::string_view>;
+
+/// What C's "%s" takes of an argument: the bytes before its first NUL.
+std::string_view c_string(std::string_view arg) { return arg.substr(0, arg.find('\0')); }
 
 bool iequals(std::string_view a, std::string_view b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
@@ -143,21 +148,6 @@ void client(Call& c) {
   c.reply.error(message);
 }
 
-/// Redis's glob match, for CONFIG GET: '*', '?' and literal characters.
-bool glob(std::string_view pattern, std::string_view text) {
-  if (pattern.empty()) return text.empty();
-  if (pattern.front() == '*') {
-    for (std::size_t i = 0; i <= text.size(); ++i)
-      if (glob(pattern.substr(1), text.substr(i))) return true;
-    return false;
-  }
-  if (text.empty()) return false;
-  if (pattern.front() != '?' && std::tolower(static_cast<unsigned char>(pattern.front())) !=
-                                    std::tolower(static_cast<unsigned char>(text.front())))
-    return false;
-  return glob(pattern.substr(1), text.substr(1));
-}
-
 void config(Call& c) {
   const std::string_view sub = c.args[1];
   if (!iequals(sub, "get")) {
@@ -169,17 +159,29 @@ void config(Call& c) {
   if (c.args.size() < 3) return wrong_arity(c.reply, "config|get");
   static constexpr std::pair<std::string_view, std::string_view> kParameters[] = {
       {"appendonly", "no"}, {"databases", "1"}, {"maxmemory", "0"}, {"save", ""}};
-  std::vector<std::pair<std::string_view, std::string_view>> matched;
-  for (const auto& parameter : kParameters)
-    for (std::size_t i = 2; i < c.args.size(); ++i)
-      if (glob(c.args[i], parameter.first)) {
-        matched.push_back(parameter);
-        break;
+  // Each parameter once, under the spelling that matched it first: a name
+  // looked up as it is comes back as the client wrote it, as in Redis.
+  std::string_view shown[std::size(kParameters)] = {};
+  std::size_t count = 0;
+  for (std::size_t i = 2; i < c.args.size(); ++i) {
+    // A name without '[', '*' or '?' (before any NUL) is looked up as it is;
+    // otherwise it is a pattern, up to any NUL.
+    const std::string_view pattern = c_string(c.args[i]);
+    const bool glob = pattern.find_first_of("[*?") != std::string_view::npos;
+    for (std::size_t p = 0; p < std::size(kParameters); ++p) {
+      if (!shown[p].empty()) continue;
+      const std::string_view name = kParameters[p].first;
+      if (glob ? glob_match(pattern, name, Case::Insensitive) : iequals(c.args[i], name)) {
+        shown[p] = glob ? name : c.args[i];
+        ++count;
       }
-  c.reply.array(matched.size() * 2);
-  for (const auto& [name, value] : matched) {
-    c.reply.bulk(name);
-    c.reply.bulk(value);
+    }
+  }
+  c.reply.array(count * 2);
+  for (std::size_t p = 0; p < std::size(kParameters); ++p) {
+    if (shown[p].empty()) continue;
+    c.reply.bulk(shown[p]);
+    c.reply.bulk(kParameters[p].second);
   }
 }
 
