@@ -15,9 +15,6 @@ namespace {
 
 using Args = std::span<const std::string_view>;
 
-/// What C's "%s" takes of an argument: the bytes before its first NUL.
-std::string_view c_string(std::string_view arg) { return arg.substr(0, arg.find('\0')); }
-
 bool iequals(std::string_view a, std::string_view b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
     return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
@@ -104,18 +101,17 @@ void hello(Call& c) {
     if (*version != 2) return c.reply.error("NOPROTO unsupported protocol version");
   }
   for (std::size_t i = 2; i < c.args.size(); ++i) {
-    if (iequals(c.args[i], "setname") && i + 1 < c.args.size()) {
+    // Options are compared as C strings (strcasecmp), so "SETNAME\0x" is SETNAME.
+    const std::string_view option = c_string(c.args[i]);
+    if (iequals(option, "setname") && i + 1 < c.args.size()) {
       if (!valid_client_name(c.args[i + 1]))
         return c.reply.error("ERR Client names cannot contain spaces, newlines or special characters.");
       c.client.name = std::string(c.args[++i]);
-    } else if (iequals(c.args[i], "auth") && i + 2 < c.args.size()) {
+    } else if (iequals(option, "auth") && i + 2 < c.args.size()) {
       return c.reply.error("ERR AUTH <password> called without any password configured for the default user. "
                            "Are you sure your configuration is correct?");
     } else {
-      std::string message = "ERR Syntax error in HELLO option '";
-      message.append(c.args[i]);
-      message += '\'';
-      return c.reply.error(message);
+      return c.reply.error({"ERR Syntax error in HELLO option '", option, "'"});
     }
   }
   hello_reply(c);
@@ -142,20 +138,12 @@ void client(Call& c) {
     if (c.args.size() != 4) return wrong_arity(c.reply, "client|setinfo");
     return c.reply.ok();
   }
-  std::string message = "ERR unknown subcommand '";
-  message.append(sub.substr(0, 128));
-  message += "'. Try CLIENT HELP.";
-  c.reply.error(message);
+  c.reply.error({"ERR unknown subcommand '", c_string(sub, 128), "'. Try CLIENT HELP."});
 }
 
 void config(Call& c) {
   const std::string_view sub = c.args[1];
-  if (!iequals(sub, "get")) {
-    std::string message = "ERR unknown subcommand '";
-    message.append(sub.substr(0, 128));
-    message += "'. Try CONFIG HELP.";
-    return c.reply.error(message);
-  }
+  if (!iequals(sub, "get")) return c.reply.error({"ERR unknown subcommand '", c_string(sub, 128), "'. Try CONFIG HELP."});
   if (c.args.size() < 3) return wrong_arity(c.reply, "config|get");
   static constexpr std::pair<std::string_view, std::string_view> kParameters[] = {
       {"appendonly", "no"}, {"databases", "1"}, {"maxmemory", "0"}, {"save", ""}};
@@ -541,16 +529,16 @@ void hgetall(Call& c) {
 const Command* CommandTable::find(std::string_view name) const {
   char lower[32];
   if (name.size() > sizeof lower) return nullptr;
-  for (std::size_t i = 0; i < name.size(); ++i) lower[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i])));
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char ch = name[i];
+    lower[i] = ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch + ('a' - 'A')) : ch;  // ASCII only, as strcasecmp in Redis's C locale
+  }
   const auto it = commands.find(std::string_view(lower, name.size()));
   return it == commands.end() ? nullptr : &it->second;
 }
 
 void wrong_arity(Reply& reply, std::string_view name) {
-  std::string message = "ERR wrong number of arguments for '";
-  message.append(name);
-  message.append("' command");
-  reply.error(message);
+  reply.error({"ERR wrong number of arguments for '", name, "' command"});
 }
 
 void add_core_commands(CommandTable& table) {
