@@ -63,13 +63,13 @@ void CommandParser::reset() noexcept {
 
 // Redis finds a line's end with strchr, so a NUL before it hides it for
 // good; and it gives up (closing the connection) once more than
-// kMaxLineBytes are buffered without one. Read as "no end among the line's
-// first kMaxLineBytes + 1 bytes", that answer does not depend on how the
+// max_line_bytes are buffered without one. Read as "no end among the line's
+// first max_line_bytes + 1 bytes", that answer does not depend on how the
 // bytes were sliced into reads. (For an end further on, Redis's own answer
 // depends on how its 16 KiB reads fell; this is what it answers when the
 // bytes trickle in.)
-CommandParser::Line CommandParser::find_line(std::string_view input, char end, std::size_t& found) {
-  const std::size_t window = std::min(input.size(), pos_ + kMaxLineBytes + 1);
+CommandParser::Line CommandParser::find_line(std::string_view input, char end, std::size_t max, std::size_t& found) {
+  const std::size_t window = std::min(input.size(), pos_ + max + 1);
   std::size_t i = std::max(scan_, pos_);
   for (; i < window; ++i) {
     const char ch = input[i];
@@ -81,15 +81,16 @@ CommandParser::Line CommandParser::find_line(std::string_view input, char end, s
     if (ch == '\0') break;  // kept in scan_: the next call stops here at once
   }
   scan_ = i;
-  return input.size() - pos_ > kMaxLineBytes ? Line::TooLong : Line::Incomplete;
+  return input.size() - pos_ > max ? Line::TooLong : Line::Incomplete;
 }
 
 namespace {
 
 /// The usual header in one pass: at `pos` a kind byte, then 1 to 18 digits
-/// without a leading zero, then '\r' and a byte after it. Sets `end` (the
-/// '\r') and `value`. False for anything else, which the exact path reads.
-bool quick_header(std::string_view input, std::size_t pos, std::size_t& end, std::uint64_t& value) {
+/// without a leading zero, then '\r' (within `max` bytes, as find_line
+/// wants it) and a byte after it. Sets `end` (the '\r') and `value`. False
+/// for anything else, which the exact path reads.
+bool quick_header(std::string_view input, std::size_t pos, std::size_t max, std::size_t& end, std::uint64_t& value) {
   const std::size_t first = pos + 1;
   const std::size_t limit = std::min(input.size(), first + 18);
   std::size_t i = first;
@@ -100,7 +101,7 @@ bool quick_header(std::string_view input, std::size_t pos, std::size_t& end, std
     v = v * 10 + digit;
   }
   if (i == first || (input[first] == '0' && i > first + 1)) return false;
-  if (i + 1 >= input.size() || input[i] != '\r') return false;
+  if (i + 1 >= input.size() || input[i] != '\r' || i - pos > max) return false;
   end = i;
   value = v;
   return true;
@@ -122,7 +123,7 @@ Parse CommandParser::parse(std::string_view input, const ParseLimits& limits, st
 
   std::size_t end = 0;
   if (stage_ == Stage::Inline) {  // one line up to '\n' ("\r\n" also ends it), split like sdssplitargs
-    switch (find_line(input, '\n', end)) {
+    switch (find_line(input, '\n', limits.max_line_bytes, end)) {
       case Line::TooLong: return fail(ProtocolError::TooBigInline);
       case Line::Incomplete: return Parse::Incomplete;
       case Line::Found: break;
@@ -136,7 +137,7 @@ Parse CommandParser::parse(std::string_view input, const ParseLimits& limits, st
   // after it without looking (it is meant to be '\n'), but waits for it.
   if (stage_ == Stage::Count) {
     std::uint64_t quick = 0;
-    if (scan_ <= pos_ && quick_header(input, pos_, end, quick) && quick <= INT_MAX) {
+    if (scan_ <= pos_ && quick_header(input, pos_, limits.max_line_bytes, end, quick) && quick <= INT_MAX) {
       pos_ = scan_ = end + 2;
       if (quick == 0) {
         stage_ = Stage::Done;
@@ -147,7 +148,7 @@ Parse CommandParser::parse(std::string_view input, const ParseLimits& limits, st
     }
   }
   if (stage_ == Stage::Count) {
-    switch (find_line(input, '\r', end)) {
+    switch (find_line(input, '\r', limits.max_line_bytes, end)) {
       case Line::TooLong: return fail(ProtocolError::TooBigMultibulkCount);
       case Line::Incomplete: return Parse::Incomplete;
       case Line::Found: break;
@@ -166,12 +167,12 @@ Parse CommandParser::parse(std::string_view input, const ParseLimits& limits, st
 
   while (true) {
     if (stage_ == Stage::Header && scan_ <= pos_ && pos_ < input.size() && input[pos_] == '$' &&
-        quick_header(input, pos_, end, bulk_) && bulk_ <= limits.max_bulk_bytes) {
+        quick_header(input, pos_, limits.max_line_bytes, end, bulk_) && bulk_ <= limits.max_bulk_bytes) {
       pos_ = scan_ = end + 2;
       stage_ = Stage::Data;
     }
     if (stage_ == Stage::Header) {
-      switch (find_line(input, '\r', end)) {
+      switch (find_line(input, '\r', limits.max_line_bytes, end)) {
         case Line::TooLong: return fail(ProtocolError::TooBigBulkCount);
         case Line::Incomplete: return Parse::Incomplete;
         case Line::Found: break;

@@ -28,6 +28,8 @@ struct ParseLimits {
   /// Largest bulk string accepted: Redis's proto-max-bulk-len, reduced by
   /// limits_from() to what the host can buffer.
   std::size_t max_bulk_bytes = 512u << 20;
+  /// PROTO_INLINE_MAX_SIZE; smaller only in tests (the fuzzer reaches it).
+  std::size_t max_line_bytes = kMaxLineBytes;
 };
 
 enum class Parse { Complete, Incomplete, Error };
@@ -38,9 +40,9 @@ enum class ProtocolError : std::uint8_t {
   InvalidMultibulkLength,  ///< "*N": not a number, or over INT_MAX
   InvalidBulkLength,       ///< "$N": not a number, negative, or over max_bulk_bytes
   ExpectedDollar,          ///< an argument not starting with '$' (error_byte() says what it was)
-  TooBigMultibulkCount,    ///< no end of the "*N" line within kMaxLineBytes
-  TooBigBulkCount,         ///< no end of a "$N" line within kMaxLineBytes
-  TooBigInline,            ///< no end of an inline command within kMaxLineBytes
+  TooBigMultibulkCount,    ///< no end of the "*N" line within max_line_bytes
+  TooBigBulkCount,         ///< no end of a "$N" line within max_line_bytes
+  TooBigInline,            ///< no end of an inline command within max_line_bytes
   UnbalancedQuotes,        ///< an inline command's quotes do not close (or close mid-word)
 };
 
@@ -94,7 +96,7 @@ class CommandParser {
   enum class Stage : std::uint8_t { Start, Count, Header, Data, Inline, Done, Failed };
   enum class Line : std::uint8_t { Found, Incomplete, TooLong };
 
-  Line find_line(std::string_view input, char end, std::size_t& found);
+  Line find_line(std::string_view input, char end, std::size_t max, std::size_t& found);
   Parse fail(ProtocolError error) noexcept;
   Parse split_inline(std::string_view line, std::string& arena);
 
