@@ -61,9 +61,8 @@ std::vector<Outcome> read_all(std::string_view input, const kv::ParseLimits& lim
     if (status == kv::Parse::Complete) {
       if (parser.size() == 0 || parser.size() > pending.size()) broken("a command takes 1 to input.size() bytes");
       outcome.size = parser.size();
-      std::vector<std::string_view> views;
-      parser.views(pending, arena, views);
-      outcome.args.assign(views.begin(), views.end());
+      const kv::ArgList args = parser.args(pending, arena);
+      for (std::size_t i = 0; i < args.size(); ++i) outcome.args.emplace_back(args[i]);
       consumed += parser.size();
       parser.reset();
     } else if (status == kv::Parse::Error && parser.error() == kv::ProtocolError::None) {

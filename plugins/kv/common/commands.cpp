@@ -13,8 +13,6 @@
 namespace kv {
 namespace {
 
-using Args = std::span<const std::string_view>;
-
 bool iequals(std::string_view a, std::string_view b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
     return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));

@@ -275,13 +275,6 @@ Parse CommandParser::split_inline(std::string_view line, std::string& arena) {
   return Parse::Complete;
 }
 
-void CommandParser::views(std::string_view input, std::string_view arena, std::vector<std::string_view>& out) const {
-  out.clear();
-  out.reserve(args_.size());  // as many as arrived, never a declared count
-  const char* base = inline_ ? arena.data() : input.data();
-  for (const ArgSpan& arg : args_) out.emplace_back(base + arg.offset, arg.size);
-}
-
 // --- Reply -----------------------------------------------------------------
 
 void Reply::simple(std::string_view text) {

@@ -58,6 +58,21 @@ struct ArgSpan {
   std::size_t size = 0;
 };
 
+/// The arguments of a parsed command, seen as string_views of the bytes
+/// they lie in. Valid while those bytes and the parser's offsets are.
+class ArgList {
+ public:
+  ArgList() = default;
+  ArgList(const char* base, std::span<const ArgSpan> spans) : base_(base), spans_(spans) {}
+  [[nodiscard]] std::size_t size() const noexcept { return spans_.size(); }
+  [[nodiscard]] bool empty() const noexcept { return spans_.empty(); }
+  std::string_view operator[](std::size_t i) const noexcept { return {base_ + spans_[i].offset, spans_[i].size}; }
+
+ private:
+  const char* base_ = nullptr;
+  std::span<const ArgSpan> spans_;
+};
+
 /// Reads one command from the front of a connection's input, resuming where
 /// the previous call stopped: a command that arrives in many pieces costs
 /// the same as one that arrives whole. Precondition of every call until the
@@ -68,7 +83,7 @@ struct ArgSpan {
 class CommandParser {
  public:
   /// Reads on. Complete: the command took size() bytes, its arguments are
-  /// in args() (none for an empty command: "*0", "*-1", a blank line).
+  /// args() (none for an empty command: "*0", "*-1", a blank line).
   /// Incomplete: call again with more input. Error: error() says why; the
   /// connection must be closed. Inline arguments (escapes decoded) are
   /// appended to `arena`, which must be left alone until the arguments are
@@ -77,15 +92,18 @@ class CommandParser {
 
   /// Bytes of the input the command took (after Complete).
   [[nodiscard]] std::size_t size() const noexcept { return pos_; }
-  [[nodiscard]] std::span<const ArgSpan> args() const noexcept { return args_; }
+  [[nodiscard]] std::span<const ArgSpan> spans() const noexcept { return args_; }
   /// Whether args() lie in the arena (an inline command) or in the input.
   [[nodiscard]] bool in_arena() const noexcept { return inline_; }
   [[nodiscard]] ProtocolError error() const noexcept { return error_; }
   /// The byte found instead of '$' (ProtocolError::ExpectedDollar).
   [[nodiscard]] char error_byte() const noexcept { return error_byte_; }
 
-  /// Views of the arguments of a Complete command, into `out` (cleared first).
-  void views(std::string_view input, std::string_view arena, std::vector<std::string_view>& out) const;
+  /// The arguments of a Complete command, in `input` (as passed to the
+  /// call that completed it) or `arena`; valid until reset().
+  [[nodiscard]] ArgList args(std::string_view input, std::string_view arena) const noexcept {
+    return ArgList(inline_ ? arena.data() : input.data(), args_);
+  }
 
   /// Forgets the command, for the next one.
   void reset() noexcept;

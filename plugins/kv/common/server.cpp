@@ -81,13 +81,10 @@ std::size_t Server::process(molt::api::ConnectionId connection, std::string_view
       out.close_after_write();
       return input.size();
     }
-    parser.views(rest, arena_, args_);
     consumed += parser.size();
+    Call call{parser.args(rest, arena_), db, reply, client, connection, info_, table_};
+    if (!call.args.empty()) execute(call);  // "*0", a blank line: nothing to run
     parser.reset();
-    if (args_.empty()) continue;  // "*0", a blank line: nothing to run
-    Call call{args_, db, reply, client, connection, info_, table_};
-    execute(call);
-    if (args_.capacity() > 4096) std::vector<std::string_view>().swap(args_);  // after a huge command
     if (call.quit) {
       out.close_after_write();
       return input.size();

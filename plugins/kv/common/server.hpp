@@ -45,9 +45,7 @@ class Server {
   /// instance after an upgrade reads a half-arrived command again from its
   /// start, which the host still holds.
   std::unordered_map<molt::api::ConnectionId, CommandParser> parsers_;
-  // Reused across calls: no allocation per request once warmed up.
-  std::vector<std::string_view> args_;  ///< the arguments of the command running
-  std::string arena_;                   ///< an inline command's arguments, escapes decoded
+  std::string arena_;  ///< an inline command's arguments, escapes decoded; reused across calls
 };
 
 /// Milliseconds since the Unix epoch, now.
