@@ -360,6 +360,26 @@ TEST_CASE("one connection held open through 100 upgrades keeps getting correct a
   CHECK(history[99]["state_transfer"] == "memory");
 }
 
+TEST_CASE("a command half-sent when kv is upgraded is read again from its start by the new version", "[kv][streams]") {
+  // The first half was read by v2, which kept where it stopped; v3 keeps
+  // nothing of that (it is not state) and reads the whole command, which
+  // the host still holds, once the rest arrives.
+  auto d = kv_daemon(2);
+  d.install(plugin_path("kv", 3), "kv-3.so");
+  d.start();
+  RespClient client(d.stream_port("kv"));
+  const std::string command = RespClient::encode({"SET", "k", "hello"});
+  const auto calls = [&] { return d.status()["modules"][0]["calls"].get<std::uint64_t>(); };
+  const std::uint64_t before = calls();
+  client.send_raw(command.substr(0, command.size() - 4));
+  REQUIRE(wait_until([&] { return calls() > before; }));  // v2's on_data has seen the first part
+  REQUIRE(d.ctl({"reload", "kv", (d.plugin_dir() / "kv-3.so").string()}).exit_code == 0);
+  CHECK(d.get_json("/kv")["version"] == 3);
+  client.send_raw(command.substr(command.size() - 4));
+  CHECK(client.read_reply() == "+OK\r\n");
+  CHECK(client.call({"GET", "k"}) == "$5\r\nhello\r\n");
+}
+
 TEST_CASE("a malformed RESP frame gets an error and closes that connection only", "[kv][streams]") {
   auto d = kv_daemon(1);
   d.start();
