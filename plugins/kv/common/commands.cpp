@@ -1,6 +1,8 @@
 // kv v1's commands. Replies and error messages follow Redis 7 byte for byte
-// (tests/integration/kv_compat_test.cpp compares them with a real redis-server).
+// (tests/integration/kv_test.cpp compares them with a real redis-server).
 #include "commands.hpp"
+
+#include "glob.hpp"
 
 #include <unistd.h>
 
@@ -10,8 +12,6 @@
 
 namespace kv {
 namespace {
-
-using Args = std::span<const std::string_view>;
 
 bool iequals(std::string_view a, std::string_view b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
@@ -99,18 +99,17 @@ void hello(Call& c) {
     if (*version != 2) return c.reply.error("NOPROTO unsupported protocol version");
   }
   for (std::size_t i = 2; i < c.args.size(); ++i) {
-    if (iequals(c.args[i], "setname") && i + 1 < c.args.size()) {
+    // Options are compared as C strings (strcasecmp), so "SETNAME\0x" is SETNAME.
+    const std::string_view option = c_string(c.args[i]);
+    if (iequals(option, "setname") && i + 1 < c.args.size()) {
       if (!valid_client_name(c.args[i + 1]))
         return c.reply.error("ERR Client names cannot contain spaces, newlines or special characters.");
       c.client.name = std::string(c.args[++i]);
-    } else if (iequals(c.args[i], "auth") && i + 2 < c.args.size()) {
+    } else if (iequals(option, "auth") && i + 2 < c.args.size()) {
       return c.reply.error("ERR AUTH <password> called without any password configured for the default user. "
                            "Are you sure your configuration is correct?");
     } else {
-      std::string message = "ERR Syntax error in HELLO option '";
-      message.append(c.args[i]);
-      message += '\'';
-      return c.reply.error(message);
+      return c.reply.error({"ERR Syntax error in HELLO option '", option, "'"});
     }
   }
   hello_reply(c);
@@ -137,49 +136,38 @@ void client(Call& c) {
     if (c.args.size() != 4) return wrong_arity(c.reply, "client|setinfo");
     return c.reply.ok();
   }
-  std::string message = "ERR unknown subcommand '";
-  message.append(sub.substr(0, 128));
-  message += "'. Try CLIENT HELP.";
-  c.reply.error(message);
-}
-
-/// Redis's glob match, for CONFIG GET: '*', '?' and literal characters.
-bool glob(std::string_view pattern, std::string_view text) {
-  if (pattern.empty()) return text.empty();
-  if (pattern.front() == '*') {
-    for (std::size_t i = 0; i <= text.size(); ++i)
-      if (glob(pattern.substr(1), text.substr(i))) return true;
-    return false;
-  }
-  if (text.empty()) return false;
-  if (pattern.front() != '?' && std::tolower(static_cast<unsigned char>(pattern.front())) !=
-                                    std::tolower(static_cast<unsigned char>(text.front())))
-    return false;
-  return glob(pattern.substr(1), text.substr(1));
+  c.reply.error({"ERR unknown subcommand '", c_string(sub, 128), "'. Try CLIENT HELP."});
 }
 
 void config(Call& c) {
   const std::string_view sub = c.args[1];
-  if (!iequals(sub, "get")) {
-    std::string message = "ERR unknown subcommand '";
-    message.append(sub.substr(0, 128));
-    message += "'. Try CONFIG HELP.";
-    return c.reply.error(message);
-  }
+  if (!iequals(sub, "get")) return c.reply.error({"ERR unknown subcommand '", c_string(sub, 128), "'. Try CONFIG HELP."});
   if (c.args.size() < 3) return wrong_arity(c.reply, "config|get");
   static constexpr std::pair<std::string_view, std::string_view> kParameters[] = {
       {"appendonly", "no"}, {"databases", "1"}, {"maxmemory", "0"}, {"save", ""}};
-  std::vector<std::pair<std::string_view, std::string_view>> matched;
-  for (const auto& parameter : kParameters)
-    for (std::size_t i = 2; i < c.args.size(); ++i)
-      if (glob(c.args[i], parameter.first)) {
-        matched.push_back(parameter);
-        break;
+  // Each parameter once, under the spelling that matched it first: a name
+  // looked up as it is comes back as the client wrote it, as in Redis.
+  std::string_view shown[std::size(kParameters)] = {};
+  std::size_t count = 0;
+  for (std::size_t i = 2; i < c.args.size(); ++i) {
+    // A name without '[', '*' or '?' (before any NUL) is looked up as it is;
+    // otherwise it is a pattern, up to any NUL.
+    const std::string_view pattern = c_string(c.args[i]);
+    const bool glob = pattern.find_first_of("[*?") != std::string_view::npos;
+    for (std::size_t p = 0; p < std::size(kParameters); ++p) {
+      if (!shown[p].empty()) continue;
+      const std::string_view name = kParameters[p].first;
+      if (glob ? glob_match(pattern, name, Case::Insensitive) : iequals(c.args[i], name)) {
+        shown[p] = glob ? name : c.args[i];
+        ++count;
       }
-  c.reply.array(matched.size() * 2);
-  for (const auto& [name, value] : matched) {
-    c.reply.bulk(name);
-    c.reply.bulk(value);
+    }
+  }
+  c.reply.array(count * 2);
+  for (std::size_t p = 0; p < std::size(kParameters); ++p) {
+    if (shown[p].empty()) continue;
+    c.reply.bulk(shown[p]);
+    c.reply.bulk(kParameters[p].second);
   }
 }
 
@@ -539,16 +527,16 @@ void hgetall(Call& c) {
 const Command* CommandTable::find(std::string_view name) const {
   char lower[32];
   if (name.size() > sizeof lower) return nullptr;
-  for (std::size_t i = 0; i < name.size(); ++i) lower[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i])));
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char ch = name[i];
+    lower[i] = ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch + ('a' - 'A')) : ch;  // ASCII only, as strcasecmp in Redis's C locale
+  }
   const auto it = commands.find(std::string_view(lower, name.size()));
   return it == commands.end() ? nullptr : &it->second;
 }
 
 void wrong_arity(Reply& reply, std::string_view name) {
-  std::string message = "ERR wrong number of arguments for '";
-  message.append(name);
-  message.append("' command");
-  reply.error(message);
+  reply.error({"ERR wrong number of arguments for '", name, "' command"});
 }
 
 void add_core_commands(CommandTable& table) {

@@ -18,7 +18,7 @@ struct ServerInfo {
 
 /// One command being executed.
 struct Call {
-  std::span<const std::string_view> args;  ///< args[0] is the command name as sent
+  ArgList args;  ///< args[0] is the command name as sent
   Db& db;
   Reply& reply;
   Client& client;

@@ -27,7 +27,14 @@ class KvModule final : public molt::api::StatefulModule<typename Traits::State> 
   static constexpr molt::api::SchemaVersion kSchema = Traits::State::kSchema;
 
   void start(molt::api::Context& context) override {
-    server_.emplace(limits_from(context.config()), ServerInfo{kVersion.value, now_ms()});
+    const auto host = context.stream_limits();
+    const EffectiveLimits effective = limits_from(context.config(), host);
+    if (effective.reduced_from)
+      context.log().warn(
+          "max_bulk_bytes {} is more than one command can hold in the host's input buffer "
+          "(max_stream_buffer_bytes {}); bulk strings over {} bytes are refused at their header",
+          *effective.reduced_from, host.max_input_bytes, effective.limits.max_bulk_bytes);
+    server_.emplace(effective.limits, ServerInfo{kVersion.value, now_ms()});
     Traits::add_commands(server_->table());
     Traits::start(context);
   }
@@ -48,7 +55,18 @@ class KvModule final : public molt::api::StatefulModule<typename Traits::State> 
     return server_->process(connection, input, out, Traits::db(this->state()), this->state().clients);
   }
 
-  void on_disconnect(molt::api::ConnectionId connection) override { this->state().clients.erase(connection); }
+  void on_disconnect(molt::api::ConnectionId connection) override {
+    this->state().clients.erase(connection);
+    if (server_) server_->forget(connection);
+  }
+
+  /// Redis's words to a client turned away.
+  [[nodiscard]] std::string refusal_reply(molt::api::Refusal reason) const override {
+    switch (reason) {
+      case molt::api::Refusal::TooManyClients: return "-ERR max number of clients reached\r\n";
+    }
+    return {};
+  }
 
   void on_timer(std::string_view name) override { Traits::on_timer(name, this->state(), timer_cursor_); }
 

@@ -1,5 +1,6 @@
 #include "server.hpp"
 
+#include <array>
 #include <chrono>
 
 namespace kv {
@@ -9,31 +10,45 @@ std::int64_t now_ms() {
       .count();
 }
 
-ParseLimits limits_from(const molt::api::Values& config) {
-  ParseLimits limits;
+EffectiveLimits limits_from(const molt::api::Values& config, const molt::api::StreamLimits& host) {
+  EffectiveLimits effective;
+  ParseLimits& limits = effective.limits;
   if (const auto it = config.find("max_bulk_bytes"); it != config.end()) {
     if (const auto value = parse_int(it->second); value && *value > 0) limits.max_bulk_bytes = static_cast<std::size_t>(*value);
   }
-  return limits;
+  if (host.max_input_bytes > 0) {  // 0: the host sets no limit
+    // A host limit below 128 KiB keeps half of it for the framing instead.
+    const std::uint64_t framing = std::min(kFramingBytes, host.max_input_bytes / 2);
+    const std::uint64_t room = host.max_input_bytes - framing;
+    if (limits.max_bulk_bytes > room) {
+      effective.reduced_from = limits.max_bulk_bytes;
+      limits.max_bulk_bytes = static_cast<std::size_t>(room);
+    }
+  }
+  return effective;
 }
 
 void Server::execute(Call& call) {
   const Command* command = table_.find(call.args[0]);
   if (command == nullptr) {
-    // Redis: "unknown command '<name>', with args beginning with: '<a>' '<b>' "
-    std::string message = "ERR unknown command '";
-    message.append(call.args[0].substr(0, 128));
-    message += "', with args beginning with: ";
-    for (std::size_t i = 1; i < call.args.size() && message.size() < 128 + 60; ++i) {
-      message += '\'';
-      message.append(call.args[i].substr(0, 128));
-      message += "' ";
+    // Redis: "unknown command '%.128s', with args beginning with: %s", the
+    // arguments each as "'%.*s' " while fewer than 128 bytes are listed.
+    constexpr std::size_t kListed = 128;
+    std::array<std::string_view, 3 + 3 * (kListed / 3 + 1)> parts;  // each argument lists 3 bytes at least
+    std::size_t count = 0, listed = 0;
+    parts[count++] = "ERR unknown command '";
+    parts[count++] = c_string(call.args[0], 128);
+    parts[count++] = "', with args beginning with: ";
+    for (std::size_t i = 1; i < call.args.size() && listed < kListed; ++i) {
+      const std::string_view shown = c_string(call.args[i], kListed - listed);
+      parts[count++] = "'";
+      parts[count++] = shown;
+      parts[count++] = "' ";
+      listed += shown.size() + 3;
     }
-    for (char& ch : message)
-      if (ch == '\r' || ch == '\n') ch = ' ';
-    return call.reply.error(message);
+    return call.reply.error(std::span(parts.data(), count));
   }
-  const auto argc = static_cast<int>(call.args.size());
+  const auto argc = static_cast<std::int64_t>(call.args.size());
   if ((command->arity > 0 && argc != command->arity) || (command->arity < 0 && argc < -command->arity))
     return wrong_arity(call.reply, command->name);
   command->handler(call);
@@ -41,37 +56,40 @@ void Server::execute(Call& call) {
 
 std::size_t Server::process(molt::api::ConnectionId connection, std::string_view input, molt::api::StreamOutput& out,
                             Db db, Clients& clients) {
-  reply_.clear();
-  Reply reply(reply_);
+  CommandParser& parser = parsers_[connection];
+  Reply reply(out);
   Client& client = clients[connection];
   std::size_t consumed = 0;
-  while (consumed < input.size()) {
-    const ParseResult parsed = parse_command(input.substr(consumed), args_, limits_);
-    if (parsed.status == Parse::Incomplete) break;
-    if (parsed.status == Parse::Error) {
-      std::string message = "ERR ";
-      message.append(parsed.error);
-      if (parsed.unexpected != 0) {
-        message += '\'';
-        message += parsed.unexpected;
-        message += '\'';
-      }
-      reply.error(message);
-      out.close_after_write();
-      consumed = input.size();
-      break;
+  while (true) {
+    const std::string_view rest = input.substr(consumed);
+    if (parser.idle()) {
+      // Asked here, before any of the command is read: nothing is written
+      // to this connection until it runs, so a yes still holds then, even
+      // if the command takes many calls to arrive.
+      if (rest.empty() || !out.has_room()) break;
+      arena_.clear();
     }
-    consumed += parsed.consumed;
-    if (args_.empty()) continue;
-    Call call{args_, db, reply, client, connection, info_, table_};
-    execute(call);
+    const Parse status = parser.parse(rest, limits_, arena_);
+    if (status == Parse::Incomplete) break;
+    if (status == Parse::Error) {
+      const char byte = parser.error_byte();
+      if (parser.error() == ProtocolError::ExpectedDollar)
+        reply.error({"ERR ", message(parser.error()), "'", std::string_view(&byte, 1), "'"});
+      else
+        reply.error({"ERR ", message(parser.error())});
+      parser.reset();
+      out.close_after_write();
+      return input.size();
+    }
+    consumed += parser.size();
+    Call call{parser.args(rest, arena_), db, reply, client, connection, info_, table_};
+    if (!call.args.empty()) execute(call);  // "*0", a blank line: nothing to run
+    parser.reset();
     if (call.quit) {
       out.close_after_write();
-      consumed = input.size();
-      break;
+      return input.size();
     }
   }
-  if (!reply_.empty()) out.write(reply_);
   return consumed;
 }
 

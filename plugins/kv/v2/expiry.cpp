@@ -16,30 +16,22 @@ enum class Unit { Seconds, Milliseconds };
 enum class Base { Now, Epoch };
 
 // EXPIRE key seconds [NX|XX|GT|LT] and its three siblings, as in Redis 7.
+// The options are checked before the time, as in Redis.
 void expire_generic(Call& c, Unit unit, Base base, std::string_view name) {
-  const auto amount = parse_int(c.args[2]);
-  if (!amount) return c.reply.not_integer();
   bool nx = false, xx = false, gt = false, lt = false;
   for (std::size_t i = 3; i < c.args.size(); ++i) {
     if (iequals(c.args[i], "nx")) nx = true;
     else if (iequals(c.args[i], "xx")) xx = true;
     else if (iequals(c.args[i], "gt")) gt = true;
     else if (iequals(c.args[i], "lt")) lt = true;
-    else {
-      std::string message = "ERR Unsupported option ";
-      message.append(c.args[i]);
-      return c.reply.error(message);
-    }
+    else return c.reply.error({"ERR Unsupported option ", c_string(c.args[i])});
   }
   if (nx && (xx || gt || lt)) return c.reply.error("ERR NX and XX, GT or LT options at the same time are not compatible");
   if (gt && lt) return c.reply.error("ERR GT and LT options at the same time are not compatible");
+  const auto amount = parse_int(c.args[2]);
+  if (!amount) return c.reply.not_integer();
 
-  const auto invalid = [&] {
-    std::string message = "ERR invalid expire time in '";
-    message.append(name);
-    message += "' command";
-    c.reply.error(message);
-  };
+  const auto invalid = [&] { c.reply.error({"ERR invalid expire time in '", name, "' command"}); };
   std::int64_t when = *amount;
   if (unit == Unit::Seconds) {
     if (when > std::numeric_limits<std::int64_t>::max() / 1000 || when < std::numeric_limits<std::int64_t>::min() / 1000)
