@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
   const auto log = logging.make("moltd");
   log->info("moltd {} starting (pid {}), config {}, run directory {}", MOLT_VERSION, ::getpid(), config_path.string(),
             run_dir->path().string());
+  for (const auto& warning : config->warnings) log->warn("{}: {}", config_path.string(), warning);
   // systemd's variables, taken (and unset) before any thread starts: setenv
   // and getenv are not safe against each other.
   systemd::Notifier notifier = systemd::Notifier::from_environment(log);
@@ -101,8 +102,9 @@ int main(int argc, char** argv) {
                                          UpgradeOptions{config->quiesce_timeout, config->max_state_bytes},
                                          [&logging](const std::string& name) { return logging.make(name); },
                                          config->job_threads,
-                                         molt::api::StreamLimits{config->max_stream_buffer_bytes, 1u << 20}});
-  StreamServer streams(StreamOptions{config->io_threads, config->max_stream_buffer_bytes}, log);
+                                         molt::api::StreamLimits{config->client_query_buffer_limit,
+                                                                 config->client_output_buffer_soft_limit}});
+  StreamServer streams(StreamOptions{config->io_threads, config->client_query_buffer_limit}, log);
   // Sockets from systemd: "http" is the HTTP listener; any other name is the
   // module's listener, which serves it instead of binding its `listen`.
   int http_fd = -1;
