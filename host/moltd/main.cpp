@@ -150,6 +150,7 @@ int main(int argc, char** argv) {
   HttpRouter router(table, info);
   HttpOptions http_options{config->http, config->http_threads, config->max_request_bytes};
   http_options.listen_fd = http_fd;
+  http_options.max_clients = config->clients.maxclients;
   HttpServer http(std::move(http_options), [&router](const molt::api::Request& request) { return router.route(request); },
                   log);
   if (auto listening = http.listen(); !listening) {
