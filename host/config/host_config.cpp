@@ -1,6 +1,7 @@
 #include "molt/host/config/host_config.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <sstream>
 #include <set>
@@ -14,6 +15,15 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::set<std::string, std::less<>> kLogLevels{"trace", "debug", "info", "warn", "error", "critical", "off"};
+constexpr std::int64_t kMaxClients = 1 << 20;  // Linux's default fs.nr_open: more descriptors are impossible anyway
+constexpr std::uint64_t kTiB = 1ull << 40;
+
+/// 1048576 -> "1mb": the largest unit that divides it.
+std::string size_text(std::uint64_t bytes) {
+  for (const auto& [shift, unit] : {std::pair{40, "tb"}, {30, "gb"}, {20, "mb"}, {10, "kb"}})
+    if (bytes >= (1ull << shift) && bytes % (1ull << shift) == 0) return std::to_string(bytes >> shift) + unit;
+  return std::to_string(bytes);
+}
 
 /// Carries the first problem found, as "<key>: <reason>".
 struct Checker {
@@ -37,6 +47,28 @@ struct Checker {
     if (const auto* s = node->as_string()) return s->get();
     fail(prefix + std::string(key), "must be a string");
     return std::nullopt;
+  }
+
+  /// A size (parse_size) from `min` to `max` bytes; `zero_means`, when set,
+  /// also admits 0 and says what it means.
+  std::optional<std::uint64_t> size(const toml::table& table, const std::string& prefix, std::string_view key,
+                                    std::uint64_t min, std::uint64_t max, std::string_view zero_means = {}) {
+    const auto* node = table.get(key);
+    if (node == nullptr) return std::nullopt;
+    std::optional<std::uint64_t> value;
+    if (const auto* i = node->as_integer(); i != nullptr && i->get() >= 0) value = static_cast<std::uint64_t>(i->get());
+    else if (const auto* s = node->as_string()) value = parse_size(s->get());
+    if (value && ((*value >= min && *value <= max) || (*value == 0 && !zero_means.empty()))) return value;
+    fail(prefix + std::string(key), "must be a size from " + size_text(min) + " to " + size_text(max) +
+                                        (zero_means.empty() ? "" : ", or 0 for " + std::string(zero_means)) +
+                                        ": bytes, or a string such as \"512kb\", \"64mb\", \"1gb\"");
+    return std::nullopt;
+  }
+
+  /// maxclients and timeout, in [host] or [modules.<name>].
+  void client_limits(const toml::table& table, const std::string& prefix, ClientLimits& limits) {
+    if (auto v = integer(table, prefix, "maxclients", 1, kMaxClients)) limits.maxclients = static_cast<std::uint32_t>(*v);
+    if (auto v = integer(table, prefix, "timeout", 0, INT32_MAX)) limits.timeout = std::chrono::seconds(*v);
   }
 
   std::optional<std::int64_t> integer(const toml::table& table, const std::string& prefix, std::string_view key,
@@ -65,6 +97,31 @@ std::string value_text(const toml::node& node) {
 }
 
 }  // namespace
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  std::uint64_t number = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+  if (ec != std::errc() || end == text.data()) return std::nullopt;
+  std::string unit(end, text.data() + text.size());
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  static constexpr std::pair<std::string_view, std::uint64_t> kUnits[] = {
+      {"", 1},           {"b", 1},
+      {"k", 1000},       {"kb", 1ull << 10},
+      {"m", 1000000},    {"mb", 1ull << 20},
+      {"g", 1000000000}, {"gb", 1ull << 30},
+  };
+  for (const auto& [name, scale] : kUnits) {
+    if (unit != name) continue;
+    if (number > UINT64_MAX / scale) return std::nullopt;
+    return number * scale;
+  }
+  return std::nullopt;
+}
+
+ClientLimits HostConfig::clients_of(std::string_view module) const {
+  const auto it = module_clients.find(module);
+  return it == module_clients.end() ? clients : it->second;
+}
 
 std::string Endpoint::to_string() const { return host + ':' + std::to_string(port); }
 
@@ -101,7 +158,30 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
                                      "max_stream_buffer_bytes", "max_request_bytes", "quiesce_timeout_ms",
                                      "max_state_bytes", "log_level", "log_format", "release", "probation_seconds",
                                      "probation_max_error_rate", "probation_min_calls", "snapshot_interval_seconds",
-                                     "job_threads"});
+                                     "job_threads", "maxclients", "timeout", "client_query_buffer_limit",
+                                     "client_output_buffer_soft_limit", "client_output_buffer_hard_limit",
+                                     "max_connection_memory"});
+    check.client_limits(*host, "host.", config.clients);
+    if (host->contains("max_stream_buffer_bytes") && host->contains("client_query_buffer_limit"))
+      check.fail("host.max_stream_buffer_bytes", "is the old name of client_query_buffer_limit: give only one");
+    if (auto v = check.integer(*host, "host.", "max_stream_buffer_bytes", 4096, 1ll << 40)) {
+      config.client_query_buffer_limit = static_cast<std::uint64_t>(*v);
+      config.warnings.push_back("host.max_stream_buffer_bytes is deprecated: call it client_query_buffer_limit "
+                                "(same meaning; sizes such as \"1gb\" allowed)");
+    }
+    if (auto v = check.size(*host, "host.", "client_query_buffer_limit", 4096, kTiB)) config.client_query_buffer_limit = *v;
+    if (auto v = check.size(*host, "host.", "client_output_buffer_soft_limit", 1024, kTiB))
+      config.client_output_buffer_soft_limit = *v;
+    if (auto v = check.size(*host, "host.", "client_output_buffer_hard_limit", 1024, kTiB, "none")) {
+      if (*v != 0 && *v < config.client_output_buffer_soft_limit)
+        check.fail("host.client_output_buffer_hard_limit",
+                   "must be 0 (none) or at least client_output_buffer_soft_limit (" +
+                       size_text(config.client_output_buffer_soft_limit) + ")");
+      else
+        config.client_output_buffer_hard_limit = *v;
+    }
+    if (auto v = check.size(*host, "host.", "max_connection_memory", 1ull << 20, kTiB, "no budget"))
+      config.max_connection_memory = *v;
     if (auto v = check.string(*host, "host.", "release")) {
       if (v->empty()) check.fail("host.release", "must not be empty");
       else config.release = *v;
@@ -128,8 +208,6 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
     if (auto v = check.integer(*host, "host.", "http_threads", 1, 256)) config.http_threads = static_cast<unsigned>(*v);
     if (auto v = check.integer(*host, "host.", "io_threads", 1, 256)) config.io_threads = static_cast<unsigned>(*v);
     if (auto v = check.integer(*host, "host.", "job_threads", 1, 256)) config.job_threads = static_cast<unsigned>(*v);
-    if (auto v = check.integer(*host, "host.", "max_stream_buffer_bytes", 4096, 1ll << 40))
-      config.max_stream_buffer_bytes = *v;
     if (auto v = check.integer(*host, "host.", "max_request_bytes", 1024, 1ll << 30)) config.max_request_bytes = *v;
     if (auto v = check.integer(*host, "host.", "quiesce_timeout_ms", 1, 600000)) config.quiesce_timeout = std::chrono::milliseconds(*v);
     if (auto v = check.integer(*host, "host.", "max_state_bytes", 1024, 1ll << 40)) config.max_state_bytes = *v;
@@ -179,8 +257,13 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
         check.fail("modules." + name, "must be a table");
         continue;
       }
-      check.only_keys(*table, prefix, {"version", "file", "config", "listen"});
+      check.only_keys(*table, prefix, {"version", "file", "config", "listen", "maxclients", "timeout"});
       ModuleConfig module{name, {}, {}, {}};
+      if (table->contains("maxclients") || table->contains("timeout")) {
+        ClientLimits limits = config.clients;
+        check.client_limits(*table, prefix, limits);
+        config.module_clients[name] = limits;
+      }
       if (const auto* listen = table->get("listen")) {
         std::vector<const toml::node*> items;
         if (const auto* array = listen->as_array())

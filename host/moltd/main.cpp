@@ -18,6 +18,7 @@
 #include "molt/host/daemon/logging.hpp"
 #include "molt/host/daemon/run_dir.hpp"
 #include "molt/host/daemon/systemd.hpp"
+#include "molt/host/net/client_limits.hpp"
 #include "molt/host/net/http_router.hpp"
 #include "molt/host/net/http_server.hpp"
 #include "molt/host/net/stream_server.hpp"
@@ -82,6 +83,17 @@ int main(int argc, char** argv) {
   const auto log = logging.make("moltd");
   log->info("moltd {} starting (pid {}), config {}, run directory {}", MOLT_VERSION, ::getpid(), config_path.string(),
             run_dir->path().string());
+  for (const auto& warning : config->warnings) log->warn("{}: {}", config_path.string(), warning);
+  // Every client is a descriptor: take all the kernel allows us (Redis does
+  // the same); maxclients is fitted to it once the listeners are known.
+  const FdLimit fds = raise_fd_limit();
+  if (fds.after != fds.before)
+    log->info("file descriptors: soft limit (RLIMIT_NOFILE) raised from {} to {}, the hard limit", fds.before, fds.after);
+  else if (fds.after < fds.hard)
+    log->warn("file descriptors: could not raise the soft limit (RLIMIT_NOFILE) from {} to the hard limit {}",
+              fds.before, fds.hard);
+  else
+    log->info("file descriptors: soft limit (RLIMIT_NOFILE) {}, the hard limit", fds.after);
   // systemd's variables, taken (and unset) before any thread starts: setenv
   // and getenv are not safe against each other.
   systemd::Notifier notifier = systemd::Notifier::from_environment(log);
@@ -101,8 +113,12 @@ int main(int argc, char** argv) {
                                          UpgradeOptions{config->quiesce_timeout, config->max_state_bytes},
                                          [&logging](const std::string& name) { return logging.make(name); },
                                          config->job_threads,
-                                         molt::api::StreamLimits{config->max_stream_buffer_bytes, 1u << 20}});
-  StreamServer streams(StreamOptions{config->io_threads, config->max_stream_buffer_bytes}, log);
+                                         molt::api::StreamLimits{config->client_query_buffer_limit,
+                                                                 config->client_output_buffer_soft_limit}});
+  StreamServer streams(StreamOptions{config->io_threads, config->client_query_buffer_limit,
+                                     config->client_output_buffer_soft_limit, config->client_output_buffer_hard_limit,
+                                     config->max_connection_memory, config->clients, config->module_clients},
+                       log);
   // Sockets from systemd: "http" is the HTTP listener; any other name is the
   // module's listener, which serves it instead of binding its `listen`.
   int http_fd = -1;
@@ -148,6 +164,24 @@ int main(int argc, char** argv) {
   HttpRouter router(table, info);
   HttpOptions http_options{config->http, config->http_threads, config->max_request_bytes};
   http_options.listen_fd = http_fd;
+  http_options.max_clients = config->clients.maxclients;
+  {  // Redis's "maxclients reduced ... because of a low file descriptor limit", once
+    std::vector<std::uint32_t> wanted{http_options.max_clients};
+    std::string asked = "http " + std::to_string(http_options.max_clients);
+    for (const auto& listener : streams.listeners()) {
+      wanted.push_back(listener.maxclients);
+      asked += ", " + listener.module + " " + std::to_string(listener.maxclients);
+    }
+    constexpr std::uint64_t kReservedFds = 64;  // control socket, log, images, snapshots, state files
+    if (const auto cap = maxclients_cap(wanted, fds.after, kReservedFds)) {
+      streams.cap_maxclients(*cap);
+      http_options.max_clients = std::min(http_options.max_clients, *cap);
+      log->warn("maxclients reduced to {} per listener (asked: {}) because of a low file descriptor limit: "
+                "RLIMIT_NOFILE is {}, {} of them kept for other files; raise it (LimitNOFILE= under systemd, "
+                "ulimit -n) or lower maxclients",
+                *cap, asked, fds.after, kReservedFds);
+    }
+  }
   HttpServer http(std::move(http_options), [&router](const molt::api::Request& request) { return router.route(request); },
                   log);
   if (auto listening = http.listen(); !listening) {

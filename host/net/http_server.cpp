@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -14,6 +15,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "molt/host/net/client_limits.hpp"
 #include "molt/host/net/listen_socket.hpp"
 
 namespace molt::host {
@@ -24,6 +26,26 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 namespace {
+
+/// A client past max_clients gets this, whatever it asked.
+constexpr std::string_view kTooManyClients =
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Server: molt\r\n"
+    "Content-Type: application/json\r\n"
+    "Content-Length: 42\r\n"
+    "Connection: close\r\n"
+    "Retry-After: 1\r\n"
+    "\r\n"
+    "{\"error\":\"max number of clients reached\"}\n";
+/// A refused client's request is read and dropped for up to this long after
+/// the 503 (a lingering close: closing with its request unread would answer
+/// with a reset, which may destroy the 503 before the client reads it).
+constexpr std::chrono::seconds kRefusalLinger{1};
+/// At most this many refused connections linger at once; past it they are
+/// closed right after the 503 is written, so a flood cannot use up descriptors.
+constexpr int kMostLingering = 64;
+/// Repeated conditions are logged at most this often.
+constexpr std::chrono::seconds kLogEvery{10};
 
 api::Request to_api(http::request<http::string_body>&& in) {
   api::Request out;
@@ -44,9 +66,12 @@ class HttpServer::Impl {
  public:
   class Session;
 
+  class Refusal;
+
   Impl(HttpOptions options, Handler handler, std::shared_ptr<spdlog::logger> log)
       : options_(std::move(options)), handler_(std::move(handler)), log_(std::move(log)),
-        io_(static_cast<int>(options_.threads)), acceptor_(asio::make_strand(io_)) {}
+        io_(static_cast<int>(options_.threads)), acceptor_(asio::make_strand(io_)),
+        backoff_timer_(acceptor_.get_executor()) {}
 
   std::vector<std::shared_ptr<Session>> open_sessions() const;
 
@@ -54,6 +79,14 @@ class HttpServer::Impl {
   void serve();
   void stop(std::chrono::milliseconds grace);
   void accept();
+  /// options_.listen becomes the address bound (for the log lines).
+  void remember_bound() {
+    beast::error_code ec;
+    const auto bound = acceptor_.local_endpoint(ec);
+    if (!ec) options_.listen = Endpoint{bound.address().to_string(), bound.port()};
+  }
+  /// On the acceptor's strand: answers 503 and closes (max_clients).
+  void refuse(tcp::socket socket);
 
   HttpOptions options_;
   Handler handler_;
@@ -64,9 +97,48 @@ class HttpServer::Impl {
   std::condition_variable sessions_changed_;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
   std::atomic<bool> stopping_{false};
+  std::atomic<int> lingering_{0};  ///< refused connections still being closed
   asio::io_context io_;
   tcp::acceptor acceptor_;
+  // On the acceptor's strand:
+  asio::steady_timer backoff_timer_;  ///< while accept() fails for want of descriptors
+  AcceptBackoff backoff_;
+  std::uint64_t refused_ = 0;
+  std::uint64_t refused_logged_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> refusal_logged_;
   std::vector<std::thread> threads_;
+};
+
+/// A connection turned away: the 503 is written, the connection's sending
+/// side shut, and what the client sends read and dropped until it closes or
+/// kRefusalLinger passes.
+class HttpServer::Impl::Refusal : public std::enable_shared_from_this<Refusal> {
+ public:
+  Refusal(Impl& server, tcp::socket socket) : server_(server), stream_(std::move(socket)) { ++server_.lingering_; }
+  ~Refusal() { --server_.lingering_; }
+
+  void start() {
+    stream_.expires_after(kRefusalLinger);
+    asio::async_write(stream_, asio::buffer(kTooManyClients.data(), kTooManyClients.size()),
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec) return self->stream_.close();
+                        beast::error_code ignored;
+                        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                        self->drain();
+                      });
+  }
+
+ private:
+  void drain() {
+    stream_.async_read_some(asio::buffer(scratch_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return self->stream_.close();  // the client closed, or the time is up
+      self->drain();
+    });
+  }
+
+  Impl& server_;
+  beast::tcp_stream stream_;
+  std::array<char, 4096> scratch_{};
 };
 
 /// One connection. Runs on its own strand; reads a request, answers it,
@@ -190,6 +262,7 @@ Result<void> HttpServer::Impl::listen() {
       ::close(fd);
       return fail("socket handed over at start (fd " + std::to_string(fd) + ")", ec);
     }
+    remember_bound();
     return {};
   }
   const auto address = asio::ip::make_address(options_.listen.host, ec);
@@ -202,6 +275,7 @@ Result<void> HttpServer::Impl::listen() {
   if (ec) return fail("bind", ec);
   acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return fail("listen", ec);
+  remember_bound();
   return {};
 }
 
@@ -213,9 +287,54 @@ void HttpServer::Impl::serve() {
 void HttpServer::Impl::accept() {
   acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-    if (!ec) std::make_shared<Session>(*this, std::move(socket))->start();
+    if (!ec) {
+      if (const auto failures = backoff_.succeeded())
+        log_->info("http: accept on {} works again, after {} failure(s) for want of file descriptors",
+                   options_.listen.to_string(), failures);
+      std::size_t open = 0;
+      {
+        std::lock_guard lock(sessions_mutex_);
+        open = sessions_.size();
+      }
+      if (open >= options_.max_clients) refuse(std::move(socket));
+      else std::make_shared<Session>(*this, std::move(socket))->start();
+    } else if (ec.category() == boost::system::system_category() && out_of_descriptors(ec.value())) {
+      // The connection stays in the backlog and the socket stays readable:
+      // trying again at once would spin on a core.
+      const auto step = backoff_.failed(std::chrono::steady_clock::now());
+      if (step.log)
+        log_->error("http: accept on {}: {}: out of file descriptors (RLIMIT_NOFILE, or fs.file-max); backing off {} "
+                    "ms, up to {} ms ({} failure(s) since this was last logged; logged at most every {} s)",
+                    options_.listen.to_string(), ec.message(), step.delay.count(), AcceptBackoff::kMost.count(),
+                    step.failures, kLogEvery.count());
+      backoff_timer_.expires_after(step.delay);
+      backoff_timer_.async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec && acceptor_.is_open() && !stopping_) accept();
+      });
+      return;
+    }
     if (!stopping_) accept();
   });
+}
+
+void HttpServer::Impl::refuse(tcp::socket socket) {
+  ++refused_;
+  if (lingering_ < kMostLingering) {
+    std::make_shared<Refusal>(*this, std::move(socket))->start();
+  } else {  // too many lingering already: the 503 if the socket takes it now, then close
+    (void)::send(socket.native_handle(), kTooManyClients.data(), kTooManyClients.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    beast::error_code ignored;
+    socket.shutdown(tcp::socket::shutdown_send, ignored);
+    socket.close(ignored);
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (!refusal_logged_ || now - *refusal_logged_ >= kLogEvery) {
+    log_->warn("http: maxclients ({}) reached on {}: answering new connections 503 ({} since this was last logged; "
+               "logged at most every {} s)",
+               options_.max_clients, options_.listen.to_string(), refused_ - refused_logged_, kLogEvery.count());
+    refusal_logged_ = now;
+    refused_logged_ = refused_;
+  }
 }
 
 std::vector<std::shared_ptr<HttpServer::Impl::Session>> HttpServer::Impl::open_sessions() const {
@@ -232,6 +351,7 @@ void HttpServer::Impl::stop(std::chrono::milliseconds grace) {
   asio::post(acceptor_.get_executor(), [this] {
     beast::error_code ignored;
     acceptor_.close(ignored);
+    backoff_timer_.cancel();
   });
   // Idle connections close now; busy ones after their response. A request
   // still arriving gets to finish.

@@ -7,25 +7,37 @@
 // without locks (BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO); other threads reach
 // a worker only through post(), which keeps the scheduler's own lock: one
 // cross-thread post per connection, none per request.
+//
+// Memory: every connection's buffers are counted in one budget (an atomic,
+// touched only when a buffer changes size). Choosing whom to close when it
+// runs out needs every connection's size, so connections also sit in one
+// registry under a mutex, taken when a connection starts or ends and when
+// the budget runs out, never per request. The chosen ones are closed by
+// their own threads (a post); the asker waits for their memory to come back.
 #include "molt/host/net/stream_server.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <future>
-#include <cstring>
 #include <map>
 #include <mutex>
+#include <new>
+#include <optional>
 #include <thread>
 #include <unordered_set>
 
 #include <boost/asio.hpp>
 
+#include "molt/host/net/client_limits.hpp"
 #include "molt/host/net/listen_socket.hpp"
 
 namespace molt::host {
@@ -33,6 +45,116 @@ namespace molt::host {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+/// A read's working size: buffers start here and come back to it.
+constexpr std::size_t kChunk = 16 * 1024;
+/// Below this much free room a read first compacts, then grows the buffer.
+constexpr std::size_t kMinRead = kChunk / 2;
+/// An empty buffer larger than this goes back to kChunk (a large message
+/// has been consumed, or a large reply sent). Smaller ones stay: a client
+/// whose messages are a few kB long causes no allocation per message.
+constexpr std::size_t kShrinkAbove = 64 * 1024;
+/// Output is sent during a module call once this much is waiting, so that a
+/// long batch of replies is on its way while the module still produces.
+constexpr std::size_t kFlushAt = kChunk;
+/// Buffers at least this large are mapped pages of their own (mmap), not
+/// heap: freeing one gives its memory back to the system at once, and
+/// growing one moves pages (mremap) instead of copying bytes.
+constexpr std::size_t kMapAt = 128 * 1024;
+/// How often each I/O thread looks for connections idle past their timeout.
+constexpr std::chrono::milliseconds kSweepEvery{250};
+/// A connection waiting for the connections being closed for the memory
+/// budget to let go of theirs retries this often (doubling), and gives up
+/// after kMemoryWaitMost.
+constexpr std::chrono::milliseconds kMemoryRetryFirst{1};
+constexpr std::chrono::milliseconds kMemoryRetryMost{50};
+constexpr std::chrono::seconds kMemoryWaitMost{5};
+/// Repeated conditions (maxclients reached) are logged at most this often.
+constexpr std::chrono::seconds kLogEvery{10};
+
+/// Bytes whose capacity the connection sets exactly (the memory budget
+/// counts capacities), never zero-filled: pages are touched only as bytes
+/// arrive. `size()` bytes are used.
+class Bytes {
+ public:
+  Bytes() = default;
+  ~Bytes() { free(); }
+  Bytes(const Bytes&) = delete;
+  Bytes& operator=(const Bytes&) = delete;
+
+  [[nodiscard]] char* data() noexcept { return data_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] std::size_t room() const noexcept { return capacity_ - size_; }
+
+  /// Precondition: `bytes.size() <= room()`.
+  void append(std::string_view bytes) noexcept {
+    std::memcpy(data_ + size_, bytes.data(), bytes.size());
+    size_ += bytes.size();
+  }
+  void grew(std::size_t n) noexcept { size_ += n; }  ///< `n` bytes were written past size()
+  void clear() noexcept { size_ = 0; }
+  /// Drops the first `n` bytes, moving the rest to the front.
+  void drop_front(std::size_t n) noexcept {
+    std::memmove(data_, data_ + n, size_ - n);
+    size_ -= n;
+  }
+  void swap(Bytes& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    std::swap(capacity_, other.capacity_);
+  }
+
+  /// Makes the capacity exactly `capacity` (at least size()), keeping the
+  /// bytes; 0 frees them. Throws std::bad_alloc.
+  void reallocate(std::size_t capacity) {
+    if (capacity == capacity_) return;
+    if (capacity == 0) {
+      free();
+      size_ = capacity_ = 0;
+      return;
+    }
+    if (capacity_ >= kMapAt && capacity >= kMapAt) {
+      void* moved = ::mremap(data_, capacity_, capacity, MREMAP_MAYMOVE);
+      if (moved == MAP_FAILED) throw std::bad_alloc();
+      data_ = static_cast<char*>(moved);
+    } else {
+      char* fresh = allocate(capacity);
+      if (size_ > 0) std::memcpy(fresh, data_, size_);
+      free();
+      data_ = fresh;
+    }
+    capacity_ = capacity;
+  }
+
+ private:
+  static char* allocate(std::size_t capacity) {
+    if (capacity >= kMapAt) {
+      void* pages = ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (pages == MAP_FAILED) throw std::bad_alloc();
+      return static_cast<char*>(pages);
+    }
+    void* heap = std::malloc(capacity);
+    if (heap == nullptr) throw std::bad_alloc();
+    return static_cast<char*>(heap);
+  }
+  void free() noexcept {
+    if (data_ == nullptr) return;
+    if (capacity_ >= kMapAt) ::munmap(data_, capacity_);
+    else std::free(data_);
+    data_ = nullptr;
+  }
+
+  char* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
+
+}  // namespace
 
 class StreamServer::Impl {
  public:
@@ -43,9 +165,23 @@ class StreamServer::Impl {
     std::shared_ptr<ModuleSlot> slot;  ///< reset on worker 0 when the module is removed
     Endpoint endpoint;                 ///< as bound
     std::string module;
-    std::atomic<std::size_t> open{0};
+    ClientLimits limits;               ///< as configured
+    std::atomic<std::uint32_t> maxclients{0};  ///< in effect: limits.maxclients, or less (cap_maxclients)
+    std::atomic<std::size_t> open{0};  ///< counted from accept, so that a burst cannot overshoot maxclients
     std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> refused{0};
     std::atomic<bool> closed{false};
+  };
+
+  /// A listening socket on worker 0 and its accept loop's state.
+  struct Acceptor {
+    Acceptor(Listener& l, asio::io_context& io) : listener(l), socket(io), backoff_timer(io) {}
+    Listener& listener;
+    tcp::acceptor socket;
+    asio::steady_timer backoff_timer;  ///< while accept() fails for want of descriptors
+    AcceptBackoff backoff;
+    std::optional<Clock::time_point> refusal_logged;  ///< maxclients reached, last said
+    std::uint64_t refused_logged = 0;                   ///< listener.refused then
   };
 
   /// One I/O thread and everything that lives on it.
@@ -57,16 +193,22 @@ class StreamServer::Impl {
     std::unordered_set<Connection*> connections;  ///< touched on this worker's thread only
     asio::io_context io;
     asio::executor_work_guard<asio::io_context::executor_type> guard;
-    std::vector<std::pair<Listener*, std::unique_ptr<tcp::acceptor>>> acceptors;  ///< worker 0 only; before `io`
+    std::vector<std::unique_ptr<Acceptor>> acceptors;  ///< worker 0 only
+    asio::steady_timer sweep_timer{io};                ///< idle connections (timeout)
+    bool sweeping = true;                              ///< false once stopping: the timer is not armed again
     std::thread thread;
 
-    void accept(Listener& listener, tcp::acceptor& acceptor);
+    void accept(Acceptor& acceptor);
+    /// On worker 0: takes an accepted connection, or refuses it (maxclients).
+    void admit(Acceptor& acceptor, tcp::socket socket);
+    void refuse(Acceptor& acceptor, tcp::socket& socket);
     /// On this worker's thread: wraps an accepted descriptor and starts it.
     void adopt(Listener& listener, std::shared_ptr<ModuleSlot> slot, tcp::socket::native_handle_type fd, tcp protocol);
     /// On this worker's thread: closes `module`'s acceptors (worker 0) and connections.
     void close_module(const std::string& module);
     void close_idle();  ///< on this thread: stop accepting, close connections with nothing in progress
     void close_all();   ///< on this thread
+    void sweep();       ///< closes the connections idle past their listener's timeout, and re-arms
   };
 
   /// A listening socket handed over at start (StreamServer::adopt), kept
@@ -78,7 +220,8 @@ class StreamServer::Impl {
     bool claimed = false;  ///< a module has served it
   };
 
-  Impl(StreamOptions options, std::shared_ptr<spdlog::logger> log) : options_(options), log_(std::move(log)) {
+  Impl(StreamOptions options, std::shared_ptr<spdlog::logger> log)
+      : options_(std::move(options)), log_(std::move(log)), budget_(options_.max_memory) {
     for (unsigned i = 0; i < std::max(1u, options_.threads); ++i) workers_.push_back(std::make_unique<Worker>(*this));
   }
 
@@ -102,13 +245,28 @@ class StreamServer::Impl {
 
   Worker& next_worker() { return *workers_[next_worker_++ % workers_.size()]; }
 
+  /// The outcome of asking the budget for bytes it does not have.
+  enum class Room { Reserved, Wait, CloseAsker };
+  /// The slow path of a reservation: under registry_mutex_, tries again,
+  /// else picks the connections to close (largest first), has their
+  /// threads close them, and says whether `asker` gets the bytes now, waits
+  /// for theirs to come back, or is to close itself.
+  Room make_room(Connection& asker, std::uint64_t bytes);
+
   StreamOptions options_;
   std::shared_ptr<spdlog::logger> log_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> any_timeout_{false};  ///< a listener has a timeout: the sweeps look
+  std::atomic<std::uint32_t> maxclients_cap_{UINT32_MAX};
   std::size_t next_worker_ = 0;  ///< touched by worker 0's thread only
   std::mutex open_mutex_;
   std::condition_variable open_changed_;
   std::size_t open_ = 0;  ///< connections alive, all workers (guarded by open_mutex_)
+  MemoryBudget budget_;
+  /// Every connection, for the eviction to compare them; touched when one
+  /// starts or ends, and by make_room (rare), never per request.
+  std::mutex registry_mutex_;
+  std::unordered_set<Connection*> registry_;  ///< guarded by registry_mutex_
   mutable std::mutex listeners_mutex_;
   std::vector<std::unique_ptr<Listener>> listeners_;  ///< never erased: connections refer to them
   mutable std::mutex adopted_mutex_;
@@ -119,26 +277,44 @@ class StreamServer::Impl {
 };
 
 /// One client connection: read what arrives, hand the module everything it
-/// has not consumed, send what it wrote, repeat. Lives on one worker.
+/// has not consumed, send what it wrote while reading on; stop reading while
+/// too much output waits for the client. Lives on one worker.
+///
+/// States, all on the worker's thread: reading (a read is pending), in a
+/// call (the module has the input), paused (unsent output at the soft
+/// limit: no read, no call, until a write drains it), waiting for memory
+/// (the budget is full and other connections are being closed to make
+/// room), closing after the output is sent. A write may be pending in any.
 class StreamServer::Impl::Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Worker& worker, Listener& listener, std::shared_ptr<ModuleSlot> slot, tcp::socket socket)
-      : worker_(worker), listener_(listener), slot_(std::move(slot)), socket_(std::move(socket)), id_(next_id_++) {
-    buffer_.resize(kChunk);
-    output_.reserve(kChunk);
-  }
+      : worker_(worker), server_(worker.server), listener_(listener), slot_(std::move(slot)),
+        socket_(std::move(socket)), id_(next_id_++), quiet_since_(Clock::now()) {}
 
   ~Connection() {
+    if (!closed_) close();  // not reached in normal operation: every path closes or has an operation pending
+    {
+      std::lock_guard lock(server_.registry_mutex_);
+      server_.registry_.erase(this);
+    }
+    const std::uint64_t held = held_.load(std::memory_order_relaxed);
+    input_.reallocate(0);
+    filling_.reallocate(0);
+    sending_.reallocate(0);
+    server_.budget_.release(held);  // after the memory is gone, so the total never undercounts
     --listener_.open;
     worker_.connections.erase(this);
-    worker_.server.connection_closed();
+    server_.connection_closed();
   }
 
   void start() {
-    ++listener_.open;
     {
-      std::lock_guard lock(worker_.server.open_mutex_);
-      ++worker_.server.open_;
+      std::lock_guard lock(server_.open_mutex_);
+      ++server_.open_;
+    }
+    {
+      std::lock_guard lock(server_.registry_mutex_);
+      server_.registry_.insert(this);
     }
     worker_.connections.insert(this);
     error_code ignored;
@@ -152,10 +328,42 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   }
 
   [[nodiscard]] const Listener& listener() const noexcept { return listener_; }
+  [[nodiscard]] Worker& worker() const noexcept { return worker_; }
+  [[nodiscard]] api::ConnectionId id() const noexcept { return id_; }
+  /// Bytes reserved in the budget for this connection's buffers (any thread).
+  [[nodiscard]] std::uint64_t held() const noexcept { return held_.load(std::memory_order_relaxed); }
+  /// Chosen to be closed for the memory budget (any thread, under registry_mutex_).
+  [[nodiscard]] bool evicting() const noexcept { return evicting_.load(std::memory_order_relaxed); }
+  void mark_evicting() noexcept { evicting_.store(true, std::memory_order_relaxed); }
 
   /// At stop: close now unless bytes are being processed or sent.
   void close_if_idle() {
-    if (reading_ && begin_ == end_) close();
+    if ((reading_ && begin_ == input_.size() && unsent() == 0) || waiting_for_memory_) close();
+  }
+
+  /// On this worker's thread, at a sweep: closes the connection if nothing
+  /// was received or sent since `timeout` ago and nothing waits to be sent.
+  void close_if_idle_since(Clock::time_point now) {
+    const auto timeout = listener_.limits.timeout;
+    if (closed_ || timeout.count() == 0) return;
+    if (activity_ != seen_activity_ || unsent() > 0 || waiting_for_memory_) {
+      seen_activity_ = activity_;
+      quiet_since_ = now;
+      return;
+    }
+    if (now - quiet_since_ < timeout) return;
+    slot_->log().debug("connection {}: idle for {} s (timeout); closing", id_, timeout.count());
+    close();
+  }
+
+  /// Closes the connection for the memory budget (another connection asked
+  /// for room and this one holds the most), saying so once.
+  void evict() {
+    if (closed_) return;
+    slot_->log().warn("connection {}: {} bytes in its buffers, the most of any connection; closing it to keep all "
+                      "connections' buffers within max_connection_memory ({} bytes)",
+                      id_, held(), server_.budget_.budget());
+    close();
   }
 
   void close() {
@@ -164,34 +372,144 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
+    if (memory_timer_) memory_timer_->cancel();
     if (connected_) slot_->stream_disconnect(id_);
   }
 
  private:
-  static constexpr std::size_t kChunk = 16 * 1024;
-
-  /// StreamOutput over this connection's output buffer.
+  /// StreamOutput over this connection's output buffers.
   struct Output final : api::StreamOutput {
     Connection& c;
     explicit Output(Connection& connection) : c(connection) {}
-    void write(std::string_view bytes) override { c.output_.append(bytes); }
+    void write(std::string_view bytes) override { c.write(bytes); }
     void close_after_write() override { c.close_after_write_ = true; }
-    bool has_room() const override { return true; }
+    /// As stream.hpp documents it: nothing unsent, or the unsent output plus
+    /// a reply as large as the last one within the soft limit.
+    bool has_room() const override {
+      const std::uint64_t last = std::exchange(c.written_since_room_, 0);
+      const std::uint64_t unsent = c.unsent();
+      if (unsent == 0 || unsent + last <= c.server_.options_.output_soft_limit) return true;
+      c.room_refused_ = true;
+      return false;
+    }
   };
 
-  void read() {
-    if (worker_.server.stopping_ || close_after_write_) return close();
-    // Room for the next chunk: move unconsumed bytes to the front, then grow.
-    if (buffer_.size() - end_ < kChunk) {
-      if (begin_ > 0) {
-        std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
-        end_ -= begin_;
-        begin_ = 0;
-      }
-      if (buffer_.size() - end_ < kChunk) buffer_.resize(buffer_.size() * 2);
+  [[nodiscard]] std::uint64_t unsent() const noexcept { return sending_.size() + filling_.size(); }
+
+  // --- memory -------------------------------------------------------------
+
+  /// Reserves `bytes` in the budget for a buffer about to grow. On false the
+  /// connection waits for memory (a retry is scheduled) or has closed.
+  bool reserve(std::uint64_t bytes) {
+    if (server_.budget_.try_reserve(bytes)) {
+      held_.fetch_add(bytes, std::memory_order_relaxed);
+      return true;
     }
+    switch (server_.make_room(*this, bytes)) {
+      case Room::Reserved:
+        held_.fetch_add(bytes, std::memory_order_relaxed);
+        return true;
+      case Room::CloseAsker:
+        close_for_memory(bytes);
+        return false;
+      case Room::Wait:
+        wait_for_memory();
+        return false;
+    }
+    return false;
+  }
+
+  void release(std::uint64_t bytes) noexcept {
+    held_.fetch_sub(bytes, std::memory_order_relaxed);
+    server_.budget_.release(bytes);
+  }
+
+  /// Resizes `buffer` to `capacity` bytes, accounting the difference; a
+  /// shrink cannot fail, a growth may (see reserve).
+  bool resize(Bytes& buffer, std::size_t capacity) {
+    const std::size_t before = buffer.capacity();
+    if (capacity > before && !reserve(capacity - before)) return false;
+    buffer.reallocate(capacity);
+    if (capacity < before) release(before - capacity);
+    return true;
+  }
+
+  void shrink_if_large(Bytes& buffer) {
+    if (buffer.empty() && buffer.capacity() > kShrinkAbove) resize(buffer, kChunk);
+  }
+
+  void close_for_memory(std::uint64_t asking) {
+    slot_->log().warn("connection {}: {} bytes in its buffers and {} more needed, the most of any connection; "
+                      "closing it to keep all connections' buffers within max_connection_memory ({} bytes)",
+                      id_, held(), asking, server_.budget_.budget());
+    close();
+  }
+
+  /// Others are being closed to make room: try again shortly (the
+  /// connection is not read meanwhile), up to kMemoryWaitMost.
+  void wait_for_memory() {
+    const auto now = Clock::now();
+    if (!waiting_for_memory_) {
+      waiting_for_memory_ = true;
+      waiting_since_ = now;
+      memory_retry_ = kMemoryRetryFirst;
+    } else if (now - waiting_since_ > kMemoryWaitMost) {
+      slot_->log().warn("connection {}: waited {} s for buffer memory (max_connection_memory, {} bytes) in vain; "
+                        "closing it", id_, kMemoryWaitMost.count(), server_.budget_.budget());
+      return close();
+    } else {
+      memory_retry_ = std::min(memory_retry_ * 2, kMemoryRetryMost);
+    }
+    if (!memory_timer_) memory_timer_ = std::make_unique<asio::steady_timer>(worker_.io);
+    memory_timer_->expires_after(memory_retry_);
+    memory_timer_->async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->closed_) return;
+      self->read();  // resumes where the reservation failed
+    });
+  }
+
+  // --- input --------------------------------------------------------------
+
+  /// Makes room in the input buffer for a read: compacts, or grows within
+  /// the connection's limit and the budget. False when the connection waits
+  /// for memory or has closed.
+  bool make_input_room() {
+    const std::uint64_t limit = server_.options_.max_input_bytes;
+    if (begin_ == input_.size()) {  // all consumed
+      begin_ = 0;
+      input_.clear();
+      shrink_if_large(input_);
+    }
+    if (input_.capacity() == 0) return resize(input_, static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, limit)));
+    if (input_.room() >= kMinRead) return true;
+    if (begin_ > 0) {
+      input_.drop_front(begin_);
+      begin_ = 0;
+      if (input_.room() >= kMinRead) return true;
+    }
+    // One frame fills the buffer: grow it, unless that would pass the limit.
+    if (input_.size() >= limit) {
+      slot_->log().warn("connection {}: {} bytes received and not consumed, the limit (client_query_buffer_limit); "
+                        "closing it", id_, input_.size());
+      close();
+      return false;
+    }
+    if (input_.capacity() >= limit) return true;  // the last bytes up to the limit
+    return resize(input_, static_cast<std::size_t>(std::min<std::uint64_t>(input_.capacity() * 2, limit)));
+  }
+
+  void read() {
+    if (closed_ || reading_) return;
+    if (evicting()) return evict();  // chosen by another connection's reservation: its thread posted this too
+    if (server_.stopping_) close_after_write_ = true;
+    if (close_after_write_) {
+      if (unsent() == 0) close();
+      return;  // closes once the output is sent (on_written)
+    }
+    if (!make_input_room()) return;
+    waiting_for_memory_ = false;
     reading_ = true;
-    socket_.async_read_some(asio::buffer(buffer_.data() + end_, buffer_.size() - end_),
+    socket_.async_read_some(asio::buffer(input_.data() + input_.size(), input_.room()),
                             [self = shared_from_this()](error_code ec, std::size_t n) {
                               self->reading_ = false;
                               self->on_read(ec, n);
@@ -199,65 +517,272 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   }
 
   void on_read(error_code ec, std::size_t n) {
-    if (ec) return close();
-    end_ += n;
+    if (ec || closed_) return close();
+    input_.grew(n);
+    ++activity_;
+    dispatch();
+  }
+
+  /// Calls the module with everything not consumed, then sends, reads on,
+  /// or pauses.
+  void dispatch() {
     Output out(*this);
-    auto consumed = slot_->stream_data(id_, std::string_view(buffer_.data() + begin_, end_ - begin_), out);
+    room_refused_ = false;
+    auto consumed = slot_->stream_data(id_, std::string_view(input_.data() + begin_, input_.size() - begin_), out);
     if (!consumed) {
       slot_->log().error("{}; closing connection {}", consumed.error().to_string(), id_);
       close_after_write_ = true;
     } else {
       begin_ += consumed.value();
-      if (begin_ == end_) begin_ = end_ = 0;
-      if (end_ - begin_ > worker_.server.options_.max_input_bytes) {
-        slot_->log().warn("connection {}: {} bytes buffered and not consumed, more than the limit of {}; closing",
-                                   id_, end_ - begin_, worker_.server.options_.max_input_bytes);
-        close_after_write_ = true;
-      }
     }
-    if (output_.empty()) return read();
-    asio::async_write(socket_, asio::buffer(output_), [self = shared_from_this()](error_code write_ec, std::size_t) {
-      self->output_.clear();  // keeps its capacity
-      if (write_ec) return self->close();
-      self->read();
-    });
+    if (over_hard_limit_) {
+      slot_->log().warn("connection {}: {} bytes of output unsent, past client_output_buffer_hard_limit ({} bytes); "
+                        "closing it", id_, over_hard_limit_, server_.options_.output_hard_limit);
+      return close();
+    }
+    if (closed_) return;  // closed for memory while writing
+    if (!writing_ && !filling_.empty()) start_write();
+    if (server_.stopping_) close_after_write_ = true;
+    if (close_after_write_) {
+      if (unsent() == 0) close();
+      return;
+    }
+    // The module stopped because the client is not taking its replies:
+    // wait for the output to drain before calling it again.
+    if (unsent() >= server_.options_.output_soft_limit || (room_refused_ && unsent() > 0)) return pause();
+    read();
+  }
+
+  void pause() {
+    paused_ = true;
+    shrink_if_large(filling_);  // what a paused connection holds is what it has to send, no more
+  }
+
+  /// Output drained below the soft limit: the unconsumed input first
+  /// (replies the module held back), then new bytes.
+  void resume() {
+    paused_ = false;
+    if (server_.stopping_) {
+      close_after_write_ = true;
+      if (unsent() == 0) close();
+      return;
+    }
+    if (begin_ < input_.size()) return dispatch();
+    read();
+  }
+
+  // --- output -------------------------------------------------------------
+
+  void write(std::string_view bytes) {
+    written_since_room_ += bytes.size();
+    if (closed_ || over_hard_limit_ != 0) return;
+    const std::uint64_t hard = server_.options_.output_hard_limit;
+    if (hard != 0 && unsent() + bytes.size() > hard) {
+      over_hard_limit_ = unsent() + bytes.size();
+      return;  // the connection closes after the call
+    }
+    if (filling_.room() < bytes.size()) {
+      const std::size_t capacity = std::max({filling_.size() + bytes.size(), filling_.capacity() * 2, kChunk});
+      if (!reserve_output(capacity - filling_.capacity())) return;
+      filling_.reallocate(capacity);
+    }
+    filling_.append(bytes);
+    if (!writing_ && filling_.size() >= kFlushAt) start_write();
+  }
+
+  /// Output cannot wait like input: the module has written it. Past the
+  /// budget the largest connections are closed at once, and until they are
+  /// gone the total exceeds the budget by what is being written now.
+  bool reserve_output(std::uint64_t bytes) {
+    if (server_.budget_.try_reserve(bytes)) {
+      held_.fetch_add(bytes, std::memory_order_relaxed);
+      return true;
+    }
+    switch (server_.make_room(*this, bytes)) {
+      case Room::Reserved:
+        break;
+      case Room::CloseAsker:
+        close_for_memory(bytes);  // the module's further writes go nowhere
+        return false;
+      case Room::Wait:
+        server_.budget_.force_reserve(bytes);
+        break;
+    }
+    held_.fetch_add(bytes, std::memory_order_relaxed);
+    return true;
+  }
+
+  /// Sends the filled buffer while the module may fill the other one.
+  void start_write() {
+    filling_.swap(sending_);
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(sending_.data(), sending_.size()),
+                      [self = shared_from_this()](error_code ec, std::size_t) { self->on_written(ec); });
+  }
+
+  void on_written(error_code ec) {
+    writing_ = false;
+    sending_.clear();
+    ++activity_;
+    if (ec || closed_) return close();
+    if (!filling_.empty()) {
+      start_write();
+    } else {  // everything sent: buffers back to their working size
+      shrink_if_large(sending_);
+      shrink_if_large(filling_);
+    }
+    if (close_after_write_) {
+      if (unsent() == 0) close();
+      return;
+    }
+    if (paused_ && unsent() < server_.options_.output_soft_limit) resume();
   }
 
   Worker& worker_;
+  Impl& server_;
   Listener& listener_;
   std::shared_ptr<ModuleSlot> slot_;  ///< this connection's own: keeps a removed module alive until it closes
   tcp::socket socket_;
   const api::ConnectionId id_;
-  std::vector<char> buffer_;  ///< [begin_, end_) is read and not consumed yet
+  Bytes input_;            ///< [begin_, size()) is read and not consumed yet
   std::size_t begin_ = 0;
-  std::size_t end_ = 0;
-  std::string output_;
+  Bytes filling_;          ///< what the module writes; never being sent
+  Bytes sending_;          ///< what an async write is sending; untouched until it completes
+  /// input_, filling_ and sending_'s capacities: what the budget has for
+  /// this connection. Written on this thread; read by others' evictions.
+  std::atomic<std::uint64_t> held_{0};
+  std::atomic<bool> evicting_{false};
+  std::uint64_t written_since_room_ = 0;  ///< bytes written since the last has_room()
+  bool room_refused_ = false;             ///< has_room() said no during this call
+  std::uint64_t over_hard_limit_ = 0;     ///< unsent bytes that passed the hard limit; then closes
+  // Idle timeout: activity_ counts reads and writes; a sweep that sees it
+  // unchanged since quiet_since_ for `timeout` closes the connection.
+  std::uint64_t activity_ = 0;
+  std::uint64_t seen_activity_ = 0;
+  Clock::time_point quiet_since_;
+  // Waiting for memory.
+  std::unique_ptr<asio::steady_timer> memory_timer_;
+  std::chrono::milliseconds memory_retry_{0};
+  Clock::time_point waiting_since_;
+  bool waiting_for_memory_ = false;
   bool close_after_write_ = false;
   bool reading_ = false;
+  bool writing_ = false;
+  bool paused_ = false;
   bool connected_ = false;
   bool closed_ = false;
 };
 
-void StreamServer::Impl::Worker::accept(Listener& listener, tcp::acceptor& acceptor) {
-  acceptor.async_accept(io, [this, &listener, &acceptor](error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+StreamServer::Impl::Room StreamServer::Impl::make_room(Connection& asker, std::uint64_t bytes) {
+  std::lock_guard lock(registry_mutex_);
+  if (budget_.try_reserve(bytes)) return Room::Reserved;
+  std::vector<Holder> holders;
+  std::vector<Connection*> connections;
+  holders.reserve(registry_.size());
+  connections.reserve(registry_.size());
+  std::size_t asker_index = SIZE_MAX;
+  for (Connection* connection : registry_) {
+    if (connection == &asker) asker_index = connections.size();
+    holders.push_back(Holder{connection->held(), connection->evicting()});
+    connections.push_back(connection);
+  }
+  const Eviction plan = plan_eviction(budget_.used(), budget_.budget(), bytes, holders, asker_index);
+  for (const std::size_t i : plan.close) {
+    Connection* victim = connections[i];
+    victim->mark_evicting();
+    // Its own thread closes it; the pointer is checked there first, since
+    // it may be gone (and its address reused) by then.
+    Worker& owner = victim->worker();
+    asio::post(owner.io, [&owner, victim, id = victim->id()] {
+      if (owner.connections.contains(victim) && victim->id() == id) victim->evict();
+    });
+  }
+  if (plan.asker_closes) {
+    asker.mark_evicting();
+    return Room::CloseAsker;
+  }
+  return Room::Wait;
+}
+
+void StreamServer::Impl::Worker::accept(Acceptor& acceptor) {
+  acceptor.socket.async_accept(io, [this, &acceptor](error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor.socket.is_open()) return;
+    Listener& listener = acceptor.listener;
     if (!ec) {
-      ++listener.accepted;
-      Worker& owner = server.next_worker();
-      if (&owner == this) {
-        std::make_shared<Connection>(*this, listener, listener.slot, std::move(socket))->start();
-      } else {
-        const tcp protocol = socket.local_endpoint(ec).protocol();
-        error_code released;
-        const auto fd = socket.release(released);  // deregistered here, on our thread
-        if (!released)
-          asio::post(owner.io, [&owner, &listener, slot = listener.slot, fd, protocol] {
-            owner.adopt(listener, slot, fd, protocol);
-          });
-      }
+      if (const auto failures = acceptor.backoff.succeeded(); failures != 0 && listener.slot)
+        listener.slot->log().info("accept on {} works again, after {} failure(s) for want of file descriptors",
+                                  listener.endpoint.to_string(), failures);
+      admit(acceptor, std::move(socket));
+    } else if (ec.category() == boost::system::system_category() && out_of_descriptors(ec.value())) {
+      // The connection stays in the backlog and the socket stays readable:
+      // trying again at once would spin. Wait, and let the others work.
+      const auto step = acceptor.backoff.failed(Clock::now());
+      if (step.log && listener.slot)
+        listener.slot->log().error(
+            "accept on {}: {}: out of file descriptors (RLIMIT_NOFILE, or fs.file-max); backing off {} ms, up to "
+            "{} ms ({} failure(s) since this was last logged; logged at most every {} s)",
+            listener.endpoint.to_string(), ec.message(), step.delay.count(), AcceptBackoff::kMost.count(),
+            step.failures, kLogEvery.count());
+      acceptor.backoff_timer.expires_after(step.delay);
+      acceptor.backoff_timer.async_wait([this, &acceptor](error_code wait_ec) {
+        if (!wait_ec && acceptor.socket.is_open() && !server.stopping_ && !acceptor.listener.closed) accept(acceptor);
+      });
+      return;
     }
-    if (!server.stopping_ && !listener.closed) accept(listener, acceptor);
+    if (!server.stopping_ && !listener.closed) accept(acceptor);
   });
+}
+
+void StreamServer::Impl::Worker::admit(Acceptor& acceptor, tcp::socket socket) {
+  Listener& listener = acceptor.listener;
+  ++listener.accepted;
+  if (listener.open.load() >= listener.maxclients.load()) return refuse(acceptor, socket);
+  ++listener.open;
+  Worker& owner = server.next_worker();
+  if (&owner == this) {
+    std::make_shared<Connection>(*this, listener, listener.slot, std::move(socket))->start();
+    return;
+  }
+  error_code ec;
+  const tcp protocol = socket.local_endpoint(ec).protocol();
+  error_code released;
+  const auto fd = socket.release(released);  // deregistered here, on our thread
+  if (released) {
+    --listener.open;
+    return;
+  }
+  asio::post(owner.io, [&owner, &listener, slot = listener.slot, fd, protocol] {
+    owner.adopt(listener, slot, fd, protocol);
+  });
+}
+
+void StreamServer::Impl::Worker::refuse(Acceptor& acceptor, tcp::socket& socket) {
+  Listener& listener = acceptor.listener;
+  const auto refused = ++listener.refused;
+  const int fd = socket.native_handle();
+  // Redis's way: the error, written without waiting (a fresh socket's
+  // buffer takes it), then close.
+  if (listener.slot) {
+    const std::string reply = listener.slot->refusal_reply(api::Refusal::TooManyClients);
+    if (!reply.empty()) (void)::send(fd, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+  // Take what the client sent already: closing a socket with unread bytes
+  // answers with a reset, which may destroy the reply before it is read.
+  char scratch[4096];
+  for (int i = 0; i < 16 && ::recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0; ++i) {
+  }
+  error_code ignored;
+  socket.shutdown(tcp::socket::shutdown_send, ignored);
+  socket.close(ignored);
+  const auto now = Clock::now();
+  if (listener.slot && (!acceptor.refusal_logged || now - *acceptor.refusal_logged >= kLogEvery)) {
+    listener.slot->log().warn("maxclients ({}) reached on {}: refusing new connections ({} since this was last "
+                              "logged; logged at most every {} s)",
+                              listener.maxclients.load(), listener.endpoint.to_string(),
+                              refused - acceptor.refused_logged, kLogEvery.count());
+    acceptor.refusal_logged = now;
+    acceptor.refused_logged = refused;
+  }
 }
 
 void StreamServer::Impl::Worker::adopt(Listener& listener, std::shared_ptr<ModuleSlot> slot,
@@ -267,16 +792,21 @@ void StreamServer::Impl::Worker::adopt(Listener& listener, std::shared_ptr<Modul
   socket.assign(protocol, fd, ec);  // registered with this worker's reactor, on its thread
   if (ec) {
     ::close(fd);
+    --listener.open;
     return;
   }
-  if (server.stopping_ || listener.closed) return;  // closed by ~socket
+  if (server.stopping_ || listener.closed) {  // closed by ~socket
+    --listener.open;
+    return;
+  }
   std::make_shared<Connection>(*this, listener, std::move(slot), std::move(socket))->start();
 }
 
 void StreamServer::Impl::Worker::close_idle() {
-  for (auto& [listener, acceptor] : acceptors) {
+  for (auto& acceptor : acceptors) {
     error_code ignored;
-    acceptor->close(ignored);
+    acceptor->socket.close(ignored);
+    acceptor->backoff_timer.cancel();
   }
   // close() may end a connection's last handler, which erases it: iterate a copy.
   const std::vector<Connection*> open(connections.begin(), connections.end());
@@ -284,11 +814,12 @@ void StreamServer::Impl::Worker::close_idle() {
 }
 
 void StreamServer::Impl::Worker::close_module(const std::string& module) {
-  for (auto& [listener, acceptor] : acceptors) {
-    if (listener->module != module) continue;
+  for (auto& acceptor : acceptors) {
+    if (acceptor->listener.module != module) continue;
     error_code ignored;
-    acceptor->close(ignored);
-    listener->slot.reset();  // no new connection can take it now
+    acceptor->socket.close(ignored);
+    acceptor->backoff_timer.cancel();
+    acceptor->listener.slot.reset();  // no new connection can take it now
   }
   const std::vector<Connection*> open(connections.begin(), connections.end());
   for (Connection* connection : open)
@@ -296,8 +827,22 @@ void StreamServer::Impl::Worker::close_module(const std::string& module) {
 }
 
 void StreamServer::Impl::Worker::close_all() {
+  sweeping = false;
+  sweep_timer.cancel();
   const std::vector<Connection*> open(connections.begin(), connections.end());
   for (Connection* connection : open) connection->close();
+}
+
+void StreamServer::Impl::Worker::sweep() {
+  if (server.any_timeout_) {
+    const auto now = Clock::now();
+    const std::vector<Connection*> open(connections.begin(), connections.end());
+    for (Connection* connection : open) connection->close_if_idle_since(now);
+  }
+  sweep_timer.expires_after(kSweepEvery);
+  sweep_timer.async_wait([this](error_code ec) {
+    if (!ec && sweeping) sweep();
+  });
 }
 
 StreamServer::StreamServer(StreamOptions options, std::shared_ptr<spdlog::logger> log)
@@ -308,18 +853,25 @@ StreamServer::~StreamServer() { stop(std::chrono::milliseconds(0)); }
 Result<Endpoint> StreamServer::Impl::add_listener(const std::shared_ptr<ModuleSlot>& slot, const Endpoint& endpoint,
                                                   const std::function<Result<void>(tcp::acceptor&)>& open) {
   Worker& first = *workers_.front();
-  auto listener = std::make_unique<Listener>(slot, endpoint, slot->name());
+  auto listener = std::make_unique<Listener>();
+  listener->slot = slot;
+  listener->endpoint = endpoint;
+  listener->module = slot->name();
+  const auto configured = options_.module_clients.find(listener->module);
+  listener->limits = configured != options_.module_clients.end() ? configured->second : options_.clients;
+  listener->maxclients = std::min(listener->limits.maxclients, maxclients_cap_.load());
+  if (listener->limits.timeout.count() > 0) any_timeout_ = true;
   Listener& bound_listener = *listener;
   // The acceptor belongs to worker 0; once that runs, only its thread may
   // touch its reactor, so the bind happens there.
   auto bind = [&]() -> Result<Endpoint> {
-    auto acceptor = std::make_unique<tcp::acceptor>(first.io);
-    if (auto opened = open(*acceptor); !opened) return opened.error();
+    auto acceptor = std::make_unique<Acceptor>(bound_listener, first.io);
+    if (auto opened = open(acceptor->socket); !opened) return opened.error();
     error_code ec;
-    const auto bound = acceptor->local_endpoint(ec);
+    const auto bound = acceptor->socket.local_endpoint(ec);
     bound_listener.endpoint = Endpoint{bound.address().to_string(), bound.port()};
-    first.acceptors.emplace_back(&bound_listener, std::move(acceptor));
-    if (serving_) first.accept(bound_listener, *first.acceptors.back().second);
+    first.acceptors.push_back(std::move(acceptor));
+    if (serving_) first.accept(*first.acceptors.back());
     return bound_listener.endpoint;
   };
   Result<Endpoint> result = Error{};
@@ -473,10 +1025,17 @@ void StreamServer::close_module(std::string_view module) {
   }
 }
 
+void StreamServer::cap_maxclients(std::uint32_t cap) {
+  impl_->maxclients_cap_ = cap;
+  std::lock_guard lock(impl_->listeners_mutex_);
+  for (auto& listener : impl_->listeners_) listener->maxclients = std::min(listener->limits.maxclients, cap);
+}
+
 void StreamServer::serve() {
   impl_->serving_ = true;
   for (auto& worker : impl_->workers_) {
-    for (auto& [listener, acceptor] : worker->acceptors) worker->accept(*listener, *acceptor);
+    for (auto& acceptor : worker->acceptors) worker->accept(*acceptor);
+    worker->sweep();  // arms its timer; runs on the worker's thread from now on
     worker->thread = std::thread([&io = worker->io] { io.run(); });
   }
 }
@@ -505,8 +1064,11 @@ std::vector<ListenerInfo> StreamServer::listeners() const {
   std::lock_guard lock(impl_->listeners_mutex_);
   for (const auto& listener : impl_->listeners_)
     if (!listener->closed)
-      out.push_back({listener->module, listener->endpoint, listener->open.load(), listener->accepted.load()});
+      out.push_back({listener->module, listener->endpoint, listener->open.load(), listener->accepted.load(),
+                     listener->maxclients.load(), listener->refused.load()});
   return out;
 }
+
+std::uint64_t StreamServer::buffered_bytes() const { return impl_->budget_.used(); }
 
 }  // namespace molt::host

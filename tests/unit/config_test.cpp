@@ -83,3 +83,117 @@ TEST_CASE("endpoints parse as HOST:PORT", "[config]") {
   CHECK_FALSE(host::parse_endpoint("x:99999").has_value());
   CHECK_FALSE(host::parse_endpoint(":80").has_value());
 }
+
+TEST_CASE("client limits have Redis's defaults", "[config][limits]") {
+  auto config = parse("[modules.kv]\nversion = 1\n");
+  REQUIRE(config.ok());
+  CHECK(config->clients.maxclients == 10000);
+  CHECK(config->clients.timeout == std::chrono::seconds(0));
+  CHECK(config->client_query_buffer_limit == 1ull << 30);
+  CHECK(config->client_output_buffer_soft_limit == 1u << 20);
+  CHECK(config->client_output_buffer_hard_limit == 0);
+  CHECK(config->max_connection_memory == 2ull << 30);
+  CHECK(config->module_clients.empty());
+  CHECK(config->clients_of("kv").maxclients == 10000);
+  CHECK(config->warnings.empty());
+}
+
+TEST_CASE("client limits are read, sizes in bytes or with Redis's units", "[config][limits]") {
+  auto config = parse(R"(
+[host]
+maxclients = 500
+timeout = 300
+client_query_buffer_limit = "512mb"
+client_output_buffer_soft_limit = 65536
+client_output_buffer_hard_limit = "8M"
+max_connection_memory = "1GB"
+[modules.kv]
+version = 1
+maxclients = 50
+[modules.counter]
+version = 1
+timeout = 5
+[modules.other]
+version = 1
+)");
+  REQUIRE(config.ok());
+  CHECK(config->clients.maxclients == 500);
+  CHECK(config->clients.timeout == std::chrono::seconds(300));
+  CHECK(config->client_query_buffer_limit == 512ull << 20);
+  CHECK(config->client_output_buffer_soft_limit == 65536);
+  CHECK(config->client_output_buffer_hard_limit == 8'000'000);
+  CHECK(config->max_connection_memory == 1ull << 30);
+  // A module's own values override the host's; the rest it inherits.
+  CHECK(config->clients_of("kv").maxclients == 50);
+  CHECK(config->clients_of("kv").timeout == std::chrono::seconds(300));
+  CHECK(config->clients_of("counter").maxclients == 500);
+  CHECK(config->clients_of("counter").timeout == std::chrono::seconds(5));
+  CHECK(config->clients_of("other").maxclients == 500);
+  CHECK(config->module_clients.size() == 2);
+}
+
+TEST_CASE("sizes parse as Redis reads them", "[config][limits]") {
+  CHECK(host::parse_size("0") == 0u);
+  CHECK(host::parse_size("100") == 100u);
+  CHECK(host::parse_size("100b") == 100u);
+  CHECK(host::parse_size("1k") == 1000u);
+  CHECK(host::parse_size("1kb") == 1024u);
+  CHECK(host::parse_size("64mb") == 64ull << 20);
+  CHECK(host::parse_size("64m") == 64'000'000u);
+  CHECK(host::parse_size("2gb") == 2ull << 30);
+  CHECK(host::parse_size("2G") == 2'000'000'000u);
+  CHECK(host::parse_size("1Gb") == 1ull << 30);
+  CHECK_FALSE(host::parse_size("").has_value());
+  CHECK_FALSE(host::parse_size("mb").has_value());
+  CHECK_FALSE(host::parse_size("-1mb").has_value());
+  CHECK_FALSE(host::parse_size("1.5gb").has_value());
+  CHECK_FALSE(host::parse_size("1 gb").has_value());
+  CHECK_FALSE(host::parse_size("1tb").has_value());
+  CHECK_FALSE(host::parse_size("20000000000gb").has_value());  // past UINT64_MAX
+}
+
+TEST_CASE("bad client limits are refused with one line naming the key", "[config][limits]") {
+  const auto [text, expected] = GENERATE(table<std::string, std::string>({
+      {"[host]\nmaxclients = 0\n", "host.maxclients: must be an integer from 1 to 1048576"},
+      {"[host]\nmaxclients = \"many\"\n", "host.maxclients: must be an integer from 1 to 1048576"},
+      {"[host]\ntimeout = -1\n", "host.timeout: must be an integer from 0 to 2147483647"},
+      {"[host]\nclient_query_buffer_limit = \"lots\"\n",
+       "host.client_query_buffer_limit: must be a size from 4kb to 1tb: bytes, or a string such as \"512kb\", "
+       "\"64mb\", \"1gb\""},
+      {"[host]\nclient_query_buffer_limit = 100\n", "host.client_query_buffer_limit: must be a size from 4kb to 1tb"},
+      {"[host]\nclient_query_buffer_limit = -5\n", "host.client_query_buffer_limit: must be a size from 4kb to 1tb"},
+      {"[host]\nclient_output_buffer_soft_limit = 0\n", "host.client_output_buffer_soft_limit: must be a size from 1kb to 1tb"},
+      {"[host]\nclient_output_buffer_hard_limit = \"1.5mb\"\n",
+       "host.client_output_buffer_hard_limit: must be a size from 1kb to 1tb, or 0 for none"},
+      {"[host]\nclient_output_buffer_soft_limit = \"2mb\"\nclient_output_buffer_hard_limit = \"1mb\"\n",
+       "host.client_output_buffer_hard_limit: must be 0 (none) or at least client_output_buffer_soft_limit (2mb)"},
+      {"[host]\nmax_connection_memory = \"512kb\"\n",
+       "host.max_connection_memory: must be a size from 1mb to 1tb, or 0 for no budget"},
+      {"[host]\nmax_stream_buffer_bytes = 1024\n", "host.max_stream_buffer_bytes: must be an integer from 4096 to"},
+      {"[host]\nmax_stream_buffer_bytes = 8192\nclient_query_buffer_limit = \"1mb\"\n",
+       "host.max_stream_buffer_bytes: is the old name of client_query_buffer_limit: give only one"},
+      {"[host]\n[modules.kv]\nversion = 1\nmaxclients = 0\n", "modules.kv.maxclients: must be an integer from 1 to 1048576"},
+      {"[host]\n[modules.kv]\nversion = 1\ntimeout = \"1s\"\n", "modules.kv.timeout: must be an integer from 0 to 2147483647"},
+  }));
+  auto config = parse(text + (text.find("[modules") == std::string::npos ? "[modules.kv]\nversion = 1\n" : ""));
+  REQUIRE_FALSE(config.ok());
+  CHECK(config.error().phase == host::Phase::Config);
+  CHECK_THAT(config.error().to_string(), Catch::Contains("moltd.toml: config: " + expected));
+}
+
+TEST_CASE("max_stream_buffer_bytes still works, as a deprecated name of client_query_buffer_limit", "[config][limits]") {
+  auto config = parse("[host]\nmax_stream_buffer_bytes = 1048576\n[modules.kv]\nversion = 1\n");
+  REQUIRE(config.ok());
+  CHECK(config->client_query_buffer_limit == 1u << 20);
+  REQUIRE(config->warnings.size() == 1);
+  CHECK_THAT(config->warnings[0], Catch::Contains("host.max_stream_buffer_bytes is deprecated") &&
+                                      Catch::Contains("client_query_buffer_limit"));
+}
+
+TEST_CASE("0 turns the output hard limit and the connection memory budget off", "[config][limits]") {
+  auto config = parse("[host]\nclient_output_buffer_hard_limit = 0\nmax_connection_memory = \"0\"\n"
+                      "[modules.kv]\nversion = 1\n");
+  REQUIRE(config.ok());
+  CHECK(config->client_output_buffer_hard_limit == 0);
+  CHECK(config->max_connection_memory == 0);
+}

@@ -4,6 +4,7 @@
 //   run_dir = "run"                  # control socket, log, pid lock, image copies
 //   plugin_dir = "run/plugins"       # where operators drop new versions
 //   http = "127.0.0.1:8080"
+//   maxclients = 10000               # per listener; see "Limits" in docs/operations.md
 //   [modules.counter]
 //   version = 1                      # or: file = "counter-1.so"
 //   [modules.counter.config]         # handed to the module as strings
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +36,23 @@ struct Endpoint {
 /// Parses "HOST:PORT" (port 0: any free port).
 [[nodiscard]] std::optional<Endpoint> parse_endpoint(std::string_view text);
 
+/// Parses a size: an integer of bytes, or a string with Redis's units,
+/// case-insensitive: "512kb", "64mb", "1gb" (powers of 1024), "1k", "1m",
+/// "1g" (powers of 1000), "100b" or "100" (bytes). Nothing if malformed or
+/// larger than UINT64_MAX.
+[[nodiscard]] std::optional<std::uint64_t> parse_size(std::string_view text);
+
+/// What a listener admits: one module listener, or the HTTP listener.
+struct ClientLimits {
+  /// Connections open at once on the listener; the next one is refused
+  /// (Redis's maxclients).
+  std::uint32_t maxclients = 10000;
+  /// A stream connection with nothing received and nothing left to send for
+  /// this long is closed; 0: never (Redis's timeout). Not used for HTTP,
+  /// whose idle keep-alive connections close after 60 s.
+  std::chrono::seconds timeout{0};
+};
+
 struct ModuleConfig {
   std::string name;
   std::filesystem::path file;  ///< resolved: plugin_dir/<name>-<version>.so, or `file`
@@ -49,7 +68,24 @@ struct HostConfig {
   unsigned http_threads = 4;
   unsigned io_threads = 2;                        ///< threads serving module streams (listen =)
   unsigned job_threads = 2;                       ///< threads stepping the modules' jobs
-  std::uint64_t max_stream_buffer_bytes = 256u << 20;  ///< unconsumed input per connection
+  /// Every listener's, unless its module's table overrides them.
+  ClientLimits clients;
+  /// [modules.<name>] maxclients / timeout, resolved over `clients`; only the
+  /// modules that set one of them.
+  std::map<std::string, ClientLimits, std::less<>> module_clients;
+  /// Unconsumed input a stream connection may hold (Redis's
+  /// client-query-buffer-limit); past it the connection is closed. Also read
+  /// as the deprecated max_stream_buffer_bytes.
+  std::uint64_t client_query_buffer_limit = 1ull << 30;
+  /// Unsent output at which a stream connection stops being read and
+  /// StreamOutput::has_room() turns false (client-output-buffer-limit's soft).
+  std::uint64_t client_output_buffer_soft_limit = 1u << 20;
+  /// Unsent output past which the connection is closed; 0: none.
+  std::uint64_t client_output_buffer_hard_limit = 0;
+  /// All stream connections' buffers together, input and output (Redis's
+  /// maxmemory-clients); past it the connections holding the most are
+  /// closed first. 0: no budget.
+  std::uint64_t max_connection_memory = 2ull << 30;
   std::uint64_t max_request_bytes = 1 << 20;  ///< HTTP request body; larger ones get 413
   std::chrono::milliseconds quiesce_timeout{5000};
   std::uint64_t max_state_bytes = 1ull << 30;
@@ -61,6 +97,11 @@ struct HostConfig {
   std::uint64_t probation_min_calls = 20;   ///< calls needed before that rate counts
   std::chrono::seconds snapshot_interval{0};  ///< 0: snapshots only after upgrades and at shutdown
   std::vector<ModuleConfig> modules;
+  /// Things that work but should change (a deprecated key), for the log.
+  std::vector<std::string> warnings;
+
+  /// The client limits of `module`'s listeners.
+  [[nodiscard]] ClientLimits clients_of(std::string_view module) const;
 };
 
 /// What the command line may override.

@@ -1,6 +1,6 @@
 // The HTTP/1.1 listener (Boost.Beast over Asio): keep-alive, bounded request
-// sizes, a small thread pool, and a graceful stop that finishes every request
-// it has started to read.
+// sizes, a bounded number of connections (503 past it), a small thread pool,
+// and a graceful stop that finishes every request it has started to read.
 #pragma once
 
 #include <chrono>
@@ -23,6 +23,9 @@ struct HttpOptions {
   std::uint64_t max_body_bytes = 1 << 20;      ///< larger bodies get 413
   std::uint32_t max_header_bytes = 16 * 1024;  ///< larger headers get 431... reported as 413
   std::chrono::seconds idle_timeout{60};       ///< a keep-alive connection with no request is closed
+  /// Connections open at once; the next one gets 503 with a JSON error and
+  /// Connection: close (host.maxclients).
+  std::uint32_t max_clients = 10000;
   /// A listening TCP socket to serve instead of binding `listen` (one
   /// systemd passed: socket activation); the server owns it. -1: bind.
   int listen_fd = -1;

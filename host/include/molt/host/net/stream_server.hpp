@@ -7,10 +7,25 @@
 // lives on one of them for its whole life. The dispatch path (read, call the
 // module, write) allocates nothing once a connection's buffers have grown to
 // its working size, and takes no lock but the module's call gate.
+//
+// Limits (docs/operations.md, "Limits"), in Redis's terms:
+// - maxclients per listener: the next client gets the module's refusal
+//   reply (Module::refusal_reply) and is closed;
+// - timeout: a connection with nothing received and nothing to send for
+//   that long is closed;
+// - client_query_buffer_limit: unconsumed input past it closes the
+//   connection (checked before a buffer grows);
+// - client_output_buffer_soft_limit: while a connection's unsent output is
+//   at or above it, the connection is not read and its module not called
+//   (StreamOutput::has_room() says no before that); hard limit: closed;
+// - max_connection_memory: one budget for every connection's buffers; a
+//   buffer grows only after reserving its bytes in it, and when that fails
+//   the connections holding the most are closed first (maxmemory-clients).
 #pragma once
 
 #include <chrono>
 #include <future>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -25,16 +40,27 @@ namespace molt::host {
 struct StreamOptions {
   unsigned threads = 2;
   /// Bytes a connection may have buffered that its module has not consumed;
-  /// past this the connection is closed (a module waiting for a frame that
-  /// never ends must not exhaust memory).
-  std::size_t max_input_bytes = 256u << 20;
+  /// when they reach this the connection is closed (a module waiting for a
+  /// frame that never ends must not exhaust memory).
+  std::uint64_t max_input_bytes = 1ull << 30;
+  /// Unsent output at which a connection stops being read and served.
+  std::uint64_t output_soft_limit = 1u << 20;
+  /// Unsent output past which the connection is closed; 0: none.
+  std::uint64_t output_hard_limit = 0;
+  /// Every connection's buffers together (input and output); 0: no budget.
+  std::uint64_t max_memory = 2ull << 30;
+  /// Each listener's, unless `module_clients` has its module.
+  ClientLimits clients;
+  std::map<std::string, ClientLimits, std::less<>> module_clients;
 };
 
 struct ListenerInfo {
   std::string module;
   Endpoint endpoint;         ///< as bound
   std::size_t connections;   ///< open now
-  std::uint64_t accepted;    ///< since start
+  std::uint64_t accepted;    ///< since start, refused ones included
+  std::uint32_t maxclients;  ///< in effect (see cap_maxclients)
+  std::uint64_t refused;     ///< turned away past maxclients, since start
 };
 
 class StreamServer {
@@ -60,6 +86,9 @@ class StreamServer {
   /// Closes the adopted sockets that no module has used (call after boot);
   /// returns them, "<module> (fd N, ADDRESS)", for the log.
   std::vector<std::string> close_unclaimed();
+  /// Lowers every listener's maxclients, present and future, to at most
+  /// `cap` (the descriptors cannot cover more). Before serve().
+  void cap_maxclients(std::uint32_t cap);
   /// Starts accepting and the I/O threads.
   void serve();
   /// Posts a no-op to every I/O thread; the future is ready once all of them
@@ -73,6 +102,8 @@ class StreamServer {
   void stop(std::chrono::milliseconds grace);
 
   [[nodiscard]] std::vector<ListenerInfo> listeners() const;
+  /// Bytes every connection's buffers hold now (reserved in the budget).
+  [[nodiscard]] std::uint64_t buffered_bytes() const;
 
  private:
   class Impl;
