@@ -1,19 +1,30 @@
 #include "molt/host/common/file_checks.hpp"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <system_error>
 
 namespace molt::host {
 namespace {
+
+std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
 std::string octal_mode(mode_t mode) {
   char buf[8];
   std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
   return buf;
+}
+
+std::string not_regular(mode_t mode) {
+  std::string why = "is " + std::string(file_type_name(mode)) + ", not a regular file";
+  if (S_ISLNK(mode)) why += " (links are not followed here)";
+  return why;
 }
 
 bool private_group(const struct stat& st) {
@@ -27,6 +38,54 @@ bool private_group(const struct stat& st) {
 }
 
 }  // namespace
+
+FileDescriptor& FileDescriptor::operator=(FileDescriptor&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.release();
+  }
+  return *this;
+}
+
+FileDescriptor::~FileDescriptor() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string_view file_type_name(mode_t mode) noexcept {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return "a regular file";
+    case S_IFDIR: return "a directory";
+    case S_IFIFO: return "a FIFO";
+    case S_IFSOCK: return "a socket";
+    case S_IFLNK: return "a symbolic link";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    default: return "a file of unknown type";
+  }
+}
+
+std::optional<std::string> open_regular_file(const std::filesystem::path& path, Symlinks symlinks, RegularFile& out) {
+  // O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer,
+  // forever. It changes nothing for a regular file's reads.
+  int flags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+  if (symlinks == Symlinks::Refuse) flags |= O_NOFOLLOW;
+  FileDescriptor fd(::open(path.c_str(), flags));
+  if (!fd.valid()) {
+    const int err = errno;
+    // Say what is there when open(2) refused it for being what it is: a
+    // link not followed (ELOOP), a socket (ENXIO).
+    struct stat st {};
+    const bool is_there = symlinks == Symlinks::Refuse ? ::lstat(path.c_str(), &st) == 0 : ::stat(path.c_str(), &st) == 0;
+    if ((err == ELOOP || err == ENXIO) && is_there && !S_ISREG(st.st_mode)) return not_regular(st.st_mode);
+    return "cannot open: " + errno_text(err);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return "cannot stat: " + errno_text(errno);
+  if (!S_ISREG(st.st_mode)) return not_regular(st.st_mode);
+  out.fd = std::move(fd);
+  out.st = st;
+  return std::nullopt;
+}
 
 std::optional<std::string> unsafe_permissions(const struct stat& st, std::string_view what) {
   if (st.st_uid != 0 && st.st_uid != geteuid())

@@ -81,9 +81,9 @@ Result<StateBlob> decode_state_file(std::string_view contents, std::uint64_t max
   return blob;
 }
 
-Result<StateBlob> read_state_file(const fs::path& path, std::uint64_t max_state_bytes) {
+Result<StateBlob> read_state_file(const fs::path& path, std::uint64_t max_state_bytes, Symlinks symlinks) {
   std::string contents;
-  if (auto why = read_file(path, max_state_bytes + kMaxStateHeaderBytes, contents))
+  if (auto why = read_file(path, max_state_bytes + kMaxStateHeaderBytes, contents, symlinks))
     return snapshot_error({}, path.string(), *why);
   auto blob = decode_state_file(contents, max_state_bytes);
   if (!blob) {
