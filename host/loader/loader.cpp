@@ -121,6 +121,12 @@ Result<Instance> Image::instantiate() const {
 Loader::Loader(LoaderOptions options) : options_(std::move(options)) {}
 
 Result<CheckedImage> Loader::check(const fs::path& file, std::string_view expected_module) const {
+  // The path goes into the release record, the history and the status as
+  // JSON text, and must read back as the same bytes: a path that is not
+  // UTF-8 cannot. Refused before anything opens it, and shown escaped.
+  if (!valid_utf8(file.native()))
+    return Error{std::string(expected_module), {}, escape_invalid_utf8(file.native()), Phase::Load,
+                 "the path is not valid UTF-8 (the bytes shown as \\xNN); rename the file or its directory"};
   auto refuse = [&](std::string reason) {
     return Error{std::string(expected_module), {}, file.string(), Phase::Load, std::move(reason)};
   };

@@ -45,7 +45,7 @@ std::size_t files_in(const fs::path& dir) {
 /// Loads `file` expecting a refusal whose one-line message names the file
 /// and contains `reason`; and checks that no image copy was left behind.
 void expect_refusal(const fs::path& file, std::string_view expected_module, std::string_view reason,
-                    host::LoaderOptions options = {}) {
+                    host::LoaderOptions options = {}, std::string shown_as = {}) {
   test::TempDir images;
   options.image_dir = images.path() / "images";
   host::Loader loader(options);
@@ -54,7 +54,7 @@ void expect_refusal(const fs::path& file, std::string_view expected_module, std:
   const std::string line = image.error().to_string();
   INFO(line);
   CHECK(image.error().phase == host::Phase::Load);
-  CHECK_THAT(line, Catch::Contains(file.string()));
+  CHECK_THAT(line, Catch::Contains(shown_as.empty() ? file.string() : shown_as));
   CHECK_THAT(line, Catch::Contains(std::string(reason)));
   CHECK(line.find('\n') == std::string::npos);
   CHECK(files_in(options.image_dir) == 0);
@@ -192,6 +192,12 @@ TEST_CASE("the loader refuses bad images with one line naming the file and the r
   }
   SECTION("a character device") {
     expect_refusal("/dev/zero", "counter", "is a character device, not a regular file");
+  }
+  SECTION("a path that is not valid UTF-8, shown with \\xNN for the bad bytes") {
+    const fs::path odd = dir.path() / "caf\xE9-\xFF" / "counter-1.so";
+    fs::create_directory(odd.parent_path());
+    write_file(odd, slurp(counter1));
+    expect_refusal(odd, "counter", "the path is not valid UTF-8", {}, dir.path().string() + "/caf\\xE9-\\xFF/counter-1.so");
   }
   SECTION("a file larger than the limit") {
     expect_refusal(counter1, "counter", "more than the limit of 1000",
