@@ -156,3 +156,114 @@ TEST_CASE("valid_utf8 accepts well-formed UTF-8 only, and the rest is shown as \
   CHECK_FALSE(host::valid_utf8("\x80"));                 // a lone continuation byte
   CHECK(host::escape_invalid_utf8("/tmp/\xFFx\xC3\xA9\xC3.so") == "/tmp/\\xFFx\xC3\xA9\\xC3.so");
 }
+
+// --- who may write a trusted file ------------------------------------------
+
+namespace {
+
+/// User and group databases made up for a test.
+class FakeAccounts final : public host::AccountDirectory {
+ public:
+  std::map<uid_t, User> users;
+  std::map<gid_t, std::vector<std::string>> listed;   ///< gr_mem
+  std::map<gid_t, std::vector<std::string>> primary;  ///< users whose primary group it is
+  bool scan_complete = true;
+
+  std::optional<User> user(uid_t uid) const override {
+    const auto it = users.find(uid);
+    return it == users.end() ? std::nullopt : std::optional<User>(it->second);
+  }
+  std::optional<std::vector<std::string>> listed_members(gid_t gid) const override {
+    const auto it = listed.find(gid);
+    return it == listed.end() ? std::nullopt : std::optional(it->second);
+  }
+  std::optional<std::vector<std::string>> primary_members(gid_t gid) const override {
+    if (!scan_complete) return std::nullopt;
+    const auto it = primary.find(gid);
+    return it == primary.end() ? std::vector<std::string>{} : it->second;
+  }
+};
+
+struct stat file_of(uid_t uid, gid_t gid, mode_t mode) {
+  struct stat st {};
+  st.st_uid = uid;
+  st.st_gid = gid;
+  st.st_mode = S_IFREG | mode;
+  return st;
+}
+
+}  // namespace
+
+TEST_CASE("a group-writable file is safe only when its group holds nobody but the owner", "[files][permissions]") {
+  const uid_t me = ::geteuid();
+  constexpr gid_t kGroup = 4242;
+  FakeAccounts accounts;
+  accounts.users[me] = {"alice", kGroup};
+  accounts.listed[kGroup] = {};
+  accounts.primary[kGroup] = {"alice"};
+  const auto unsafe = [&](mode_t mode) { return host::unsafe_permissions(file_of(me, kGroup, mode), "the file", accounts); };
+
+  SECTION("only the owner: private") {
+    CHECK_FALSE(unsafe(0664));
+    accounts.listed[kGroup] = {"alice"};  // listing the owner changes nothing
+    CHECK_FALSE(unsafe(0664));
+  }
+  SECTION("a supplementary member") {
+    accounts.listed[kGroup] = {"alice", "bob"};
+    CHECK(unsafe(0664) == "the file is writable by other users (mode 0664); run chmod go-w on it");
+    CHECK_FALSE(unsafe(0644));  // without group write, members do not matter
+  }
+  SECTION("a user whose primary group it is, listed nowhere in the group file") {
+    accounts.primary[kGroup] = {"alice", "carol"};
+    CHECK(unsafe(0664) == "the file is writable by other users (mode 0664); run chmod go-w on it");
+    CHECK(host::unsafe_permissions(file_of(me, kGroup, 0775 | S_IFDIR), "its directory /srv", accounts) ==
+          "its directory /srv is writable by other users (mode 0775); run chmod go-w on it");
+  }
+  SECTION("the users could not all be scanned") {
+    accounts.scan_complete = false;
+    CHECK(unsafe(0664));
+  }
+  SECTION("an unknown group or owner, or a group that is not the owner's own") {
+    accounts.listed.erase(kGroup);
+    CHECK(unsafe(0664));
+    accounts.listed[kGroup] = {};
+    accounts.users[me].primary_group = kGroup + 1;
+    CHECK(unsafe(0664));
+    accounts.users.erase(me);
+    CHECK(unsafe(0664));
+  }
+  SECTION("writable by others, or owned by someone else, whatever the group") {
+    CHECK(unsafe(0646));
+    if (me != 12345) {
+      CHECK_THAT(*host::unsafe_permissions(file_of(12345, kGroup, 0644), "the file", accounts),
+                 Catch::Contains("is owned by uid 12345"));
+    }
+  }
+}
+
+TEST_CASE("the system's databases: root's group holds only root here, and primary members are found", "[files][permissions]") {
+  const host::AccountDirectory& system = host::system_accounts();
+  const auto root = system.user(0);
+  REQUIRE(root);
+  CHECK(root->name == "root");
+  // On this machine (and most) nobody else is in root's group: a root-owned,
+  // group-writable file of group root is private, through the real lookups.
+  const auto primary = system.primary_members(root->primary_group);
+  REQUIRE(primary);
+  const auto listed = system.listed_members(root->primary_group);
+  REQUIRE(listed);
+  INFO("primary members of gid " << root->primary_group << ": " << primary->size() << ", listed: " << listed->size());
+  const bool only_root = std::all_of(primary->begin(), primary->end(), [](const std::string& n) { return n == "root"; }) &&
+                         std::all_of(listed->begin(), listed->end(), [](const std::string& n) { return n == "root"; });
+  const auto why = host::unsafe_permissions(file_of(0, root->primary_group, 0664), "the file");
+  CHECK(why.has_value() == !only_root);
+  CHECK(std::find(primary->begin(), primary->end(), "root") != primary->end());
+
+  // A group others have as their primary group, which the group file does
+  // not list: the scan finds them (Debian's nobody is in nogroup this way).
+  if (const passwd* nobody = ::getpwnam("nobody"); nobody != nullptr) {
+    const auto members = system.primary_members(nobody->pw_gid);
+    REQUIRE(members);
+    CHECK(std::find(members->begin(), members->end(), "nobody") != members->end());
+  }
+}

@@ -76,9 +76,38 @@ struct RegularFile {
 /// \xNN (and backslashes left as they are): printable in one log line.
 [[nodiscard]] std::string escape_invalid_utf8(std::string_view text);
 
+/// The user and group databases, as the permission check asks them. The
+/// system's (NSS) is the default; tests give their own.
+class AccountDirectory {
+ public:
+  struct User {
+    std::string name;
+    gid_t primary_group = 0;
+  };
+  virtual ~AccountDirectory() = default;
+  /// The user `uid`, or nothing if unknown.
+  [[nodiscard]] virtual std::optional<User> user(uid_t uid) const = 0;
+  /// The members group `gid` lists (its supplementary members), by name;
+  /// nothing if the group is unknown.
+  [[nodiscard]] virtual std::optional<std::vector<std::string>> listed_members(gid_t gid) const = 0;
+  /// The users whose primary group is `gid`, by name: the group file does
+  /// not list them, yet they are in it. Nothing if they cannot all be known.
+  [[nodiscard]] virtual std::optional<std::vector<std::string>> primary_members(gid_t gid) const = 0;
+};
+
+/// The system's databases through NSS (getpwuid_r, getgrgid_r, and a scan of
+/// the passwd database with getpwent_r, serialised by a mutex since the scan
+/// position is process-wide). A directory service that does not enumerate its
+/// users (sssd's default) shows only the local users' primary groups.
+[[nodiscard]] const AccountDirectory& system_accounts();
+
 /// Why `st` (described as `what` in the message) is unsafe to trust, or
 /// nothing. Unsafe: owned by someone other than this user or root, or
-/// writable by other users. Group write is fine for the owner's private group
-/// (Debian's default for users): it grants nobody else anything.
-[[nodiscard]] std::optional<std::string> unsafe_permissions(const struct stat& st, std::string_view what);
+/// writable by other users. Group write is fine only for the owner's private
+/// group, one with no user in it but the owner (Debian's default for users):
+/// it then grants nobody else anything. A user whose primary group it is
+/// counts as much as a listed member.
+[[nodiscard]] std::optional<std::string> unsafe_permissions(const struct stat& st, std::string_view what,
+                                                            const AccountDirectory& accounts = system_accounts());
+
 }  // namespace molt::host
