@@ -1,5 +1,14 @@
+#include <malloc.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <deque>
 #include <fstream>
+#include <list>
+#include <new>
 #include <sstream>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <catch2/catch.hpp>
 
@@ -8,8 +17,16 @@
 #include "molt/state.hpp"
 #include "test_support.hpp"
 
+#include <boost/archive/binary_iarchive.hpp>
+#include <boost/serialization/deque.hpp>
+#include <boost/serialization/list.hpp>
 #include <boost/serialization/map.hpp>
 #include <boost/serialization/string.hpp>
+#include <boost/serialization/unordered_map.hpp>
+#include <boost/serialization/unordered_set.hpp>
+#include <boost/serialization/utility.hpp>
+#include <boost/serialization/vector.hpp>
+
 
 using namespace molt;
 namespace fs = std::filesystem;
@@ -184,4 +201,189 @@ TEST_CASE("an Error prints as one line naming module, version, file, phase and r
                       "state schema 3 unknown, newest known is 2"};
   CHECK(e.to_string() == "kv v2 (plugins/kv-2.so): migrate: state schema 3 unknown, newest known is 2");
   CHECK(host::Error{{}, {}, "x.so", host::Phase::Load, "empty file"}.to_string() == "x.so: load: empty file");
+}
+
+// --- untrusted archives: what a crafted count can make a reader allocate ------
+//
+// Every test below crafts an archive the way an attacker would: a real one,
+// with one count or length replaced. The reader must refuse it with
+// StateTooShort before allocating for the count; "no large allocation" is
+// measured by counting what operator new hands out meanwhile.
+
+namespace {
+
+std::atomic<std::int64_t> g_live_bytes{0};
+std::atomic<std::int64_t> g_peak_bytes{0};
+
+/// The most bytes allocated at once, beyond what was allocated when it was
+/// made, since it was made (this process, all threads: the tests are serial).
+class AllocationPeak {
+ public:
+  AllocationPeak() : baseline_(g_live_bytes.load()) { g_peak_bytes.store(baseline_); }
+  [[nodiscard]] std::uint64_t bytes() const { return static_cast<std::uint64_t>(g_peak_bytes.load() - baseline_); }
+
+ private:
+  std::int64_t baseline_;
+};
+
+}  // namespace
+
+void* operator new(std::size_t size) {
+  void* p = std::malloc(size == 0 ? 1 : size);
+  if (p == nullptr) throw std::bad_alloc();
+  const auto live = g_live_bytes.fetch_add(static_cast<std::int64_t>(malloc_usable_size(p))) +
+                    static_cast<std::int64_t>(malloc_usable_size(p));
+  for (auto peak = g_peak_bytes.load(); live > peak && !g_peak_bytes.compare_exchange_weak(peak, live);) {
+  }
+  return p;
+}
+void operator delete(void* p) noexcept {
+  if (p == nullptr) return;
+  g_live_bytes.fetch_sub(static_cast<std::int64_t>(malloc_usable_size(p)));
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept { operator delete(p); }
+
+namespace {
+
+/// What reading an archive may allocate whatever it declares: Boost's own
+/// bookkeeping, and a few small strings.
+constexpr std::uint64_t kReaderOverhead = 64 << 10;
+
+/// Reads `bytes` into a T as the host does (StateReader over a ViewSource),
+/// expecting StateTooShort with `message` in it; returns the peak allocation.
+template <class T>
+std::uint64_t refused_read(const std::string& bytes, const std::string& message) {
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  const AllocationPeak peak;
+  {
+    T back;
+    CHECK_THROWS_AS(reader.read(back), api::StateTooShort);
+  }
+  const std::uint64_t allocated = peak.bytes();
+  host::ViewSource again(bytes);
+  api::StateReader second(again, bytes.size());
+  T back;
+  CHECK_THROWS_WITH(second.read(back), Catch::Contains(message));
+  INFO("allocated " << allocated << " bytes reading a " << bytes.size() << "-byte archive");
+  CHECK(allocated < 2 * bytes.size() + kReaderOverhead);
+  return allocated;
+}
+
+}  // namespace
+
+TEST_CASE("a Boost vector of strings grows as its elements arrive, not to the count declared", "[state][hostile]") {
+  // Boost's own reader resizes to the count first: 32 bytes per declared
+  // string. Here the count (60000) is within the bytes left (64 KiB), so only
+  // the growth bound holds the allocation down.
+  const std::vector<std::string> three{std::string(1 << 16, 's'), "xy", "zw"};
+  const std::string bytes = archive_of(three);
+  const std::string crafted = with_length(bytes, 3, 60000);
+  host::ViewSource source(crafted);
+  api::StateReader reader(source, crafted.size());
+  const AllocationPeak peak;
+  {
+    std::vector<std::string> back;
+    CHECK_THROWS(reader.read(back));  // the archive ends after the first string
+  }
+  INFO("allocated " << peak.bytes() << " bytes reading a " << crafted.size() << "-byte archive");
+  CHECK(peak.bytes() < 2 * crafted.size() + kReaderOverhead);
+}
+
+TEST_CASE("a vector of numbers declaring more than the bytes left hold at their size is refused", "[state][hostile]") {
+  const std::vector<std::uint64_t> numbers(1000, 7);
+  const std::string crafted = with_length(archive_of(numbers), 1000, 4000);  // 4000 * 8 bytes > ~8000 left
+  refused_read<std::vector<std::uint64_t>>(crafted, "declares 4000 elements in a container");
+}
+
+namespace {
+
+struct Item {
+  int number = 0;
+  std::string text;
+  friend bool operator==(const Item&, const Item&) = default;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & number & text;
+  }
+};
+
+enum class Colour : std::uint8_t { Red, Green };
+
+/// Every container StateArchive reads itself rather than through Boost.
+struct Everything {
+  std::vector<std::string> strings;
+  std::vector<std::uint64_t> numbers;
+  std::vector<bool> bits;
+  std::vector<Item> items;
+  std::vector<Colour> colours;
+  std::vector<std::vector<std::string>> nested;
+  std::deque<std::string> deque;
+  std::list<std::pair<int, std::string>> list;
+  std::map<std::string, std::vector<std::string>> map_of_vectors;
+  std::unordered_set<std::string> set;
+  std::unordered_map<std::string, std::vector<int>> unordered;
+  friend bool operator==(const Everything&, const Everything&) = default;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & strings & numbers & bits & items & colours & nested & deque & list & map_of_vectors & set & unordered;
+  }
+};
+
+Everything everything() {
+  Everything e;
+  e.strings = {"a", "", std::string(300, 'b')};
+  e.numbers = {1, 2, 3, UINT64_MAX};
+  e.bits = {true, false, true};
+  e.items = {{1, "one"}, {2, "two"}};
+  e.colours = {Colour::Green, Colour::Red};
+  e.nested = {{"x"}, {}, {"y", "z"}};
+  e.deque = {"d1", "d2"};
+  e.list = {{1, "l1"}, {-2, "l2"}};
+  e.map_of_vectors = {{"k", {"v1", "v2"}}, {"empty", {}}};
+  e.set = {"s1", "s2", "s3"};
+  e.unordered = {{"u", {1, 2}}, {"w", {}}};
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("StateArchive reads every container exactly as Boost's binary_iarchive does", "[state]") {
+  const Everything written = everything();
+  const std::string bytes = archive_of(written);
+
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  Everything ours;
+  reader.read(ours);
+  CHECK(reader.remaining() == 0);
+
+  std::istringstream in(bytes);
+  boost::archive::binary_iarchive boost_archive(*in.rdbuf(), boost::archive::no_codecvt);
+  Everything boosts;
+  boost_archive >> boosts;
+  CHECK(in.rdbuf()->in_avail() == 0);
+
+  CHECK(ours == written);
+  CHECK(boosts == written);
+}
+
+TEST_CASE("an unordered container that once held many elements is read, its bucket count capped", "[state]") {
+  // It saves its bucket count (200000+) with its one element: more buckets
+  // than bytes. Boost would rehash to that; refusing it would lose a good state.
+  std::unordered_map<std::string, std::string> sparse;
+  sparse.reserve(200000);
+  sparse.emplace("only", "one");
+  REQUIRE(sparse.bucket_count() >= 200000);
+  const std::string bytes = archive_of(sparse);
+  REQUIRE(bytes.size() < 200);
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  std::unordered_map<std::string, std::string> back;
+  const AllocationPeak peak;
+  reader.read(back);
+  CHECK(back == sparse);
+  CHECK(back.bucket_count() < 100);
+  CHECK(peak.bytes() < kReaderOverhead);
 }
