@@ -27,6 +27,9 @@
 #include <boost/serialization/utility.hpp>
 #include <boost/serialization/vector.hpp>
 
+#include "../../plugins/batch/common/state.hpp"
+#include "../../plugins/counter/common/state.hpp"
+#include "../../plugins/kv/common/state.hpp"
 
 using namespace molt;
 namespace fs = std::filesystem;
@@ -140,6 +143,29 @@ std::string with_length(std::string bytes, std::uint64_t from, std::uint64_t to)
   const auto at = bytes.find(old);
   REQUIRE(at != std::string::npos);
   REQUIRE(bytes.find(old, at + 1) == std::string::npos);
+  bytes.replace(at, sizeof to, reinterpret_cast<const char*>(&to), sizeof to);
+  return bytes;
+}
+
+/// `bytes` with the first 8-byte little-endian `from` after the text
+/// `marker` replaced by `to` (for counts that also occur elsewhere).
+std::string with_length_after(std::string bytes, std::string_view marker, std::uint64_t from, std::uint64_t to) {
+  const auto mark = bytes.find(marker);
+  REQUIRE(mark != std::string::npos);
+  const std::string old(reinterpret_cast<const char*>(&from), sizeof from);
+  const auto at = bytes.find(old, mark + marker.size());
+  REQUIRE(at != std::string::npos);
+  bytes.replace(at, sizeof to, reinterpret_cast<const char*>(&to), sizeof to);
+  return bytes;
+}
+
+/// The same for the last `from` before `marker`.
+std::string with_length_before(std::string bytes, std::string_view marker, std::uint64_t from, std::uint64_t to) {
+  const auto mark = bytes.find(marker);
+  REQUIRE(mark != std::string::npos);
+  const std::string old(reinterpret_cast<const char*>(&from), sizeof from);
+  const auto at = bytes.rfind(old, mark);
+  REQUIRE(at != std::string::npos);
   bytes.replace(at, sizeof to, reinterpret_cast<const char*>(&to), sizeof to);
   return bytes;
 }
@@ -271,7 +297,95 @@ std::uint64_t refused_read(const std::string& bytes, const std::string& message)
   return allocated;
 }
 
+kv::Value string_value(std::string text) {
+  kv::Value value = kv::Value::of_type(kv::Type::String);
+  value.str = std::move(text);
+  return value;
+}
+
+/// kv state with three string keys: key lengths 5, value lengths 7, and no
+/// 8-byte field equal to 3 but the key count.
+template <class State>
+State three_keys() {
+  State state;
+  for (const char* key : {"key-a", "key-b", "key-c"}) state.keys.emplace(key, string_value("value-x"));
+  return state;
+}
+
 }  // namespace
+
+TEST_CASE("kv: a crafted schema-1 archive declaring 2^27 or 2^31 keys is refused before allocating", "[state][hostile]") {
+  const std::string bytes = archive_of(three_keys<kv::StateV1>());
+  for (const std::uint64_t keys : {1ull << 27, 1ull << 31}) {
+    refused_read<kv::StateV1>(with_length(bytes, 3, keys), "declares " + std::to_string(keys) + " keys");
+  }
+}
+
+TEST_CASE("kv: a crafted schema-2 archive declaring 2^27 or 2^31 keys or deadlines is refused", "[state][hostile]") {
+  kv::StateV2 state = three_keys<kv::StateV2>();
+  for (const char* key : {"k1", "k2", "k3", "k4", "k5", "k6"}) state.expires.emplace(key, 1'700'000'000'000);
+  const std::string bytes = archive_of(state);
+  for (const std::uint64_t n : {1ull << 27, 1ull << 31}) {
+    refused_read<kv::StateV2>(with_length(bytes, 3, n), "declares " + std::to_string(n) + " keys");
+    refused_read<kv::StateV2>(with_length(bytes, 6, n), "declares " + std::to_string(n) + " expiry deadlines");
+  }
+  // The same bytes, uncrafted, read back whole.
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  kv::StateV2 back;
+  reader.read(back);
+  CHECK(back.keys.size() == 3);
+  CHECK(back.expires.size() == 6);
+  CHECK(reader.remaining() == 0);
+}
+
+TEST_CASE("kv: a value collection or a string declaring more than the archive holds is refused", "[state][hostile]") {
+  kv::StateV2 state;
+  kv::Value set = kv::Value::of_type(kv::Type::Set);
+  for (const char* member : {"m1", "m2", "m3", "m4", "m5", "m6"}) set.coll->set.insert(member);
+  state.keys.emplace("the-set", std::move(set));
+  kv::Value list = kv::Value::of_type(kv::Type::List);
+  for (int i = 0; i < 9; ++i) list.coll->list.push_back("l" + std::to_string(i));
+  state.keys.emplace("the-list", std::move(list));
+  kv::Value hash = kv::Value::of_type(kv::Type::Hash);
+  for (int i = 0; i < 11; ++i) hash.coll->hash.emplace("f" + std::to_string(i), "v");
+  state.keys.emplace("the-hash", std::move(hash));
+  state.keys.emplace(std::string(1234, 'k'), string_value("v"));
+  const std::string bytes = archive_of(state);
+
+  refused_read<kv::StateV2>(with_length(bytes, 6, 1ull << 40), "declares 1099511627776 set members");
+  refused_read<kv::StateV2>(with_length(bytes, 9, 1ull << 31), "declares 2147483648 list members");
+  refused_read<kv::StateV2>(with_length(bytes, 11, 1ull << 27), "declares 134217728 hash fields");
+  refused_read<kv::StateV2>(with_length(bytes, 1234, 1ull << 40), "declares 1099511627776 bytes in a string");
+  // A count the bytes left could hold at one byte each, but not at the
+  // fewest bytes a member takes (8): refused as well.
+  refused_read<kv::StateV2>(with_length(bytes, 11, bytes.size() / 2), "hash fields");
+}
+
+TEST_CASE("counter: a crafted archive declaring 2^27 or 2^31 counts is refused", "[state][hostile]") {
+  counter::StateV2 state;
+  state.counts = {{"alpha", 10}, {"bravo", 20}, {"charlie", 30}};
+  const std::string bytes = archive_of(state);
+  for (const std::uint64_t n : {1ull << 27, 1ull << 31})
+    refused_read<counter::StateV2>(with_length(bytes, 3, n), "declares " + std::to_string(n) + " elements in a container");
+}
+
+TEST_CASE("batch: crafted archives declaring 2^31 jobs or results are refused", "[state][hostile]") {
+  SECTION("schema 1") {
+    batch::StateV1 state;
+    state.jobs.emplace("alpha", batch::JobV1{100, 10, 0, 30, {{0, 1001}, {10, 1002}, {20, 1003}}});
+    const std::string bytes = archive_of(state);
+    refused_read<batch::StateV1>(with_length_before(bytes, "alpha", 1, 1ull << 31), "declares 2147483648 jobs");
+    refused_read<batch::StateV1>(with_length_after(bytes, "alpha", 3, 1ull << 31), "declares 2147483648 results");
+  }
+  SECTION("schema 2") {
+    batch::StateV2 state;
+    state.jobs.emplace("alpha", batch::JobV2{batch::kMaxItems, 1, 0, 3, {1001, 1002, 1003, 1004}, {1, 1, 1, 1}});
+    const std::string bytes = archive_of(state);
+    refused_read<batch::StateV2>(with_length_before(bytes, "alpha", 1, 1ull << 31), "declares 2147483648 jobs");
+    refused_read<batch::StateV2>(with_length_after(bytes, "alpha", 4, 1ull << 31), "declares 2147483648 results");
+  }
+}
 
 TEST_CASE("a Boost vector of strings grows as its elements arrive, not to the count declared", "[state][hostile]") {
   // Boost's own reader resizes to the count first: 32 bytes per declared
