@@ -30,6 +30,7 @@
 #include "../../plugins/batch/common/state.hpp"
 #include "../../plugins/counter/common/state.hpp"
 #include "../../plugins/kv/common/state.hpp"
+#include "molt/host/common/sha256.hpp"
 
 using namespace molt;
 namespace fs = std::filesystem;
@@ -500,4 +501,27 @@ TEST_CASE("an unordered container that once held many elements is read, its buck
   CHECK(back == sparse);
   CHECK(back.bucket_count() < 100);
   CHECK(peak.bytes() < kReaderOverhead);
+}
+
+TEST_CASE("a state file whose header nests deeply is refused, not recursed into", "[state][hostile]") {
+  // Valid JSON, valid checksums: 300000 levels of arrays in the host's part.
+  // Serializing it again (to check its checksum) would recurse that deep.
+  const std::string deep = std::string(300000, '[') + std::string(300000, ']');
+  const std::string file = R"({"format":"molt-state/1","module":"kv","version":2,"schema":2,"length":0,"sha256":")" +
+                           host::sha256_hex("") + R"(","host":)" + deep + R"(,"host_sha256":")" + host::sha256_hex(deep) +
+                           "\"}\n";
+  auto r = host::decode_state_file(file, 1 << 20);
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(r.error().reason, Catch::Contains("nests deeper than 16 levels"));
+}
+
+TEST_CASE("a state file's bytes are read into memory once", "[state]") {
+  test::TempDir dir;
+  const host::StateBlob blob{"kv", api::ModuleVersion{2}, api::SchemaVersion{2}, std::string(4 << 20, 'x')};
+  REQUIRE(host::write_state_file(dir.path() / "kv.molt", blob).ok());
+  const AllocationPeak peak;
+  auto back = host::read_state_file(dir.path() / "kv.molt", 8 << 20);
+  REQUIRE(back.ok());
+  CHECK(back->bytes == blob.bytes);
+  CHECK(peak.bytes() < blob.bytes.size() + kReaderOverhead);
 }
