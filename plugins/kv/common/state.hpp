@@ -69,12 +69,6 @@ struct Value {
     return value;
   }
 
-  /// A list, set or hash without members (kv drops those).
-  [[nodiscard]] bool empty_collection() const noexcept {
-    return (type == Type::List && coll->list.empty()) || (type == Type::Set && coll->set.empty()) ||
-           (type == Type::Hash && coll->hash.empty());
-  }
-
   template <class Archive>
   void write(Archive& ar) const {
     std::uint8_t tag = static_cast<std::uint8_t>(type);
@@ -92,16 +86,30 @@ struct Value {
     }
   }
 
+  /// Reads a value written by write(); false if it is a list, set or hash
+  /// without members (kv drops those).
   template <class Archive>
-  void read(Archive& ar) {
+  bool read(Archive& ar) {
     std::uint8_t tag = 0;
     ar & tag;
     if (tag > static_cast<std::uint8_t>(Type::Hash)) throw std::runtime_error("kv state: unknown value type " + std::to_string(tag));
     type = static_cast<Type>(tag);
-    if (type != Type::String) coll = std::make_unique<Collection>();
+    if (type == Type::String) {
+      ar & str;
+      return true;
+    }
+    return read_members(ar);
+  }
+
+ private:
+  /// The members of a list, set or hash: out of line, so that reading the
+  /// common case (a string) stays as short as it was.
+  template <class Archive>
+  [[gnu::noinline]] bool read_members(Archive& ar) {
+    coll = std::make_unique<Collection>();
     std::uint64_t n = 0;
     switch (type) {
-      case Type::String: ar & str; break;
+      case Type::String: break;
       case Type::List:
         ar & n;
         molt::api::expect_items(ar, n, kMinStringBytes, "list members");
@@ -128,9 +136,9 @@ struct Value {
         }
         break;
     }
+    return n != 0;
   }
 
- private:
   template <class Archive, class Container>
   static void write_all(Archive& ar, const Container& items) {
     std::uint64_t n = items.size();
@@ -190,11 +198,10 @@ void read_keyspace(Archive& ar, Keyspace& keys) {
     std::string key;
     ar & key;
     Value value;
-    value.read(ar);
     // kv never keeps an empty list, set or hash (they disappear, as in
     // Redis, which also skips them when loading): one in an archive was not
     // written by kv, and would cost a Collection (~800 bytes) per 17 bytes.
-    if (value.empty_collection()) continue;
+    if (!value.read(ar)) continue;
     keys.emplace(std::move(key), std::move(value));
   }
 }
