@@ -107,7 +107,7 @@ constexpr std::uint64_t kSlack = 64ull << 20;
 
 }  // namespace
 
-TEST_CASE("moltctl reload kv FIFO is refused at once; releases, save, kv and SIGTERM still work", "[hostile][files]") {
+TEST_CASE("moltctl reload kv FIFO is refused at once, and releases, save, kv and SIGTERM still work", "[hostile][files]") {
   Daemon daemon = kv_daemon();
   daemon.start();
   RespClient client(daemon.stream_port("kv"));
@@ -140,7 +140,7 @@ TEST_CASE("moltctl reload kv FIFO is refused at once; releases, save, kv and SIG
   CHECK(daemon.stop() == 0);                             // SIGTERM stops it as usual
 }
 
-TEST_CASE("a FIFO at snapshots/kv.molt is moved aside at boot; kv starts empty and serves", "[hostile][files]") {
+TEST_CASE("a FIFO at snapshots/kv.molt is moved aside at boot, and kv starts empty and serves", "[hostile][files]") {
   Daemon daemon = kv_daemon();
   const fs::path fifo = make_fifo(snapshot_dir_of(daemon) / "kv.molt");
   daemon.spawn({});
@@ -199,7 +199,7 @@ TEST_CASE("crafted snapshots declaring 2^27 and 2^31 keys: boot memory stays bou
   }
 }
 
-TEST_CASE("moltctl restore of a crafted archive or a FIFO is refused in one line; kv keeps its data", "[hostile][files]") {
+TEST_CASE("moltctl restore of a crafted archive or a FIFO is refused in one line, and kv keeps its data", "[hostile][files]") {
   Daemon daemon = kv_daemon();
   daemon.start();
   RespClient client(daemon.stream_port("kv"));

@@ -87,7 +87,7 @@ TEST_CASE("a damaged state archive is refused with the reason", "[state]") {
   }
 }
 
-TEST_CASE("state files are written atomically and read back; errors name the file", "[state]") {
+TEST_CASE("state files are written atomically and read back, and errors name the file", "[state]") {
   test::TempDir dir;
   const fs::path path = dir.path() / "counter.molt";
   REQUIRE(host::write_state_file(path, sample()).ok());
