@@ -7,7 +7,10 @@
 
 namespace hello {
 
-// The state: a plain value type with a serialize() member.
+// The state: a plain value type with a serialize() member. A saved state
+// may come from a file, so it is read as untrusted input: StateArchive
+// checks the map's count and every name's length against the bytes left
+// (a count written by hand would need molt::api::expect_items).
 struct State {
   std::map<std::string, std::uint64_t> greeted;  // name -> greetings
   template <class Archive>

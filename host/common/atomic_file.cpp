@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "molt/host/common/fault.hpp"
+#include "molt/host/common/file_checks.hpp"
 
 namespace molt::host {
 namespace fs = std::filesystem;
@@ -76,32 +77,21 @@ std::vector<std::string> remove_stale_temporaries(const fs::path& dir) {
   return removed;
 }
 
-std::optional<std::string> read_file(const fs::path& path, std::uint64_t max_bytes, std::string& contents) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "cannot open: " + errno_text(errno);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return "cannot stat: " + errno_text(err);
-  }
-  if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
-    ::close(fd);
-    return "file is " + std::to_string(st.st_size) + " bytes, more than the limit of " + std::to_string(max_bytes);
-  }
-  contents.resize(static_cast<std::size_t>(st.st_size));
+std::optional<std::string> read_file(const fs::path& path, std::uint64_t max_bytes, std::string& contents,
+                                     Symlinks symlinks) {
+  RegularFile file;
+  if (auto why = open_regular_file(path, symlinks, file)) return why;
+  if (static_cast<std::uint64_t>(file.st.st_size) > max_bytes)
+    return "file is " + std::to_string(file.st.st_size) + " bytes, more than the limit of " + std::to_string(max_bytes);
+  contents.resize(static_cast<std::size_t>(file.st.st_size));
   std::size_t done = 0;
   while (done < contents.size()) {
-    const ssize_t n = ::read(fd, contents.data() + done, contents.size() - done);
+    const ssize_t n = ::read(file.fd.get(), contents.data() + done, contents.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      ::close(fd);
-      return "cannot read: " + errno_text(err);
-    }
+    if (n < 0) return "cannot read: " + errno_text(errno);
+    if (n == 0) return "cannot read: the file shrank while being read";
     done += static_cast<std::size_t>(n);
   }
-  ::close(fd);
   return std::nullopt;
 }
 

@@ -121,16 +121,20 @@ Result<Instance> Image::instantiate() const {
 Loader::Loader(LoaderOptions options) : options_(std::move(options)) {}
 
 Result<CheckedImage> Loader::check(const fs::path& file, std::string_view expected_module) const {
+  // The path goes into the release record, the history and the status as
+  // JSON text, and must read back as the same bytes: a path that is not
+  // UTF-8 cannot. Refused before anything opens it, and shown escaped.
+  if (!valid_utf8(file.native()))
+    return Error{std::string(expected_module), {}, escape_invalid_utf8(file.native()), Phase::Load,
+                 "the path is not valid UTF-8 (the bytes shown as \\xNN); rename the file or its directory"};
   auto refuse = [&](std::string reason) {
     return Error{std::string(expected_module), {}, file.string(), Phase::Load, std::move(reason)};
   };
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return refuse("cannot open: " + errno_text(errno));
-  FdCloser closer{fd};
-
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return refuse("cannot stat: " + errno_text(errno));
-  if (!S_ISREG(st.st_mode)) return refuse("not a regular file");
+  // An operator names this file, so links are followed; a FIFO or a device
+  // is refused at once instead of blocking the open (with the release lock held).
+  RegularFile opened;
+  if (auto why = open_regular_file(file, Symlinks::Follow, opened)) return refuse(*why);
+  const struct stat& st = opened.st;
   if (auto why = unsafe_permissions(st, "the file")) return refuse(*why);
   std::error_code ec;
   const fs::path dir = fs::canonical(file, ec).parent_path();
@@ -142,7 +146,7 @@ Result<CheckedImage> Loader::check(const fs::path& file, std::string_view expect
     return refuse("file is " + std::to_string(st.st_size) + " bytes, more than the limit of " +
                   std::to_string(options_.max_image_bytes));
 
-  auto bytes = read_all(fd, static_cast<std::uintmax_t>(st.st_size));
+  auto bytes = read_all(opened.fd.get(), static_cast<std::uintmax_t>(st.st_size));
   if (!bytes) return refuse(bytes.error().reason);
   auto elf = ElfFile::parse(bytes.value());
   if (!elf) return refuse(elf.error().reason);

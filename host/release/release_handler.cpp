@@ -527,12 +527,19 @@ std::vector<UpgradeReport> ReleaseHandler::reload_changed() {
 }
 
 Result<UpgradeReport> ReleaseHandler::restore(std::string_view module, const fs::path& archive) {
+  // Read before taking the release lock: the file is the operator's, and
+  // reading it (up to max_state_bytes) must not hold up releases, saves and
+  // status meanwhile. read_file refuses a FIFO or a device without waiting.
+  auto blob = read_state_file(archive, table_.options().upgrade.max_state_bytes);
   std::lock_guard lock(mutex_);
   const ChangeScope change(*this, "restoring " + std::string(module) + " from " + archive.string());
   auto slot = table_.find(module);
   if (!slot) return Error{std::string(module), {}, {}, Phase::Snapshot, "no such module"};
-  auto blob = read_state_file(archive, table_.options().upgrade.max_state_bytes);
-  if (!blob) return std::move(blob).error();
+  if (!blob) {
+    Error error = std::move(blob).error();
+    error.module = std::string(module);
+    return error;
+  }
   const std::string host = blob->host;
   auto report = table_.restore(*slot, std::move(blob.value()));  // an operator's transaction: in the history
   if (report.outcome == Outcome::Succeeded) {

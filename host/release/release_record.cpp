@@ -79,10 +79,11 @@ void ReleaseRecord::note(std::string release, std::string what, std::string deta
 
 Result<std::optional<ReleaseRecord>> read_release_record(const std::filesystem::path& path) {
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return std::optional<ReleaseRecord>();
+  // A dangling link is not "no record": read_file refuses it, like a FIFO.
+  if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec))) return std::optional<ReleaseRecord>();
   auto fail = [&](std::string reason) { return Error{{}, {}, path.string(), Phase::Start, "release record: " + reason}; };
   std::string contents;
-  if (auto why = read_file(path, kMaxRecordBytes, contents)) return fail(*why);
+  if (auto why = read_file(path, kMaxRecordBytes, contents, Symlinks::Refuse)) return fail(*why);
   const Json j = Json::parse(contents, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return fail("not valid JSON");
   try {

@@ -18,9 +18,13 @@ Result<void> SnapshotStore::save(const StateBlob& blob) const {
 
 Result<std::optional<StateBlob>> SnapshotStore::load(std::string_view module) const {
   const fs::path path = path_of(module);
+  // Whatever is at the path counts, a dangling link or a FIFO too: it is
+  // refused (and then moved aside), not taken for "no snapshot".
   std::error_code ec;
-  if (!fs::exists(path, ec)) return std::optional<StateBlob>();
-  auto blob = read_state_file(path, max_state_bytes_);
+  if (!fs::exists(fs::symlink_status(path, ec))) return std::optional<StateBlob>();
+  // Only moltd writes here: a link is not followed, and a FIFO or a device
+  // is refused at once instead of hanging the boot in open(2).
+  auto blob = read_state_file(path, max_state_bytes_, Symlinks::Refuse);
   if (!blob) {
     Error error = std::move(blob).error();
     error.module = std::string(module);
@@ -41,11 +45,11 @@ Result<fs::path> SnapshotStore::move_aside(std::string_view module, std::string_
   std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
   fs::path to = from;
   to += "." + std::string(why) + "-" + stamp;
-  for (int n = 1; fs::exists(to); ++n) {  // never overwrite an earlier one
+  std::error_code ec;
+  for (int n = 1; fs::exists(fs::symlink_status(to, ec)); ++n) {  // never overwrite an earlier one
     to = from;
     to += "." + std::string(why) + "-" + stamp + "." + std::to_string(n);
   }
-  std::error_code ec;
   fs::rename(from, to, ec);
   if (ec) return Error{std::string(module), {}, from.string(), Phase::Snapshot, "cannot move aside: " + ec.message()};
   return to;

@@ -40,17 +40,56 @@ std::string encode_state_file(const StateBlob& blob) {
   return out;
 }
 
-Result<StateBlob> decode_state_file(std::string_view contents, std::uint64_t max_state_bytes) {
+namespace {
+
+/// How deep the header's JSON may nest. A header nests 4 deep (header, host
+/// part, jobs, a job); serializing a deeper value recurses once per level,
+/// and a crafted header 500000 levels deep would overflow the stack.
+constexpr std::size_t kMaxHeaderDepth = 16;
+
+/// Reads the header's JSON without building it, to refuse nesting deeper
+/// than kMaxHeaderDepth before the parser builds it (nlohmann's SAX interface).
+class DepthCheck {
+ public:
+  bool null() { return true; }
+  bool boolean(bool) { return true; }
+  bool number_integer(std::int64_t) { return true; }
+  bool number_unsigned(std::uint64_t) { return true; }
+  bool number_float(double, const std::string&) { return true; }
+  bool string(std::string&) { return true; }
+  bool binary(std::vector<std::uint8_t>&) { return true; }
+  bool start_object(std::size_t) { return ++depth_ <= kMaxHeaderDepth; }
+  bool key(std::string&) { return true; }
+  bool end_object() { return leave(); }
+  bool start_array(std::size_t) { return ++depth_ <= kMaxHeaderDepth; }
+  bool end_array() { return leave(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception&) { return false; }
+  [[nodiscard]] bool too_deep() const { return depth_ > kMaxHeaderDepth; }
+
+ private:
+  bool leave() {
+    --depth_;
+    return true;
+  }
+  std::size_t depth_ = 0;
+};
+
+/// Decodes `contents` but for the state bytes, and returns where they begin.
+Result<std::size_t> decode_header(std::string_view contents, std::uint64_t max_state_bytes, StateBlob& blob) {
   auto refuse = [](std::string reason, std::string module = {}) {
     return snapshot_error(std::move(module), {}, std::move(reason));
   };
   const auto newline = contents.substr(0, kMaxStateHeaderBytes).find('\n');
   if (newline == std::string_view::npos) return refuse("not a state archive: no header line in the first " + std::to_string(kMaxStateHeaderBytes) + " bytes");
-  const auto header = nlohmann::json::parse(contents.substr(0, newline), nullptr, /*allow_exceptions=*/false);
+  const std::string_view header_text = contents.substr(0, newline);
+  DepthCheck depth;
+  nlohmann::json::sax_parse(header_text, &depth);
+  if (depth.too_deep())
+    return refuse("not a state archive: its header nests deeper than " + std::to_string(kMaxHeaderDepth) + " levels");
+  const auto header = nlohmann::json::parse(header_text, nullptr, /*allow_exceptions=*/false);
   if (!header.is_object() || header.value("format", "") != kStateFormat)
     return refuse("not a state archive: header is not a " + std::string(kStateFormat) + " header");
 
-  StateBlob blob;
   try {
     blob.module = header.at("module").get<std::string>();
     blob.version.value = header.at("version").get<std::uint32_t>();
@@ -70,28 +109,43 @@ Result<StateBlob> decode_state_file(std::string_view contents, std::uint64_t max
     if (sha256_hex(body) != checksum) return refuse("checksum mismatch: the state bytes were altered", blob.module);
     if (const auto host = header.find("host"); host != header.end()) {
       const auto host_checksum = header.at("host_sha256").get<std::string>();
+      if (!host->is_object()) return refuse("the host's part (jobs, timers) is not a JSON object", blob.module);
       std::string text = json_text(*host);
-      if (!host->is_object() || sha256_hex(text) != host_checksum)
+      if (sha256_hex(text) != host_checksum)
         return refuse("checksum mismatch: the host's part (jobs, timers) was altered", blob.module);
       blob.host = std::move(text);
     }
-    blob.bytes.assign(body);
   } catch (const nlohmann::json::exception& e) {
     return refuse(std::string("malformed header: ") + e.what(), blob.module);
   }
+  return newline + 1;
+}
+
+}  // namespace
+
+Result<StateBlob> decode_state_file(std::string_view contents, std::uint64_t max_state_bytes) {
+  StateBlob blob;
+  auto body = decode_header(contents, max_state_bytes, blob);
+  if (!body) return std::move(body).error();
+  blob.bytes.assign(contents.substr(body.value()));
   return blob;
 }
 
-Result<StateBlob> read_state_file(const fs::path& path, std::uint64_t max_state_bytes) {
+Result<StateBlob> read_state_file(const fs::path& path, std::uint64_t max_state_bytes, Symlinks symlinks) {
   std::string contents;
-  if (auto why = read_file(path, max_state_bytes + kMaxStateHeaderBytes, contents))
+  if (auto why = read_file(path, max_state_bytes + kMaxStateHeaderBytes, contents, symlinks))
     return snapshot_error({}, path.string(), *why);
-  auto blob = decode_state_file(contents, max_state_bytes);
-  if (!blob) {
-    Error error = std::move(blob).error();
+  StateBlob blob;
+  auto body = decode_header(contents, max_state_bytes, blob);
+  if (!body) {
+    Error error = std::move(body).error();
     error.file = path.string();
     return error;
   }
+  // The state bytes stay where they were read: no second copy of a state
+  // that may be most of the host's memory.
+  contents.erase(0, body.value());
+  blob.bytes = std::move(contents);
   return blob;
 }
 

@@ -25,6 +25,9 @@
 namespace probe {
 
 struct State {
+  // Read through StateArchive: the vector's count and each string's length
+  // are checked against the bytes left, and the vector grows as items
+  // arrive. Nothing is counted by hand here.
   std::vector<std::string> items;
   template <class Archive>
   void serialize(Archive& ar, unsigned) {

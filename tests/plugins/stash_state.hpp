@@ -1,5 +1,7 @@
 // The state of the `stash` test module (StatefulModule): its definition is
 // hashed into the layout fingerprint (STATE_HEADERS in CMakeLists.txt).
+// Nothing is counted by hand: StateArchive checks the maps' counts and the
+// strings' lengths against the bytes left, and a map grows per element read.
 #pragma once
 
 #include <cstdint>

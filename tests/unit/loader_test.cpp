@@ -1,7 +1,13 @@
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstring>
 #include <fstream>
+#include <future>
 #include <set>
 
 #include <elf.h>
@@ -39,7 +45,7 @@ std::size_t files_in(const fs::path& dir) {
 /// Loads `file` expecting a refusal whose one-line message names the file
 /// and contains `reason`; and checks that no image copy was left behind.
 void expect_refusal(const fs::path& file, std::string_view expected_module, std::string_view reason,
-                    host::LoaderOptions options = {}) {
+                    host::LoaderOptions options = {}, std::string shown_as = {}) {
   test::TempDir images;
   options.image_dir = images.path() / "images";
   host::Loader loader(options);
@@ -48,7 +54,7 @@ void expect_refusal(const fs::path& file, std::string_view expected_module, std:
   const std::string line = image.error().to_string();
   INFO(line);
   CHECK(image.error().phase == host::Phase::Load);
-  CHECK_THAT(line, Catch::Contains(file.string()));
+  CHECK_THAT(line, Catch::Contains(shown_as.empty() ? file.string() : shown_as));
   CHECK_THAT(line, Catch::Contains(std::string(reason)));
   CHECK(line.find('\n') == std::string::npos);
   CHECK(files_in(options.image_dir) == 0);
@@ -154,7 +160,44 @@ TEST_CASE("the loader refuses bad images with one line naming the file and the r
   }
   SECTION("a directory") {
     fs::create_directory(dir.path() / "counter-3.so");
-    expect_refusal(dir.path() / "counter-3.so", "counter", "not a regular file");
+    expect_refusal(dir.path() / "counter-3.so", "counter", "is a directory, not a regular file");
+  }
+  SECTION("a FIFO: refused at once, not waited on for a writer") {
+    const fs::path fifo = dir.path() / "counter-3.so";
+    REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+    const auto started = std::chrono::steady_clock::now();
+    host::Loader loader(host::LoaderOptions{dir.path() / "images"});
+    auto refused = std::async(std::launch::async, [&] { return loader.check(fifo, "counter"); });
+    if (refused.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+      const int writer = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);  // releases a blocked open
+      if (writer >= 0) ::close(writer);
+      FAIL("the loader blocked in open() on a FIFO");
+    }
+    CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
+    const auto checked = refused.get();
+    REQUIRE_FALSE(checked.ok());
+    CHECK(checked.error().to_string() == "counter (" + fifo.string() + "): load: is a FIFO, not a regular file");
+    expect_refusal(fifo, "counter", "is a FIFO, not a regular file");  // and load() the same way
+  }
+  SECTION("a socket") {
+    const fs::path socket_path = dir.path() / "counter-3.so";
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, socket_path.c_str(), sizeof address.sun_path - 1);
+    REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+    expect_refusal(socket_path, "counter", "is a socket, not a regular file");
+    ::close(fd);
+  }
+  SECTION("a character device") {
+    expect_refusal("/dev/zero", "counter", "is a character device, not a regular file");
+  }
+  SECTION("a path that is not valid UTF-8, shown with \\xNN for the bad bytes") {
+    const fs::path odd = dir.path() / "caf\xE9-\xFF" / "counter-1.so";
+    fs::create_directory(odd.parent_path());
+    write_file(odd, slurp(counter1));
+    expect_refusal(odd, "counter", "the path is not valid UTF-8", {}, dir.path().string() + "/caf\\xE9-\\xFF/counter-1.so");
   }
   SECTION("a file larger than the limit") {
     expect_refusal(counter1, "counter", "more than the limit of 1000",
@@ -182,6 +225,16 @@ TEST_CASE("the loader refuses bad images with one line naming the file and the r
     REQUIRE(::chown((dir.path() / "counter-1.so").c_str(), 0, nogroup->gr_gid) == 0);
     expect_refusal(dir.path() / "counter-1.so", "counter", "writable by other users (mode 0664)");
   }
+}
+
+TEST_CASE("an image named through a symbolic link is loaded (operators name images)", "[loader]") {
+  test::TempDir dir;
+  write_file(dir.path() / "counter-1.so", slurp(plugin_path("counter", 1)));
+  fs::create_symlink(dir.path() / "counter-1.so", dir.path() / "counter-current.so");
+  host::Loader loader(host::LoaderOptions{dir.path() / "images"});
+  auto image = loader.load(dir.path() / "counter-current.so", "counter");
+  INFO((image.ok() ? std::string() : image.error().to_string()));
+  CHECK(image.ok());
 }
 
 TEST_CASE("a group-writable file of the owner's private group is accepted", "[loader]") {

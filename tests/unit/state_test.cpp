@@ -1,5 +1,14 @@
+#include <malloc.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <deque>
 #include <fstream>
+#include <list>
+#include <new>
 #include <sstream>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <catch2/catch.hpp>
 
@@ -8,8 +17,20 @@
 #include "molt/state.hpp"
 #include "test_support.hpp"
 
+#include <boost/archive/binary_iarchive.hpp>
+#include <boost/serialization/deque.hpp>
+#include <boost/serialization/list.hpp>
 #include <boost/serialization/map.hpp>
 #include <boost/serialization/string.hpp>
+#include <boost/serialization/unordered_map.hpp>
+#include <boost/serialization/unordered_set.hpp>
+#include <boost/serialization/utility.hpp>
+#include <boost/serialization/vector.hpp>
+
+#include "../../plugins/batch/common/state.hpp"
+#include "../../plugins/counter/common/state.hpp"
+#include "../../plugins/kv/common/state.hpp"
+#include "molt/host/common/sha256.hpp"
 
 using namespace molt;
 namespace fs = std::filesystem;
@@ -66,7 +87,7 @@ TEST_CASE("a damaged state archive is refused with the reason", "[state]") {
   }
 }
 
-TEST_CASE("state files are written atomically and read back; errors name the file", "[state]") {
+TEST_CASE("state files are written atomically and read back, and errors name the file", "[state]") {
   test::TempDir dir;
   const fs::path path = dir.path() / "counter.molt";
   REQUIRE(host::write_state_file(path, sample()).ok());
@@ -123,6 +144,29 @@ std::string with_length(std::string bytes, std::uint64_t from, std::uint64_t to)
   const auto at = bytes.find(old);
   REQUIRE(at != std::string::npos);
   REQUIRE(bytes.find(old, at + 1) == std::string::npos);
+  bytes.replace(at, sizeof to, reinterpret_cast<const char*>(&to), sizeof to);
+  return bytes;
+}
+
+/// `bytes` with the first 8-byte little-endian `from` after the text
+/// `marker` replaced by `to` (for counts that also occur elsewhere).
+std::string with_length_after(std::string bytes, std::string_view marker, std::uint64_t from, std::uint64_t to) {
+  const auto mark = bytes.find(marker);
+  REQUIRE(mark != std::string::npos);
+  const std::string old(reinterpret_cast<const char*>(&from), sizeof from);
+  const auto at = bytes.find(old, mark + marker.size());
+  REQUIRE(at != std::string::npos);
+  bytes.replace(at, sizeof to, reinterpret_cast<const char*>(&to), sizeof to);
+  return bytes;
+}
+
+/// The same for the last `from` before `marker`.
+std::string with_length_before(std::string bytes, std::string_view marker, std::uint64_t from, std::uint64_t to) {
+  const auto mark = bytes.find(marker);
+  REQUIRE(mark != std::string::npos);
+  const std::string old(reinterpret_cast<const char*>(&from), sizeof from);
+  const auto at = bytes.rfind(old, mark);
+  REQUIRE(at != std::string::npos);
   bytes.replace(at, sizeof to, reinterpret_cast<const char*>(&to), sizeof to);
   return bytes;
 }
@@ -184,4 +228,340 @@ TEST_CASE("an Error prints as one line naming module, version, file, phase and r
                       "state schema 3 unknown, newest known is 2"};
   CHECK(e.to_string() == "kv v2 (plugins/kv-2.so): migrate: state schema 3 unknown, newest known is 2");
   CHECK(host::Error{{}, {}, "x.so", host::Phase::Load, "empty file"}.to_string() == "x.so: load: empty file");
+}
+
+// --- untrusted archives: what a crafted count can make a reader allocate ------
+//
+// Every test below crafts an archive the way an attacker would: a real one,
+// with one count or length replaced. The reader must refuse it with
+// StateTooShort before allocating for the count; "no large allocation" is
+// measured by counting what operator new hands out meanwhile.
+
+namespace {
+
+std::atomic<std::int64_t> g_live_bytes{0};
+std::atomic<std::int64_t> g_peak_bytes{0};
+
+/// The most bytes allocated at once, beyond what was allocated when it was
+/// made, since it was made (this process, all threads: the tests are serial).
+class AllocationPeak {
+ public:
+  AllocationPeak() : baseline_(g_live_bytes.load()) { g_peak_bytes.store(baseline_); }
+  [[nodiscard]] std::uint64_t bytes() const { return static_cast<std::uint64_t>(g_peak_bytes.load() - baseline_); }
+
+ private:
+  std::int64_t baseline_;
+};
+
+}  // namespace
+
+// The whole unaligned family is replaced, so that nothing allocated by one
+// allocator is freed by another (AddressSanitizer checks the pairs); the
+// aligned forms keep the library's, which pair among themselves.
+namespace {
+
+void* counted_malloc(std::size_t size) noexcept {
+  void* p = std::malloc(size == 0 ? 1 : size);
+  if (p == nullptr) return nullptr;
+  const auto bytes = static_cast<std::int64_t>(malloc_usable_size(p));
+  const auto live = g_live_bytes.fetch_add(bytes) + bytes;
+  for (auto peak = g_peak_bytes.load(); live > peak && !g_peak_bytes.compare_exchange_weak(peak, live);) {
+  }
+  return p;
+}
+
+void counted_free(void* p) noexcept {
+  if (p == nullptr) return;
+  g_live_bytes.fetch_sub(static_cast<std::int64_t>(malloc_usable_size(p)));
+  std::free(p);
+}
+
+}  // namespace
+
+void* operator new(std::size_t size) {
+  if (void* p = counted_malloc(size)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) { return operator new(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_malloc(size); }
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_malloc(size); }
+void operator delete(void* p) noexcept { counted_free(p); }
+void operator delete[](void* p) noexcept { counted_free(p); }
+void operator delete(void* p, std::size_t) noexcept { counted_free(p); }
+void operator delete[](void* p, std::size_t) noexcept { counted_free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { counted_free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { counted_free(p); }
+
+namespace {
+
+/// What reading an archive may allocate whatever it declares: Boost's own
+/// bookkeeping, and a few small strings.
+constexpr std::uint64_t kReaderOverhead = 64 << 10;
+
+/// Reads `bytes` into a T as the host does (StateReader over a ViewSource),
+/// expecting StateTooShort with `message` in it; returns the peak allocation.
+template <class T>
+std::uint64_t refused_read(const std::string& bytes, const std::string& message) {
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  const AllocationPeak peak;
+  {
+    T back;
+    CHECK_THROWS_AS(reader.read(back), api::StateTooShort);
+  }
+  const std::uint64_t allocated = peak.bytes();
+  host::ViewSource again(bytes);
+  api::StateReader second(again, bytes.size());
+  T back;
+  CHECK_THROWS_WITH(second.read(back), Catch::Contains(message));
+  INFO("allocated " << allocated << " bytes reading a " << bytes.size() << "-byte archive");
+  CHECK(allocated < 2 * bytes.size() + kReaderOverhead);
+  return allocated;
+}
+
+kv::Value string_value(std::string text) {
+  kv::Value value = kv::Value::of_type(kv::Type::String);
+  value.str = std::move(text);
+  return value;
+}
+
+/// kv state with three string keys: key lengths 5, value lengths 7, and no
+/// 8-byte field equal to 3 but the key count.
+template <class State>
+State three_keys() {
+  State state;
+  for (const char* key : {"key-a", "key-b", "key-c"}) state.keys.emplace(key, string_value("value-x"));
+  return state;
+}
+
+}  // namespace
+
+TEST_CASE("kv: a crafted schema-1 archive declaring 2^27 or 2^31 keys is refused before allocating", "[state][hostile]") {
+  const std::string bytes = archive_of(three_keys<kv::StateV1>());
+  for (const std::uint64_t keys : {1ull << 27, 1ull << 31}) {
+    refused_read<kv::StateV1>(with_length(bytes, 3, keys), "declares " + std::to_string(keys) + " keys");
+  }
+}
+
+TEST_CASE("kv: a crafted schema-2 archive declaring 2^27 or 2^31 keys or deadlines is refused", "[state][hostile]") {
+  kv::StateV2 state = three_keys<kv::StateV2>();
+  for (const char* key : {"k1", "k2", "k3", "k4", "k5", "k6"}) state.expires.emplace(key, 1'700'000'000'000);
+  const std::string bytes = archive_of(state);
+  for (const std::uint64_t n : {1ull << 27, 1ull << 31}) {
+    refused_read<kv::StateV2>(with_length(bytes, 3, n), "declares " + std::to_string(n) + " keys");
+    refused_read<kv::StateV2>(with_length(bytes, 6, n), "declares " + std::to_string(n) + " expiry deadlines");
+  }
+  // The same bytes, uncrafted, read back whole.
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  kv::StateV2 back;
+  reader.read(back);
+  CHECK(back.keys.size() == 3);
+  CHECK(back.expires.size() == 6);
+  CHECK(reader.remaining() == 0);
+}
+
+TEST_CASE("kv: a value collection or a string declaring more than the archive holds is refused", "[state][hostile]") {
+  kv::StateV2 state;
+  kv::Value set = kv::Value::of_type(kv::Type::Set);
+  for (const char* member : {"m1", "m2", "m3", "m4", "m5", "m6"}) set.coll->set.insert(member);
+  state.keys.emplace("the-set", std::move(set));
+  kv::Value list = kv::Value::of_type(kv::Type::List);
+  for (int i = 0; i < 9; ++i) list.coll->list.push_back("l" + std::to_string(i));
+  state.keys.emplace("the-list", std::move(list));
+  kv::Value hash = kv::Value::of_type(kv::Type::Hash);
+  for (int i = 0; i < 11; ++i) hash.coll->hash.emplace("f" + std::to_string(i), "v");
+  state.keys.emplace("the-hash", std::move(hash));
+  state.keys.emplace(std::string(1234, 'k'), string_value("v"));
+  const std::string bytes = archive_of(state);
+
+  refused_read<kv::StateV2>(with_length(bytes, 6, 1ull << 40), "declares 1099511627776 set members");
+  refused_read<kv::StateV2>(with_length(bytes, 9, 1ull << 31), "declares 2147483648 list members");
+  refused_read<kv::StateV2>(with_length(bytes, 11, 1ull << 27), "declares 134217728 hash fields");
+  refused_read<kv::StateV2>(with_length(bytes, 1234, 1ull << 40), "declares 1099511627776 bytes in a string");
+  // A count the bytes left could hold at one byte each, but not at the
+  // fewest bytes a member takes (8): refused as well.
+  refused_read<kv::StateV2>(with_length(bytes, 11, bytes.size() / 2), "hash fields");
+}
+
+TEST_CASE("kv: an empty list, set or hash in an archive is skipped, as Redis does", "[state][hostile]") {
+  // kv never keeps one; each would cost a whole Collection for 17 bytes.
+  kv::StateV2 state = three_keys<kv::StateV2>();
+  for (const auto type : {kv::Type::List, kv::Type::Set, kv::Type::Hash})
+    state.keys.emplace("empty-" + std::to_string(static_cast<int>(type)), kv::Value::of_type(type));
+  kv::Value one = kv::Value::of_type(kv::Type::Set);
+  one.coll->set.insert("member");
+  state.keys.emplace("a-set", std::move(one));
+  const std::string bytes = archive_of(state);
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  kv::StateV2 back;
+  reader.read(back);
+  CHECK(reader.remaining() == 0);
+  CHECK(back.keys.size() == 4);
+  CHECK(back.keys.contains("a-set"));
+  CHECK_FALSE(back.keys.contains("empty-2"));
+}
+
+TEST_CASE("counter: a crafted archive declaring 2^27 or 2^31 counts is refused", "[state][hostile]") {
+  counter::StateV2 state;
+  state.counts = {{"alpha", 10}, {"bravo", 20}, {"charlie", 30}};
+  const std::string bytes = archive_of(state);
+  for (const std::uint64_t n : {1ull << 27, 1ull << 31})
+    refused_read<counter::StateV2>(with_length(bytes, 3, n), "declares " + std::to_string(n) + " elements in a container");
+}
+
+TEST_CASE("batch: crafted archives declaring 2^31 jobs or results are refused", "[state][hostile]") {
+  SECTION("schema 1") {
+    batch::StateV1 state;
+    state.jobs.emplace("alpha", batch::JobV1{100, 10, 0, 30, {{0, 1001}, {10, 1002}, {20, 1003}}});
+    const std::string bytes = archive_of(state);
+    refused_read<batch::StateV1>(with_length_before(bytes, "alpha", 1, 1ull << 31), "declares 2147483648 jobs");
+    refused_read<batch::StateV1>(with_length_after(bytes, "alpha", 3, 1ull << 31), "declares 2147483648 results");
+  }
+  SECTION("schema 2") {
+    batch::StateV2 state;
+    state.jobs.emplace("alpha", batch::JobV2{batch::kMaxItems, 1, 0, 3, {1001, 1002, 1003, 1004}, {1, 1, 1, 1}});
+    const std::string bytes = archive_of(state);
+    refused_read<batch::StateV2>(with_length_before(bytes, "alpha", 1, 1ull << 31), "declares 2147483648 jobs");
+    refused_read<batch::StateV2>(with_length_after(bytes, "alpha", 4, 1ull << 31), "declares 2147483648 results");
+  }
+}
+
+TEST_CASE("a Boost vector of strings grows as its elements arrive, not to the count declared", "[state][hostile]") {
+  // Boost's own reader resizes to the count first: 32 bytes per declared
+  // string. Here the count (60000) is within the bytes left (64 KiB), so only
+  // the growth bound holds the allocation down.
+  const std::vector<std::string> three{std::string(1 << 16, 's'), "xy", "zw"};
+  const std::string bytes = archive_of(three);
+  const std::string crafted = with_length(bytes, 3, 60000);
+  host::ViewSource source(crafted);
+  api::StateReader reader(source, crafted.size());
+  const AllocationPeak peak;
+  {
+    std::vector<std::string> back;
+    CHECK_THROWS(reader.read(back));  // the archive ends after the first string
+  }
+  INFO("allocated " << peak.bytes() << " bytes reading a " << crafted.size() << "-byte archive");
+  CHECK(peak.bytes() < 2 * crafted.size() + kReaderOverhead);
+}
+
+TEST_CASE("a vector of numbers declaring more than the bytes left hold at their size is refused", "[state][hostile]") {
+  const std::vector<std::uint64_t> numbers(1000, 7);
+  const std::string crafted = with_length(archive_of(numbers), 1000, 4000);  // 4000 * 8 bytes > ~8000 left
+  refused_read<std::vector<std::uint64_t>>(crafted, "declares 4000 elements in a container");
+}
+
+namespace {
+
+struct Item {
+  int number = 0;
+  std::string text;
+  friend bool operator==(const Item&, const Item&) = default;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & number & text;
+  }
+};
+
+enum class Colour : std::uint8_t { Red, Green };
+
+/// Every container StateArchive reads itself rather than through Boost.
+struct Everything {
+  std::vector<std::string> strings;
+  std::vector<std::uint64_t> numbers;
+  std::vector<bool> bits;
+  std::vector<Item> items;
+  std::vector<Colour> colours;
+  std::vector<std::vector<std::string>> nested;
+  std::deque<std::string> deque;
+  std::list<std::pair<int, std::string>> list;
+  std::map<std::string, std::vector<std::string>> map_of_vectors;
+  std::unordered_set<std::string> set;
+  std::unordered_map<std::string, std::vector<int>> unordered;
+  friend bool operator==(const Everything&, const Everything&) = default;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & strings & numbers & bits & items & colours & nested & deque & list & map_of_vectors & set & unordered;
+  }
+};
+
+Everything everything() {
+  Everything e;
+  e.strings = {"a", "", std::string(300, 'b')};
+  e.numbers = {1, 2, 3, UINT64_MAX};
+  e.bits = {true, false, true};
+  e.items = {{1, "one"}, {2, "two"}};
+  e.colours = {Colour::Green, Colour::Red};
+  e.nested = {{"x"}, {}, {"y", "z"}};
+  e.deque = {"d1", "d2"};
+  e.list = {{1, "l1"}, {-2, "l2"}};
+  e.map_of_vectors = {{"k", {"v1", "v2"}}, {"empty", {}}};
+  e.set = {"s1", "s2", "s3"};
+  e.unordered = {{"u", {1, 2}}, {"w", {}}};
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("StateArchive reads every container exactly as Boost's binary_iarchive does", "[state]") {
+  const Everything written = everything();
+  const std::string bytes = archive_of(written);
+
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  Everything ours;
+  reader.read(ours);
+  CHECK(reader.remaining() == 0);
+
+  std::istringstream in(bytes);
+  boost::archive::binary_iarchive boost_archive(*in.rdbuf(), boost::archive::no_codecvt);
+  Everything boosts;
+  boost_archive >> boosts;
+  CHECK(in.rdbuf()->in_avail() == 0);
+
+  CHECK(ours == written);
+  CHECK(boosts == written);
+}
+
+TEST_CASE("an unordered container that once held many elements is read, its bucket count capped", "[state]") {
+  // It saves its bucket count (200000+) with its one element: more buckets
+  // than bytes. Boost would rehash to that; refusing it would lose a good state.
+  std::unordered_map<std::string, std::string> sparse;
+  sparse.reserve(200000);
+  sparse.emplace("only", "one");
+  REQUIRE(sparse.bucket_count() >= 200000);
+  const std::string bytes = archive_of(sparse);
+  REQUIRE(bytes.size() < 200);
+  host::ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  std::unordered_map<std::string, std::string> back;
+  const AllocationPeak peak;
+  reader.read(back);
+  CHECK(back == sparse);
+  CHECK(back.bucket_count() < 100);
+  CHECK(peak.bytes() < kReaderOverhead);
+}
+
+TEST_CASE("a state file whose header nests deeply is refused, not recursed into", "[state][hostile]") {
+  // Valid JSON, valid checksums: 300000 levels of arrays in the host's part.
+  // Serializing it again (to check its checksum) would recurse that deep.
+  const std::string deep = std::string(300000, '[') + std::string(300000, ']');
+  const std::string file = R"({"format":"molt-state/1","module":"kv","version":2,"schema":2,"length":0,"sha256":")" +
+                           host::sha256_hex("") + R"(","host":)" + deep + R"(,"host_sha256":")" + host::sha256_hex(deep) +
+                           "\"}\n";
+  auto r = host::decode_state_file(file, 1 << 20);
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(r.error().reason, Catch::Contains("nests deeper than 16 levels"));
+}
+
+TEST_CASE("a state file's bytes are read into memory once", "[state]") {
+  test::TempDir dir;
+  const host::StateBlob blob{"kv", api::ModuleVersion{2}, api::SchemaVersion{2}, std::string(4 << 20, 'x')};
+  REQUIRE(host::write_state_file(dir.path() / "kv.molt", blob).ok());
+  const AllocationPeak peak;
+  auto back = host::read_state_file(dir.path() / "kv.molt", 8 << 20);
+  REQUIRE(back.ok());
+  CHECK(back->bytes == blob.bytes);
+  CHECK(peak.bytes() < blob.bytes.size() + kReaderOverhead);
 }

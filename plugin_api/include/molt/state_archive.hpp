@@ -10,17 +10,34 @@
 // refuses, before allocating anything:
 //   - a std::string longer than the bytes left;
 //   - a Boost-serialized container (std::map, std::vector, ...) with more
-//     elements than bytes left.
+//     elements than bytes left (a std::vector of numbers: more than the bytes
+//     left hold at sizeof(T) each).
+// Where Boost would allocate for a declared count before reading a byte of
+// it, StateArchive does not:
+//   - std::vector, std::deque and std::list of other types (strings,
+//     structs) grow as their elements arrive; Boost resizes them to the
+//     count first, which for N declared strings is 32 * N bytes;
+//   - an unordered container's saved bucket count is only a hint: it is
+//     capped at the element count (Boost rehashes to it as read, and a table
+//     that once held many more elements legitimately saves a large one).
 // Counts a module writes by hand ("n, then n entries") are the module's to
 // check, with molt::api::expect_items(ar, n, min_bytes_each) before it
 // reserves or loops (see docs/plugin-api.md, "Reading untrusted state").
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <ios>
+#include <list>
 #include <stdexcept>
 #include <streambuf>
 #include <string>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include <boost/archive/binary_iarchive_impl.hpp>
 #include <boost/archive/detail/register_archive.hpp>
@@ -29,6 +46,8 @@
 #include <boost/archive/impl/basic_binary_iprimitive.ipp>
 #include <boost/serialization/array_optimization.hpp>
 #include <boost/serialization/collection_size_type.hpp>
+#include <boost/serialization/item_version_type.hpp>
+#include <boost/serialization/nvp.hpp>
 
 #include "molt/error.hpp"
 
@@ -64,6 +83,11 @@ class StateArchive
   friend class boost::archive::detail::interface_iarchive<StateArchive>;
   friend class boost::archive::basic_binary_iarchive<StateArchive>;
   friend class boost::archive::load_access;
+
+  /// Whether Boost reads a std::vector<U> as one block (U is bitwise
+  /// serializable: numbers, unless a module says otherwise).
+  template <class U>
+  static constexpr bool kWholeBlock = Base::use_array_optimization::template apply<std::remove_const_t<U>>::type::value;
 
  public:
   /// Reads from `source`, which holds at most `size` bytes from its current
@@ -105,13 +129,109 @@ class StateArchive
   }
   void load_override(boost::serialization::collection_size_type& count) {
     Base::load_override(count);
-    expect(static_cast<std::uint64_t>(count), 1, "elements in a container");
+    const Next next = std::exchange(next_, Next{});
+    if (next.kind == Next::BucketCount) {  // a hint for rehash(): at most one bucket per element
+      if (count > next.elements) count = boost::serialization::collection_size_type(next.elements);
+      return;
+    }
+    expect(static_cast<std::uint64_t>(count), next.min_bytes, "elements in a container");
+    if (next.kind == Next::ElementsThenBuckets) next_ = Next{Next::BucketCount, 1, count};
+  }
+
+  // Sequences: Boost resizes them to the count, then reads. A vector of
+  // numbers is read as Boost does (one block), its count checked at their
+  // size first; other sequences are read by the `load` friends below.
+  template <class U, class A>
+  void load_override(std::vector<U, A>& t) {
+    if constexpr (kWholeBlock<U>) next_ = Next{Next::Elements, sizeof(U), 0};  // the first count read is its own
+    Base::load_override(t);
+  }
+
+  // Unordered containers: their count, then the bucket count to cap.
+  template <class K, class T, class H, class E, class A>
+  void load_override(std::unordered_map<K, T, H, E, A>& t) {
+    load_unordered(t);
+  }
+  template <class K, class T, class H, class E, class A>
+  void load_override(std::unordered_multimap<K, T, H, E, A>& t) {
+    load_unordered(t);
+  }
+  template <class K, class H, class E, class A>
+  void load_override(std::unordered_set<K, H, E, A>& t) {
+    load_unordered(t);
+  }
+  template <class K, class H, class E, class A>
+  void load_override(std::unordered_multiset<K, H, E, A>& t) {
+    load_unordered(t);
+  }
+
+  // Boost calls `load(archive, container, version)` once it has read the
+  // container's class record; for a StateArchive these are found first (by
+  // argument-dependent lookup, and more specialized than Boost's). Elements
+  // Boost builds with load_construct_data, and std::vector<bool>, stay with
+  // Boost's own code, their count checked at one byte each.
+  template <class U, class A>
+    requires(!kWholeBlock<U> && !std::is_same_v<U, bool> && std::is_default_constructible_v<U>)
+  friend void load(StateArchive& archive, std::vector<U, A>& t, const unsigned int /*version*/) {
+    archive.load_sequence(t);
+  }
+  template <class U, class A>
+    requires std::is_default_constructible_v<U>
+  friend void load(StateArchive& archive, std::deque<U, A>& t, const unsigned int /*version*/) {
+    archive.load_sequence(t);
+  }
+  template <class U, class A>
+    requires std::is_default_constructible_v<U>
+  friend void load(StateArchive& archive, std::list<U, A>& t, const unsigned int /*version*/) {
+    archive.load_sequence(t);
   }
 
  private:
+  /// What the next collection count read is: a container's element count
+  /// (each element at least `min_bytes`), perhaps followed by an unordered
+  /// container's bucket count (then capped at `elements`).
+  struct Next {
+    enum Kind { Elements, ElementsThenBuckets, BucketCount } kind = Elements;
+    std::uint64_t min_bytes = 1;
+    std::uint64_t elements = 0;
+  };
+
+  /// Boost's format for a sequence (stl::load_collection): the count, the
+  /// item version (library version > 3), the elements; read into a container
+  /// that grows as they arrive.
+  template <class Sequence>
+  void load_sequence(Sequence& t) {
+    using U = typename Sequence::value_type;
+    boost::serialization::collection_size_type count;
+    *this >> boost::serialization::make_nvp("count", count);
+    if (boost::serialization::library_version_type(3) < this->get_library_version()) {
+      boost::serialization::item_version_type item_version(0);
+      *this >> boost::serialization::make_nvp("item_version", item_version);
+    }
+    t.clear();
+    if constexpr (requires { t.reserve(std::size_t{}); }) {
+      // Room for what the bytes left could fill at sizeof(U) each, no more:
+      // past that the vector grows as its elements arrive.
+      t.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(count, remaining() / sizeof(U))));
+    }
+    for (std::uint64_t i = 0; i < count; ++i) {
+      U item;
+      *this >> boost::serialization::make_nvp("item", item);
+      t.push_back(std::move(item));
+      this->reset_object_address(&t.back(), &item);
+    }
+  }
+
+  template <class Unordered>
+  void load_unordered(Unordered& t) {
+    next_ = Next{Next::ElementsThenBuckets, 1, 0};
+    Base::load_override(t);
+  }
+
   std::streambuf& source_;
   std::uint64_t size_;
   std::uint64_t start_;
+  Next next_;
 };
 
 /// Before reserving room for, or looping over, `count` items read from `ar`:

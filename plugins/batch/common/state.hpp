@@ -12,8 +12,11 @@
 // count the archive claims before reading a byte of it. Here every count is
 // checked against the job's limits first, and vectors grow only as their
 // elements actually arrive, so a damaged or hostile archive is refused
-// instead of making the module allocate without bound. Whatever is read is
-// checked: a loaded state satisfies every invariant documented below.
+// instead of making the module allocate without bound; and every count is
+// checked against the bytes left in the archive first (expect_items, at the
+// fewest bytes an entry takes), so a crafted count is refused before the
+// first element is read. Whatever is read is checked: a loaded state
+// satisfies every invariant documented below.
 #pragma once
 
 #include <algorithm>
@@ -28,6 +31,7 @@
 #include <boost/serialization/split_member.hpp>
 
 #include "molt/error.hpp"
+#include "molt/state_archive.hpp"
 #include "molt/types.hpp"
 
 namespace batch {
@@ -88,6 +92,11 @@ struct JobV2 {
 };
 
 namespace detail {
+
+// The fewest bytes one entry takes in the archive (Boost's binary format).
+inline constexpr std::uint64_t kMinJobBytes = 8 + 1 + 8 + 8 + 4 + 8 + 8;  ///< name (length, 1 byte), params, checkpoint, count
+inline constexpr std::uint64_t kMinResultV1Bytes = 8 + 8;                 ///< first item, sum
+inline constexpr std::uint64_t kMinResultV2Bytes = 8 + 4;                 ///< sum, times applied
 
 [[noreturn]] inline void refuse(std::string_view job, const std::string& reason) {
   throw molt::api::MigrationRefused("batch state: job '" + std::string(job) + "': " + reason);
@@ -160,6 +169,7 @@ template <class Archive, class Job>
 void read_jobs(Archive& ar, std::map<std::string, Job>& jobs) {
   std::uint64_t count = 0;
   ar & count;
+  molt::api::expect_items(ar, count, kMinJobBytes, "jobs");
   jobs.clear();
   for (std::uint64_t i = 0; i < count; ++i) {  // a map allocates per entry read: nothing to bound up front
     std::string name = read_name(ar);
@@ -195,6 +205,7 @@ void JobV1::read(Archive& ar, const std::string& name) {
   ar & count;
   // Not bounded by the chunk count: a chunk may have been recorded more than
   // once (the duplicates the checksum exposes). Bounded by the archive's size.
+  molt::api::expect_items(ar, count, detail::kMinResultV1Bytes, "results");
   detail::read_elements(results, count, [&] {
     std::pair<std::uint64_t, std::uint64_t> result;
     ar & result.first & result.second;
@@ -229,6 +240,7 @@ void JobV2::read(Archive& ar, const std::string& name) {
   ar & count;
   if (count > chunks)
     detail::refuse(name, "results for " + std::to_string(count) + " chunks, but the job has " + std::to_string(chunks));
+  molt::api::expect_items(ar, count, detail::kMinResultV2Bytes, "results");
   applied.clear();
   detail::read_elements(sums, count, [&] {
     std::uint64_t sum = 0;

@@ -1,6 +1,11 @@
 // The counter's state layouts, one per schema. A schema, once released, is
 // never edited: newer versions keep reading (and, for downgrades, writing)
 // every older one they support.
+//
+// Read as untrusted input (a snapshot may be crafted): nothing here is
+// counted by hand. The map is read by Boost through StateArchive, which
+// checks its count and every key's length against the bytes left, and a
+// std::map allocates one node per element actually read.
 #pragma once
 
 #include <cstdint>

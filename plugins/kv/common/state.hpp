@@ -7,6 +7,11 @@
 // The archive format is flat and written by hand (counts, then entries)
 // rather than through Boost's per-object class records: millions of keys
 // make that bookkeeping the bulk of an upgrade's pause.
+//
+// A state may come from a file (a snapshot, moltctl restore), so every count
+// is checked against the bytes left before anything is reserved or looped
+// over (expect_items), at the fewest bytes an entry can take in this format
+// (kMin*Bytes below): 93 bytes that declare 2^27 keys are refused at once.
 #pragma once
 
 #include <cstdint>
@@ -22,10 +27,19 @@
 #include <boost/serialization/split_member.hpp>
 #include <boost/serialization/string.hpp>
 
+#include "molt/state_archive.hpp"
 #include "molt/stream.hpp"
 #include "molt/types.hpp"
 
 namespace kv {
+
+// The fewest bytes one entry takes in the archive (Boost's binary format: a
+// string is its 8-byte length then its bytes; a count is 8 bytes).
+inline constexpr std::uint64_t kMinStringBytes = 8;                          ///< an empty string
+inline constexpr std::uint64_t kMinValueBytes = 1 + 8;                       ///< type tag, then a string or a count
+inline constexpr std::uint64_t kMinKeyBytes = kMinStringBytes + kMinValueBytes;  ///< a key and its value
+inline constexpr std::uint64_t kMinFieldBytes = 2 * kMinStringBytes;         ///< a hash field and its value
+inline constexpr std::uint64_t kMinExpiryBytes = kMinStringBytes + 8;        ///< a key and its deadline
 
 struct StringHash {
   using is_transparent = void;
@@ -72,22 +86,38 @@ struct Value {
     }
   }
 
+  /// Reads a value written by write(); false if it is a list, set or hash
+  /// without members (kv drops those).
   template <class Archive>
-  void read(Archive& ar) {
+  bool read(Archive& ar) {
     std::uint8_t tag = 0;
     ar & tag;
     if (tag > static_cast<std::uint8_t>(Type::Hash)) throw std::runtime_error("kv state: unknown value type " + std::to_string(tag));
     type = static_cast<Type>(tag);
-    if (type != Type::String) coll = std::make_unique<Collection>();
+    if (type == Type::String) {
+      ar & str;
+      return true;
+    }
+    return read_members(ar);
+  }
+
+ private:
+  /// The members of a list, set or hash: out of line, so that reading the
+  /// common case (a string) stays as short as it was.
+  template <class Archive>
+  [[gnu::noinline]] bool read_members(Archive& ar) {
+    coll = std::make_unique<Collection>();
     std::uint64_t n = 0;
     switch (type) {
-      case Type::String: ar & str; break;
+      case Type::String: break;
       case Type::List:
         ar & n;
+        molt::api::expect_items(ar, n, kMinStringBytes, "list members");
         for (std::uint64_t i = 0; i < n; ++i) ar & coll->list.emplace_back();
         break;
       case Type::Set:
         ar & n;
+        molt::api::expect_items(ar, n, kMinStringBytes, "set members");
         coll->set.reserve(n);
         for (std::uint64_t i = 0; i < n; ++i) {
           std::string member;
@@ -97,6 +127,7 @@ struct Value {
         break;
       case Type::Hash:
         ar & n;
+        molt::api::expect_items(ar, n, kMinFieldBytes, "hash fields");
         coll->hash.reserve(n);
         for (std::uint64_t i = 0; i < n; ++i) {
           std::string field, value;
@@ -105,9 +136,9 @@ struct Value {
         }
         break;
     }
+    return n != 0;
   }
 
- private:
   template <class Archive, class Container>
   static void write_all(Archive& ar, const Container& items) {
     std::uint64_t n = items.size();
@@ -160,13 +191,17 @@ template <class Archive>
 void read_keyspace(Archive& ar, Keyspace& keys) {
   std::uint64_t count = 0;
   ar & count;
+  molt::api::expect_items(ar, count, kMinKeyBytes, "keys");
   keys.clear();
   keys.reserve(count);
   for (std::uint64_t i = 0; i < count; ++i) {
     std::string key;
     ar & key;
     Value value;
-    value.read(ar);
+    // kv never keeps an empty list, set or hash (they disappear, as in
+    // Redis, which also skips them when loading): one in an archive was not
+    // written by kv, and would cost a Collection (~800 bytes) per 17 bytes.
+    if (!value.read(ar)) continue;
     keys.emplace(std::move(key), std::move(value));
   }
 }
@@ -210,6 +245,7 @@ struct StateV2 {
     read_keyspace(ar, keys);
     std::uint64_t n = 0;
     ar & n;
+    molt::api::expect_items(ar, n, kMinExpiryBytes, "expiry deadlines");
     expires.clear();
     expires.reserve(n);
     for (std::uint64_t i = 0; i < n; ++i) {

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "molt/host/common/file_checks.hpp"
+
 namespace molt::host {
 
 /// Writes `bytes` to `path` atomically; on failure, why (the target is then
@@ -21,8 +23,11 @@ namespace molt::host {
 /// other process writes to (moltd holds its run directory's lock).
 std::vector<std::string> remove_stale_temporaries(const std::filesystem::path& dir);
 
-/// Reads a whole file of at most `max_bytes`; on failure, why.
+/// Reads a whole regular file of at most `max_bytes`; on failure, why (one
+/// line, without the path). Opened with open_regular_file (file_checks.hpp):
+/// a FIFO, device, socket or directory is refused at once, never waited on;
+/// with Symlinks::Refuse, so is a symbolic link.
 [[nodiscard]] std::optional<std::string> read_file(const std::filesystem::path& path, std::uint64_t max_bytes,
-                                                   std::string& contents);
+                                                   std::string& contents, Symlinks symlinks = Symlinks::Follow);
 
 }  // namespace molt::host

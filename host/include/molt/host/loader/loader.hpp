@@ -97,10 +97,12 @@ class Loader {
  public:
   explicit Loader(LoaderOptions options);
 
-  /// Reads `file` and checks it without loading it: permissions (not
-  /// writable by other users, in a directory not writable by them), size,
-  /// ELF structure (complete, a shared library for this machine), entry
-  /// points, ABI, and module name (when `expected_module` is not empty).
+  /// Reads `file` and checks it without loading it: its path (valid UTF-8,
+  /// since it is recorded as JSON text), its type (a regular file, opened
+  /// without blocking: a FIFO or a device is refused at once), permissions
+  /// (not writable by other users, in a directory not writable by them),
+  /// size, ELF structure (complete, a shared library for this machine),
+  /// entry points, ABI, and module name (when `expected_module` is not empty).
   [[nodiscard]] Result<CheckedImage> check(const std::filesystem::path& file, std::string_view expected_module) const;
 
   /// check(), then copies the file to a fresh path in the image directory and

@@ -26,8 +26,9 @@ class SnapshotStore {
   /// Writes `blob` as the module's snapshot (temporary file, fsync, rename).
   Result<void> save(const StateBlob& blob) const;
 
-  /// The module's snapshot; nothing if it has none; an Error if the file is
-  /// there but cannot be read or trusted (truncated, altered, another module).
+  /// The module's snapshot; nothing if it has none; an Error if something is
+  /// there but cannot be read or trusted (truncated, altered, another
+  /// module; not a regular file, a symbolic link: refused without blocking).
   Result<std::optional<StateBlob>> load(std::string_view module) const;
 
   /// Renames the module's snapshot to <module>.molt.<why>-<UTC time>, so that

@@ -20,6 +20,7 @@
 #include <string_view>
 
 #include "molt/host/common/error.hpp"
+#include "molt/host/common/file_checks.hpp"
 #include "molt/types.hpp"
 
 namespace molt::host {
@@ -39,13 +40,19 @@ inline constexpr std::size_t kMaxStateHeaderBytes = 1 << 20;  ///< room for the 
 /// The archive file's contents for `blob` (header line, then bytes).
 [[nodiscard]] std::string encode_state_file(const StateBlob& blob);
 
-/// Parses an archive file's contents. Refuses a malformed or oversized
-/// header, a length other than the bytes present, a length above
-/// `max_state_bytes`, and a checksum mismatch.
+/// Parses an archive file's contents. Refuses a malformed, oversized or
+/// deeply nested header, a length other than the bytes present, a length
+/// above `max_state_bytes`, and a checksum mismatch. Allocates no more than
+/// the contents' size plus what parsing the header takes (at most
+/// kMaxStateHeaderBytes of JSON, nested at most 16 deep).
 [[nodiscard]] Result<StateBlob> decode_state_file(std::string_view contents, std::uint64_t max_state_bytes);
 
-/// Reads and decodes the archive at `path`; errors name the file.
-[[nodiscard]] Result<StateBlob> read_state_file(const std::filesystem::path& path, std::uint64_t max_state_bytes);
+/// Reads and decodes the archive at `path`; errors name the file. Anything
+/// but a regular file is refused at once (read_file); so is a symbolic link
+/// with Symlinks::Refuse (for the host's own snapshots). The state bytes are
+/// not copied: the file's size is read into memory once.
+[[nodiscard]] Result<StateBlob> read_state_file(const std::filesystem::path& path, std::uint64_t max_state_bytes,
+                                                Symlinks symlinks = Symlinks::Follow);
 
 /// Writes the archive atomically: a temporary file in the same directory,
 /// fsync, rename over `path`, fsync of the directory. A crash leaves either
