@@ -168,7 +168,7 @@ void BM_CounterGet_Slot(benchmark::State& state) {
 void BM_KvGet_Tcp(benchmark::State& state) {
   auto& s = Setup::get();
   auto logger = s.context.logger;
-  host::StreamServer server(host::StreamOptions{1, 1u << 20}, logger);
+  host::StreamServer server(host::StreamOptions{.threads = 1, .max_input_bytes = 1u << 20}, logger);
   auto slot = std::shared_ptr<host::ModuleSlot>(s.kv_slot.get(), [](host::ModuleSlot*) {});
   const auto endpoint = server.listen(host::Endpoint{"127.0.0.1", 0}, slot);
   if (!endpoint) return state.SkipWithError(endpoint.error().to_string().c_str());

@@ -154,45 +154,6 @@ std::optional<std::string> open_regular_file(const std::filesystem::path& path, 
   return std::nullopt;
 }
 
-bool valid_utf8(std::string_view text) noexcept { return escape_invalid_utf8(text).size() == text.size(); }
-
-std::string escape_invalid_utf8(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
-  const auto continuation = [&](std::size_t i) { return i < text.size() && (byte(i) & 0xC0) == 0x80; };
-  std::size_t i = 0;
-  while (i < text.size()) {
-    const unsigned char lead = byte(i);
-    std::size_t length = 0;  // of a well-formed sequence starting here, or 0
-    if (lead < 0x80) {
-      length = 1;
-    } else if (lead >= 0xC2 && lead <= 0xDF) {
-      length = continuation(i + 1) ? 2 : 0;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-      // E0: no overlong forms (second byte >= A0); ED: no surrogates (second byte < A0).
-      const bool second_ok = continuation(i + 1) && (lead != 0xE0 || byte(i + 1) >= 0xA0) &&
-                             (lead != 0xED || byte(i + 1) < 0xA0);
-      length = second_ok && continuation(i + 2) ? 3 : 0;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-      // F0: no overlong forms (second byte >= 90); F4: nothing above U+10FFFF (second byte < 90).
-      const bool second_ok = continuation(i + 1) && (lead != 0xF0 || byte(i + 1) >= 0x90) &&
-                             (lead != 0xF4 || byte(i + 1) < 0x90);
-      length = second_ok && continuation(i + 2) && continuation(i + 3) ? 4 : 0;
-    }
-    if (length == 0) {
-      char escaped[5];
-      std::snprintf(escaped, sizeof escaped, "\\x%02X", static_cast<unsigned>(lead));
-      out += escaped;
-      ++i;
-    } else {
-      out.append(text.substr(i, length));
-      i += length;
-    }
-  }
-  return out;
-}
-
 const AccountDirectory& system_accounts() {
   static const SystemAccounts accounts;
   return accounts;

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "molt/host/common/file_checks.hpp"
+#include "molt/host/common/json_text.hpp"
 #include "molt/host/common/sha256.hpp"
 #include "molt/host/loader/elf_file.hpp"
 #include "molt/host/slot/module_call.hpp"
@@ -124,8 +125,8 @@ Result<CheckedImage> Loader::check(const fs::path& file, std::string_view expect
   // The path goes into the release record, the history and the status as
   // JSON text, and must read back as the same bytes: a path that is not
   // UTF-8 cannot. Refused before anything opens it, and shown escaped.
-  if (!valid_utf8(file.native()))
-    return Error{std::string(expected_module), {}, escape_invalid_utf8(file.native()), Phase::Load,
+  if (!is_valid_utf8(file.native()))
+    return Error{std::string(expected_module), {}, utf8_safe(file.native()), Phase::Load,
                  "the path is not valid UTF-8 (the bytes shown as \\xNN); rename the file or its directory"};
   auto refuse = [&](std::string reason) {
     return Error{std::string(expected_module), {}, file.string(), Phase::Load, std::move(reason)};

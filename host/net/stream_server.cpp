@@ -413,6 +413,16 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
         close_for_memory(bytes);
         return false;
       case Room::Wait:
+        if (held() == 0) {
+          // A connection's first buffer: a newcomer must not queue behind the
+          // connections growing their buffers (they would take the memory
+          // being freed first, for seconds). The connections being closed
+          // give back more than this; until they have, the total may pass
+          // the budget by one read buffer per connection opening meanwhile.
+          server_.budget_.force_reserve(bytes);
+          held_.fetch_add(bytes, std::memory_order_relaxed);
+          return true;
+        }
         wait_for_memory();
         return false;
     }

@@ -40,7 +40,7 @@ struct Server {
   test::TempDir dir;
   host::Loader loader{host::LoaderOptions{dir.path() / "images"}};
   host::ModuleTable table{loader, host::TableOptions{dir.path(), {}, test::test_logger, 0}};
-  host::StreamServer streams{host::StreamOptions{1}, test::test_logger("streams")};
+  host::StreamServer streams{host::StreamOptions{.threads = 1}, test::test_logger("streams")};
   host::SnapshotStore snapshots{dir.path() / "snapshots", 1u << 20};
   host::ReleaseHandler releases{table, streams, snapshots,
                                 release_options(dir.path()), test::test_logger("release")};

@@ -144,19 +144,6 @@ TEST_CASE("a snapshot that is a FIFO or a link is refused, and can be moved asid
   CHECK_FALSE(again.value().has_value());
 }
 
-TEST_CASE("valid_utf8 accepts well-formed UTF-8 only, and the rest is shown as \\xNN", "[files]") {
-  CHECK(host::valid_utf8("/srv/plugins/kv-2.so"));
-  CHECK(host::valid_utf8("/srv/d\xC3\xA9p\xC3\xB4t/\xE2\x82\xAC/\xF0\x9F\x98\x80.so"));  // dépôt/€/😀
-  CHECK_FALSE(host::valid_utf8("/tmp/\xFF.so"));
-  CHECK_FALSE(host::valid_utf8("\xC3"));                 // cut short
-  CHECK_FALSE(host::valid_utf8("\xC0\xAF"));             // overlong '/'
-  CHECK_FALSE(host::valid_utf8("\xE0\x80\xAF"));         // overlong, 3 bytes
-  CHECK_FALSE(host::valid_utf8("\xED\xA0\x80"));         // a surrogate
-  CHECK_FALSE(host::valid_utf8("\xF4\x90\x80\x80"));     // above U+10FFFF
-  CHECK_FALSE(host::valid_utf8("\x80"));                 // a lone continuation byte
-  CHECK(host::escape_invalid_utf8("/tmp/\xFFx\xC3\xA9\xC3.so") == "/tmp/\\xFFx\xC3\xA9\\xC3.so");
-}
-
 // --- who may write a trusted file ------------------------------------------
 
 namespace {

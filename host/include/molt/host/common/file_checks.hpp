@@ -68,14 +68,6 @@ struct RegularFile {
 [[nodiscard]] std::optional<std::string> open_regular_file(const std::filesystem::path& path, Symlinks symlinks,
                                                            RegularFile& out);
 
-/// Whether `text` is well-formed UTF-8 (no overlong forms, no surrogates,
-/// nothing above U+10FFFF).
-[[nodiscard]] bool valid_utf8(std::string_view text) noexcept;
-
-/// `text` with every byte that is not part of well-formed UTF-8 shown as
-/// \xNN (and backslashes left as they are): printable in one log line.
-[[nodiscard]] std::string escape_invalid_utf8(std::string_view text);
-
 /// The user and group databases, as the permission check asks them. The
 /// system's (NSS) is the default; tests give their own.
 class AccountDirectory {

@@ -50,8 +50,8 @@ struct StreamOptions {
   /// Every connection's buffers together (input and output); 0: no budget.
   std::uint64_t max_memory = 2ull << 30;
   /// Each listener's, unless `module_clients` has its module.
-  ClientLimits clients;
-  std::map<std::string, ClientLimits, std::less<>> module_clients;
+  ClientLimits clients = {};
+  std::map<std::string, ClientLimits, std::less<>> module_clients = {};
 };
 
 struct ListenerInfo {
