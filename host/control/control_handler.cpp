@@ -1,5 +1,6 @@
 #include "molt/host/control/control_handler.hpp"
 
+#include <array>
 #include <optional>
 #include <set>
 
@@ -177,11 +178,20 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
   for (const auto& slot : table.slots()) {
     Json listen = Json::array();
     std::size_t connections = 0;
+    std::uint64_t refused = 0;
+    std::array<std::uint64_t, kLimitCloses> closed_by_limit{};
+    std::optional<std::uint32_t> maxclients;
     for (const auto& listener : listeners) {
       if (listener.module != slot->name()) continue;
       listen.push_back(listener.endpoint.to_string());
       connections += listener.connections;
+      refused += listener.refused;
+      for (std::size_t i = 0; i < kLimitCloses; ++i) closed_by_limit[i] += listener.closed_by_limit[i];
+      maxclients = listener.maxclients;  // the same for each of a module's listeners
     }
+    Json closed = Json::object();
+    for (std::size_t i = 0; i < kLimitCloses; ++i)
+      closed[std::string(to_string(static_cast<LimitClose>(i)))] = closed_by_limit[i];
     const RunningVersion running = slot->running();
     const SlotStats stats = slot->stats();
     const auto previous = slot->previous();
@@ -201,6 +211,9 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
         {"state_bytes", stats.state_bytes ? Json(*stats.state_bytes) : Json(nullptr)},
         {"listen", listen},
         {"connections", connections},
+        {"maxclients", maxclients ? Json(*maxclients) : Json(nullptr)},
+        {"refused_connections", refused},
+        {"closed_by_limit", closed},
         {"timers", slot->timers()},
         {"jobs", slot->jobs()},
     });
@@ -214,7 +227,10 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
                 {"http", host.http},
                 {"run_dir", host.run_dir},
                 {"plugin_dir", host.plugin_dir},
-                {"control_socket", host.control_socket}}},
+                {"control_socket", host.control_socket},
+                {"connection_buffer_bytes",
+                 host.connection_buffer_bytes ? Json(host.connection_buffer_bytes()) : Json(nullptr)},
+                {"max_connection_memory", host.max_connection_memory}}},
               {"modules", modules}};
 }
 

@@ -161,6 +161,8 @@ int main(int argc, char** argv) {
                 run_dir->path().string(), fs::absolute(config->plugin_dir).lexically_normal().string(),
                 run_dir->control_socket().string(), {}, {}};
   info.listeners = [&streams] { return streams.listeners(); };  // before the control socket answers status
+  info.connection_buffer_bytes = [&streams] { return streams.buffered_bytes(); };
+  info.max_connection_memory = streams.memory_budget();
   HttpRouter router(table, info);
   HttpOptions http_options{config->http, config->http_threads, config->max_request_bytes};
   http_options.listen_fd = http_fd;
@@ -190,6 +192,7 @@ int main(int argc, char** argv) {
   }
   info.http = http.local_endpoint().to_string();
   info.http_connections = [&http] { return http.connections(); };  // before serve(): the metrics read it
+  info.http_refused = [&http] { return http.refused(); };
   ControlHandler handler(table, releases, info);
   ControlServer control(ControlServerOptions{run_dir->control_socket()}, handler, log);
   if (auto started = control.start(); !started) {

@@ -103,7 +103,7 @@ class HttpServer::Impl {
   // On the acceptor's strand:
   asio::steady_timer backoff_timer_;  ///< while accept() fails for want of descriptors
   AcceptBackoff backoff_;
-  std::uint64_t refused_ = 0;
+  std::atomic<std::uint64_t> refused_{0};  ///< written on the strand, read by the metrics
   std::uint64_t refused_logged_ = 0;
   std::optional<std::chrono::steady_clock::time_point> refusal_logged_;
   std::vector<std::thread> threads_;
@@ -393,6 +393,8 @@ std::future<void> HttpServer::probe() {
   asio::post(impl_->io_, [answered] { answered->set_value(); });
   return future;
 }
+
+std::uint64_t HttpServer::refused() const { return impl_->refused_.load(std::memory_order_relaxed); }
 
 std::size_t HttpServer::connections() const {
   std::lock_guard lock(impl_->sessions_mutex_);

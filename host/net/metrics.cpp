@@ -121,6 +121,21 @@ void host_metrics(MetricsText& out, const ModuleTable& table, const HostInfo& ho
     out.family("molt_http_connections", "gauge", "Connections open now on the HTTP listener.");
     out.sample("molt_http_connections", {{"listener", host.http}}, std::uint64_t{host.http_connections()});
   }
+  if (host.http_refused) {
+    out.family("molt_http_refused_connections_total", "counter",
+               "Connections the HTTP listener answered 503 and closed because it had maxclients already.");
+    out.sample("molt_http_refused_connections_total", {{"listener", host.http}}, host.http_refused());
+  }
+  if (host.connection_buffer_bytes) {
+    out.family("molt_connection_buffer_bytes", "gauge",
+               "Bytes the module connections' input and output buffers hold now, all listeners together.");
+    out.sample("molt_connection_buffer_bytes", {}, host.connection_buffer_bytes());
+    if (host.max_connection_memory != 0) {
+      out.family("molt_connection_buffer_limit_bytes", "gauge",
+                 "max_connection_memory: past it the connections holding the most are closed.");
+      out.sample("molt_connection_buffer_limit_bytes", {}, host.max_connection_memory);
+    }
+  }
   const auto listeners = host.listeners ? host.listeners() : std::vector<ListenerInfo>{};
   if (listeners.empty()) return;
   std::vector<std::string> endpoints;
@@ -135,6 +150,26 @@ void host_metrics(MetricsText& out, const ModuleTable& table, const HostInfo& ho
   for (std::size_t i = 0; i < listeners.size(); ++i)
     out.sample("molt_listener_accepted_connections_total", {{"module", listeners[i].module}, {"listener", endpoints[i]}},
                listeners[i].accepted);
+  out.family("molt_listener_maxclients", "gauge",
+             "Connections a module's listener serves at most (maxclients, as lowered to fit RLIMIT_NOFILE).");
+  for (std::size_t i = 0; i < listeners.size(); ++i)
+    out.sample("molt_listener_maxclients", {{"module", listeners[i].module}, {"listener", endpoints[i]}},
+               std::uint64_t{listeners[i].maxclients});
+  out.family("molt_listener_refused_connections_total", "counter",
+             "Connections a module's listener turned away past maxclients (with the module's refusal reply).");
+  for (std::size_t i = 0; i < listeners.size(); ++i)
+    out.sample("molt_listener_refused_connections_total", {{"module", listeners[i].module}, {"listener", endpoints[i]}},
+               listeners[i].refused);
+  out.family("molt_listener_limit_closed_connections_total", "counter",
+             "Connections the host closed for a limit: timeout, client_query_buffer_limit, "
+             "client_output_buffer_hard_limit or max_connection_memory (label limit).");
+  for (std::size_t i = 0; i < listeners.size(); ++i)
+    for (std::size_t why = 0; why < kLimitCloses; ++why)
+      out.sample("molt_listener_limit_closed_connections_total",
+                 {{"module", listeners[i].module},
+                  {"listener", endpoints[i]},
+                  {"limit", to_string(static_cast<LimitClose>(why))}},
+                 listeners[i].closed_by_limit[why]);
 }
 
 void module_metrics(MetricsText& out, const std::vector<ModuleMetrics>& modules) {

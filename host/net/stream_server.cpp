@@ -170,6 +170,7 @@ class StreamServer::Impl {
     std::atomic<std::size_t> open{0};  ///< counted from accept, so that a burst cannot overshoot maxclients
     std::atomic<std::uint64_t> accepted{0};
     std::atomic<std::uint64_t> refused{0};
+    std::array<std::atomic<std::uint64_t>, kLimitCloses> closed_by_limit{};  ///< indexed by LimitClose
     std::atomic<bool> closed{false};
   };
 
@@ -353,7 +354,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     }
     if (now - quiet_since_ < timeout) return;
     slot_->log().debug("connection {}: idle for {} s (timeout); closing", id_, timeout.count());
-    close();
+    close_for(LimitClose::Timeout);
   }
 
   /// Closes the connection for the memory budget (another connection asked
@@ -363,6 +364,13 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     slot_->log().warn("connection {}: {} bytes in its buffers, the most of any connection; closing it to keep all "
                       "connections' buffers within max_connection_memory ({} bytes)",
                       id_, held(), server_.budget_.budget());
+    close_for(LimitClose::Memory);
+  }
+
+  /// Closes the connection for one of the host's limits, counting it.
+  void close_for(LimitClose why) {
+    if (closed_) return;
+    listener_.closed_by_limit[static_cast<std::size_t>(why)].fetch_add(1, std::memory_order_relaxed);
     close();
   }
 
@@ -452,7 +460,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     slot_->log().warn("connection {}: {} bytes in its buffers and {} more needed, the most of any connection; "
                       "closing it to keep all connections' buffers within max_connection_memory ({} bytes)",
                       id_, held(), asking, server_.budget_.budget());
-    close();
+    close_for(LimitClose::Memory);
   }
 
   /// Others are being closed to make room: try again shortly (the
@@ -466,7 +474,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     } else if (now - waiting_since_ > kMemoryWaitMost) {
       slot_->log().warn("connection {}: waited {} s for buffer memory (max_connection_memory, {} bytes) in vain; "
                         "closing it", id_, kMemoryWaitMost.count(), server_.budget_.budget());
-      return close();
+      return close_for(LimitClose::Memory);
     } else {
       memory_retry_ = std::min(memory_retry_ * 2, kMemoryRetryMost);
     }
@@ -501,7 +509,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     if (input_.size() >= limit) {
       slot_->log().warn("connection {}: {} bytes received and not consumed, the limit (client_query_buffer_limit); "
                         "closing it", id_, input_.size());
-      close();
+      close_for(LimitClose::QueryBuffer);
       return false;
     }
     if (input_.capacity() >= limit) return true;  // the last bytes up to the limit
@@ -548,7 +556,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     if (over_hard_limit_) {
       slot_->log().warn("connection {}: {} bytes of output unsent, past client_output_buffer_hard_limit ({} bytes); "
                         "closing it", id_, over_hard_limit_, server_.options_.output_hard_limit);
-      return close();
+      return close_for(LimitClose::OutputBuffer);
     }
     if (closed_) return;  // closed for memory while writing
     if (!writing_ && !filling_.empty()) start_write();
@@ -1072,13 +1080,28 @@ void StreamServer::stop(std::chrono::milliseconds grace) {
 std::vector<ListenerInfo> StreamServer::listeners() const {
   std::vector<ListenerInfo> out;
   std::lock_guard lock(impl_->listeners_mutex_);
-  for (const auto& listener : impl_->listeners_)
-    if (!listener->closed)
-      out.push_back({listener->module, listener->endpoint, listener->open.load(), listener->accepted.load(),
-                     listener->maxclients.load(), listener->refused.load()});
+  for (const auto& listener : impl_->listeners_) {
+    if (listener->closed) continue;
+    ListenerInfo info{listener->module, listener->endpoint, listener->open.load(), listener->accepted.load(),
+                      listener->maxclients.load(), listener->refused.load()};
+    for (std::size_t i = 0; i < kLimitCloses; ++i) info.closed_by_limit[i] = listener->closed_by_limit[i].load();
+    out.push_back(std::move(info));
+  }
   return out;
 }
 
 std::uint64_t StreamServer::buffered_bytes() const { return impl_->budget_.used(); }
+
+std::uint64_t StreamServer::memory_budget() const { return impl_->budget_.budget(); }
+
+std::string_view to_string(LimitClose why) noexcept {
+  switch (why) {
+    case LimitClose::Timeout: return "timeout";
+    case LimitClose::QueryBuffer: return "client_query_buffer_limit";
+    case LimitClose::OutputBuffer: return "client_output_buffer_hard_limit";
+    case LimitClose::Memory: return "max_connection_memory";
+  }
+  return "unknown";
+}
 
 }  // namespace molt::host

@@ -29,6 +29,7 @@ using namespace molt;
 using namespace molt::test;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using Json = nlohmann::json;
 
 namespace {
 
@@ -184,6 +185,18 @@ void maxclients_refuses(const ModuleSpec& module) {
   const std::string refused = "[" + module.name + "] maxclients (50) reached on 127.0.0.1:" + std::to_string(port) +
                               ": refusing new connections (1 since this was last logged";
   CHECK(wait_until([&] { return d.log().find(refused) != std::string::npos; }, 5s));
+  // Operators see it: in the status and in the metrics.
+  const Json status = d.status();
+  for (const auto& m : status["modules"])
+    if (m["name"] == module.name) {
+      CHECK(m["maxclients"] == 50);
+      CHECK(m["refused_connections"] == 1);
+    }
+  CHECK_THAT(d.curl({"/-/metrics"}).out,
+             Catch::Contains("molt_listener_refused_connections_total{module=\"" + module.name +
+                             "\",listener=\"127.0.0.1:" + std::to_string(port) + "\"} 1\n") &&
+                 Catch::Contains("molt_listener_maxclients{module=\"" + module.name + "\",listener=\"127.0.0.1:" +
+                                 std::to_string(port) + "\"} 50\n"));
   // A place freed is a place taken.
   clients.pop_back();
   CHECK(wait_until(
@@ -205,6 +218,11 @@ void maxclients_refuses(const ModuleSpec& module) {
                    5s));
   sessions.pop_back();
   CHECK(wait_until([&] { return d.http_code("GET", "/-/status") == "200"; }, 5s));
+  const std::string metrics = d.curl({"/-/metrics"}).out;
+  const std::string counter = "molt_http_refused_connections_total{listener=\"" + d.http() + "\"} ";
+  const auto at = metrics.find(counter);
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stoull(metrics.substr(at + counter.size())) >= 1);  // the curl above, and any refused while waiting
 }
 
 }  // namespace
@@ -301,7 +319,7 @@ TEST_CASE("connections: 200 unfinished 200 MB bulks stay within max_connection_m
   CHECK(other.call({"SET", "x", "1"}) == "+OK\r\n");
 }
 
-TEST_CASE("connections: past maxclients a kv client reads Redis's error and is closed; HTTP answers 503",
+TEST_CASE("connections: past maxclients a kv client reads Redis's error and is closed, HTTP answers 503",
           "[hostile][connections]") {
   maxclients_refuses(kv("maxclients = 50\n"));
 }
@@ -327,6 +345,8 @@ TEST_CASE("connections: an idle kv client is closed after timeout, a busy one is
   CHECK(wait_until([&] { return ping_ms(busy) > 1000 || ms_since(start) >= 3000; }, 10s));
   CHECK_FALSE(closed_now(busy));
   CHECK(ping_ms(busy) < 1000);
+  const Json status = d.status();
+  CHECK(status["modules"][0]["closed_by_limit"]["timeout"] == 1);
 }
 
 TEST_CASE("connections: out of file descriptors, the accept loops back off instead of spinning, and recover",

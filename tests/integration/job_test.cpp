@@ -73,7 +73,7 @@ void check_result(const Daemon& d, const std::string& job, std::uint64_t items, 
 
 }  // namespace
 
-TEST_CASE("a job runs through 20 upgrades and downgrades and two restarts; every chunk is recorded exactly once",
+TEST_CASE("a job runs through 20 upgrades and downgrades and two restarts, every chunk is recorded exactly once",
           "[jobs]") {
   Daemon d = batch_daemon();
   d.install(plugin_path("batch", 2), "batch-2.so");
@@ -134,7 +134,7 @@ TEST_CASE("a job runs through 20 upgrades and downgrades and two restarts; every
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("a job whose step throws is marked failed with the reason; the module serves; restart finishes it",
+TEST_CASE("a job whose step throws is marked failed with the reason, the module serves, restart finishes it",
           "[jobs]") {
   Daemon d = batch_daemon();
   d.start();
@@ -171,7 +171,7 @@ TEST_CASE("a job whose step throws is marked failed with the reason; the module 
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("a step that overruns the quiesce timeout makes the upgrade roll back; the job goes on on the old version",
+TEST_CASE("a step that overruns the quiesce timeout makes the upgrade roll back, the job goes on on the old version",
           "[jobs]") {
   Daemon d = batch_daemon();  // quiesce_timeout_ms = 2000
   d.install(plugin_path("batch", 2), "batch-2.so");
@@ -198,7 +198,7 @@ TEST_CASE("a step that overruns the quiesce timeout makes the upgrade roll back;
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("moltctl jobs cancel stops a job at a step boundary; restart continues it from its checkpoint", "[jobs]") {
+TEST_CASE("moltctl jobs cancel stops a job at a step boundary, restart continues it from its checkpoint", "[jobs]") {
   Daemon d = batch_daemon();
   d.start();
   REQUIRE(d.http_code("POST", "/batch/start?job=c&items=5000&chunk=10&pace_ms=20") == "200");

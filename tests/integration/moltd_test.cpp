@@ -369,7 +369,7 @@ class TcpClient {
 
 }  // namespace
 
-TEST_CASE("a host-owned connection stays open across upgrades; bytes split across one reach the new version in order",
+TEST_CASE("a host-owned connection stays open across upgrades, bytes split across one reach the new version in order",
           "[moltd][streams]") {
   Daemon d({{"stash", test_image_path("stash-1.so"), 1, "listen = \"127.0.0.1:0\""}});
   d.install(test_image_path("stash-2.so"), "stash-2.so");
@@ -427,7 +427,7 @@ TEST_CASE("log_format = json: every line of the log is one JSON object with modu
   for (const char* phase : {"prepare", "quiesce", "migrate"}) CHECK(counter_phases.contains(phase));
 }
 
-TEST_CASE("moltctl reload on a terminal shows the phases and the share of state saved; piped or --json, none of it",
+TEST_CASE("moltctl reload on a terminal shows the phases and the share of state saved, piped or --json, none of it",
           "[moltctl][progress]") {
   Daemon d({{"probe", probe_path(1), 1}}, "max_state_bytes = 1073741824");
   d.install(probe_path(2), "probe-2.so");

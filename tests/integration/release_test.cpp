@@ -168,7 +168,7 @@ TEST_CASE("upgrade_scripts/kv-2.toml and kv-3.toml: data loaded with redis-cli s
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("upgrade_scripts/2026.12.0.toml upgrades counter and kv as one release; --down undoes both",
+TEST_CASE("upgrade_scripts/2026.12.0.toml upgrades counter and kv as one release, --down undoes both",
           "[releases][scripts]") {
   Daemon d(counter_and_kv(), kLongProbation);
   install_newer(d);
@@ -201,7 +201,7 @@ TEST_CASE("upgrade_scripts/2026.12.0.toml upgrades counter and kv as one release
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("upgrade --check prints the plan and changes nothing; each bad script is one line naming its step",
+TEST_CASE("upgrade --check prints the plan and changes nothing, each bad script is one line naming its step",
           "[releases][check]") {
   Daemon d(counter_and_probe(), kLongProbation);
   install_counter_and_probe_v2(d);
@@ -290,7 +290,7 @@ to = 2
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("upgrade --pin writes the sha256 of the files present; a file changed afterwards is refused",
+TEST_CASE("upgrade --pin writes the sha256 of the files present, a file changed afterwards is refused",
           "[releases][pin]") {
   Daemon d(counter_and_kv(), kLongProbation);
   install_newer(d);
@@ -367,7 +367,7 @@ extra = { fail = ")") + fail + "\" }\n");
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("a release removes a module (state snapshotted first); --down adds it back with that state",
+TEST_CASE("a release removes a module (state snapshotted first), --down adds it back with that state",
           "[releases][add-remove]") {
   Daemon d({{"counter", plugin_path("counter", 1), 1},
             {"stash", test_image_path("stash-1.so"), 1, "listen = \"127.0.0.1:0\"\n"}},
@@ -538,7 +538,7 @@ TEST_CASE("a restart boots the last permanent release, not one on probation, and
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("a corrupt or truncated snapshot is refused in one line and moved aside; other modules keep theirs",
+TEST_CASE("a corrupt or truncated snapshot is refused in one line and moved aside, other modules keep theirs",
           "[releases][snapshots]") {
   Daemon d(counter_and_probe(), kLongProbation);
   d.start();
@@ -631,7 +631,7 @@ TEST_CASE("a release rolled back during probation to one that was itself on prob
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("a module added back whose snapshot is corrupt starts empty; the snapshot is moved aside and logged",
+TEST_CASE("a module added back whose snapshot is corrupt starts empty, the snapshot is moved aside and logged",
           "[releases][add-remove]") {
   Daemon d({{"counter", plugin_path("counter", 1), 1}, {"stash", test_image_path("stash-1.so"), 1}}, kLongProbation);
   d.start();

@@ -247,7 +247,7 @@ TEST_CASE("sockets from systemd outlive moltd: a connection made while it restar
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("a module removed and added back serves the socket from systemd again; connections wait meanwhile",
+TEST_CASE("a module removed and added back serves the socket from systemd again, connections wait meanwhile",
           "[systemd]") {
   Daemon d({{"counter", plugin_path("counter", 1), 1}, {"kv", plugin_path("kv", 1), 1, "listen = \"127.0.0.1:0\"\n"}});
   const ListeningSocket kv;

@@ -47,7 +47,7 @@ bool in_state(const host::ModuleSlot& slot, const std::string& name, JobState st
 
 }  // namespace
 
-TEST_CASE("a job is stepped on the runner until it finishes; each step once", "[jobs]") {
+TEST_CASE("a job is stepped on the runner until it finishes, each step once", "[jobs]") {
   test::Harness h;
   Runner r;
   r.slot = h.start(test::probe_path(1), "probe", {}, r.runner);
@@ -66,7 +66,7 @@ TEST_CASE("a job is stepped on the runner until it finishes; each step once", "[
   CHECK(job(*r.slot, "fill-50")->steps == 1);  // the checkpoint (50 items) says it is done: one step
 }
 
-TEST_CASE("a step that throws fails the job with the reason; the module serves; restart continues it", "[jobs]") {
+TEST_CASE("a step that throws fails the job with the reason, the module serves, restart continues it", "[jobs]") {
   test::Harness h;
   Runner r;
   r.slot = h.start(test::probe_path(1), "probe", {}, r.runner);
@@ -86,7 +86,7 @@ TEST_CASE("a step that throws fails the job with the reason; the module serves; 
   CHECK_FALSE(r.slot->restart_job("nope"));
 }
 
-TEST_CASE("cancel stops a job after its step in progress; restart continues from its checkpoint", "[jobs]") {
+TEST_CASE("cancel stops a job after its step in progress, restart continues from its checkpoint", "[jobs]") {
   test::Harness h;
   Runner r;
   r.slot = h.start(test::probe_path(1), "probe", {}, r.runner);

@@ -83,7 +83,7 @@ TEST_CASE("json_text is dump() for valid values, indented or not, ordered or not
   CHECK(json_text(ordered, 2) == ordered.dump(2));
 }
 
-TEST_CASE("hex_encode and hex_decode round-trip any bytes; hex_decode refuses what is not hex pairs", "[json_text]") {
+TEST_CASE("hex_encode and hex_decode round-trip any bytes, hex_decode refuses what is not hex pairs", "[json_text]") {
   const std::string bytes = "/tmp/molt-\xff/\x01\x80kv-2.so"s + '\0' + "\xfe";
   CHECK(hex_encode("a\xff") == "61ff");
   CHECK(hex_decode(hex_encode(bytes)) == bytes);

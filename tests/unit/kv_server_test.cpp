@@ -150,7 +150,7 @@ TEST_CASE("unknown commands list their arguments while fewer than 128 bytes are 
   CHECK(kv.send(encode(command)) == "-ERR unknown command 'nocmd', with args beginning with: " + listed + "\r\n");
 }
 
-TEST_CASE("a protocol error answers in Redis's words and closes; the commands before it ran", "[kv][resp]") {
+TEST_CASE("a protocol error answers in Redis's words and closes, the commands before it ran", "[kv][resp]") {
   const auto [input, reply] = GENERATE(table<std::string, std::string>({
       {"*9223372036854775808\r\nPING\r\n", "-ERR Protocol error: invalid multibulk length\r\n"},
       {"*1\r\n$-1\r\n", "-ERR Protocol error: invalid bulk length\r\n"},
@@ -220,7 +220,7 @@ TEST_CASE("backpressure: a command read over many calls still waits for room bef
   CHECK(out.bytes == ":1\r\n:2\r\n");
 }
 
-TEST_CASE("each connection keeps its own half-read command; forget() drops it", "[kv][resp]") {
+TEST_CASE("each connection keeps its own half-read command, forget() drops it", "[kv][resp]") {
   Kv kv;
   const std::string a = encode({"ECHO", "from a"}), b = encode({"ECHO", "from b"});
   FakeOutput out_a, out_b;

@@ -51,9 +51,15 @@ struct HostInfo {
   std::string plugin_dir;
   std::string control_socket;
   /// The module listeners and their connections, when there is a stream server.
-  std::function<std::vector<ListenerInfo>()> listeners;
+  std::function<std::vector<ListenerInfo>()> listeners = {};
   /// Connections open on the HTTP listener, once it exists (for the metrics).
-  std::function<std::size_t()> http_connections;
+  std::function<std::size_t()> http_connections = {};
+  /// Connections the HTTP listener turned away past maxclients, once it exists.
+  std::function<std::uint64_t()> http_refused = {};
+  /// Bytes the module connections' buffers hold now, and their budget
+  /// (max_connection_memory; 0: none), when there is a stream server.
+  std::function<std::uint64_t()> connection_buffer_bytes = {};
+  std::uint64_t max_connection_memory = 0;
 };
 
 /// The host's status: the host, then every module. Shared by `moltctl status`

@@ -53,6 +53,8 @@ class HttpServer {
   void stop(std::chrono::milliseconds grace);
   /// Connections open now.
   [[nodiscard]] std::size_t connections() const;
+  /// Connections turned away (503) past maxclients since start.
+  [[nodiscard]] std::uint64_t refused() const;
   /// Posts a no-op to the I/O threads; the future is ready once one of them
   /// has run it (the watchdog's proof that they are not all stuck).
   [[nodiscard]] std::future<void> probe();

@@ -23,6 +23,7 @@
 //   the connections holding the most are closed first (maxmemory-clients).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <future>
 #include <map>
@@ -54,6 +55,17 @@ struct StreamOptions {
   std::map<std::string, ClientLimits, std::less<>> module_clients = {};
 };
 
+/// Why the host closed a connection its client had not closed: a limit.
+enum class LimitClose : std::uint8_t {
+  Timeout,       ///< idle past `timeout`
+  QueryBuffer,   ///< unconsumed input reached client_query_buffer_limit
+  OutputBuffer,  ///< unsent output passed client_output_buffer_hard_limit
+  Memory,        ///< closed to keep every buffer within max_connection_memory
+};
+inline constexpr std::size_t kLimitCloses = 4;
+/// The configuration key of the limit: "timeout", "client_query_buffer_limit", ...
+[[nodiscard]] std::string_view to_string(LimitClose why) noexcept;
+
 struct ListenerInfo {
   std::string module;
   Endpoint endpoint;         ///< as bound
@@ -61,6 +73,8 @@ struct ListenerInfo {
   std::uint64_t accepted;    ///< since start, refused ones included
   std::uint32_t maxclients;  ///< in effect (see cap_maxclients)
   std::uint64_t refused;     ///< turned away past maxclients, since start
+  /// Connections closed by each limit since start, indexed by LimitClose.
+  std::array<std::uint64_t, kLimitCloses> closed_by_limit{};
 };
 
 class StreamServer {
@@ -104,6 +118,8 @@ class StreamServer {
   [[nodiscard]] std::vector<ListenerInfo> listeners() const;
   /// Bytes every connection's buffers hold now (reserved in the budget).
   [[nodiscard]] std::uint64_t buffered_bytes() const;
+  /// max_connection_memory in effect; 0: none.
+  [[nodiscard]] std::uint64_t memory_budget() const;
 
  private:
   class Impl;
