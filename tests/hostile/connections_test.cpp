@@ -306,7 +306,9 @@ TEST_CASE("connections: 200 unfinished 200 MB bulks stay within max_connection_m
   CHECK_THAT(log.substr(line_start, first - line_start),
              Catch::Contains("[kv] connection ") && Catch::Contains(": 134217728 bytes in its buffers, the most of any "
                                                                     "connection; "));
-  CHECK(evicted() >= 2);  // and the small ones, once they have grown, as the budget requires
+  // And the small ones, once they have grown, as the budget requires (their
+  // bytes may still be in the sockets: the host reads them as it can).
+  CHECK(wait_until([&] { return evicted() >= 2; }, 20s));
 
   // Never more buffered than the budget, whatever the clients did.
   const std::uint64_t growth = peak_rss_bytes(pid) - before;

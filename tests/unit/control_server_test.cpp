@@ -212,6 +212,12 @@ TEST_CASE("a request larger than the limit gets the exact error line", "[control
 
 TEST_CASE("out of descriptors, the spare one serves a control connection, and accept backs off instead of spinning",
           "[control]") {
+#ifdef MOLT_SANITIZED
+  // UBSan's vptr check opens a pipe whenever its type cache misses: out of
+  // descriptors it reports (and halts on) any virtual call, whatever moltd does.
+  WARN("skipped under the sanitizers: their runtime needs file descriptors of its own");
+  return;
+#endif
   host::ControlServerOptions options;
   options.request_timeout = 1500ms;
   Server s(options);
