@@ -5,12 +5,8 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "control_host.hpp"
 #include "molt/host/common/json_text.hpp"
-#include "molt/host/control/control_handler.hpp"
-#include "molt/host/net/stream_server.hpp"
-#include "molt/host/release/release_handler.hpp"
-#include "molt/host/release/snapshot_store.hpp"
-#include "test_support.hpp"
 
 using namespace molt;
 using namespace std::string_literals;
@@ -18,25 +14,8 @@ using Json = nlohmann::json;
 
 namespace {
 
-host::ReleaseOptions release_options(const std::filesystem::path& dir) {
-  host::ReleaseOptions options;
-  options.record_path = dir / "releases.json";
-  options.plugin_dir = dir;
-  return options;
-}
-
 /// A host with a counter v1 running, its handler, and no sockets.
-struct Host {
-  test::TempDir dir;
-  host::Loader loader{host::LoaderOptions{dir.path() / "images"}};
-  host::ModuleTable table{loader, host::TableOptions{dir.path(), {}, test::test_logger, 0}};
-  host::StreamServer streams{host::StreamOptions{.threads = 1}, test::test_logger("streams")};
-  host::SnapshotStore snapshots{dir.path() / "snapshots", 1u << 20};
-  host::ReleaseHandler releases{table, streams, snapshots,
-                                release_options(dir.path()), test::test_logger("release")};
-  host::HostInfo info;
-  host::ControlHandler handler{table, releases, info};
-
+struct Host : test::ControlHost {
   Host() { REQUIRE(table.start(host::ModuleConfig{"counter", test::plugin_path("counter", 1), {}, {}})); }
 
   /// The reply to `request`, as the control server writes it and a client reads it.

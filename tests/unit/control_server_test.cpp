@@ -15,11 +15,8 @@
 #include <cstring>
 #include <vector>
 
+#include "control_host.hpp"
 #include "molt/host/control/control_server.hpp"
-#include "molt/host/net/stream_server.hpp"
-#include "molt/host/release/release_handler.hpp"
-#include "molt/host/release/snapshot_store.hpp"
-#include "test_support.hpp"
 
 using namespace molt;
 using namespace std::chrono_literals;
@@ -28,24 +25,8 @@ using Json = nlohmann::json;
 
 namespace {
 
-host::ReleaseOptions release_options(const std::filesystem::path& dir) {
-  host::ReleaseOptions options;
-  options.record_path = dir / "releases.json";
-  options.plugin_dir = dir;
-  return options;
-}
-
 /// A control server on a host without modules, with `options` (its socket in the temporary directory).
-struct Server {
-  test::TempDir dir;
-  host::Loader loader{host::LoaderOptions{dir.path() / "images"}};
-  host::ModuleTable table{loader, host::TableOptions{dir.path(), {}, test::test_logger, 0}};
-  host::StreamServer streams{host::StreamOptions{.threads = 1}, test::test_logger("streams")};
-  host::SnapshotStore snapshots{dir.path() / "snapshots", 1u << 20};
-  host::ReleaseHandler releases{table, streams, snapshots,
-                                release_options(dir.path()), test::test_logger("release")};
-  host::HostInfo info;
-  host::ControlHandler handler{table, releases, info};
+struct Server : test::ControlHost {
   std::unique_ptr<host::ControlServer> server;
 
   explicit Server(host::ControlServerOptions options) {
