@@ -179,8 +179,9 @@ TEST_CASE("crafted snapshots declaring 2^27 and 2^31 keys: boot memory stays bou
 
       daemon.start();
       const std::uint64_t peak = peak_rss_bytes(daemon.pid());
-      std::printf("files_test: boot with a %zu-byte snapshot declaring 2^%u keys: peak RSS %.1f MiB (baseline %.1f MiB)\n",
-                  file.size(), log2_keys, static_cast<double>(peak) / (1 << 20), static_cast<double>(baseline) / (1 << 20));
+      measured("boot with a " + std::to_string(file.size()) + "-byte snapshot declaring 2^" + std::to_string(log2_keys) +
+                   " keys: peak RSS",
+               std::to_string(peak >> 20) + " MiB (baseline " + std::to_string(baseline >> 20) + " MiB)");
       if (!kSanitized) CHECK(peak < baseline + 2 * file.size() + kSlack);
       CHECK(kv_serves(daemon));
       CHECK(dbsize(daemon) == ":0\r\n");

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -67,6 +68,11 @@ double cpu_seconds(pid_t pid) {
     }
   }
   return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+void measured(const std::string& what, const std::string& figure) {
+  std::printf("hostile: %s: %s\n", what.c_str(), figure.c_str());
+  std::fflush(stdout);
 }
 
 std::uint64_t raise_fd_limit(std::uint64_t wanted) {

@@ -34,6 +34,11 @@ std::size_t open_fds(pid_t pid);
 /// CPU time `pid` has used, user + system, in seconds (/proc/PID/stat).
 double cpu_seconds(pid_t pid);
 
+/// Prints one measured figure on stdout, "hostile: <what>: <figure>", so that
+/// a run of the suite (build/tests/molt_hostile_tests) shows each bound met
+/// and by how much; ctest keeps it in its log.
+void measured(const std::string& what, const std::string& figure);
+
 /// Raises this process's soft RLIMIT_NOFILE to at least `wanted` (within the
 /// hard limit); returns the soft limit it ends with.
 std::uint64_t raise_fd_limit(std::uint64_t wanted);
