@@ -406,35 +406,40 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
 
   // --- memory -------------------------------------------------------------
 
-  /// Reserves `bytes` in the budget for a buffer about to grow. On false the
-  /// connection waits for memory (a retry is scheduled) or has closed.
-  bool reserve(std::uint64_t bytes) {
-    if (server_.budget_.try_reserve(bytes)) {
-      held_.fetch_add(bytes, std::memory_order_relaxed);
-      return true;
-    }
-    switch (server_.make_room(*this, bytes)) {
-      case Room::Reserved:
-        held_.fetch_add(bytes, std::memory_order_relaxed);
-        return true;
-      case Room::CloseAsker:
-        close_for_memory(bytes);
-        return false;
-      case Room::Wait:
-        if (held() == 0) {
-          // A connection's first buffer: a newcomer must not queue behind the
-          // connections growing their buffers (they would take the memory
-          // being freed first, for seconds). The connections being closed
-          // give back more than this; until they have, the total may pass
-          // the budget by one read buffer per connection opening meanwhile.
+  /// What a buffer is about to grow for. Input may wait for memory (the
+  /// connection is not read meanwhile); output cannot: the module has
+  /// written it.
+  enum class Growth { Input, Output };
+
+  /// Reserves `bytes` in the budget for a buffer about to grow. When the
+  /// budget is full, the connections holding the most are closed first
+  /// (make_room). On false the connection has closed, or waits for memory
+  /// (input; a retry is scheduled).
+  bool reserve(std::uint64_t bytes, Growth growth) {
+    if (!server_.budget_.try_reserve(bytes)) {
+      switch (server_.make_room(*this, bytes)) {
+        case Room::Reserved:
+          break;
+        case Room::CloseAsker:
+          close_for_memory(bytes);  // the module's further writes, if any, go nowhere
+          return false;
+        case Room::Wait:
+          // Output, and a connection's first buffer, take the bytes now: the
+          // connections chosen give back more once they are gone, and until
+          // then the total passes the budget by what is written now, and by
+          // one read buffer per connection opening meanwhile. A newcomer must
+          // not queue behind the connections growing their buffers (they
+          // would take the memory being freed first, for seconds).
+          if (growth == Growth::Input && held() != 0) {
+            wait_for_memory();
+            return false;
+          }
           server_.budget_.force_reserve(bytes);
-          held_.fetch_add(bytes, std::memory_order_relaxed);
-          return true;
-        }
-        wait_for_memory();
-        return false;
+          break;
+      }
     }
-    return false;
+    held_.fetch_add(bytes, std::memory_order_relaxed);
+    return true;
   }
 
   void release(std::uint64_t bytes) noexcept {
@@ -443,10 +448,10 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   }
 
   /// Resizes `buffer` to `capacity` bytes, accounting the difference; a
-  /// shrink cannot fail, a growth may (see reserve).
+  /// shrink cannot fail, a growth (input's: output grows in write()) may.
   bool resize(Bytes& buffer, std::size_t capacity) {
     const std::size_t before = buffer.capacity();
-    if (capacity > before && !reserve(capacity - before)) return false;
+    if (capacity > before && !reserve(capacity - before, Growth::Input)) return false;
     buffer.reallocate(capacity);
     if (capacity < before) release(before - capacity);
     return true;
@@ -601,33 +606,11 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     }
     if (filling_.room() < bytes.size()) {
       const std::size_t capacity = std::max({filling_.size() + bytes.size(), filling_.capacity() * 2, kChunk});
-      if (!reserve_output(capacity - filling_.capacity())) return;
+      if (!reserve(capacity - filling_.capacity(), Growth::Output)) return;
       filling_.reallocate(capacity);
     }
     filling_.append(bytes);
     if (!writing_ && filling_.size() >= kFlushAt) start_write();
-  }
-
-  /// Output cannot wait like input: the module has written it. Past the
-  /// budget the largest connections are closed at once, and until they are
-  /// gone the total exceeds the budget by what is being written now.
-  bool reserve_output(std::uint64_t bytes) {
-    if (server_.budget_.try_reserve(bytes)) {
-      held_.fetch_add(bytes, std::memory_order_relaxed);
-      return true;
-    }
-    switch (server_.make_room(*this, bytes)) {
-      case Room::Reserved:
-        break;
-      case Room::CloseAsker:
-        close_for_memory(bytes);  // the module's further writes go nowhere
-        return false;
-      case Room::Wait:
-        server_.budget_.force_reserve(bytes);
-        break;
-    }
-    held_.fetch_add(bytes, std::memory_order_relaxed);
-    return true;
   }
 
   /// Sends the filled buffer while the module may fill the other one.
