@@ -121,17 +121,15 @@ class Probe final : public molt::api::Module {
     const std::string fail = value(target.extra, "fail");
     if (fail == "save") throw molt::api::MigrationRefused("probe refuses to save on purpose");
     if (fail == "save-crash") throw std::runtime_error("probe save crashes on purpose");
-    if (target.schema != kSchema) throw molt::api::UnknownSchema(target.schema, kSchema);
     std::lock_guard lock(mutex_);
-    out.write(state_);
+    molt::api::save_one_schema(out, target, kSchema, state_);
     if (fail == "save-late") throw molt::api::MigrationRefused("probe refuses after saving, on purpose");
   }
 
   void load_state(molt::api::StateReader& in, const molt::api::Migration& migration) override {
     const std::string fail = value(migration.extra, "fail");
     if (fail == "short-read") return;
-    if (migration.from_schema != kSchema) throw molt::api::UnknownSchema(migration.from_schema, kSchema);
-    in.read(state_);
+    molt::api::load_one_schema(in, migration, kSchema, state_);
     state_.items.push_back("half-migrated");  // a failure below must not leak this anywhere
     if (fail == "load") throw molt::api::MigrationRefused("probe refuses to load on purpose");
     if (fail == "load-crash") throw std::logic_error("probe load crashes on purpose");

@@ -29,6 +29,7 @@
 #include "molt/error.hpp"
 #include "molt/job.hpp"
 #include "molt/message.hpp"
+#include "molt/one_schema.hpp"
 #include "molt/state.hpp"
 #include "molt/state_rules.hpp"
 #include "molt/stream.hpp"

@@ -22,13 +22,11 @@ class CounterV1 final : public molt::api::Module {
   }
 
   void save_state(molt::api::StateWriter& out, const molt::api::SaveTarget& target) const override {
-    if (target.schema != kSchema) throw molt::api::UnknownSchema(target.schema, kSchema);
-    out.write(state_);
+    molt::api::save_one_schema(out, target, kSchema, state_);
   }
 
   void load_state(molt::api::StateReader& in, const molt::api::Migration& migration) override {
-    if (migration.from_schema != kSchema) throw molt::api::UnknownSchema(migration.from_schema, kSchema);
-    in.read(state_);
+    molt::api::load_one_schema(in, migration, kSchema, state_);
   }
 
  private:

@@ -13,12 +13,10 @@ struct V1 {
   static void on_timer(std::string_view, State&, std::size_t&) {}
 
   static void save(molt::api::StateWriter& out, const molt::api::SaveTarget& target, const State& state) {
-    if (target.schema != State::kSchema) throw molt::api::UnknownSchema(target.schema, State::kSchema);
-    out.write(state);
+    molt::api::save_one_schema(out, target, State::kSchema, state);
   }
   static void load(molt::api::StateReader& in, const molt::api::Migration& migration, State& state) {
-    if (migration.from_schema != State::kSchema) throw molt::api::UnknownSchema(migration.from_schema, State::kSchema);
-    in.read(state);
+    molt::api::load_one_schema(in, migration, State::kSchema, state);
   }
 };
 
