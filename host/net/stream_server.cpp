@@ -1077,14 +1077,5 @@ std::uint64_t StreamServer::buffered_bytes() const { return impl_->budget_.used(
 
 std::uint64_t StreamServer::memory_budget() const { return impl_->budget_.budget(); }
 
-std::string_view to_string(LimitClose why) noexcept {
-  switch (why) {
-    case LimitClose::Timeout: return "timeout";
-    case LimitClose::QueryBuffer: return "client_query_buffer_limit";
-    case LimitClose::OutputBuffer: return "client_output_buffer_hard_limit";
-    case LimitClose::Memory: return "max_connection_memory";
-  }
-  return "unknown";
-}
 
 }  // namespace molt::host

@@ -67,9 +67,9 @@ std::vector<std::size_t> dependency_order(const std::vector<ScriptStep>& steps, 
 
 }  // namespace
 
-ReleaseHandler::ReleaseHandler(ModuleTable& table, StreamServer& streams, SnapshotStore& snapshots,
+ReleaseHandler::ReleaseHandler(ModuleTable& table, ModuleListeners& listeners, SnapshotStore& snapshots,
                                ReleaseOptions options, std::shared_ptr<spdlog::logger> log)
-    : table_(table), streams_(streams), snapshots_(snapshots), options_(std::move(options)), log_(std::move(log)) {}
+    : table_(table), listeners_(listeners), snapshots_(snapshots), options_(std::move(options)), log_(std::move(log)) {}
 
 ReleaseHandler::~ReleaseHandler() {
   {
@@ -140,7 +140,7 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
     auto slot = table_.find(m.name);
     m = entry_for(*slot, m.listen, m.config);
     restore_snapshot_locked(m.name);
-    auto bound = streams_.listen_module(m.listen, slot);
+    auto bound = listeners_.listen_module(m.listen, slot);
     if (!bound) return std::move(bound).error();
     for (const auto& endpoint : bound.value()) slot->log().info("listening on {}", endpoint.to_string());
   }
@@ -344,7 +344,7 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
   std::vector<std::shared_ptr<ModuleSlot>> added;
   std::map<std::string, std::string> host_parts;  ///< of the added modules restored from a snapshot
   auto discard_added = [&] {
-    for (const auto& slot : added) streams_.close_module(slot->name());
+    for (const auto& slot : added) listeners_.close_module(slot->name());
     added.clear();
   };
   for (const auto& p : plan.steps) {
@@ -372,7 +372,7 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
       if (restored.outcome != Outcome::Succeeded) slot.value()->log().warn("state not restored: {}", restored.summary());
       else host_parts[p.step.module] = snapshot.value()->host;  // its jobs run once it serves
     }
-    if (auto bound = streams_.listen_module(listen, slot.value()); !bound) {
+    if (auto bound = listeners_.listen_module(listen, slot.value()); !bound) {
       added.push_back(slot.value());
       discard_added();
       outcome.error = std::move(bound).error();
@@ -409,7 +409,7 @@ InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std
   }
   for (const auto& p : plan.steps) {
     if (p.step.action != StepAction::Remove) continue;
-    streams_.close_module(p.step.module);
+    listeners_.close_module(p.step.module);
     const auto removed = table_.remove(p.step.module);
     // Again now that nothing reaches it: the calls it served while the
     // release was being installed are in this one.

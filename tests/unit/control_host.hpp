@@ -6,9 +6,8 @@
 #include <filesystem>
 
 #include "molt/host/control/control_handler.hpp"
-#include "molt/host/net/stream_server.hpp"
 #include "molt/host/release/release_handler.hpp"
-#include "molt/host/release/snapshot_store.hpp"
+#include "molt/host/state/snapshot_store.hpp"
 #include "test_support.hpp"
 
 namespace molt::test {
@@ -24,9 +23,9 @@ struct ControlHost {
   TempDir dir;
   host::Loader loader{host::LoaderOptions{dir.path() / "images"}};
   host::ModuleTable table{loader, host::TableOptions{dir.path(), {}, test_logger, 0}};
-  host::StreamServer streams{host::StreamOptions{.threads = 1}, test_logger("streams")};
+  host::NoListeners listeners;  // the control logic needs no sockets
   host::SnapshotStore snapshots{dir.path() / "snapshots", 1u << 20};
-  host::ReleaseHandler releases{table, streams, snapshots, release_options(dir.path()), test_logger("release")};
+  host::ReleaseHandler releases{table, listeners, snapshots, release_options(dir.path()), test_logger("release")};
   host::HostInfo info;
   host::ControlHandler handler{table, releases, info};
 };

@@ -19,7 +19,7 @@
 
 #include "molt/host/common/atomic_file.hpp"
 #include "molt/host/common/file_checks.hpp"
-#include "molt/host/release/snapshot_store.hpp"
+#include "molt/host/state/snapshot_store.hpp"
 #include "molt/host/state/state_blob.hpp"
 #include "test_support.hpp"
 

@@ -1,5 +1,6 @@
 // The control protocol's logic: one JSON request in, one JSON reply out.
-// Socket handling is in control_server; this part is tested without sockets.
+// Socket handling is in control_server; this part takes a request line and
+// returns the reply, so tests/unit/control_handler_test.cpp calls it directly.
 //
 // Requests (one JSON object):
 //   {"command":"status"}
@@ -35,42 +36,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "molt/host/net/stream_server.hpp"
 #include "molt/host/release/release_handler.hpp"
+#include "molt/host/runtime/host_info.hpp"
 #include "molt/host/runtime/module_table.hpp"
+#include "molt/host/runtime/status.hpp"
 
 namespace molt::host {
-
-/// What `status` says about the host itself.
-struct HostInfo {
-  std::string version;  ///< Molt's version
-  long pid = 0;
-  std::chrono::system_clock::time_point started_at;
-  std::string http;  ///< bound address, e.g. 127.0.0.1:8080
-  std::string run_dir;
-  std::string plugin_dir;
-  std::string control_socket;
-  /// The module listeners and their connections, when there is a stream server.
-  std::function<std::vector<ListenerInfo>()> listeners = {};
-  /// Connections open on the HTTP listener, once it exists (for the metrics).
-  std::function<std::size_t()> http_connections = {};
-  /// Connections the HTTP listener turned away past maxclients, once it exists.
-  std::function<std::uint64_t()> http_refused = {};
-  /// Bytes the module connections' buffers hold now, and their budget
-  /// (max_connection_memory; 0: none), when there is a stream server.
-  std::function<std::uint64_t()> connection_buffer_bytes = {};
-  std::uint64_t max_connection_memory = 0;
-};
-
-/// The host's status: the host, then every module. Shared by `moltctl status`
-/// and GET /-/status.
-[[nodiscard]] nlohmann::json status_json(const ModuleTable& table, const HostInfo& host);
-
-/// {"ok":true,"reports":[...]}: the upgrade reports of `module` (all modules
-/// when empty), oldest first, at most the `last` most recent. Shared by
-/// `moltctl history` and GET /-/history.
-[[nodiscard]] nlohmann::json history_json(const UpgradeHistory& history, std::string_view module = {},
-                                          std::size_t last = std::numeric_limits<std::size_t>::max());
 
 struct ControlReply {
   nlohmann::json body;

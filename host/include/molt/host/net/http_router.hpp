@@ -6,7 +6,8 @@
 
 #include <spdlog/logger.h>
 
-#include "molt/host/control/control_handler.hpp"
+#include "molt/host/runtime/host_info.hpp"
+#include "molt/host/runtime/status.hpp"
 #include "molt/host/runtime/module_table.hpp"
 #include "molt/message.hpp"
 

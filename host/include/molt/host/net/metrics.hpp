@@ -10,7 +10,8 @@
 #include <vector>
 
 #include "molt/host/common/histogram.hpp"
-#include "molt/host/control/control_handler.hpp"
+#include "molt/host/runtime/host_info.hpp"
+#include "molt/host/runtime/status.hpp"
 #include "molt/host/runtime/module_table.hpp"
 
 namespace molt::host {

@@ -34,7 +34,9 @@
 
 #include "molt/host/common/error.hpp"
 #include "molt/host/config/host_config.hpp"
+#include "molt/host/runtime/host_info.hpp"
 #include "molt/host/slot/module_slot.hpp"
+#include "molt/host/upgrade/module_listeners.hpp"
 
 namespace molt::host {
 
@@ -55,29 +57,7 @@ struct StreamOptions {
   std::map<std::string, ClientLimits, std::less<>> module_clients = {};
 };
 
-/// Why the host closed a connection its client had not closed: a limit.
-enum class LimitClose : std::uint8_t {
-  Timeout,       ///< idle past `timeout`
-  QueryBuffer,   ///< unconsumed input reached client_query_buffer_limit
-  OutputBuffer,  ///< unsent output passed client_output_buffer_hard_limit
-  Memory,        ///< closed to keep every buffer within max_connection_memory
-};
-inline constexpr std::size_t kLimitCloses = 4;
-/// The configuration key of the limit: "timeout", "client_query_buffer_limit", ...
-[[nodiscard]] std::string_view to_string(LimitClose why) noexcept;
-
-struct ListenerInfo {
-  std::string module;
-  Endpoint endpoint;         ///< as bound
-  std::size_t connections;   ///< open now
-  std::uint64_t accepted;    ///< since start, refused ones included
-  std::uint32_t maxclients;  ///< in effect (see cap_maxclients)
-  std::uint64_t refused;     ///< turned away past maxclients, since start
-  /// Connections closed by each limit since start, indexed by LimitClose.
-  std::array<std::uint64_t, kLimitCloses> closed_by_limit{};
-};
-
-class StreamServer {
+class StreamServer final : public ModuleListeners {
  public:
   StreamServer(StreamOptions options, std::shared_ptr<spdlog::logger> log);
   ~StreamServer();
@@ -90,7 +70,7 @@ class StreamServer {
   /// instead of binding `endpoints`; else binds each of `endpoints`. Returns
   /// the addresses it serves. Before or after serve().
   [[nodiscard]] Result<std::vector<Endpoint>> listen_module(const std::vector<Endpoint>& endpoints,
-                                                            std::shared_ptr<ModuleSlot> slot);
+                                                            std::shared_ptr<ModuleSlot> slot) override;
   /// Takes `fd`, a listening TCP socket someone else bound (systemd's socket
   /// activation), to serve `module` whenever listen_module() starts it: at
   /// boot, and again if the module is removed and added back (the socket
@@ -110,7 +90,7 @@ class StreamServer {
   [[nodiscard]] std::future<void> probe();
   /// Closes `module`'s listeners and its connections (a module being removed).
   /// Each connection keeps its module's slot alive until it is gone.
-  void close_module(std::string_view module);
+  void close_module(std::string_view module) override;
   /// Stops accepting; closes idle connections; lets the ones whose bytes are
   /// being processed finish and flush their replies (up to `grace`); joins.
   void stop(std::chrono::milliseconds grace);

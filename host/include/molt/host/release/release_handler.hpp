@@ -26,11 +26,11 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/logger.h>
 
-#include "molt/host/net/stream_server.hpp"
 #include "molt/host/release/release_record.hpp"
-#include "molt/host/release/snapshot_store.hpp"
+#include "molt/host/state/snapshot_store.hpp"
 #include "molt/host/release/upgrade_script.hpp"
 #include "molt/host/runtime/module_table.hpp"
+#include "molt/host/upgrade/module_listeners.hpp"
 
 namespace molt::host {
 
@@ -79,7 +79,7 @@ struct InstallOutcome {
 
 class ReleaseHandler {
  public:
-  ReleaseHandler(ModuleTable& table, StreamServer& streams, SnapshotStore& snapshots, ReleaseOptions options,
+  ReleaseHandler(ModuleTable& table, ModuleListeners& listeners, SnapshotStore& snapshots, ReleaseOptions options,
                  std::shared_ptr<spdlog::logger> log);
   ~ReleaseHandler();
   ReleaseHandler(const ReleaseHandler&) = delete;
@@ -154,7 +154,7 @@ class ReleaseHandler {
   void watch();
 
   ModuleTable& table_;
-  StreamServer& streams_;
+  ModuleListeners& listeners_;
   SnapshotStore& snapshots_;
   ReleaseOptions options_;
   std::shared_ptr<spdlog::logger> log_;

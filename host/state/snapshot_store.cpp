@@ -1,4 +1,4 @@
-#include "molt/host/release/snapshot_store.hpp"
+#include "molt/host/state/snapshot_store.hpp"
 
 #include <algorithm>
 #include <ctime>

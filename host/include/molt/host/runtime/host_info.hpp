@@ -1,0 +1,62 @@
+// What the host tells about itself and its listeners: shared by the control
+// socket (control/), the HTTP status page and metrics (net/), and filled in
+// by moltd's main from the servers it runs. Below both net/ and control/, so
+// that neither includes the other (docs/architecture.md).
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "molt/host/config/host_config.hpp"
+
+namespace molt::host {
+
+/// Why the host closed a connection its client had not closed: a limit.
+enum class LimitClose : std::uint8_t {
+  Timeout,       ///< idle past `timeout`
+  QueryBuffer,   ///< unconsumed input reached client_query_buffer_limit
+  OutputBuffer,  ///< unsent output passed client_output_buffer_hard_limit
+  Memory,        ///< closed to keep every buffer within max_connection_memory
+};
+inline constexpr std::size_t kLimitCloses = 4;
+/// The configuration key of the limit: "timeout", "client_query_buffer_limit", ...
+[[nodiscard]] std::string_view to_string(LimitClose why) noexcept;
+
+struct ListenerInfo {
+  std::string module;
+  Endpoint endpoint;         ///< as bound
+  std::size_t connections;   ///< open now
+  std::uint64_t accepted;    ///< since start, refused ones included
+  std::uint32_t maxclients;  ///< in effect (see cap_maxclients)
+  std::uint64_t refused;     ///< turned away past maxclients, since start
+  /// Connections closed by each limit since start, indexed by LimitClose.
+  std::array<std::uint64_t, kLimitCloses> closed_by_limit{};
+};
+
+/// What `status` says about the host itself.
+struct HostInfo {
+  std::string version;  ///< Molt's version
+  long pid = 0;
+  std::chrono::system_clock::time_point started_at;
+  std::string http;  ///< bound address, e.g. 127.0.0.1:8080
+  std::string run_dir;
+  std::string plugin_dir;
+  std::string control_socket;
+  /// The module listeners and their connections, when there is a stream server.
+  std::function<std::vector<ListenerInfo>()> listeners = {};
+  /// Connections open on the HTTP listener, once it exists (for the metrics).
+  std::function<std::size_t()> http_connections = {};
+  /// Connections the HTTP listener turned away past maxclients, once it exists.
+  std::function<std::uint64_t()> http_refused = {};
+  /// Bytes the module connections' buffers hold now, and their budget
+  /// (max_connection_memory; 0: none), when there is a stream server.
+  std::function<std::uint64_t()> connection_buffer_bytes = {};
+  std::uint64_t max_connection_memory = 0;
+};
+
+}  // namespace molt::host

@@ -1,0 +1,86 @@
+#include "molt/host/runtime/status.hpp"
+
+#include <array>
+#include <optional>
+
+namespace molt::host {
+namespace {
+
+using Json = nlohmann::json;
+
+std::int64_t epoch_ms(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace
+
+Json status_json(const ModuleTable& table, const HostInfo& host) {
+  const auto now = std::chrono::system_clock::now();
+  const auto listeners = host.listeners ? host.listeners() : std::vector<ListenerInfo>{};
+  Json modules = Json::array();
+  for (const auto& slot : table.slots()) {
+    Json listen = Json::array();
+    std::size_t connections = 0;
+    std::uint64_t refused = 0;
+    std::array<std::uint64_t, kLimitCloses> closed_by_limit{};
+    std::optional<std::uint32_t> maxclients;
+    for (const auto& listener : listeners) {
+      if (listener.module != slot->name()) continue;
+      listen.push_back(listener.endpoint.to_string());
+      connections += listener.connections;
+      refused += listener.refused;
+      for (std::size_t i = 0; i < kLimitCloses; ++i) closed_by_limit[i] += listener.closed_by_limit[i];
+      maxclients = listener.maxclients;  // the same for each of a module's listeners
+    }
+    Json closed = Json::object();
+    for (std::size_t i = 0; i < kLimitCloses; ++i)
+      closed[std::string(to_string(static_cast<LimitClose>(i)))] = closed_by_limit[i];
+    const RunningVersion running = slot->running();
+    const SlotStats stats = slot->stats();
+    const auto previous = slot->previous();
+    modules.push_back({
+        {"name", slot->name()},
+        {"version", running.info.version.value},
+        {"schema", running.info.schema.value},
+        {"call_mode", running.info.call_mode == api::CallMode::Serial ? "serial" : "concurrent"},
+        {"file", running.file},
+        {"sha256", running.sha256},
+        {"since_ms", epoch_ms(running.since)},
+        {"previous_version", previous ? Json(previous->info.version.value) : Json(nullptr)},
+        {"calls", stats.calls},
+        {"failed_calls", stats.failed_calls},
+        {"in_flight", stats.gate.inside},
+        {"queued", stats.gate.waiting},
+        {"state_bytes", stats.state_bytes ? Json(*stats.state_bytes) : Json(nullptr)},
+        {"listen", listen},
+        {"connections", connections},
+        {"maxclients", maxclients ? Json(*maxclients) : Json(nullptr)},
+        {"refused_connections", refused},
+        {"closed_by_limit", closed},
+        {"timers", slot->timers()},
+        {"jobs", slot->jobs()},
+    });
+  }
+  return Json{{"ok", true},
+              {"host",
+               {{"version", host.version},
+                {"pid", host.pid},
+                {"started_at_ms", epoch_ms(host.started_at)},
+                {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(now - host.started_at).count()},
+                {"http", host.http},
+                {"run_dir", host.run_dir},
+                {"plugin_dir", host.plugin_dir},
+                {"control_socket", host.control_socket},
+                {"connection_buffer_bytes",
+                 host.connection_buffer_bytes ? Json(host.connection_buffer_bytes()) : Json(nullptr)},
+                {"max_connection_memory", host.max_connection_memory}}},
+              {"modules", modules}};
+}
+
+Json history_json(const UpgradeHistory& history, std::string_view module, std::size_t last) {
+  Json reports = Json::array();
+  for (const auto& report : history.list(module, last)) reports.push_back(report);
+  return Json{{"ok", true}, {"reports", reports}};
+}
+
+}  // namespace molt::host
