@@ -70,6 +70,52 @@ Json upgrade_reply(Result<UpgradeReport> result) {
   return reply;
 }
 
+/// One step of a checked plan, as `moltctl upgrade --check` prints it.
+Json plan_step_json(const ReleaseStep& step) {
+  Json out{{"step", origin_of(step).number}, {"module", host::module_of(step)}, {"depends_on", Json::array()}};
+  const auto version = [](std::optional<api::ModuleVersion> v) { return v ? Json(v->value) : Json(nullptr); };
+  std::visit(
+      [&](const auto& s) {
+        using Step = std::decay_t<decltype(s)>;
+        if constexpr (std::is_same_v<Step, release_step::Add>) {
+          out.update({{"action", "add"}, {"from", 0}, {"to", s.to.value}, {"file", s.module.file.string()}});
+          out["sha256"] = s.sha256.value_or("");
+        } else if constexpr (std::is_same_v<Step, release_step::Upgrade>) {
+          out.update({{"action", "upgrade"}, {"from", s.from.value}, {"to", s.to.value}, {"file", s.file.string()},
+                      {"depends_on", s.depends_on}});
+          out["sha256"] = s.sha256.value_or("");
+        } else if constexpr (std::is_same_v<Step, release_step::Remove>) {
+          out.update({{"action", "remove"}, {"from", s.from.value}, {"to", version(std::nullopt)}, {"file", ""}, {"sha256", ""}});
+        } else {
+          out.update({{"action", "restore"}, {"from", s.state.version.value}, {"to", version(std::nullopt)}, {"file", ""}, {"sha256", ""}});
+        }
+      },
+      step);
+  return out;
+}
+
+/// What `moltctl releases` prints with --json.
+Json releases_json(const ReleaseView& view) {
+  const auto release_json = [](const Release& r) {
+    Json modules = Json::array();
+    for (const auto& m : r.modules)
+      modules.push_back({{"name", m.name}, {"version", m.version.value}, {"file", m.file}, {"sha256", m.sha256}});
+    return Json{{"name", r.name}, {"installed_at_ms", r.installed_at_ms},
+                {"permanent", r.permanent_at_ms.has_value()},
+                {"permanent_at_ms", r.permanent_at_ms ? Json(*r.permanent_at_ms) : Json(nullptr)}, {"modules", modules}};
+  };
+  const ReleaseRecord& record = view.record;
+  Json events = Json::array();
+  for (const auto& e : record.events)
+    events.push_back({{"at_ms", e.at_ms}, {"release", e.release}, {"what", e.what}, {"detail", e.detail}});
+  return Json{{"ok", true},
+              {"current", release_json(record.current)},
+              {"previous", record.previous ? release_json(*record.previous) : Json(nullptr)},
+              {"permanent", release_json(record.permanent)},
+              {"events", events},
+              {"probation_left_s", view.probation_left ? Json(view.probation_left->count()) : Json(nullptr)}};
+}
+
 }  // namespace
 
 Json error_reply(const std::string& message) { return Json{{"ok", false}, {"error", message}}; }
@@ -147,15 +193,10 @@ Json ControlHandler::upgrade(const Json& request) {
     auto plan = releases_.check(script.value());
     if (!plan) return error_reply(plan.error().to_string());
     Json steps = Json::array();
-    for (const auto& p : plan->steps) {
-      const char* action = p.step.action == StepAction::Add ? "add" : p.step.action == StepAction::Remove ? "remove" : "upgrade";
-      steps.push_back({{"step", p.step.number}, {"action", action}, {"module", p.step.module},
-                       {"from", p.running.value}, {"to", p.step.to ? Json(p.step.to->value) : Json(nullptr)},
-                       {"file", p.file.string()}, {"sha256", p.sha256}, {"depends_on", p.step.depends_on}});
-    }
+    for (const auto& step : plan->steps) steps.push_back(plan_step_json(step));
     return Json{{"ok", true}, {"release", plan->release}, {"plan", steps}};
   }
-  const InstallOutcome outcome = releases_.install(script.value());
+  const ReleaseOutcome outcome = releases_.install(script.value());
   Json reports = Json::array();
   for (const auto& report : outcome.reports) reports.push_back(report);
   Json reply{{"ok", outcome.installed}, {"release", outcome.release}, {"reports", reports}};
@@ -163,7 +204,7 @@ Json ControlHandler::upgrade(const Json& request) {
     reply["error"] = outcome.installed || outcome.reports.empty()
                          ? outcome.error->to_string()
                          : "release '" + outcome.release + "' not installed: " + outcome.error->to_string();
-  if (outcome.installed) reply["releases"] = releases_.describe();
+  if (outcome.installed) reply["releases"] = releases_json(releases_.view());
   return reply;
 }
 
@@ -223,7 +264,7 @@ ControlReply ControlHandler::answer(const Json& request) {
     return {error_reply("unknown command '" + command + "' (" + known + ")"), {}};
   }
   if (command == "jobs") return {jobs(request), {}};
-  if (command == "releases") return {releases_.describe(), {}};
+  if (command == "releases") return {releases_json(releases_.view()), {}};
   if (command == "save") {
     const auto failed = releases_.save_all();
     if (!failed.empty()) return {error_reply("snapshot failed for " + std::to_string(failed.size()) + " module(s), see the log"), {}};
@@ -232,7 +273,7 @@ ControlReply ControlHandler::answer(const Json& request) {
   if (command == "commit") {
     auto committed = releases_.commit();
     if (!committed) return {error_reply(committed.error().to_string()), {}};
-    return {releases_.describe(), {}};
+    return {releases_json(releases_.view()), {}};
   }
   if (command == "upgrade") return {upgrade(request), {}};
 

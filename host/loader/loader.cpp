@@ -121,7 +121,8 @@ Result<Instance> Image::instantiate() const {
 
 Loader::Loader(LoaderOptions options) : options_(std::move(options)) {}
 
-Result<CheckedImage> Loader::check(const fs::path& file, std::string_view expected_module) const {
+Result<CheckedImage> Loader::check(const fs::path& file, std::string_view expected_module,
+                                   const std::optional<std::string>& pinned_sha256) const {
   // The path goes into the release record, the history and the status as
   // JSON text, and must read back as the same bytes: a path that is not
   // UTF-8 cannot. Refused before anything opens it, and shown escaped.
@@ -149,12 +150,18 @@ Result<CheckedImage> Loader::check(const fs::path& file, std::string_view expect
 
   auto bytes = read_all(opened.fd.get(), static_cast<std::uintmax_t>(st.st_size));
   if (!bytes) return refuse(bytes.error().reason);
+  std::string sha256 = sha256_hex(bytes.value());
+  // A pinned file is compared before it is parsed: a file that is not the
+  // one the operator pinned is not looked into at all.
+  if (pinned_sha256 && *pinned_sha256 != sha256)
+    return refuse("differs from the pinned sha256 (expected " + pinned_sha256->substr(0, 12) + "..., found " +
+                  sha256.substr(0, 12) + "...)");
   auto elf = ElfFile::parse(bytes.value());
   if (!elf) return refuse(elf.error().reason);
   auto info = read_info(elf.value(), expected_module);
   if (!info) return refuse(info.error().reason);
 
-  CheckedImage checked{file, std::move(info.value()), sha256_hex(bytes.value()), std::move(bytes.value())};
+  CheckedImage checked{file, std::move(info.value()), std::move(sha256), std::move(bytes.value())};
   return checked;
 }
 

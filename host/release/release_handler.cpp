@@ -6,12 +6,10 @@
 
 #include "molt/host/common/atomic_file.hpp"
 #include "molt/host/common/fault.hpp"
-#include "molt/host/common/sha256.hpp"
 #include "molt/host/upgrade/transaction.hpp"
 
 namespace molt::host {
 namespace fs = std::filesystem;
-using Json = nlohmann::json;
 
 namespace {
 
@@ -27,43 +25,6 @@ ReleaseModule entry_for(const ModuleSlot& slot, std::vector<Endpoint> listen, ap
 }
 
 std::string base_name(const std::string& release) { return release.substr(0, release.find('+')); }
-
-/// Orders steps so that a module is paused before the modules it depends on
-/// (and resumed after them); otherwise keeps the script's order. Empty on a
-/// cycle, with `cycle` describing it.
-/// The order modules pause in; empty on a cycle, then `cycle` describes it and
-/// `culprit` is the step where it closes.
-std::vector<std::size_t> dependency_order(const std::vector<ScriptStep>& steps, std::string& cycle, std::size_t& culprit) {
-  std::map<std::string, std::size_t> index;
-  for (std::size_t i = 0; i < steps.size(); ++i) index[steps[i].module] = i;
-  std::vector<std::size_t> order;
-  std::vector<int> state(steps.size(), 0);  // 0 new, 1 visiting, 2 done
-  std::vector<std::string> path;
-  // Depth first: a step goes after every step that depends on it.
-  std::function<bool(std::size_t)> visit = [&](std::size_t i) {
-    if (state[i] == 2) return true;
-    if (state[i] == 1) {
-      cycle.clear();
-      const auto start = std::find(path.begin(), path.end(), steps[i].module);
-      for (auto it = start; it != path.end(); ++it) cycle += *it + " -> ";
-      cycle += steps[i].module;
-      culprit = i;
-      return false;
-    }
-    state[i] = 1;
-    path.push_back(steps[i].module);
-    for (std::size_t j = 0; j < steps.size(); ++j)  // steps that depend on i come first
-      if (std::find(steps[j].depends_on.begin(), steps[j].depends_on.end(), steps[i].module) != steps[j].depends_on.end())
-        if (!visit(j)) return false;
-    path.pop_back();
-    state[i] = 2;
-    order.push_back(i);
-    return true;
-  };
-  for (std::size_t i = 0; i < steps.size(); ++i)
-    if (!visit(i)) return {};
-  return order;
-}
 
 }  // namespace
 
@@ -152,18 +113,20 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
   return {};
 }
 
+std::optional<StateBlob> ReleaseHandler::snapshot_of_locked(const std::string& module, spdlog::logger& log) {
+  auto loaded = snapshots_.load(module);
+  if (loaded) return std::move(loaded.value());
+  auto moved = snapshots_.move_aside(module, "corrupt");
+  log.error("{}; moved to {}; {} starts with its initial state (to recover an older state: moltctl restore {} FILE)",
+            loaded.error().to_string(), moved ? moved->string() : std::string("(could not move it)"), module, module);
+  return std::nullopt;
+}
+
 void ReleaseHandler::restore_snapshot_locked(const std::string& module) {
   auto slot = table_.find(module);
-  auto loaded = snapshots_.load(module);
-  if (!loaded) {
-    auto moved = snapshots_.move_aside(module, "corrupt");
-    slot->log().error("{}; moved to {}; {} starts with its initial state (to recover an older state: moltctl restore {} FILE)",
-                      loaded.error().to_string(), moved ? moved->string() : std::string("(could not move it)"), module,
-                      module);
-    return;
-  }
-  if (!loaded.value()) return;  // never snapshotted: initial state
-  const StateBlob& blob = *loaded.value();
+  const auto loaded = snapshot_of_locked(module, slot->log());
+  if (!loaded) return;  // never snapshotted (initial state), or moved aside
+  const StateBlob& blob = *loaded;
   const ImageInfo running = slot->running().info;
   fs::path writer_image;  // the image that wrote a newer schema, to convert it down
   if (blob.schema > running.schema) {
@@ -258,195 +221,60 @@ UpgradeScript ReleaseHandler::down_script(const UpgradeScript& script) const {
 
 Result<ReleasePlan> ReleaseHandler::check(const UpgradeScript& script) {
   std::lock_guard lock(mutex_);
-  return plan_locked(script);
-}
-
-Result<ReleasePlan> ReleaseHandler::plan_locked(const UpgradeScript& script) {
-  std::string cycle;
-  std::size_t culprit = 0;
-  const auto order = dependency_order(script.steps, cycle, culprit);
-  if (order.empty()) return step_error(script, script.steps[culprit], "dependency cycle: " + cycle);
-  ReleasePlan plan;
-  plan.release = script.release;
-  for (const std::size_t i : order) {
-    const ScriptStep& step = script.steps[i];
-    PlannedStep planned{step, {}, {}, {}};
-    const auto slot = table_.find(step.module);
-    for (const auto& dependency : step.depends_on)
-      if (!table_.find(dependency) && std::none_of(script.steps.begin(), script.steps.end(),
-                                                   [&](const ScriptStep& s) { return s.module == dependency; }))
-        return step_error(script, step, "depends on '" + dependency + "', which is neither running nor in the script");
-    if (step.action == StepAction::Add) {
-      if (slot) return step_error(script, step, step.module + " is already running (v" +
-                                                   std::to_string(slot->running().info.version.value) + ")");
-    } else {
-      if (!slot) return step_error(script, step, step.module + " is not running");
-      planned.running = slot->running().info.version;
-      if (step.from && *step.from != planned.running)
-        return step_error(script, step, "from = " + std::to_string(step.from->value) + " but " + step.module + " runs v" +
-                                            std::to_string(planned.running.value));
-    }
-    if (step.action != StepAction::Remove) {
-      planned.file = fs::path(step.file).is_absolute() ? fs::path(step.file) : options_.plugin_dir / step.file;
-      if (step.sha256) {  // a pin is checked first: the file is not even parsed when it is not the one pinned
-        std::string bytes;
-        if (auto unreadable = read_file(planned.file, table_.loader().options().max_image_bytes, bytes))
-          return step_error(script, step, planned.file.string() + ": " + *unreadable);
-        if (const std::string found = sha256_hex(bytes); found != *step.sha256)
-          return step_error(script, step, planned.file.string() + " differs from the pinned sha256 (expected " +
-                                              step.sha256->substr(0, 12) + "..., found " + found.substr(0, 12) + "...)");
-      }
-      auto checked = table_.loader().check(planned.file, step.module);
-      if (!checked) return step_error(script, step, checked.error().to_string());
-      if (checked->info.version != *step.to)
-        return step_error(script, step, planned.file.string() + " is v" + std::to_string(checked->info.version.value) +
-                                            ", the step says to = " + std::to_string(step.to->value));
-      if (step.sha256 && *step.sha256 != checked->sha256)
-        return step_error(script, step, planned.file.string() + " differs from the pinned sha256 (expected " +
-                                            step.sha256->substr(0, 12) + "..., found " + checked->sha256.substr(0, 12) + "...)");
-      planned.sha256 = checked->sha256;
-    }
-    plan.steps.push_back(std::move(planned));
-  }
+  auto plan = plan_locked(script);
+  if (!plan) return plan;
+  if (auto checked = check_release(plan.value(), table_); !checked) return std::move(checked).error();
   return plan;
 }
 
-InstallOutcome ReleaseHandler::install(const UpgradeScript& script) {
+Result<ReleasePlan> ReleaseHandler::plan_locked(const UpgradeScript& script) const {
+  PlanContext context;
+  for (const auto& slot : table_.slots()) context.running.push_back(entry_for(*slot, {}, {}));
+  context.plugin_dir = options_.plugin_dir;
+  for (const Release* r : {&record_.current, record_.previous ? &*record_.previous : nullptr, &record_.permanent})
+    if (r != nullptr) context.known.insert(context.known.end(), r->modules.begin(), r->modules.end());
+  return plan_release(script, context);
+}
+
+ReleaseOutcome ReleaseHandler::install(const UpgradeScript& script) {
   std::lock_guard lock(mutex_);
   const ChangeScope change(*this, "installing release " + script.release);
   auto plan = plan_locked(script);
-  if (!plan) return InstallOutcome{script.release, false, {}, std::move(plan).error()};
-  return execute_locked(plan.value(), plan->release);
+  if (!plan) return ReleaseOutcome{script.release, false, {}, std::move(plan).error()};
+  return install_locked(std::move(plan.value()), std::to_string(script.steps.size()) + " step(s)");
 }
 
-InstallOutcome ReleaseHandler::execute_locked(const ReleasePlan& plan, const std::string& release_name) {
-  InstallOutcome outcome{release_name, false, {}, std::nullopt};
-  log_->info("release '{}': installing {} step(s)", release_name, plan.steps.size());
-  const auto settings_of = [&](const std::string& module) -> const ReleaseModule* {
-    for (const Release* r : {&record_.current, record_.previous ? &*record_.previous : nullptr, &record_.permanent})
-      if (r != nullptr)
-        if (const auto* m = r->find(module)) return m;
-    return nullptr;
-  };
-
-  // Removed modules: their state first, kept beside the snapshots. A module
-  // whose state cannot be saved is not removed: the release is refused.
-  for (const auto& p : plan.steps)
-    if (p.step.action == StepAction::Remove && !snapshot_locked(p.step.module, "removal")) {
-      outcome.error = Error{p.step.module, {}, {}, Phase::Snapshot,
-                            "not removed: its state could not be saved (see the log), so release '" + release_name +
-                                "' is refused"};
-      return outcome;
+ReleaseOutcome ReleaseHandler::install_locked(ReleasePlan plan, const std::string& detail) {
+  // What the record will say of each module the release keeps or adds: its
+  // settings as they are, or as the step gives them.
+  std::map<std::string, std::pair<std::vector<Endpoint>, api::Values>, std::less<>> settings;
+  std::set<std::string, std::less<>> removed;
+  std::vector<std::string> changed;
+  for (auto& step : plan.steps) {
+    if (auto* add = std::get_if<release_step::Add>(&step)) {
+      settings[add->module.name] = {add->module.listen, add->module.values};
+      add->state = snapshot_of_locked(add->module.name, *log_);  // a removal undone: its last state comes back
     }
-
-  // Added modules: started and listening, not yet served over HTTP. A
-  // failure here refuses the release before anything else changes.
-  std::vector<std::shared_ptr<ModuleSlot>> added;
-  std::map<std::string, std::string> host_parts;  ///< of the added modules restored from a snapshot
-  auto discard_added = [&] {
-    for (const auto& slot : added) listeners_.close_module(slot->name());
-    added.clear();
-  };
-  for (const auto& p : plan.steps) {
-    if (p.step.action != StepAction::Add) continue;
-    std::vector<Endpoint> listen = p.step.listen;
-    api::Values config = p.step.config;
-    if (listen.empty() && config.empty())
-      if (const auto* known = settings_of(p.step.module)) listen = known->listen, config = known->config;
-    auto slot = table_.prepare(ModuleConfig{p.step.module, p.file, config, listen});
-    if (!slot) {
-      discard_added();
-      outcome.error = std::move(slot).error();
-      return outcome;
-    }
-    // A module that comes back (a removal undone) gets its state back.
-    auto snapshot = snapshots_.load(p.step.module);
-    if (!snapshot) {
-      auto moved = snapshots_.move_aside(p.step.module, "corrupt");
-      slot.value()->log().error("{}; moved to {}; {} starts with its initial state (to recover an older state: moltctl "
-                                "restore {} FILE)",
-                                snapshot.error().to_string(), moved ? moved->string() : std::string("(could not move it)"),
-                                p.step.module, p.step.module);
-    } else if (snapshot.value()) {
-      const auto restored = host::restore(*slot.value(), table_.loader(), *snapshot.value());
-      if (restored.outcome != Outcome::Succeeded) slot.value()->log().warn("state not restored: {}", restored.summary());
-      else host_parts[p.step.module] = snapshot.value()->host;  // its jobs run once it serves
-    }
-    if (auto bound = listeners_.listen_module(listen, slot.value()); !bound) {
-      added.push_back(slot.value());
-      discard_added();
-      outcome.error = std::move(bound).error();
-      return outcome;
-    }
-    added.push_back(std::move(slot.value()));
+    if (std::holds_alternative<release_step::Remove>(step))
+      removed.insert(module_of(step));
+    else
+      changed.push_back(module_of(step));
   }
-
-  // Upgrades: one transaction, modules paused in dependency order.
-  std::vector<UpgradeStep> steps;
-  for (const auto& p : plan.steps)
-    if (p.step.action == StepAction::Upgrade)
-      steps.push_back(UpgradeStep{table_.find(p.step.module).get(), p.file, std::nullopt, p.step.extra, p.sha256});
-  if (!steps.empty()) {
-    outcome.reports = table_.run(steps);
-    for (const auto& report : outcome.reports)  // the cause, not the modules that went back because of it
-      if (report.outcome != Outcome::Succeeded && report.error && !report.error->reason.starts_with(kNotUpgradedBecause))
-        outcome.error = report.error;
-    if (!outcome.error)
-      for (const auto& report : outcome.reports)
-        if (report.outcome != Outcome::Succeeded && report.error && !outcome.error) outcome.error = report.error;
-    if (outcome.error) {
-      discard_added();
-      log_->error("release '{}' not installed: {}", release_name, outcome.error->to_string());
-      return outcome;
-    }
-  }
-
-  // Point of no return for the release: serve the added modules, drop the removed ones.
-  fault_point("release.commit");
-  for (auto& slot : added) {
-    table_.insert(slot);
-    if (auto host = slot->restore_host_part(host_parts[slot->name()]); !host) slot->log().error("{}", host.error().to_string());
-  }
-  for (const auto& p : plan.steps) {
-    if (p.step.action != StepAction::Remove) continue;
-    listeners_.close_module(p.step.module);
-    const auto removed = table_.remove(p.step.module);
-    // Again now that nothing reaches it: the calls it served while the
-    // release was being installed are in this one.
-    if (removed) {
-      if (auto blob = removed->save_state(options_.save_timeout); !blob || !snapshots_.save(blob.value()))
-        log_->error("{} removed, but its last state could not be saved: the snapshot taken when release '{}' began is "
-                    "what remains (calls it served since then are lost)",
-                    p.step.module, release_name);
-    }
-    log_->info("{} removed (its last state is in {})", p.step.module, snapshots_.path_of(p.step.module).string());
-  }
+  const std::string name = plan.release;
+  ReleaseOutcome outcome = run_release(std::move(plan), scope());
+  if (!outcome.installed) return outcome;
 
   Release next = record_.current;
-  next.name = release_name;
-  std::vector<std::string> changed;
-  for (const auto& p : plan.steps) {
-    const std::string& module = p.step.module;
-    if (p.step.action == StepAction::Remove) {
-      next.modules.erase(std::remove_if(next.modules.begin(), next.modules.end(),
-                                        [&](const ReleaseModule& m) { return m.name == module; }),
-                         next.modules.end());
-      continue;
-    }
-    changed.push_back(module);
+  next.name = name;
+  std::erase_if(next.modules, [&](const ReleaseModule& m) { return removed.contains(m.name); });
+  for (const auto& module : changed) {
     const auto slot = table_.find(module);
-    if (ReleaseModule* entry = next.find(module)) {
+    if (ReleaseModule* entry = next.find(module))
       *entry = entry_for(*slot, entry->listen, entry->config);
-    } else {
-      std::vector<Endpoint> listen = p.step.listen;
-      api::Values config = p.step.config;
-      if (listen.empty() && config.empty())
-        if (const auto* known = settings_of(module)) listen = known->listen, config = known->config;
-      next.modules.push_back(entry_for(*slot, listen, config));
-    }
+    else
+      next.modules.push_back(entry_for(*slot, settings[module].first, settings[module].second));
   }
-  installed_locked(std::move(next), changed, std::to_string(plan.steps.size()) + " step(s)");
-  outcome.installed = true;
+  installed_locked(std::move(next), changed, detail);
   return outcome;
 }
 
@@ -541,7 +369,11 @@ Result<UpgradeReport> ReleaseHandler::restore(std::string_view module, const fs:
     return error;
   }
   const std::string host = blob->host;
-  auto report = table_.restore(*slot, std::move(blob.value()));  // an operator's transaction: in the history
+  ReleasePlan plan{record_.current.name, {}};
+  plan.steps.push_back(release_step::Restore{{"moltctl restore", 1}, std::string(module), std::move(blob.value())});
+  ReleaseOutcome outcome = run_release(std::move(plan), scope());  // an operator's transaction: in the history
+  if (outcome.reports.empty()) return std::move(*outcome.error);
+  UpgradeReport report = std::move(outcome.reports.front());
   if (report.outcome == Outcome::Succeeded) {
     // An archive without a host part (a fixture, an older snapshot) keeps the jobs and timers the module has.
     if (!host.empty())
@@ -582,44 +414,9 @@ void ReleaseHandler::roll_back_locked(const std::string& why) {
   log_->error("release '{}' failed probation: {}; rolling back to '{}'", failed, why, target.name);
   const ChangeScope change(*this, "rolling release " + failed + " back to " + target.name + " (failed probation)");
 
-  // The steps from the current release back to the previous one.
-  UpgradeScript script;
-  script.release = target.name;
-  script.source = "rollback of " + failed;
-  for (const auto& now : record_.current.modules) {
-    const ReleaseModule* before = target.find(now.name);
-    ScriptStep step;
-    step.number = script.steps.size() + 1;
-    step.module = now.name;
-    if (before == nullptr) {
-      step.action = StepAction::Remove;
-      step.from = now.version;
-    } else if (before->sha256 != now.sha256 || before->file != now.file) {
-      step.from = now.version;
-      step.to = before->version;
-      step.file = before->file;
-      step.sha256 = before->sha256;
-    } else {
-      continue;
-    }
-    script.steps.push_back(std::move(step));
-  }
-  for (const auto& before : target.modules) {
-    if (record_.current.find(before.name) != nullptr) continue;
-    ScriptStep step;
-    step.number = script.steps.size() + 1;
-    step.action = StepAction::Add;
-    step.module = before.name;
-    step.to = before.version;
-    step.file = before.file;
-    step.sha256 = before.sha256;
-    step.listen = before.listen;
-    step.config = before.config;
-    script.steps.push_back(std::move(step));
-  }
-  auto plan = plan_locked(script);
-  InstallOutcome outcome = plan ? execute_locked(plan.value(), target.name)
-                                : InstallOutcome{target.name, false, {}, std::move(plan).error()};
+  auto plan = plan_locked(script_between(record_.current, target));
+  ReleaseOutcome outcome = plan ? install_locked(std::move(plan.value()), "rollback of " + failed)
+                                : ReleaseOutcome{target.name, false, {}, std::move(plan).error()};
   if (!outcome.installed) {
     log_->critical("rolling release '{}' back to '{}' failed: {}; '{}' keeps running: fix it and run moltctl upgrade --down",
                    failed, target.name, outcome.error ? outcome.error->to_string() : "?", failed);
@@ -627,13 +424,13 @@ void ReleaseHandler::roll_back_locked(const std::string& why) {
     write_record_locked();
     return;
   }
-  // execute_locked recorded `target` as a new install; it is the release
+  // install_locked recorded `target` as a new install; it is the release
   // that ran before, permanent as it was.
   record_.current.permanent_at_ms = target.permanent_at_ms;
   if (target.permanent_at_ms) record_.permanent = record_.current;
   record_.note(failed, "rolled back", why);
   // Back to a permanent release: nothing left to watch. Back to one that was
-  // itself on probation: it starts a new one (execute_locked set it up), so
+  // itself on probation: it starts a new one (install_locked set it up), so
   // it still becomes permanent, or goes back in turn.
   if (target.permanent_at_ms) {
     probation_.reset();
@@ -709,29 +506,13 @@ std::string ReleaseHandler::summary_locked() const {
   return out + "; release " + record_.current.name + (record_.current_is_permanent() ? " (permanent)" : " (on probation)");
 }
 
-nlohmann::json ReleaseHandler::describe() const {
+ReleaseView ReleaseHandler::view() const {
   std::lock_guard lock(mutex_);
-  const auto release_json = [](const Release& r) {
-    Json modules = Json::array();
-    for (const auto& m : r.modules)
-      modules.push_back({{"name", m.name}, {"version", m.version.value}, {"file", m.file}, {"sha256", m.sha256}});
-    return Json{{"name", r.name}, {"installed_at_ms", r.installed_at_ms},
-                {"permanent", r.permanent_at_ms.has_value()},
-                {"permanent_at_ms", r.permanent_at_ms ? Json(*r.permanent_at_ms) : Json(nullptr)}, {"modules", modules}};
-  };
-  Json events = Json::array();
-  for (const auto& e : record_.events)
-    events.push_back({{"at_ms", e.at_ms}, {"release", e.release}, {"what", e.what}, {"detail", e.detail}});
-  Json out{{"ok", true},
-           {"current", release_json(record_.current)},
-           {"previous", record_.previous ? release_json(*record_.previous) : Json(nullptr)},
-           {"permanent", release_json(record_.permanent)},
-           {"events", events}};
-  out["probation_left_s"] =
-      probation_ ? Json(std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::seconds>(
-                                                       probation_->until - std::chrono::steady_clock::now()).count()))
-                 : Json(nullptr);
-  return out;
+  ReleaseView view{record_, std::nullopt};
+  if (probation_)
+    view.probation_left = std::max(std::chrono::seconds(0), std::chrono::duration_cast<std::chrono::seconds>(
+                                                                probation_->until - std::chrono::steady_clock::now()));
+  return view;
 }
 
 }  // namespace molt::host

@@ -102,8 +102,11 @@ class Loader {
   /// without blocking: a FIFO or a device is refused at once), permissions
   /// (not writable by other users, in a directory not writable by them),
   /// size, ELF structure (complete, a shared library for this machine),
-  /// entry points, ABI, and module name (when `expected_module` is not empty).
-  [[nodiscard]] Result<CheckedImage> check(const std::filesystem::path& file, std::string_view expected_module) const;
+  /// entry points, ABI, and module name (when `expected_module` is not empty);
+  /// with `pinned_sha256`, that the file has that SHA-256 (lowercase hex),
+  /// before anything else is read from it.
+  [[nodiscard]] Result<CheckedImage> check(const std::filesystem::path& file, std::string_view expected_module,
+                                           const std::optional<std::string>& pinned_sha256 = std::nullopt) const;
 
   /// check(), then copies the file to a fresh path in the image directory and
   /// loads the copy (RTLD_LOCAL | RTLD_NOW). Runs the image's static

@@ -12,8 +12,10 @@
 //     it becomes permanent when that passes or on `moltctl commit`, and is
 //     rolled back to the previous release by the host itself when not;
 //   - snapshots: after every install, periodically, and at shutdown.
-// The mechanics live elsewhere: scripts (upgrade_script), the record
-// (release_record), snapshots (snapshot_store), the transaction (upgrade/).
+// Policy only: the mechanics live elsewhere: scripts (upgrade_script),
+// planning (release_plan), the record (release_record), snapshots
+// (state/snapshot_store), the release and upgrade transactions (upgrade/),
+// listeners (behind ModuleListeners: this code never touches a socket).
 #pragma once
 
 #include <chrono>
@@ -23,12 +25,12 @@
 #include <optional>
 #include <thread>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/logger.h>
 
+#include "molt/host/release/release_plan.hpp"
 #include "molt/host/release/release_record.hpp"
-#include "molt/host/state/snapshot_store.hpp"
 #include "molt/host/release/upgrade_script.hpp"
+#include "molt/host/state/snapshot_store.hpp"
 #include "molt/host/runtime/module_table.hpp"
 #include "molt/host/upgrade/module_listeners.hpp"
 
@@ -57,24 +59,10 @@ struct ReleaseOptions {
   std::function<void(ChangeNotice, const std::string&)> on_change;
 };
 
-/// One checked step of a release, in the order modules are paused.
-struct PlannedStep {
-  ScriptStep step;
-  std::filesystem::path file;  ///< the image it loads (empty for a remove)
-  std::string sha256;          ///< of that file, now
-  api::ModuleVersion running;  ///< the version running now (0 for an add)
-};
-
-struct ReleasePlan {
-  std::string release;
-  std::vector<PlannedStep> steps;
-};
-
-struct InstallOutcome {
-  std::string release;
-  bool installed = false;
-  std::vector<UpgradeReport> reports;  ///< one per upgrade step
-  std::optional<Error> error;          ///< why not installed
+/// The release record and the probation, as `moltctl releases` shows them.
+struct ReleaseView {
+  ReleaseRecord record;
+  std::optional<std::chrono::seconds> probation_left;  ///< none: no release on probation
 };
 
 class ReleaseHandler {
@@ -104,15 +92,16 @@ class ReleaseHandler {
   /// `script` run backwards, named after the release it returns to: the
   /// previous release when `script` installed the current one.
   [[nodiscard]] UpgradeScript down_script(const UpgradeScript& script) const;
-  /// Checks a script against what runs, without changing anything.
+  /// The plan of `script`, checked against what runs and the image files
+  /// (the release transaction's check phase), without changing anything.
   Result<ReleasePlan> check(const UpgradeScript& script);
   /// Installs a script's release as one transaction.
-  InstallOutcome install(const UpgradeScript& script);
+  ReleaseOutcome install(const UpgradeScript& script);
 
   /// Makes the current release permanent now.
   Result<void> commit();
   /// Everything `moltctl releases` shows.
-  [[nodiscard]] nlohmann::json describe() const;
+  [[nodiscard]] ReleaseView view() const;
   /// Restores `module` from a state archive file (migrating it when needed).
   Result<UpgradeReport> restore(std::string_view module, const std::filesystem::path& archive);
 
@@ -139,8 +128,13 @@ class ReleaseHandler {
     std::map<std::string, SlotStats, std::less<>> baseline;  ///< modules the release changed
   };
 
-  Result<ReleasePlan> plan_locked(const UpgradeScript& script);
-  InstallOutcome execute_locked(const ReleasePlan& plan, const std::string& release_name);
+  Result<ReleasePlan> plan_locked(const UpgradeScript& script) const;
+  /// Runs `plan`; once installed, records it (on probation) and snapshots its modules.
+  ReleaseOutcome install_locked(ReleasePlan plan, const std::string& detail);
+  /// `module`'s snapshot for a release step: none when it has none, or when
+  /// it is unreadable (then moved aside, logged, and the module starts empty).
+  std::optional<StateBlob> snapshot_of_locked(const std::string& module, spdlog::logger& log);
+  ReleaseScope scope() { return ReleaseScope{table_, listeners_, snapshots_, options_.save_timeout, *log_}; }
   /// Records `next` as the current release (on probation), snapshots `changed`.
   void installed_locked(Release next, const std::vector<std::string>& changed, const std::string& detail);
   void make_permanent_locked(const std::string& why);

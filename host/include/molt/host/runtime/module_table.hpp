@@ -19,6 +19,7 @@
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/module_slot.hpp"
 #include "molt/host/upgrade/report.hpp"
+#include "molt/host/upgrade/release_transaction.hpp"
 #include "molt/host/upgrade/transaction.hpp"
 
 namespace molt::host {
@@ -34,7 +35,7 @@ struct TableOptions {
   api::StreamLimits stream_limits{1ull << 30, 1ull << 20};
 };
 
-class ModuleTable {
+class ModuleTable final : public RunningModules {
  public:
   ModuleTable(Loader& loader, TableOptions options);
   /// Stops the jobs, then the modules, last started first.
@@ -55,20 +56,20 @@ class ModuleTable {
   /// Loads and starts a module. Fails with the loader's or the module's error.
   Result<void> start(const ModuleConfig& module);
   /// Loads and starts a module without serving it yet (see insert).
-  Result<std::shared_ptr<ModuleSlot>> prepare(const ModuleConfig& module);
+  Result<std::shared_ptr<ModuleSlot>> prepare(const ModuleConfig& module) override;
   /// Serves a prepared module.
-  void insert(std::shared_ptr<ModuleSlot> slot);
+  void insert(std::shared_ptr<ModuleSlot> slot) override;
   /// Stops serving `name` and hands its slot over (it stops when released).
-  std::shared_ptr<ModuleSlot> remove(std::string_view name);
+  std::shared_ptr<ModuleSlot> remove(std::string_view name) override;
 
   /// Runs one transaction over several modules (all or none) and records
   /// every report in the history.
-  std::vector<UpgradeReport> run(std::span<const UpgradeStep> steps);
+  std::vector<UpgradeReport> run(std::span<const UpgradeStep> steps) override;
 
-  [[nodiscard]] Loader& loader() noexcept { return loader_; }
+  [[nodiscard]] Loader& loader() noexcept override { return loader_; }
   [[nodiscard]] const Loader& loader() const noexcept { return loader_; }
 
-  [[nodiscard]] std::shared_ptr<ModuleSlot> find(std::string_view name) const;
+  [[nodiscard]] std::shared_ptr<ModuleSlot> find(std::string_view name) const override;
   /// Every module, in the order they were started.
   [[nodiscard]] std::vector<std::shared_ptr<ModuleSlot>> slots() const;
 
