@@ -239,11 +239,12 @@ Result<std::shared_ptr<Image>> Loader::load(const fs::path& file, std::string_vi
   // The file said it exports these (checked above); dlsym must agree.
   for (auto symbol : {kInfoSymbol, kCreateSymbol, kDestroySymbol})
     if (!image->library_.has(std::string(symbol))) return refuse("dlsym cannot find " + std::string(symbol));
-  // Only fields every loadable ABI has are read here: an older image's
-  // molt_module_info is shorter than this host's MoltModuleInfo.
-  const auto& loaded_info = image->library_.get<const MoltModuleInfo>(std::string(kInfoSymbol));
+  // Copied, not read in place: an older image's molt_module_info is shorter
+  // than this host's MoltModuleInfo (the file said how long, checked above).
+  MoltModuleInfo loaded_info{};
+  std::memcpy(&loaded_info, &image->library_.get<const char>(std::string(kInfoSymbol)), info_size_of(info.abi));
   if (loaded_info.module_version != info.version.value || loaded_info.state_schema != info.schema.value ||
-      std::string_view(loaded_info.name) != info.name)
+      std::string_view(loaded_info.name, strnlen(loaded_info.name, sizeof loaded_info.name)) != info.name)
     return refuse("molt_module_info in memory differs from the file");
   image->create_ = &image->library_.get<api::Module*()>(std::string(kCreateSymbol));
   image->destroy_ = &image->library_.get<void(api::Module*)>(std::string(kDestroySymbol));
