@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <fstream>
 #include <system_error>
@@ -49,21 +51,42 @@ Result<ImageInfo> read_info(const ElfFile& elf, std::string_view expected_module
     if (elf.find_defined(symbol) == nullptr)
       return refuse("missing entry point " + std::string(symbol) + " (not a Molt module? export it with MOLT_MODULE)");
 
+  // Every ABI's MoltModuleInfo starts with abi_version, then info_size; what
+  // follows depends on both, so nothing else is read before they pass.
   const ElfSymbol& symbol = *elf.find_defined(kInfoSymbol);
-  const auto abi_bytes = elf.bytes_at(symbol.address, sizeof(std::uint32_t));
-  if (!abi_bytes) return refuse("molt_module_info is not stored in the file");
-  std::uint32_t abi = 0;
-  std::memcpy(&abi, abi_bytes->data(), sizeof abi);
-  if (abi != api::kAbiVersion)
-    return refuse("built for plugin ABI " + std::to_string(abi) + ", this host speaks ABI " +
-                  std::to_string(api::kAbiVersion) + "; rebuild the module against this Molt");
+  auto read_u32 = [&](std::size_t offset) -> std::optional<std::uint32_t> {
+    const auto bytes = elf.bytes_at(symbol.address + offset, sizeof(std::uint32_t));
+    if (!bytes) return std::nullopt;
+    std::uint32_t value = 0;
+    std::memcpy(&value, bytes->data(), sizeof value);
+    return value;
+  };
+  const auto abi = read_u32(offsetof(MoltModuleInfo, abi_version));
+  if (!abi) return refuse("molt_module_info is not stored in the file");
+  const std::string newest = std::to_string(api::kAbiVersion);
+  if (*abi < api::kAbiOldest)
+    return refuse("built for plugin ABI " + std::to_string(*abi) + ", this host loads ABI " +
+                  std::to_string(api::kAbiOldest) + " to " + newest + " (rebuild it against molt ABI " + newest + ")");
+  if (*abi > api::kAbiVersion)
+    return refuse("built for plugin ABI " + std::to_string(*abi) + ", newer than this host's ABI " + newest +
+                  " (upgrade moltd)");
 
-  const auto raw = elf.bytes_at(symbol.address, sizeof(MoltModuleInfo));
-  if (symbol.size != sizeof(MoltModuleInfo) || !raw)
-    return refuse("malformed molt_module_info (" + std::to_string(symbol.size) + " bytes)");
+  const auto size = read_u32(offsetof(MoltModuleInfo, info_size));
+  if (!size) return refuse("molt_module_info is not stored in the file");
+  if (*size < info_size_of(*abi))
+    return refuse("malformed molt_module_info: it declares " + std::to_string(*size) + " bytes, ABI " +
+                  std::to_string(*abi) + "'s is " + std::to_string(info_size_of(*abi)));
+  const auto raw = elf.bytes_at(symbol.address, *size);
+  if (symbol.size < *size || !raw)
+    return refuse("malformed molt_module_info (" + std::to_string(symbol.size) + " bytes, declares " +
+                  std::to_string(*size) + ")");
+  // Fields the image's ABI does not have stay zero; fields after the ones
+  // this host knows are not read.
   MoltModuleInfo info{};
-  std::memcpy(&info, raw->data(), sizeof info);
-  if (info.info_size != sizeof(MoltModuleInfo)) return refuse("malformed molt_module_info (declares its size wrongly)");
+  std::memcpy(&info, raw->data(), std::min<std::size_t>(*size, sizeof info));
+  const bool declares_features = *size >= offsetof(MoltModuleInfo, features) + sizeof info.features;
+  const api::Features features = declares_features ? api::Features{info.features & kKnownFeatures.bits}
+                                                   : features_implied_by(*abi);
   if (info.cxx_abi != _GLIBCXX_USE_CXX11_ABI)
     return refuse("built with _GLIBCXX_USE_CXX11_ABI=" + std::to_string(info.cxx_abi) + ", the host uses " +
                   std::to_string(_GLIBCXX_USE_CXX11_ABI));
@@ -76,8 +99,13 @@ Result<ImageInfo> read_info(const ElfFile& elf, std::string_view expected_module
     return refuse("module version and state schema must be positive");
   if (info.call_mode > static_cast<std::uint32_t>(api::CallMode::Concurrent))
     return refuse("unknown call mode " + std::to_string(info.call_mode));
-  return ImageInfo{std::string(name), api::ModuleVersion{info.module_version}, api::SchemaVersion{info.state_schema},
-                   static_cast<api::CallMode>(info.call_mode), info.state_fingerprint};
+  return ImageInfo{std::string(name),
+                   api::ModuleVersion{info.module_version},
+                   api::SchemaVersion{info.state_schema},
+                   static_cast<api::CallMode>(info.call_mode),
+                   info.state_fingerprint,
+                   *abi,
+                   features};
 }
 
 /// Boost.DLL 1.74 clears dlerror() before reporting a failed dlopen, so the
@@ -218,9 +246,12 @@ Result<std::shared_ptr<Image>> Loader::load(const fs::path& file, std::string_vi
   // The file said it exports these (checked above); dlsym must agree.
   for (auto symbol : {kInfoSymbol, kCreateSymbol, kDestroySymbol})
     if (!image->library_.has(std::string(symbol))) return refuse("dlsym cannot find " + std::string(symbol));
-  const auto& loaded_info = image->library_.get<const MoltModuleInfo>(std::string(kInfoSymbol));
+  // Copied, not read in place: an older image's molt_module_info is shorter
+  // than this host's MoltModuleInfo (the file said how long, checked above).
+  MoltModuleInfo loaded_info{};
+  std::memcpy(&loaded_info, &image->library_.get<const char>(std::string(kInfoSymbol)), info_size_of(info.abi));
   if (loaded_info.module_version != info.version.value || loaded_info.state_schema != info.schema.value ||
-      std::string_view(loaded_info.name) != info.name)
+      std::string_view(loaded_info.name, strnlen(loaded_info.name, sizeof loaded_info.name)) != info.name)
     return refuse("molt_module_info in memory differs from the file");
   image->create_ = &image->library_.get<api::Module*()>(std::string(kCreateSymbol));
   image->destroy_ = &image->library_.get<void(api::Module*)>(std::string(kDestroySymbol));

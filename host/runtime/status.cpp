@@ -43,6 +43,7 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
         {"version", running.info.version.value},
         {"schema", running.info.schema.value},
         {"call_mode", running.info.call_mode == api::CallMode::Serial ? "serial" : "concurrent"},
+        {"abi", running.info.abi},  // the plugin ABI it was built for: what still needs a rebuild before a major bump
         {"file", running.file},
         {"sha256", running.sha256},
         {"since_ms", epoch_ms(running.since)},

@@ -50,7 +50,7 @@ class CallTimer {
 }  // namespace
 
 ModuleSlot::Live::~Live() {
-  if (instance) instance->stop();
+  if (instance) hooks().stop();
 }
 
 RunningVersion describe(const Image& image, std::chrono::system_clock::time_point since) {
@@ -149,7 +149,7 @@ void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexce
     }
   }
   const LogScope scope(live_->image->info().version.value);
-  if (auto failure = guard_module_call("on_timer", [&] { live_->instance->on_timer(name); }))
+  if (auto failure = guard_module_call("on_timer", [&] { live_->hooks().on_timer(name); }))
     logger_->error("timer '{}': {}", name, *failure);
 }
 
@@ -202,7 +202,7 @@ JobNext ModuleSlot::run_job_step(const std::string& job) {
   }
   api::JobStep step;
   const LogScope scope(live_->image->info().version.value, "job");
-  const auto failure = guard_module_call("run_job_step", [&] { live_->instance->run_job_step(job, step); });
+  const auto failure = guard_module_call("run_job_step", [&] { live_->hooks().run_job_step(job, step); });
   const auto version = live_->image->info().version.value;
 
   std::lock_guard lock(jobs_mutex_);
@@ -339,7 +339,7 @@ Result<void> ModuleSlot::restore_host_part(std::string_view host_part) {
 std::optional<std::string> ModuleSlot::health() {
   const CallGate::Pass pass = gate_.enter();
   std::optional<std::string> problem;
-  if (auto failure = guard_module_call("health", [&] { problem = live_->instance->health(); })) return failure;
+  if (auto failure = guard_module_call("health", [&] { problem = live_->hooks().health(); })) return failure;
   return problem;
 }
 
@@ -352,7 +352,7 @@ std::vector<std::string> ModuleSlot::timers() const {
 
 Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
   const CallGate::Pass pass = gate_.enter();
-  if (auto failure = guard_module_call("on_connect", [&] { live_->instance->on_connect(connection); }))
+  if (auto failure = guard_module_call("on_connect", [&] { live_->hooks().on_connect(connection); }))
     return Error{name_, live_->image->info().version, {}, Phase::Call, std::move(*failure)};
   return {};
 }
@@ -369,7 +369,7 @@ Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::s
     return Error{name_, live.image->info().version, {}, Phase::Call, std::move(reason)};
   };
   std::size_t consumed = 0;
-  if (auto failure = guard_module_call("on_data", [&] { consumed = live.instance->on_data(connection, input, out); }))
+  if (auto failure = guard_module_call("on_data", [&] { consumed = live.hooks().on_data(connection, input, out); }))
     return fail(std::move(*failure));
   if (consumed > input.size())
     return fail("on_data consumed " + std::to_string(consumed) + " of " + std::to_string(input.size()) + " bytes");
@@ -378,7 +378,7 @@ Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::s
 
 void ModuleSlot::stream_disconnect(api::ConnectionId connection) noexcept {
   const CallGate::Pass pass = gate_.enter();
-  if (auto failure = guard_module_call("on_disconnect", [&] { live_->instance->on_disconnect(connection); }))
+  if (auto failure = guard_module_call("on_disconnect", [&] { live_->hooks().on_disconnect(connection); }))
     logger_->error("connection {}: {}", connection, *failure);
 }
 
@@ -393,12 +393,13 @@ Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<
     const auto& info = live->image->info();
     return Error{name_, info.version, live->image->source().string(), Phase::Start, std::move(reason)};
   };
-  if (auto failure = guard_module_call("start", [&] { instance.value()->start(*live->context); }))
+  const Hooks hooks(*instance.value(), live->image->info());
+  if (auto failure = guard_module_call("start", [&] { hooks.start(*live->context); }))
     return fail(std::move(*failure));  // ~Instance destroys it without stop()
   if (auto failure = guard_module_call("refusal_reply", [&] {
-        live->too_many_clients_reply = instance.value()->refusal_reply(api::Refusal::TooManyClients);
+        live->too_many_clients_reply = hooks.refusal_reply(api::Refusal::TooManyClients);
       })) {
-    instance.value()->stop();
+    hooks.stop();
     return fail(std::move(*failure));
   }
   live->instance = std::move(instance.value());
@@ -411,7 +412,7 @@ Result<void> ModuleSlot::save_to(const Live& live, const api::SaveTarget& target
     return Error{name_, info.version, live.image->source().string(), Phase::Save, std::move(reason)};
   };
   api::StateWriter writer(out);
-  if (auto failure = guard_module_call("save_state", [&] { live.instance->save_state(writer, target); }))
+  if (auto failure = guard_module_call("save_state", [&] { live.hooks().save_state(writer, target); }))
     return fail(std::move(*failure));
   return {};
 }
@@ -440,7 +441,7 @@ Result<api::Response> ModuleSlot::call(const api::Request& request) {
     return Error{name_, live.image->info().version, {}, Phase::Call, std::move(reason)};
   };
   api::Response response;
-  if (auto failure = guard_module_call("handler", [&] { response = live.instance->handle(request); }))
+  if (auto failure = guard_module_call("handler", [&] { response = live.hooks().handle(request); }))
     return fail(request.method + ' ' + request.path + ": " + *failure);
   return response;
 }

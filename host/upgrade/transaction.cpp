@@ -221,8 +221,13 @@ class UpgradeTransaction {
     }
     // Same schema and the same layout, built from the same definition: the
     // state object itself can change hands. Fingerprint 0 means unknown.
+    // Both images must have the hooks that move it, both ways (a rollback
+    // moves it back): otherwise it would be detached, then dropped.
+    auto moves_objects = [](const ImageInfo& image) {
+      return has_hook(image, Hook::DetachState) && has_hook(image, Hook::AttachState);
+    };
     move.handoff = to.schema == from.schema && from.state_fingerprint != 0 &&
-                   from.state_fingerprint == to.state_fingerprint;
+                   from.state_fingerprint == to.state_fingerprint && moves_objects(from) && moves_objects(to);
     return {};
   }
 
@@ -271,7 +276,7 @@ class UpgradeTransaction {
   /// give it up (then it is serialized instead).
   bool hand_over(Move& move) {
     const auto started = Clock::now();
-    move.object = move.slot().live_->instance->detach_state();
+    move.object = move.slot().live_->hooks().detach_state();
     move.report.phases.save = since(started);
     if (move.object == nullptr) {
       move.handoff = false;
@@ -279,7 +284,7 @@ class UpgradeTransaction {
     }
     move.object_at = Move::Object::Detached;
     const auto attaching = Clock::now();
-    move.next->instance->attach_state(move.object);
+    move.next->hooks().attach_state(move.object);
     move.object_at = Move::Object::InNew;
     move.report.phases.migrate = since(attaching);
     move.report.state_in_memory = true;
@@ -291,7 +296,7 @@ class UpgradeTransaction {
   std::optional<std::string> load(Move& move, std::streambuf& source, std::uint64_t size) {
     api::StateReader reader(source, size);
     const api::Migration migration{move.state_schema, move.state_version, move.report.direction, move.step->extra};
-    return guard_module_call("load_state", [&] { move.next->instance->load_state(reader, migration); });
+    return guard_module_call("load_state", [&] { move.next->hooks().load_state(reader, migration); });
   }
 
   Error unread_error(const Move& move, std::uint64_t left) const {
@@ -408,11 +413,11 @@ class UpgradeTransaction {
       const auto started = Clock::now();
       // A state object handed over goes back where it came from, untouched.
       if (move.object_at == Move::Object::InNew) {
-        move.object = move.next->instance->detach_state();
+        move.object = move.next->hooks().detach_state();
         move.object_at = Move::Object::Detached;
       }
       if (move.object_at == Move::Object::Detached) {
-        move.slot().live_->instance->attach_state(move.object);
+        move.slot().live_->hooks().attach_state(move.object);
         move.object_at = Move::Object::InOld;
       }
       move.next.reset();  // stop() and destroy the new instance; its image unloads

@@ -396,6 +396,38 @@ TEST_CASE("a host-owned connection stays open across upgrades, bytes split acros
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("a module built for the previous plugin ABI serves, reloads to a current build and rolls back, "
+          "keeping its state and its connection",
+          "[moltd][abi]") {
+  // oldabi-1.so is built against the frozen ABI-5 headers (tests/plugins/abi5), oldabi-2.so against today's.
+  Daemon d({{"oldabi", test_image_path("oldabi-1.so"), 1, "listen = \"127.0.0.1:0\""}});
+  d.install(test_image_path("oldabi-2.so"), "oldabi-2.so");
+  d.start();
+  CHECK(d.status()["modules"][0]["abi"] == 5);
+  REQUIRE(d.http_code("POST", "/oldabi/add?item=alpha") == "200");
+  TcpClient client(d.stream_port("oldabi"));
+  client.send("ADD beta\nADD gam");
+  CHECK(client.read_lines(1) == "OK 2\n");
+
+  const auto reload = d.ctl({"reload", "oldabi"});
+  INFO(reload.out << reload.err);
+  REQUIRE(reload.exit_code == 0);
+  CHECK_THAT(reload.out, Catch::StartsWith("oldabi v1 -> v2: succeeded\n"));
+  CHECK(d.status()["modules"][0]["abi"] == molt::api::kAbiVersion);
+  client.send("ma\nLIST\n");
+  CHECK(client.read_lines(2) == "OK 3\nv2 abi" + std::to_string(molt::api::kAbiVersion) + " alpha,beta,gamma\n");
+
+  const auto rollback = d.ctl({"rollback", "oldabi"});
+  INFO(rollback.out << rollback.err);
+  REQUIRE(rollback.exit_code == 0);
+  CHECK(d.status()["modules"][0]["abi"] == 5);
+  client.send("LIST\nQUIT\n");
+  CHECK(client.read_lines(2) == "v1 abi5 alpha,beta,gamma\nBYE\n");
+  CHECK(client.closed_by_peer());
+  CHECK(d.get_json("/oldabi")["items"] == Json{"alpha", "beta", "gamma"});
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("log_format = json: every line of the log is one JSON object with module, and version and phase when known",
           "[moltd][logs]") {
   Daemon d({{"counter", plugin_path("counter", 1), 1}}, "log_format = \"json\"\nlog_level = \"debug\"");

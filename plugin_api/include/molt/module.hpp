@@ -39,7 +39,9 @@ extern "C" {
 /// A module image's metadata, exported as the data symbol `molt_module_info`.
 /// Plain constant data, no pointers: the host reads it from the file before
 /// loading it, so a wrong image is refused without running any of its code.
-/// `abi_version` stays the first field in every ABI version.
+/// `abi_version` and `info_size` stay the first two fields in every ABI
+/// version, and fields are only ever appended (a minor ABI bump): the host
+/// reads a field only when the image's `info_size` covers it.
 struct MoltModuleInfo {
   std::uint32_t abi_version;        ///< molt::api::kAbiVersion the image was built with
   std::uint32_t info_size;          ///< sizeof(MoltModuleInfo) in that ABI
@@ -49,6 +51,11 @@ struct MoltModuleInfo {
   std::uint32_t cxx_abi;            ///< _GLIBCXX_USE_CXX11_ABI of the build (std::string layout)
   std::uint64_t state_fingerprint;  ///< layout of the state object (StatefulModule), 0: none
   char name[64];                    ///< NUL-terminated module name
+  // ABI 5 ends here (96 bytes).
+  /// molt::api::Feature bits: the optional hooks the module implements. 64
+  /// bits rather than 32 so that the struct has no padding at its end, where
+  /// a field appended later would otherwise sit unnoticed by info_size.
+  std::uint64_t features;
 };
 }
 
@@ -63,6 +70,34 @@ enum class CallMode : std::uint32_t {
 /// Why the host turns a client away before the module sees it.
 enum class Refusal : std::uint32_t {
   TooManyClients = 0,  ///< the listener has `maxclients` connections already
+};
+
+/// What an image implements beyond the required hooks (start, handle,
+/// save_state, load_state, stop), declared in MoltModuleInfo::features since
+/// ABI 6 and computed by MOLT_MODULE from which hooks the class overrides.
+/// The host calls the hooks of a feature only when its bit is set; otherwise
+/// it does what the default in Module does, without entering the image. For
+/// an image built before ABI 6 the host assumes every feature of its ABI.
+enum class Feature : std::uint64_t {
+  Streams = 1u << 0,        ///< on_connect, on_data or on_disconnect
+  Timers = 1u << 1,         ///< on_timer
+  Jobs = 1u << 2,           ///< run_job_step
+  Health = 1u << 3,         ///< health
+  RefusalReply = 1u << 4,   ///< refusal_reply
+  StateInMemory = 1u << 5,  ///< detach_state and attach_state (StatefulModule)
+};
+
+/// A set of Feature bits.
+struct Features {
+  std::uint64_t bits = 0;
+  [[nodiscard]] constexpr bool has(Feature feature) const noexcept {
+    return (bits & static_cast<std::uint64_t>(feature)) != 0;
+  }
+  constexpr Features& add(Feature feature) noexcept {
+    bits |= static_cast<std::uint64_t>(feature);
+    return *this;
+  }
+  friend constexpr bool operator==(Features, Features) = default;
 };
 
 /// A service module. The host creates one instance per running version and
@@ -148,6 +183,12 @@ class Module {
   /// Takes over a state object detached from the previous version, whose
   /// schema and layout fingerprint equal this one's. Replaces load_state.
   virtual void attach_state(void* /*state*/) noexcept {}
+
+  // Hooks added by a later ABI go here, after every existing one, never
+  // between: an image built for an older ABI has a vtable without their
+  // slots. Give each a default, a Feature bit, and a row in the host's hook
+  // table (host/include/molt/host/loader/abi.hpp), which records its first
+  // ABI so that the host never calls it in an older image.
 };
 
 /// A module whose state is one object of type `State`, kept on the heap so
@@ -207,6 +248,28 @@ void check_state_rules() {
   }
 }
 
+/// Whether M overrides `hook`: true unless `&M::hook` is Module's own. An
+/// override the check cannot see (private, overloaded) counts as one, so the
+/// host calls it: wrongly assuming an override only costs a call.
+#define MOLT_DETAIL_OVERRIDES(M, hook) \
+  (!requires { requires std::is_same_v<decltype(&M::hook), decltype(&::molt::api::Module::hook)>; })
+
+template <class M>
+constexpr Features features_of() {
+  Features features;
+  if (MOLT_DETAIL_OVERRIDES(M, on_connect) || MOLT_DETAIL_OVERRIDES(M, on_data) ||
+      MOLT_DETAIL_OVERRIDES(M, on_disconnect))
+    features.add(Feature::Streams);
+  if (MOLT_DETAIL_OVERRIDES(M, on_timer)) features.add(Feature::Timers);
+  if (MOLT_DETAIL_OVERRIDES(M, run_job_step)) features.add(Feature::Jobs);
+  if (MOLT_DETAIL_OVERRIDES(M, health)) features.add(Feature::Health);
+  if (MOLT_DETAIL_OVERRIDES(M, refusal_reply)) features.add(Feature::RefusalReply);
+  if (MOLT_DETAIL_OVERRIDES(M, detach_state) || MOLT_DETAIL_OVERRIDES(M, attach_state))
+    features.add(Feature::StateInMemory);
+  return features;
+}
+#undef MOLT_DETAIL_OVERRIDES
+
 template <class M>
 constexpr MoltModuleInfo make_module_info() {
   MoltModuleInfo info{};
@@ -218,6 +281,7 @@ constexpr MoltModuleInfo make_module_info() {
   info.cxx_abi = _GLIBCXX_USE_CXX11_ABI;
   info.state_fingerprint = state_fingerprint_of<M>();
   for (std::size_t i = 0; i < M::kName.size(); ++i) info.name[i] = M::kName[i];
+  info.features = features_of<M>().bits;
   return info;
 }
 

@@ -19,6 +19,7 @@
 #include <boost/dll/shared_library.hpp>
 
 #include "molt/host/common/error.hpp"
+#include "molt/host/loader/abi.hpp"
 #include "molt/module.hpp"
 
 namespace molt::host {
@@ -30,7 +31,18 @@ struct ImageInfo {
   api::SchemaVersion schema;
   api::CallMode call_mode = api::CallMode::Serial;
   std::uint64_t state_fingerprint = 0;
+  /// The plugin ABI it was built for, kAbiOldest..kAbiVersion: which hooks
+  /// its vtable has (loader/abi.hpp).
+  std::uint32_t abi = api::kAbiVersion;
+  /// What it implements: declared by the image from ABI 6, implied by its
+  /// ABI before (features_implied_by); only bits this host knows.
+  api::Features features = kKnownFeatures;
 };
+
+/// Whether `image` has `hook` in its vtable and implements it (loader/abi.hpp).
+[[nodiscard]] constexpr bool has_hook(const ImageInfo& image, Hook hook) {
+  return has_hook(image.abi, image.features, hook);
+}
 
 class Image;
 
@@ -102,9 +114,10 @@ class Loader {
   /// without blocking: a FIFO or a device is refused at once), permissions
   /// (not writable by other users, in a directory not writable by them),
   /// size, ELF structure (complete, a shared library for this machine),
-  /// entry points, ABI, and module name (when `expected_module` is not empty);
-  /// with `pinned_sha256`, that the file has that SHA-256 (lowercase hex),
-  /// before anything else is read from it.
+  /// entry points, ABI (kAbiOldest to kAbiVersion) and the size of the
+  /// metadata it declares, and module name (when `expected_module` is not
+  /// empty); with `pinned_sha256`, that the file has that SHA-256 (lowercase
+  /// hex), before anything else is read from it.
   [[nodiscard]] Result<CheckedImage> check(const std::filesystem::path& file, std::string_view expected_module,
                                            const std::optional<std::string>& pinned_sha256 = std::nullopt) const;
 

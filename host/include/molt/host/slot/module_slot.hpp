@@ -19,6 +19,7 @@
 #include "molt/host/common/histogram.hpp"
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/call_gate.hpp"
+#include "molt/host/slot/hooks.hpp"
 #include "molt/host/slot/jobs.hpp"
 #include "molt/host/slot/timer_service.hpp"
 #include "molt/host/state/state_blob.hpp"
@@ -145,6 +146,8 @@ class ModuleSlot {
     Instance instance;
     std::chrono::system_clock::time_point since;
     std::string too_many_clients_reply;  ///< refusal_reply(TooManyClients), asked at start
+    /// How the host calls the instance: only hooks its image has.
+    [[nodiscard]] Hooks hooks() const noexcept { return Hooks(*instance, image->info()); }
     ~Live();
   };
 
