@@ -462,6 +462,13 @@ TEST_CASE("during probation the host rolls a release back by itself: error rate 
   for (int i = 0; i < 15; ++i) REQUIRE(d.http_code("GET", "/probe") == "200");
   for (int i = 0; i < 4; ++i) REQUIRE(d.http_code("GET", "/probe/throw") == "500");
   for (int i = 0; i < 3; ++i) REQUIRE(d.http_code("GET", "/probe") == "200");
+  // The watcher must have judged these 22 calls before "it stays" means
+  // anything. Each of its passes weighs probe's error rate, then asks its
+  // health, which probe logs: of two checks logged from now on, the second
+  // comes from a pass that began after the last call.
+  const auto health_checks = [&] { return occurrences(d.log(), "health check "); };
+  const std::size_t checks_before = health_checks();
+  REQUIRE(wait_until([&] { return health_checks() >= checks_before + 2; }));
   CHECK(version_of(d, "probe") == 2);  // 4 of 22 is 18 %: under 25 %
   for (int i = 0; i < 4; ++i) REQUIRE(d.http_code("GET", "/probe/throw") == "500");  // 8 of 26: 31 %
 

@@ -87,4 +87,10 @@ bool is_mapped(const fs::path& path) {
   return false;
 }
 
+std::size_t occurrences(std::string_view text, std::string_view needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string_view::npos; at = text.find(needle, at + needle.size())) ++n;
+  return n;
+}
+
 }  // namespace molt::test

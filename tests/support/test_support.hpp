@@ -66,4 +66,7 @@ std::string call_ok(host::ModuleSlot& slot, std::string_view method, std::string
 /// Whether /proc/self/maps maps `path`.
 bool is_mapped(const std::filesystem::path& path);
 
+/// How often `needle` occurs in `text`, not overlapping.
+std::size_t occurrences(std::string_view text, std::string_view needle);
+
 }  // namespace molt::test
