@@ -193,7 +193,7 @@ TEST_CASE("upgrade_scripts/2026.12.0.toml upgrades counter and kv as one release
   INFO(down.out << down.err);
   REQUIRE(down.exit_code == 0);
   // Reverse order: kv first, then counter.
-  CHECK(down.out.find("kv v2 -> v1") < down.out.find("counter v2 -> v1"));
+  CHECK(appears_before(down.out, "kv v2 -> v1", "counter v2 -> v1"));
   CHECK(version_of(d, "counter") == 1);
   CHECK(version_of(d, "kv") == 1);
   CHECK(d.get_json("/counter")["total"] == 4);
@@ -223,7 +223,7 @@ to = 2
   REQUIRE(plan.exit_code == 0);
   CHECK_THAT(plan.out, Catch::StartsWith("release r1: 2 step(s), in the order modules pause\n"));
   // counter depends on probe, so counter pauses first (and resumes last).
-  CHECK(plan.out.find("counter      v1 -> v2") < plan.out.find("probe        v1 -> v2"));
+  CHECK(appears_before(plan.out, "counter      v1 -> v2", "probe        v1 -> v2"));
   CHECK_THAT(plan.out, Catch::EndsWith("check passed: nothing was changed\n"));
   const Json checked = Json::parse(d.ctl({"upgrade", "--check", "--json", good}).out);
   REQUIRE(checked["plan"].size() == 2);
@@ -596,10 +596,11 @@ to = 2
   INFO(pinned.out << pinned.err);
   REQUIRE(pinned.exit_code == 0);
   const std::string text = read_text(spaced);
-  // Each pin under its own step.
+  // Each pin under its own step: counter's before the second [[ step ]], kv's after it.
   const auto second_step = text.find("[[ step ]]", text.find("[[ step ]]") + 1);
-  CHECK(text.find(sha256_of(d.plugin_dir() / "counter-2.so")) < second_step);
-  CHECK(text.find(sha256_of(d.plugin_dir() / "kv-2.so")) > second_step);
+  REQUIRE(second_step != std::string::npos);
+  CHECK_THAT(text.substr(0, second_step), Catch::Contains(sha256_of(d.plugin_dir() / "counter-2.so")));
+  CHECK_THAT(text.substr(second_step), Catch::Contains(sha256_of(d.plugin_dir() / "kv-2.so")));
   CHECK(d.ctl({"upgrade", "--check", spaced}).exit_code == 0);
 
   const std::string inline_steps = write_script(

@@ -93,4 +93,10 @@ std::size_t occurrences(std::string_view text, std::string_view needle) {
   return n;
 }
 
+bool appears_before(std::string_view text, std::string_view first, std::string_view second) {
+  const auto a = text.find(first);
+  const auto b = text.find(second);
+  return a != std::string_view::npos && b != std::string_view::npos && a < b;
+}
+
 }  // namespace molt::test
