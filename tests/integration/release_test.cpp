@@ -25,6 +25,26 @@ std::string write_script(const Daemon& d, const std::string& name, const std::st
   return path.string();
 }
 
+/// An upgrade script's text: release = "<release>", then `steps`, each from
+/// upgrade_step() or remove_step().
+std::string script_text(const std::string& release, std::initializer_list<std::string> steps) {
+  std::string text = "release = \"" + release + "\"\n";
+  for (const auto& step : steps) text += step;
+  return text;
+}
+
+/// A [[step]] that upgrades `module` from `from` to `to`; `more`: lines of
+/// its own, e.g. depends_on = ["probe"].
+std::string upgrade_step(const std::string& module, unsigned from, unsigned to, const std::string& more = "") {
+  return "[[step]]\nmodule = \"" + module + "\"\nfrom = " + std::to_string(from) + "\nto = " + std::to_string(to) +
+         "\n" + (more.empty() ? "" : more + "\n");
+}
+
+/// A [[step]] that removes `module`, which runs version `from`.
+std::string remove_step(const std::string& module, unsigned from) {
+  return "[[step]]\naction = \"remove\"\nmodule = \"" + module + "\"\nfrom = " + std::to_string(from) + "\n";
+}
+
 /// The version `module` runs, or 0 when it does not run.
 int version_of(const Daemon& d, const std::string& module) {
   const Json status = d.status();
@@ -207,17 +227,9 @@ TEST_CASE("upgrade --check prints the plan and changes nothing, each bad script 
   install_counter_and_probe_v2(d);
   d.start();
 
-  const std::string good = write_script(d, "good.toml", R"(release = "r1"
-[[step]]
-module = "counter"
-from = 1
-to = 2
-depends_on = ["probe"]
-[[step]]
-module = "probe"
-from = 1
-to = 2
-)");
+  const std::string good = write_script(
+      d, "good.toml",
+      script_text("r1", {upgrade_step("counter", 1, 2, "depends_on = [\"probe\"]"), upgrade_step("probe", 1, 2)}));
   const auto plan = d.ctl({"upgrade", "--check", good});
   INFO(plan.out << plan.err);
   REQUIRE(plan.exit_code == 0);
@@ -239,20 +251,18 @@ to = 2
   };
   const std::string zeros(64, '0');
   const std::vector<Bad> bad{
-      {"unknown module", "release = \"x\"\n[[step]]\nmodule = \"nope\"\nfrom = 1\nto = 2\n",
+      {"unknown module", script_text("x", {upgrade_step("nope", 1, 2)}),
        {"bad.toml: script: step 1 (nope): nope is not running"}},
-      {"wrong from-version", "release = \"x\"\n[[step]]\nmodule = \"counter\"\nfrom = 2\nto = 3\n",
+      {"wrong from-version", script_text("x", {upgrade_step("counter", 2, 3)}),
        {"bad.toml: script: step 1 (counter): from = 2 but counter runs v1"}},
       {"missing file",
-       "release = \"x\"\n[[step]]\nmodule = \"counter\"\nfrom = 1\nto = 2\n[[step]]\nmodule = \"probe\"\nfrom = 1\n"
-       "to = 2\nfile = \"probe-9.so\"\n",
+       script_text("x", {upgrade_step("counter", 1, 2), upgrade_step("probe", 1, 2, "file = \"probe-9.so\"")}),
        {"step 2 (probe): ", "probe-9.so"}},
-      {"sha256 mismatch",
-       "release = \"x\"\n[[step]]\nmodule = \"counter\"\nfrom = 1\nto = 2\nsha256 = \"" + zeros + "\"\n",
+      {"sha256 mismatch", script_text("x", {upgrade_step("counter", 1, 2, "sha256 = \"" + zeros + "\"")}),
        {"step 1 (counter): ", "sha256"}},
       {"dependency cycle",
-       "release = \"x\"\n[[step]]\nmodule = \"counter\"\nfrom = 1\nto = 2\ndepends_on = [\"probe\"]\n[[step]]\n"
-       "module = \"probe\"\nfrom = 1\nto = 2\ndepends_on = [\"counter\"]\n",
+       script_text("x", {upgrade_step("counter", 1, 2, "depends_on = [\"probe\"]"),
+                         upgrade_step("probe", 1, 2, "depends_on = [\"counter\"]")}),
        {"dependency cycle: ", "counter -> probe -> counter"}},
       // Found by moltctl itself, not by moltd.
       {"unreadable TOML", "release = \"x\"\n[[step]]\nmodule = counter\n", {"bad.toml", "line 3"}},
@@ -336,16 +346,10 @@ TEST_CASE("a release whose second step fails leaves every module on its old vers
 
   for (const char* fail : {"load", "save", "load-crash"}) {
     SECTION(std::string("probe fails to ") + fail) {
-      const std::string script = write_script(d, "r.toml", std::string(R"(release = "r"
-[[step]]
-module = "counter"
-from = 1
-to = 2
-[[step]]
-module = "probe"
-from = 1
-to = 2
-extra = { fail = ")") + fail + "\" }\n");
+      const std::string script = write_script(
+          d, "r.toml",
+          script_text("r", {upgrade_step("counter", 1, 2),
+                            upgrade_step("probe", 1, 2, "extra = { fail = \"" + std::string(fail) + "\" }")}));
       const auto result = d.ctl({"upgrade", script});
       INFO(result.out << result.err);
       CHECK(result.exit_code == 1);
@@ -373,12 +377,7 @@ TEST_CASE("a release removes a module (state snapshotted first), --down adds it 
   for (int i = 0; i < 3; ++i) REQUIRE(d.http_code("POST", "/stash/put?k=k" + std::to_string(i) + "&v=x") == "200");
   const std::uint16_t old_port = d.stream_port("stash");
 
-  const std::string script = write_script(d, "drop-stash.toml", R"(release = "no-stash"
-[[step]]
-action = "remove"
-module = "stash"
-from = 1
-)");
+  const std::string script = write_script(d, "drop-stash.toml", script_text("no-stash", {remove_step("stash", 1)}));
   const auto removed = d.ctl({"upgrade", script});
   INFO(removed.out << removed.err);
   REQUIRE(removed.exit_code == 0);
@@ -451,7 +450,7 @@ TEST_CASE("during probation the host rolls a release back by itself: error rate 
   d.install(probe_path(2), "probe-2.so");
   d.start();
   REQUIRE(d.http_code("POST", "/probe/add?item=a") == "200");
-  const std::string script = write_script(d, "probe-2.toml", "release = \"probe-2\"\n[[step]]\nmodule = \"probe\"\nfrom = 1\nto = 2\n");
+  const std::string script = write_script(d, "probe-2.toml", script_text("probe-2", {upgrade_step("probe", 1, 2)}));
   REQUIRE(d.ctl({"upgrade", script}).exit_code == 0);
   REQUIRE(version_of(d, "probe") == 2);
 
@@ -486,16 +485,8 @@ TEST_CASE("during probation the host rolls a release back by itself: a failed he
   install_counter_and_probe_v2(d);
   d.start();
   for (int i = 0; i < 2; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
-  const std::string script = write_script(d, "both.toml", R"(release = "both"
-[[step]]
-module = "counter"
-from = 1
-to = 2
-[[step]]
-module = "probe"
-from = 1
-to = 2
-)");
+  const std::string script =
+      write_script(d, "both.toml", script_text("both", {upgrade_step("counter", 1, 2), upgrade_step("probe", 1, 2)}));
   REQUIRE(d.ctl({"upgrade", script}).exit_code == 0);
   REQUIRE(d.http_code("POST", "/counter/incr") == "200");  // on v2, during probation
   REQUIRE(d.http_code("POST", "/probe/add?item=sick") == "200");
@@ -619,8 +610,8 @@ TEST_CASE("a release rolled back during probation to one that was itself on prob
   Daemon d(counter_and_probe(), "probation_seconds = 3\nprobation_min_calls = 5\nprobation_max_error_rate = 0.25");
   install_counter_and_probe_v2(d);
   d.start();
-  const std::string counter = write_script(d, "b.toml", "release = \"b\"\n[[step]]\nmodule = \"counter\"\nfrom = 1\nto = 2\n");
-  const std::string probe = write_script(d, "c.toml", "release = \"c\"\n[[step]]\nmodule = \"probe\"\nfrom = 1\nto = 2\n");
+  const std::string counter = write_script(d, "b.toml", script_text("b", {upgrade_step("counter", 1, 2)}));
+  const std::string probe = write_script(d, "c.toml", script_text("c", {upgrade_step("probe", 1, 2)}));
   REQUIRE(d.ctl({"upgrade", counter}).exit_code == 0);
   REQUIRE(d.ctl({"upgrade", probe}).exit_code == 0);
   for (int i = 0; i < 6; ++i) REQUIRE(d.http_code("GET", "/probe/throw") == "500");
@@ -641,7 +632,7 @@ TEST_CASE("a module added back whose snapshot is corrupt starts empty, the snaps
   Daemon d({{"counter", plugin_path("counter", 1), 1}, {"stash", test_image_path("stash-1.so"), 1}}, kLongProbation);
   d.start();
   REQUIRE(d.http_code("POST", "/stash/put?k=a&v=b") == "200");
-  const std::string script = write_script(d, "drop.toml", "release = \"drop\"\n[[step]]\naction = \"remove\"\nmodule = \"stash\"\nfrom = 1\n");
+  const std::string script = write_script(d, "drop.toml", script_text("drop", {remove_step("stash", 1)}));
   REQUIRE(d.ctl({"upgrade", script}).exit_code == 0);
   const fs::path snapshot = d.run_dir() / "snapshots" / "stash.molt";
   fs::resize_file(snapshot, fs::file_size(snapshot) - 1);
