@@ -61,6 +61,15 @@ void expect_refusal(const fs::path& file, std::string_view expected_module, std:
   CHECK(files_in(options.image_dir) == 0);
 }
 
+/// Loads `file` (module `module`), expecting it to load.
+void expect_loaded(const fs::path& file, std::string_view module) {
+  test::TempDir images;
+  host::Loader loader(host::LoaderOptions{images.path() / "images"});
+  auto image = loader.load(file, module);
+  INFO((image.ok() ? std::string() : image.error().to_string()));
+  CHECK(image.ok());
+}
+
 }  // namespace
 
 TEST_CASE("an image is loaded from a private copy, and its metadata read", "[loader]") {
@@ -231,19 +240,13 @@ TEST_CASE("an image named through a symbolic link is loaded (operators name imag
   test::TempDir dir;
   write_file(dir.path() / "counter-1.so", slurp(plugin_path("counter", 1)));
   fs::create_symlink(dir.path() / "counter-1.so", dir.path() / "counter-current.so");
-  host::Loader loader(host::LoaderOptions{dir.path() / "images"});
-  auto image = loader.load(dir.path() / "counter-current.so", "counter");
-  INFO((image.ok() ? std::string() : image.error().to_string()));
-  CHECK(image.ok());
+  expect_loaded(dir.path() / "counter-current.so", "counter");
 }
 
 TEST_CASE("a group-writable file of the owner's private group is accepted", "[loader]") {
   test::TempDir dir;
   write_file(dir.path() / "counter-1.so", slurp(plugin_path("counter", 1)), fs::perms(0664));
-  host::Loader loader(host::LoaderOptions{dir.path() / "images"});
-  auto image = loader.load(dir.path() / "counter-1.so", "counter");
-  INFO((image.ok() ? std::string() : image.error().to_string()));
-  CHECK(image.ok());
+  expect_loaded(dir.path() / "counter-1.so", "counter");
 }
 
 TEST_CASE("a module whose constructor throws cannot be instantiated", "[loader]") {
