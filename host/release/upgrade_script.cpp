@@ -4,6 +4,7 @@
 
 #include <toml++/toml.h>
 
+#include "config/toml_fields.hpp"
 #include "molt/module.hpp"
 
 namespace molt::host {
@@ -114,17 +115,9 @@ Result<UpgradeScript> parse_upgrade_script(std::string_view text, const std::str
       }
     }
     if (const auto* listen = table->get("listen")) {
-      std::vector<const toml::node*> items;
-      if (const auto* list = listen->as_array())
-        for (const auto& item : *list) items.push_back(&item);
-      else
-        items.push_back(listen);
-      for (const auto* item : items) {
-        const auto* text_value = item->as_string();
-        const auto endpoint = text_value ? parse_endpoint(text_value->get()) : std::nullopt;
-        if (!endpoint) return fail("listen", "must be \"HOST:PORT\" or a list of them");
-        step.listen.push_back(*endpoint);
-      }
+      auto endpoints = parse_listen_address(*listen);
+      if (!endpoints) return fail("listen", std::string(kListenAddressForm));
+      step.listen = std::move(*endpoints);
     }
 
     switch (step.action) {
