@@ -35,11 +35,7 @@ struct Checker {
   }
 
   void only_keys(const toml::table& table, const std::string& prefix, std::initializer_list<std::string_view> allowed) {
-    for (const auto& [key, value] : table) {
-      (void)value;
-      if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end())
-        fail(prefix + std::string(key.str()), "unknown key");
-    }
+    if (auto unknown = check_only_keys(table, allowed, prefix); unknown && !problem) problem = std::move(unknown);
   }
 
   std::optional<std::string> string(const toml::table& table, const std::string& prefix, std::string_view key) {

@@ -1,6 +1,18 @@
 #include "config/toml_fields.hpp"
 
+#include <algorithm>
+
 namespace molt::host {
+
+std::optional<std::string> check_only_keys(const toml::table& table, std::initializer_list<std::string_view> allowed,
+                                           std::string_view where) {
+  for (const auto& [key, value] : table) {
+    (void)value;
+    if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end())
+      return std::string(where) + std::string(key.str()) + ": unknown key";
+  }
+  return std::nullopt;
+}
 
 std::optional<std::vector<Endpoint>> parse_listen_address(const toml::node& listen) {
   std::vector<const toml::node*> items;

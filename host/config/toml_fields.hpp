@@ -3,6 +3,7 @@
 // same mistake. Private to molt_host: toml++ is not part of its interface.
 #pragma once
 
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,6 +14,14 @@
 #include "molt/host/config/host_config.hpp"
 
 namespace molt::host {
+
+/// "<where><key>: unknown key" for the first key of `table` (in toml++'s
+/// order: sorted) that `allowed` does not list, or nothing when it lists them
+/// all. An unknown key is usually a typo, so it is refused, not ignored.
+/// `where` names the table, e.g. "host." or "modules.kv.".
+[[nodiscard]] std::optional<std::string> check_only_keys(const toml::table& table,
+                                                         std::initializer_list<std::string_view> allowed,
+                                                         std::string_view where = {});
 
 /// What a `listen` value must be, for the error that names the key.
 inline constexpr std::string_view kListenAddressForm = "must be \"HOST:PORT\" or a list of them";

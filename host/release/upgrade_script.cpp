@@ -38,10 +38,7 @@ Result<UpgradeScript> parse_upgrade_script(std::string_view text, const std::str
   }
   UpgradeScript script;
   script.source = source;
-  for (const auto& [key, value] : root) {
-    (void)value;
-    if (key.str() != "release" && key.str() != "step") return refuse(std::string(key.str()) + ": unknown key");
-  }
+  if (auto unknown = check_only_keys(root, {"release", "step"})) return refuse(std::move(*unknown));
   const auto* release = root.get_as<std::string>("release");
   if (release == nullptr || release->get().empty()) return refuse("release: needs a name, e.g. release = \"2026.11.1\"");
   script.release = release->get();
@@ -56,13 +53,9 @@ Result<UpgradeScript> parse_upgrade_script(std::string_view text, const std::str
     if (table == nullptr) return step_error(script, step, "must be a table");
     auto fail = [&](const std::string& key, const std::string& reason) { return step_error(script, step, key + ": " + reason); };
     if (const auto* module = table->get_as<std::string>("module")) step.module = module->get();
-    for (const auto& [key, value] : *table) {
-      (void)value;
-      static constexpr std::string_view kKeys[] = {"action", "module", "from", "to", "file", "sha256", "from_file",
-                                                   "from_sha256", "extra", "depends_on", "listen", "config"};
-      if (std::find(std::begin(kKeys), std::end(kKeys), key.str()) == std::end(kKeys))
-        return fail(std::string(key.str()), "unknown key");
-    }
+    if (auto unknown = check_only_keys(*table, {"action", "module", "from", "to", "file", "sha256", "from_file",
+                                                "from_sha256", "extra", "depends_on", "listen", "config"}))
+      return step_error(script, step, std::move(*unknown));
     if (!api::detail::valid_module_name(step.module)) return fail("module", "needs a module name of [a-z0-9_-]");
     if (const auto* action = table->get("action")) {
       const auto* name = action->as_string();

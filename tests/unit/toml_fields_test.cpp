@@ -9,6 +9,16 @@
 
 using namespace molt;
 
+TEST_CASE("check_only_keys names the first key not allowed, after where it is", "[config][toml]") {
+  const toml::table table = toml::parse("b = 1\nzz = 2\na = 3\nyy = 4\n");
+  CHECK_FALSE(host::check_only_keys(table, {"a", "b", "yy", "zz"}).has_value());
+  CHECK_FALSE(host::check_only_keys(table, {"zz", "yy", "b", "a", "unused"}).has_value());
+  CHECK(host::check_only_keys(table, {"a", "b"}) == "yy: unknown key");  // keys in sorted order
+  CHECK(host::check_only_keys(table, {"a", "b", "yy"}, "modules.kv.") == "modules.kv.zz: unknown key");
+  CHECK(host::check_only_keys(table, {}, "host.") == "host.a: unknown key");
+  CHECK_FALSE(host::check_only_keys(toml::table{}, {}).has_value());
+}
+
 TEST_CASE("parse_listen_address reads HOST:PORT or a list of them", "[config][toml]") {
   const toml::table table = toml::parse(R"(
 one = "127.0.0.1:6379"

@@ -51,6 +51,7 @@ TEST_CASE("a script's mistakes are one line naming the script and the step", "[s
        "step 2 (b): from: must be a positive integer"},
       {"release = \"r\"\n[[step]]\nmodule = \"a\"\nfrom = 1\nto = 2\nsha256 = \"abc\"\n", "step 1 (a): sha256: must be 64 lowercase hex digits"},
       {"release = \"r\"\n[[step]]\nmodule = \"a\"\nfrom = 1\nto = 2\nfrum = 3\n", "step 1 (a): frum: unknown key"},
+      {"release = \"r\"\nsteps = []\n[[step]]\nmodule = \"a\"\nfrom = 1\nto = 2\n", "test.toml: script: steps: unknown key"},
       {"release = \"r\"\n[[step]]\naction = \"add\"\nmodule = \"a\"\nto = 1\nlisten = [\"127.0.0.1:1\", 7000]\n",
        "step 1 (a): listen: must be \"HOST:PORT\" or a list of them"},
       {"release = \"r\"\n[[step]]\naction = \"upgrade-ish\"\nmodule = \"a\"\n", "step 1 (a): action: must be"},
