@@ -8,6 +8,7 @@
 
 #include <toml++/toml.h>
 
+#include "config/toml_fields.hpp"
 #include "molt/module.hpp"
 
 namespace molt::host {
@@ -34,11 +35,7 @@ struct Checker {
   }
 
   void only_keys(const toml::table& table, const std::string& prefix, std::initializer_list<std::string_view> allowed) {
-    for (const auto& [key, value] : table) {
-      (void)value;
-      if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end())
-        fail(prefix + std::string(key.str()), "unknown key");
-    }
+    if (auto unknown = check_only_keys(table, allowed, prefix); unknown && !problem) problem = std::move(unknown);
   }
 
   std::optional<std::string> string(const toml::table& table, const std::string& prefix, std::string_view key) {
@@ -265,19 +262,10 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
         config.module_clients[name] = limits;
       }
       if (const auto* listen = table->get("listen")) {
-        std::vector<const toml::node*> items;
-        if (const auto* array = listen->as_array())
-          for (const auto& item : *array) items.push_back(&item);
+        if (auto endpoints = parse_listen_address(*listen))
+          module.listen = std::move(*endpoints);
         else
-          items.push_back(listen);
-        for (const auto* item : items) {
-          const auto* text = item->as_string();
-          const auto endpoint = text ? parse_endpoint(text->get()) : std::nullopt;
-          if (endpoint)
-            module.listen.push_back(*endpoint);
-          else
-            check.fail(prefix + "listen", "must be \"HOST:PORT\" or a list of them");
-        }
+          check.fail(prefix + "listen", std::string(kListenAddressForm));
       }
       const auto version = check.integer(*table, prefix, "version", 1, UINT32_MAX);
       const auto file = check.string(*table, prefix, "file");

@@ -265,16 +265,7 @@ Result<void> HttpServer::Impl::listen() {
     remember_bound();
     return {};
   }
-  const auto address = asio::ip::make_address(options_.listen.host, ec);
-  if (ec) return fail("bad address", ec);
-  const tcp::endpoint endpoint(address, options_.listen.port);
-  acceptor_.open(endpoint.protocol(), ec);
-  if (ec) return fail("open", ec);
-  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  acceptor_.bind(endpoint, ec);
-  if (ec) return fail("bind", ec);
-  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return fail("listen", ec);
+  if (const auto failed = bind_and_listen(acceptor_, options_.listen)) return fail(failed->step, failed->reason);
   remember_bound();
   return {};
 }

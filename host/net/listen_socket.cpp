@@ -6,7 +6,25 @@
 #include <cerrno>
 #include <cstring>
 
+#include <boost/asio/socket_base.hpp>
+
 namespace molt::host {
+
+std::optional<ListenFailure> bind_and_listen(boost::asio::ip::tcp::acceptor& acceptor, const Endpoint& endpoint) {
+  namespace asio = boost::asio;
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(endpoint.host, ec);
+  if (ec) return ListenFailure{"bad address", ec};
+  const asio::ip::tcp::endpoint bind_to(address, endpoint.port);
+  acceptor.open(bind_to.protocol(), ec);
+  if (ec) return ListenFailure{"open", ec};
+  acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  acceptor.bind(bind_to, ec);
+  if (ec) return ListenFailure{"bind", ec};
+  acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return ListenFailure{"listen", ec};
+  return std::nullopt;
+}
 
 Result<int> listening_tcp_family(int fd, const std::string& what) {
   const auto refuse = [&](const std::string& why) {

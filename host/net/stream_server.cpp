@@ -894,19 +894,8 @@ Result<Endpoint> StreamServer::listen(const Endpoint& endpoint, std::shared_ptr<
   auto fail = [&](const std::string& what, const error_code& ec) {
     return Error{slot->name(), {}, endpoint.to_string(), Phase::Start, "listen: " + what + ": " + ec.message()};
   };
-  error_code address_error;
-  const auto address = asio::ip::make_address(endpoint.host, address_error);
-  if (address_error) return fail("bad address", address_error);
   return impl_->add_listener(slot, endpoint, [&](tcp::acceptor& acceptor) -> Result<void> {
-    error_code ec;
-    const tcp::endpoint bind_to(address, endpoint.port);
-    acceptor.open(bind_to.protocol(), ec);
-    if (ec) return fail("open", ec);
-    acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-    acceptor.bind(bind_to, ec);
-    if (ec) return fail("bind", ec);
-    acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return fail("listen", ec);
+    if (const auto failed = bind_and_listen(acceptor, endpoint)) return fail(failed->step, failed->reason);
     return {};
   });
 }

@@ -4,6 +4,7 @@
 
 #include <toml++/toml.h>
 
+#include "config/toml_fields.hpp"
 #include "molt/module.hpp"
 
 namespace molt::host {
@@ -37,10 +38,7 @@ Result<UpgradeScript> parse_upgrade_script(std::string_view text, const std::str
   }
   UpgradeScript script;
   script.source = source;
-  for (const auto& [key, value] : root) {
-    (void)value;
-    if (key.str() != "release" && key.str() != "step") return refuse(std::string(key.str()) + ": unknown key");
-  }
+  if (auto unknown = check_only_keys(root, {"release", "step"})) return refuse(std::move(*unknown));
   const auto* release = root.get_as<std::string>("release");
   if (release == nullptr || release->get().empty()) return refuse("release: needs a name, e.g. release = \"2026.11.1\"");
   script.release = release->get();
@@ -55,13 +53,9 @@ Result<UpgradeScript> parse_upgrade_script(std::string_view text, const std::str
     if (table == nullptr) return step_error(script, step, "must be a table");
     auto fail = [&](const std::string& key, const std::string& reason) { return step_error(script, step, key + ": " + reason); };
     if (const auto* module = table->get_as<std::string>("module")) step.module = module->get();
-    for (const auto& [key, value] : *table) {
-      (void)value;
-      static constexpr std::string_view kKeys[] = {"action", "module", "from", "to", "file", "sha256", "from_file",
-                                                   "from_sha256", "extra", "depends_on", "listen", "config"};
-      if (std::find(std::begin(kKeys), std::end(kKeys), key.str()) == std::end(kKeys))
-        return fail(std::string(key.str()), "unknown key");
-    }
+    if (auto unknown = check_only_keys(*table, {"action", "module", "from", "to", "file", "sha256", "from_file",
+                                                "from_sha256", "extra", "depends_on", "listen", "config"}))
+      return step_error(script, step, std::move(*unknown));
     if (!api::detail::valid_module_name(step.module)) return fail("module", "needs a module name of [a-z0-9_-]");
     if (const auto* action = table->get("action")) {
       const auto* name = action->as_string();
@@ -114,17 +108,9 @@ Result<UpgradeScript> parse_upgrade_script(std::string_view text, const std::str
       }
     }
     if (const auto* listen = table->get("listen")) {
-      std::vector<const toml::node*> items;
-      if (const auto* list = listen->as_array())
-        for (const auto& item : *list) items.push_back(&item);
-      else
-        items.push_back(listen);
-      for (const auto* item : items) {
-        const auto* text_value = item->as_string();
-        const auto endpoint = text_value ? parse_endpoint(text_value->get()) : std::nullopt;
-        if (!endpoint) return fail("listen", "must be \"HOST:PORT\" or a list of them");
-        step.listen.push_back(*endpoint);
-      }
+      auto endpoints = parse_listen_address(*listen);
+      if (!endpoints) return fail("listen", std::string(kListenAddressForm));
+      step.listen = std::move(*endpoints);
     }
 
     switch (step.action) {

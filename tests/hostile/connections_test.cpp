@@ -24,6 +24,7 @@
 #include "daemon.hpp"
 #include "hostile.hpp"
 #include "resp_client.hpp"
+#include "skip.hpp"
 
 using namespace molt;
 using namespace molt::test;
@@ -68,12 +69,6 @@ double longest_ping_ms(RawConnection& client, int n = 20) {
   double longest = 0;
   for (int i = 0; i < n; ++i) longest = std::max(longest, ping_ms(client));
   return longest;
-}
-
-std::size_t count(const std::string& text, std::string_view needle) {
-  std::size_t n = 0;
-  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) ++n;
-  return n;
 }
 
 /// Waits (up to `timeout`) until `pid`'s RSS has moved less than 4 MiB for
@@ -257,7 +252,7 @@ TEST_CASE("connections: a client past the output hard limit is closed, with one 
   CHECK(greedy.wait_closed(10s));
   CHECK(wait_until([&] { return d.log().find("bytes of output unsent, past client_output_buffer_hard_limit (8388608 "
                                               "bytes); closing it") != std::string::npos; }, 5s));
-  CHECK(count(d.log(), "past client_output_buffer_hard_limit") == 1);
+  CHECK(occurrences(d.log(), "past client_output_buffer_hard_limit") == 1);
   if (!kSanitized) CHECK(peak_rss_bytes(pid) - before <= 8 * kMiB + 32 * kMiB);
   RawConnection ordinary(port);
   CHECK(ping_ms(ordinary) < 1000);
@@ -288,7 +283,7 @@ TEST_CASE("connections: 200 unfinished 200 MB bulks stay within max_connection_m
   CHECK_FALSE(closed_now(large));
 
   // The small ones go on; when the budget runs out, the largest goes first.
-  const auto evicted = [&] { return count(d.log(), "closing it to keep all connections' buffers within "
+  const auto evicted = [&] { return occurrences(d.log(), "closing it to keep all connections' buffers within "
                                                    "max_connection_memory (268435456 bytes)"); };
   const auto start = Clock::now();
   std::uint64_t sent = 0;
@@ -359,14 +354,11 @@ TEST_CASE("connections: an idle kv client is closed after timeout, a busy one is
 
 TEST_CASE("connections: out of file descriptors, the accept loops back off instead of spinning, and recover",
           "[hostile][connections]") {
-  if (kSanitized) {
-    // UBSan's vptr check opens a pipe to probe memory whenever its type cache
-    // misses; out of descriptors that fails and it reports (and, with
-    // -fno-sanitize-recover, kills) any virtual call. So a sanitized moltd
-    // cannot run out of descriptors, whatever moltd does.
-    WARN("skipped under the sanitizers: their runtime needs file descriptors of its own");
-    return;
-  }
+  // UBSan's vptr check opens a pipe to probe memory whenever its type cache
+  // misses; out of descriptors that fails and it reports (and, with
+  // -fno-sanitize-recover, kills) any virtual call. So a sanitized moltd
+  // cannot run out of descriptors, whatever moltd does.
+  if (kSanitized) MOLT_SKIP("under the sanitizers: their runtime needs file descriptors of its own", SkipInCi::Allowed);
   Daemon d({kv()});
   d.start();
   const auto port = d.stream_port("kv");
@@ -398,11 +390,11 @@ TEST_CASE("connections: out of file descriptors, the accept loops back off inste
   if (!kSanitized) CHECK(cpu < 0.05);
   const std::string log = d.log();
   INFO(log);
-  CHECK(count(log, "[kv] accept on 127.0.0.1:" + std::to_string(port) +
+  CHECK(occurrences(log, "[kv] accept on 127.0.0.1:" + std::to_string(port) +
                        ": Too many open files: out of file descriptors (RLIMIT_NOFILE, or fs.file-max); backing off "
                        "50 ms, up to 500 ms (1 failure(s) since this was last logged; logged at most every 10 s)") == 1);
-  CHECK(count(log, "[moltd] http: accept on " + d.http() + ": Too many open files: out of file descriptors") == 1);
-  CHECK(count(log, "out of file descriptors") == 2);
+  CHECK(occurrences(log, "[moltd] http: accept on " + d.http() + ": Too many open files: out of file descriptors") == 1);
+  CHECK(occurrences(log, "out of file descriptors") == 2);
 
   // Descriptors back: every listener accepts again within 1 s.
   const auto raised = run_process({"prlimit", "--pid", std::to_string(pid), "--nofile=" + std::to_string(limit) + ":"});
@@ -461,7 +453,7 @@ TEST_CASE("connections: unconsumed input reaching client_query_buffer_limit clos
   }
   CHECK(greedy.wait_closed(10s));
   const std::string line = "bytes received and not consumed, the limit (client_query_buffer_limit); closing it";
-  CHECK(wait_until([&] { return count(d.log(), line) == 1; }, 5s));
+  CHECK(wait_until([&] { return occurrences(d.log(), line) == 1; }, 5s));
   CHECK_THAT(d.log(), Catch::Contains(": 67108864 " + line));
   if (!kSanitized) CHECK(peak_rss_bytes(pid) - before <= 64 * kMiB + 32 * kMiB);
   RawConnection ordinary(port);

@@ -10,8 +10,10 @@
 // starts job "J-N", whose every step adds item "J-N:<k>" until there are N
 // (the checkpoint is the items themselves); a job named "boom-..." throws
 // at its third step. POST /probe/once?name=T&ms=M sets a one-shot timer that
-// adds item "timer:T" when it fires.
+// adds item "timer:T" when it fires. Each health check is logged.
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -110,7 +112,10 @@ class Probe final : public molt::api::Module {
   }
 
   /// Unhealthy once an item "sick" has been added (the probation tests).
+  /// Logs "health check N" each time: only the host's probation watcher asks,
+  /// so the probation tests read from the log that it has looked.
   std::optional<std::string> health() const override {
+    if (context_ != nullptr) context_->log().info("health check {}", ++health_checks_);
     std::lock_guard lock(mutex_);
     for (const auto& item : state_.items)
       if (item == "sick") return "probe holds a sick item, on purpose";
@@ -146,6 +151,7 @@ class Probe final : public molt::api::Module {
   mutable std::mutex mutex_;  // v2 is concurrent
   State state_;
   molt::api::Context* context_ = nullptr;
+  mutable std::atomic<std::uint64_t> health_checks_{0};  ///< health() calls on this instance
 };
 
 }  // namespace probe

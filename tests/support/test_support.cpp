@@ -87,4 +87,16 @@ bool is_mapped(const fs::path& path) {
   return false;
 }
 
+std::size_t occurrences(std::string_view text, std::string_view needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string_view::npos; at = text.find(needle, at + needle.size())) ++n;
+  return n;
+}
+
+bool appears_before(std::string_view text, std::string_view first, std::string_view second) {
+  const auto a = text.find(first);
+  const auto b = text.find(second);
+  return a != std::string_view::npos && b != std::string_view::npos && a < b;
+}
+
 }  // namespace molt::test

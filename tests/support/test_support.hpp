@@ -66,4 +66,12 @@ std::string call_ok(host::ModuleSlot& slot, std::string_view method, std::string
 /// Whether /proc/self/maps maps `path`.
 bool is_mapped(const std::filesystem::path& path);
 
+/// How often `needle` occurs in `text`, not overlapping.
+std::size_t occurrences(std::string_view text, std::string_view needle);
+
+/// Whether `text` holds both `first` and `second`, the first `first` before
+/// the first `second`. (`find(a) < find(b)` alone also holds when `b` is
+/// missing: npos is past everything.)
+bool appears_before(std::string_view text, std::string_view first, std::string_view second);
+
 }  // namespace molt::test

@@ -69,6 +69,9 @@ TEST_CASE("configuration errors name the key and the reason", "[config]") {
       {"[host]\nlog_level = \"loud\"\n[modules.counter]\nversion = 1\n", "host.log_level: must be one of"},
       {"[host]\nrun_dir = 5\n[modules.counter]\nversion = 1\n", "host.run_dir: must be a string"},
       {"extra = 1\n[modules.counter]\nversion = 1\n", "extra: unknown key"},
+      {"[host]\nhttp_treads = 2\n[modules.counter]\nversion = 1\n", "host.http_treads: unknown key"},
+      {"[modules.counter]\nversion = 1\nlisen = \"127.0.0.1:1\"\n", "modules.counter.lisen: unknown key"},
+      {"[modules.kv]\nversion = 1\nlisten = \"localhost\"\n", "modules.kv.listen: must be \"HOST:PORT\" or a list of them"},
   }));
   auto config = parse(text);
   REQUIRE_FALSE(config.ok());
