@@ -1,5 +1,6 @@
 // Loads hello-1.so through the installed host library, greets twice, then
-// restores the saved state into a fresh instance and checks it remembers.
+// restores the saved state into a fresh instance and checks it remembers;
+// given hello-2.so too, upgrades to it and checks that v2 counts on.
 #include <cstdlib>
 #include <iostream>
 
@@ -17,7 +18,7 @@ int fail(const std::string& why) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) return fail("usage: hello_check path/to/hello-1.so");
+  if (argc != 2 && argc != 3) return fail("usage: hello_check path/to/hello-1.so [path/to/hello-2.so]");
   char dir[] = "/tmp/hello-check-XXXXXX";
   if (::mkdtemp(dir) == nullptr) return fail("mkdtemp failed");
   molt::host::Loader loader(molt::host::LoaderOptions{std::string(dir) + "/images"});
@@ -47,6 +48,13 @@ int main(int argc, char** argv) {
   if (report.outcome != molt::host::Outcome::Succeeded) return fail(report.summary());
   answer = second->call(greet);
   if (!answer || answer->body != "Hello, Ada! (3)\n") return fail("state did not survive the restore");
+  if (argc == 3) {
+    const auto upgraded = molt::host::upgrade(*second, loader, argv[2]);
+    if (upgraded.outcome != molt::host::Outcome::Succeeded) return fail(upgraded.summary());
+    std::cout << "hello_check: " << upgraded.summary() << '\n';
+    answer = second->call(greet);
+    if (!answer || answer->body != "Hello, Ada! (4)\n") return fail("state did not survive the upgrade to v2");
+  }
   std::cout << "hello_check: ok: " << answer->body;
   std::filesystem::remove_all(dir);
   return 0;

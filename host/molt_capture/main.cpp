@@ -6,6 +6,7 @@
 //                --repeat 7 --out tests/fixtures/counter/1-2
 //
 // Fixtures are evidence: it refuses to overwrite an existing state archive.
+// Installed (bin/molt-capture) for modules built outside this tree.
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include "molt/host/common/json_text.hpp"
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/module_slot.hpp"
 #include "molt/host/state/state_blob.hpp"
@@ -96,7 +98,7 @@ int main(int argc, char** argv) {
       {"captured_at", std::chrono::duration_cast<std::chrono::seconds>(
                           std::chrono::system_clock::now().time_since_epoch()).count()},
   };
-  std::ofstream(out_dir / "capture.json") << record.dump(2) << '\n';
+  std::ofstream(out_dir / "capture.json") << host::json_text(record, 2) << '\n';
   fs::remove_all(temp);
   std::cout << "captured " << info.name << " v" << info.version.value << " state (" << blob->bytes.size()
             << " bytes) into " << (out_dir / "state.molt").string() << "\nnow write "
