@@ -19,12 +19,12 @@ class ModuleSlot::InstanceContext final : public api::Context {
   std::string_view module_name() const override { return slot_.name_; }
   api::StreamLimits stream_limits() const override { return slot_.stream_limits_; }
   void set_timer(std::string_view name, std::chrono::milliseconds period) override {
-    slot_.set_timer(name, period, /*once=*/false);
+    slot_.timers_.set(name, TimerKind::Periodic, period);
   }
   void set_timer_once(std::string_view name, std::chrono::milliseconds delay) override {
-    slot_.set_timer(name, delay, /*once=*/true);
+    slot_.timers_.set(name, TimerKind::Once, delay);
   }
-  void cancel_timer(std::string_view name) override { slot_.cancel_timer(name); }
+  void cancel_timer(std::string_view name) override { slot_.timers_.cancel(name); }
   bool start_job(std::string_view name) override { return slot_.start_job(name); }
 
  private:
@@ -62,9 +62,10 @@ ModuleSlot::ModuleSlot(std::string name, SlotOptions options, api::CallMode mode
       logger_(std::move(options.logger)),
       config_(std::move(options.config)),
       stream_limits_(options.stream_limits),
-      timer_service_(options.timers ? std::move(options.timers) : std::make_shared<TimerService>()),
       job_runner_(std::move(options.jobs)),
-      gate_(mode) {}
+      gate_(mode),
+      timers_(options.timers ? std::move(options.timers) : std::make_shared<TimerService>(),
+              [this](const std::string& timer, TimerService::Id id) { fire_timer(timer, id); }) {}
 
 Result<std::unique_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Image> image, SlotOptions options) {
   std::unique_ptr<ModuleSlot> slot(new ModuleSlot(image->info().name, std::move(options), image->info().call_mode));
@@ -78,76 +79,18 @@ Result<std::unique_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Imag
 }
 
 ModuleSlot::~ModuleSlot() {
-  std::map<std::string, Timer, std::less<>> timers;
-  {
-    std::lock_guard lock(timers_mutex_);
-    timers.swap(timers_);
-  }
-  // Outside the lock: a callback in flight takes it to see it was cancelled.
-  for (const auto& [name, timer] : timers) timer_service_->cancel_and_wait(timer.id);
+  // Before the instance goes: no timer may fire into it afterwards.
+  timers_.cancel_all();
   if (live_) logger_->info("v{} stopping", live_->image->info().version.value);
   live_.reset();
 }
 
-// set_timer and cancel_timer run inside module calls, holding the gate, so
-// they must never wait for a timer callback (which waits for the gate).
-// Instead a callback checks, once it holds the gate, that its timer is still
-// the current one for its name.
-void ModuleSlot::set_timer(std::string_view name, std::chrono::milliseconds period, bool once) {
-  std::lock_guard lock(timers_mutex_);
-  set_timer_locked(std::string(name), period, once, period);
-}
-
-void ModuleSlot::set_timer_locked(std::string name, std::chrono::milliseconds period, bool once,
-                                  std::chrono::milliseconds first) {
-  if (auto it = timers_.find(name); it != timers_.end()) {
-    timer_service_->cancel(it->second.id);
-    timers_.erase(it);
-  }
-  if (period < std::chrono::milliseconds(0)) period = std::chrono::milliseconds(0);
-  if (first < std::chrono::milliseconds(0)) first = std::chrono::milliseconds(0);
-  auto fire = [this, name](TimerService::Id fired) { fire_timer(name, fired); };
-  Timer timer{0, once ? std::chrono::milliseconds(0) : std::max(period, std::chrono::milliseconds(1)),
-              std::chrono::system_clock::now() + first};
-  // A periodic timer restored from a snapshot starts with its remaining time
-  // (`first`), then keeps its period: TimerService::every starts one period
-  // from now, so delay it with a one-shot that re-arms it.
-  if (once) {
-    timer.id = timer_service_->after(first, std::move(fire));
-  } else if (first == timer.period) {
-    timer.id = timer_service_->every(timer.period, std::move(fire));
-  } else {
-    timer.id = timer_service_->after(first, std::move(fire));
-    timer.period = -timer.period;  // marks "periodic, first shot pending" for fire_timer
-  }
-  timers_.emplace(std::move(name), timer);
-}
-
-void ModuleSlot::cancel_timer(std::string_view name) {
-  std::lock_guard lock(timers_mutex_);
-  if (auto it = timers_.find(name); it != timers_.end()) {
-    timer_service_->cancel(it->second.id);
-    timers_.erase(it);
-  }
-}
-
+// Timers are set and cancelled inside module calls (timers_, through the
+// instance's context); a firing takes the module's turn first, then checks
+// that its timer is still wanted.
 void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexcept {
   const CallGate::Pass pass = gate_.enter();
-  {
-    std::lock_guard lock(timers_mutex_);
-    const auto it = timers_.find(name);
-    if (it == timers_.end() || it->second.id != id) return;  // cancelled or replaced meanwhile
-    Timer& timer = it->second;
-    if (timer.period.count() == 0) {
-      timers_.erase(it);  // a one-shot is gone once it fires; on_timer may set it again
-    } else if (timer.period.count() < 0) {  // periodic, after its delayed first shot: now every period
-      timer.period = -timer.period;
-      timer.id = timer_service_->every(timer.period, [this, name](TimerService::Id fired) { fire_timer(name, fired); });
-      timer.due = std::chrono::system_clock::now() + timer.period;
-    } else {
-      timer.due = std::chrono::system_clock::now() + timer.period;
-    }
-  }
+  if (!timers_.claim(name, id)) return;  // cancelled or replaced meanwhile
   const LogScope scope(live_->image->info().version.value);
   if (auto failure = guard_module_call("on_timer", [&] { live_->instance->on_timer(name); }))
     logger_->error("timer '{}': {}", name, *failure);
@@ -278,26 +221,16 @@ std::string ModuleSlot::host_part() const {
     std::lock_guard lock(jobs_mutex_);
     for (const auto& [name, record] : jobs_) part["jobs"].push_back(record);
   }
-  {
-    std::lock_guard lock(timers_mutex_);
-    const auto now = std::chrono::system_clock::now();
-    for (const auto& [name, timer] : timers_) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(timer.due - now).count();
-      part["timers"].push_back({{"name", name},
-                                {"period_ms", timer.period.count() < 0 ? -timer.period.count() : timer.period.count()},
-                                {"due_in_ms", std::max<std::int64_t>(left, 0)}});
-    }
-  }
+  for (const auto& timer : timers_.saved())
+    part["timers"].push_back({{"name", timer.name},
+                              {"period_ms", timer.kind == TimerKind::Once ? 0 : timer.period.count()},
+                              {"due_in_ms", timer.due_in.count()}});
   if (part["jobs"].empty() && part["timers"].empty()) return {};
   return json_text(part);  // a job's note is the module's text: any bytes
 }
 
 Result<void> ModuleSlot::restore_host_part(std::string_view host_part) {
   std::map<std::string, JobRecord, std::less<>> jobs;
-  struct SavedTimer {
-    std::string name;
-    std::chrono::milliseconds period, due_in;
-  };
   std::vector<SavedTimer> timers;
   if (host_part.empty()) return {};  // nothing saved: keep what the module has
   {
@@ -307,21 +240,17 @@ Result<void> ModuleSlot::restore_host_part(std::string_view host_part) {
         auto record = job.get<JobRecord>();
         if (jobs.size() < kMaxJobs) jobs.emplace(record.name, std::move(record));
       }
-      for (const auto& timer : part.at("timers"))
-        timers.push_back({timer.at("name").get<std::string>(),
-                          std::chrono::milliseconds(timer.at("period_ms").get<std::int64_t>()),
+      for (const auto& timer : part.at("timers")) {
+        const std::chrono::milliseconds period(timer.at("period_ms").get<std::int64_t>());
+        timers.push_back({timer.at("name").get<std::string>(), period.count() <= 0 ? TimerKind::Once : TimerKind::Periodic,
+                          std::max(period, std::chrono::milliseconds(0)),
                           std::chrono::milliseconds(timer.at("due_in_ms").get<std::int64_t>())});
+      }
     } catch (const nlohmann::json::exception& e) {
       return Error{name_, {}, {}, Phase::Snapshot, std::string("jobs and timers not restored: ") + e.what()};
     }
   }
-  {
-    std::lock_guard lock(timers_mutex_);
-    for (auto& timer : timers) {
-      const bool once = timer.period.count() <= 0;
-      set_timer_locked(timer.name, once ? std::chrono::milliseconds(0) : timer.period, once, timer.due_in);
-    }
-  }
+  timers_.restore(timers);
   std::vector<std::string> running;
   {
     std::lock_guard lock(jobs_mutex_);
@@ -343,12 +272,7 @@ std::optional<std::string> ModuleSlot::health() {
   return problem;
 }
 
-std::vector<std::string> ModuleSlot::timers() const {
-  std::lock_guard lock(timers_mutex_);
-  std::vector<std::string> names;
-  for (const auto& [name, timer] : timers_) names.push_back(name);
-  return names;
-}
+std::vector<std::string> ModuleSlot::timers() const { return timers_.names(); }
 
 Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
   const CallGate::Pass pass = gate_.enter();

@@ -20,6 +20,7 @@
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/call_gate.hpp"
 #include "molt/host/slot/jobs.hpp"
+#include "molt/host/slot/module_timers.hpp"
 #include "molt/host/slot/timer_service.hpp"
 #include "molt/host/state/state_blob.hpp"
 #include "molt/module.hpp"
@@ -150,15 +151,7 @@ class ModuleSlot {
 
   ModuleSlot(std::string name, SlotOptions options, api::CallMode mode);
 
-  struct Timer {
-    TimerService::Id id;
-    std::chrono::milliseconds period;  ///< 0: once
-    std::chrono::system_clock::time_point due;  ///< for a one-shot timer, to save it
-  };
-  void set_timer(std::string_view name, std::chrono::milliseconds period, bool once);
-  void set_timer_locked(std::string name, std::chrono::milliseconds period, bool once,
-                        std::chrono::milliseconds first);
-  void cancel_timer(std::string_view name);
+  /// Runs timer `name` (firing `id`) in the running version, as a call.
   void fire_timer(const std::string& name, TimerService::Id id) noexcept;
   bool start_job(std::string_view name);
 
@@ -175,13 +168,11 @@ class ModuleSlot {
   const std::shared_ptr<spdlog::logger> logger_;
   const api::Values config_;
   const api::StreamLimits stream_limits_;
-  const std::shared_ptr<TimerService> timer_service_;
   const std::shared_ptr<JobRunner> job_runner_;
   CallGate gate_;
-  mutable std::mutex timers_mutex_;
-  /// The module's timers by name. The slot's, not an instance's: they keep
-  /// firing across upgrades, into whichever version runs.
-  std::map<std::string, Timer, std::less<>> timers_;
+  /// The slot's, not an instance's: they keep firing across upgrades, into
+  /// whichever version runs. Emptied (cancel_all) before live_ goes.
+  ModuleTimers timers_;
   mutable std::mutex jobs_mutex_;
   /// The module's jobs by name, at most kMaxJobs (the oldest ended ones go first).
   std::map<std::string, JobRecord, std::less<>> jobs_;
