@@ -25,7 +25,7 @@ class ModuleSlot::InstanceContext final : public api::Context {
     slot_.timers_.set(name, TimerKind::Once, delay);
   }
   void cancel_timer(std::string_view name) override { slot_.timers_.cancel(name); }
-  bool start_job(std::string_view name) override { return slot_.start_job(name); }
+  bool start_job(std::string_view name) override { return slot_.jobs_.start(name); }
 
  private:
   ModuleSlot& slot_;
@@ -62,10 +62,10 @@ ModuleSlot::ModuleSlot(std::string name, SlotOptions options, api::CallMode mode
       logger_(std::move(options.logger)),
       config_(std::move(options.config)),
       stream_limits_(options.stream_limits),
-      job_runner_(std::move(options.jobs)),
       gate_(mode),
       timers_(options.timers ? std::move(options.timers) : std::make_shared<TimerService>(),
-              [this](const std::string& timer, TimerService::Id id) { fire_timer(timer, id); }) {}
+              [this](const std::string& timer, TimerService::Id id) { fire_timer(timer, id); }),
+      jobs_(name_, logger_, std::move(options.jobs)) {}
 
 Result<std::unique_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Image> image, SlotOptions options) {
   std::unique_ptr<ModuleSlot> slot(new ModuleSlot(image->info().name, std::move(options), image->info().call_mode));
@@ -98,129 +98,25 @@ void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexce
 
 // --- jobs -------------------------------------------------------------------
 
-namespace {
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
-// Runs inside a module call (the module holds the gate): records only, and
-// leaves the stepping to the runner, which waits for the gate like any call.
-bool ModuleSlot::start_job(std::string_view name) {
-  {
-    std::lock_guard lock(jobs_mutex_);
-    if (auto it = jobs_.find(name); it != jobs_.end()) {
-      if (it->second.state == JobState::Running) return false;
-      jobs_.erase(it);
-    }
-    if (jobs_.size() >= kMaxJobs) {  // forget the job that ended longest ago
-      auto oldest = jobs_.end();
-      for (auto it = jobs_.begin(); it != jobs_.end(); ++it)
-        if (it->second.state != JobState::Running && (oldest == jobs_.end() || it->second.updated_ms < oldest->second.updated_ms))
-          oldest = it;
-      if (oldest == jobs_.end())
-        throw std::length_error("job '" + std::string(name) + "' not started: " + std::to_string(kMaxJobs) +
-                                " jobs are running already, the most a module may have");
-      jobs_.erase(oldest);
-    }
-    JobRecord record;
-    record.name = std::string(name);
-    record.started_ms = record.updated_ms = now_ms();
-    jobs_.emplace(record.name, record);
-  }
-  logger_->info("job '{}' started", name);
-  if (job_runner_) job_runner_->schedule(name_, std::string(name));
-  return true;
-}
-
 JobNext ModuleSlot::run_job_step(const std::string& job) {
   const CallGate::Pass pass = gate_.enter();
-  {
-    std::lock_guard lock(jobs_mutex_);
-    const auto it = jobs_.find(job);
-    if (it == jobs_.end() || it->second.state != JobState::Running) return {};  // cancelled (or gone) meanwhile
-  }
+  if (!jobs_.running(job)) return {};  // cancelled (or gone) meanwhile
   api::JobStep step;
-  const LogScope scope(live_->image->info().version.value, "job");
+  const api::ModuleVersion version = live_->image->info().version;
+  const LogScope scope(version.value, "job");
   const auto failure = guard_module_call("run_job_step", [&] { live_->instance->run_job_step(job, step); });
-  const auto version = live_->image->info().version.value;
-
-  std::lock_guard lock(jobs_mutex_);
-  const auto it = jobs_.find(job);
-  if (it == jobs_.end()) return {};
-  JobRecord& record = it->second;
-  ++record.steps;
-  record.updated_ms = now_ms();
-  if (failure) {
-    if (record.state == JobState::Running) {
-      record.state = JobState::Failed;
-      record.note = "step " + std::to_string(record.steps) + " on v" + std::to_string(version) + ": " + *failure;
-      logger_->error("job '{}' failed at step {} on v{}: {} (the module keeps serving; moltctl jobs restart {} {} "
-                     "continues it from its checkpoint)",
-                     job, record.steps, version, *failure, name_, job);
-    }
-    return {};
-  }
-  record.done = step.done;
-  record.total = step.total;
-  if (step.finished) {
-    if (record.state == JobState::Running) {
-      record.state = JobState::Finished;
-      record.note = step.summary.substr(0, 200);
-      logger_->info("job '{}' finished after {} step(s), {} s: {}", job, record.steps,
-                    (record.updated_ms - record.started_ms) / 1000, record.note);
-    }
-    return {};
-  }
-  if (record.state != JobState::Running) return {};
-  return JobNext{true, std::max(step.pause, std::chrono::milliseconds(0))};
+  return jobs_.record_step(job, version, failure, step);
 }
 
-std::vector<JobRecord> ModuleSlot::jobs() const {
-  std::lock_guard lock(jobs_mutex_);
-  std::vector<JobRecord> records;
-  for (const auto& [name, record] : jobs_) records.push_back(record);
-  return records;
-}
+std::vector<JobRecord> ModuleSlot::jobs() const { return jobs_.records(); }
 
-Result<void> ModuleSlot::cancel_job(std::string_view job) {
-  std::lock_guard lock(jobs_mutex_);
-  const auto it = jobs_.find(job);
-  if (it == jobs_.end()) return Error{name_, {}, {}, Phase::Call, "no job '" + std::string(job) + "'"};
-  if (it->second.state != JobState::Running)
-    return Error{name_, {}, {}, Phase::Call, "job '" + std::string(job) + "' is " + std::string(to_string(it->second.state)) + ", not running"};
-  it->second.state = JobState::Cancelled;
-  it->second.note = "cancelled by the operator at " + std::to_string(it->second.done) + "/" + std::to_string(it->second.total);
-  it->second.updated_ms = now_ms();
-  logger_->info("job '{}' cancelled after {} step(s); its checkpoint stays in the state", job, it->second.steps);
-  return {};
-}
+Result<void> ModuleSlot::cancel_job(std::string_view job) { return jobs_.cancel(job); }
 
-Result<void> ModuleSlot::restart_job(std::string_view job) {
-  {
-    std::lock_guard lock(jobs_mutex_);
-    const auto it = jobs_.find(job);
-    if (it == jobs_.end()) return Error{name_, {}, {}, Phase::Call, "no job '" + std::string(job) + "'"};
-    if (it->second.state == JobState::Running || it->second.state == JobState::Finished)
-      return Error{name_, {}, {}, Phase::Call, "job '" + std::string(job) + "' is " + std::string(to_string(it->second.state)) + "; only a failed or cancelled job restarts"};
-    it->second.state = JobState::Running;
-    it->second.note.clear();
-    it->second.updated_ms = now_ms();
-  }
-  logger_->info("job '{}' restarted from its checkpoint", job);
-  if (job_runner_) job_runner_->schedule(name_, std::string(job));
-  return {};
-}
+Result<void> ModuleSlot::restart_job(std::string_view job) { return jobs_.restart(job); }
 
 std::string ModuleSlot::host_part() const {
   nlohmann::json part{{"jobs", nlohmann::json::array()}, {"timers", nlohmann::json::array()}};
-  {
-    std::lock_guard lock(jobs_mutex_);
-    for (const auto& [name, record] : jobs_) part["jobs"].push_back(record);
-  }
+  for (const auto& record : jobs_.records()) part["jobs"].push_back(record);
   for (const auto& timer : timers_.saved())
     part["timers"].push_back({{"name", timer.name},
                               {"period_ms", timer.kind == TimerKind::Once ? 0 : timer.period.count()},
@@ -230,15 +126,14 @@ std::string ModuleSlot::host_part() const {
 }
 
 Result<void> ModuleSlot::restore_host_part(std::string_view host_part) {
-  std::map<std::string, JobRecord, std::less<>> jobs;
+  std::vector<JobRecord> jobs;
   std::vector<SavedTimer> timers;
   if (host_part.empty()) return {};  // nothing saved: keep what the module has
   {
     try {
       const auto part = nlohmann::json::parse(host_part);
       for (const auto& job : part.at("jobs")) {
-        auto record = job.get<JobRecord>();
-        if (jobs.size() < kMaxJobs) jobs.emplace(record.name, std::move(record));
+        jobs.push_back(job.get<JobRecord>());
       }
       for (const auto& timer : part.at("timers")) {
         const std::chrono::milliseconds period(timer.at("period_ms").get<std::int64_t>());
@@ -251,17 +146,7 @@ Result<void> ModuleSlot::restore_host_part(std::string_view host_part) {
     }
   }
   timers_.restore(timers);
-  std::vector<std::string> running;
-  {
-    std::lock_guard lock(jobs_mutex_);
-    jobs_ = std::move(jobs);
-    for (const auto& [name, record] : jobs_)
-      if (record.state == JobState::Running) running.push_back(name);
-  }
-  for (const auto& job : running) {
-    logger_->info("job '{}' continues from its checkpoint", job);
-    if (job_runner_) job_runner_->schedule(name_, job);
-  }
+  jobs_.replace(std::move(jobs));
   return {};
 }
 

@@ -20,6 +20,7 @@
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/call_gate.hpp"
 #include "molt/host/slot/jobs.hpp"
+#include "molt/host/slot/module_jobs.hpp"
 #include "molt/host/slot/module_timers.hpp"
 #include "molt/host/slot/timer_service.hpp"
 #include "molt/host/state/state_blob.hpp"
@@ -153,7 +154,6 @@ class ModuleSlot {
 
   /// Runs timer `name` (firing `id`) in the running version, as a call.
   void fire_timer(const std::string& name, TimerService::Id id) noexcept;
-  bool start_job(std::string_view name);
 
   /// A started instance of `image`, not yet serving.
   Result<std::unique_ptr<Live>> make_live(std::shared_ptr<const Image> image);
@@ -168,15 +168,12 @@ class ModuleSlot {
   const std::shared_ptr<spdlog::logger> logger_;
   const api::Values config_;
   const api::StreamLimits stream_limits_;
-  const std::shared_ptr<JobRunner> job_runner_;
   CallGate gate_;
   /// The slot's, not an instance's: they keep firing across upgrades, into
   /// whichever version runs. Emptied (cancel_all) before live_ goes.
   ModuleTimers timers_;
-  mutable std::mutex jobs_mutex_;
-  /// The module's jobs by name, at most kMaxJobs (the oldest ended ones go first).
-  std::map<std::string, JobRecord, std::less<>> jobs_;
-  static constexpr std::size_t kMaxJobs = 256;
+  /// The records of the module's jobs: the slot's, like its timers.
+  ModuleJobs jobs_;
   /// Held by a transaction for its whole run: one upgrade per slot at a time.
   std::mutex upgrade_mutex_;
   /// The serving instance. Read by calls holding a gate pass; replaced only
