@@ -2,10 +2,8 @@
 
 #include <algorithm>
 
-#include <nlohmann/json.hpp>
-
-#include "molt/host/common/json_text.hpp"
 #include "molt/host/common/log_context.hpp"
+#include "molt/host/slot/host_part.hpp"
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/state/buffers.hpp"
 
@@ -114,39 +112,16 @@ Result<void> ModuleSlot::cancel_job(std::string_view job) { return jobs_.cancel(
 
 Result<void> ModuleSlot::restart_job(std::string_view job) { return jobs_.restart(job); }
 
-std::string ModuleSlot::host_part() const {
-  nlohmann::json part{{"jobs", nlohmann::json::array()}, {"timers", nlohmann::json::array()}};
-  for (const auto& record : jobs_.records()) part["jobs"].push_back(record);
-  for (const auto& timer : timers_.saved())
-    part["timers"].push_back({{"name", timer.name},
-                              {"period_ms", timer.kind == TimerKind::Once ? 0 : timer.period.count()},
-                              {"due_in_ms", timer.due_in.count()}});
-  if (part["jobs"].empty() && part["timers"].empty()) return {};
-  return json_text(part);  // a job's note is the module's text: any bytes
-}
+// --- the host part -------------------------------------------------------------
+
+std::string ModuleSlot::host_part() const { return encode_host_part(HostPart{jobs_.records(), timers_.saved()}); }
 
 Result<void> ModuleSlot::restore_host_part(std::string_view host_part) {
-  std::vector<JobRecord> jobs;
-  std::vector<SavedTimer> timers;
   if (host_part.empty()) return {};  // nothing saved: keep what the module has
-  {
-    try {
-      const auto part = nlohmann::json::parse(host_part);
-      for (const auto& job : part.at("jobs")) {
-        jobs.push_back(job.get<JobRecord>());
-      }
-      for (const auto& timer : part.at("timers")) {
-        const std::chrono::milliseconds period(timer.at("period_ms").get<std::int64_t>());
-        timers.push_back({timer.at("name").get<std::string>(), period.count() <= 0 ? TimerKind::Once : TimerKind::Periodic,
-                          std::max(period, std::chrono::milliseconds(0)),
-                          std::chrono::milliseconds(timer.at("due_in_ms").get<std::int64_t>())});
-      }
-    } catch (const nlohmann::json::exception& e) {
-      return Error{name_, {}, {}, Phase::Snapshot, std::string("jobs and timers not restored: ") + e.what()};
-    }
-  }
-  timers_.restore(timers);
-  jobs_.replace(std::move(jobs));
+  auto part = decode_host_part(host_part, name_);
+  if (!part) return std::move(part).error();  // all read before anything changes
+  timers_.restore(part->timers);
+  jobs_.replace(std::move(part->jobs));
   return {};
 }
 

@@ -105,8 +105,8 @@ class ModuleSlot {
   Result<void> restart_job(std::string_view job);
 
   /// What the host keeps for the module besides its state (job records and
-  /// timers), as JSON text: saved with every state (see save_state) and
-  /// given back with it after a restart by restore_host_part.
+  /// timers), as text (host_part.hpp): saved with every state (see
+  /// save_state) and given back with it after a restart by restore_host_part.
   [[nodiscard]] std::string host_part() const;
   /// Replaces the job records, and the timers of the same names, with those
   /// of `host_part` (from a snapshot), and schedules the running jobs. Empty
