@@ -112,7 +112,7 @@ Result<void> ModuleSlot::cancel_job(std::string_view job) { return jobs_.cancel(
 
 Result<void> ModuleSlot::restart_job(std::string_view job) { return jobs_.restart(job); }
 
-// --- the host part -------------------------------------------------------------
+// --- the host part ----------------------------------------------------------
 
 std::string ModuleSlot::host_part() const { return encode_host_part(HostPart{jobs_.records(), timers_.saved()}); }
 

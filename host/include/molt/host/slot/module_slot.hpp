@@ -2,8 +2,10 @@
 //
 // Callers on any thread call the module through its slot; the slot's call
 // gate decides when a call may enter (one at a time by default). The running
-// instance is replaced only by the upgrade transaction, while the gate is
-// closed and no call is inside.
+// instance is replaced only by the upgrade transaction, through the slot's
+// UpgradeAccess, while the gate is closed and no call is inside. What the
+// host keeps for the module across versions lives beside it: its timers
+// (ModuleTimers) and its job records (ModuleJobs).
 #pragma once
 
 #include <atomic>
@@ -27,8 +29,6 @@
 #include "molt/module.hpp"
 
 namespace molt::host {
-
-class UpgradeTransaction;
 
 struct SlotOptions {
   std::shared_ptr<spdlog::logger> logger;  ///< named after the module; shared by all its versions
@@ -137,10 +137,14 @@ class ModuleSlot {
   [[nodiscard]] spdlog::logger& log() const noexcept { return *logger_; }
 
  private:
-  friend class UpgradeTransaction;  // the only code that replaces the running instance
+  class InstanceContext;  // the api::Context each instance gets: this slot's timers, jobs, config
 
-  class InstanceContext;
-  /// An instance with what it needs; destroyed instance first, context last.
+ public:
+  // --- for the upgrade transaction (upgrade/transaction.cpp) ---------------
+
+  /// An instance with what it needs; destroyed instance first (stop(), then
+  /// its destructor), context last. Made by UpgradeAccess::make_live; the
+  /// transaction holds the new one until it serves, the old one after.
   struct Live {
     std::shared_ptr<const Image> image;
     std::unique_ptr<InstanceContext> context;
@@ -150,6 +154,12 @@ class ModuleSlot {
     ~Live();
   };
 
+  /// The slot's interface for the upgrade transaction, and the only way to
+  /// replace the serving instance (upgrade_access.hpp, which only the
+  /// transaction and its tests include).
+  class UpgradeAccess;
+
+ private:
   ModuleSlot(std::string name, SlotOptions options, api::CallMode mode);
 
   /// Runs timer `name` (firing `id`) in the running version, as a call.
@@ -174,10 +184,11 @@ class ModuleSlot {
   ModuleTimers timers_;
   /// The records of the module's jobs: the slot's, like its timers.
   ModuleJobs jobs_;
-  /// Held by a transaction for its whole run: one upgrade per slot at a time.
+  /// Held by an UpgradeAccess (a transaction's whole run) or by save_state:
+  /// one upgrade or snapshot per slot at a time.
   std::mutex upgrade_mutex_;
   /// The serving instance. Read by calls holding a gate pass; replaced only
-  /// while the gate is suspended and drained.
+  /// by UpgradeAccess::swap, while the gate is suspended and drained.
   std::unique_ptr<Live> live_;
   mutable std::mutex info_mutex_;  ///< guards running_, previous_ and too_many_clients_reply_
   RunningVersion running_;
