@@ -2,10 +2,8 @@
 
 #include <algorithm>
 
-#include <nlohmann/json.hpp>
-
-#include "molt/host/common/json_text.hpp"
 #include "molt/host/common/log_context.hpp"
+#include "molt/host/slot/host_part.hpp"
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/state/buffers.hpp"
 
@@ -19,13 +17,13 @@ class ModuleSlot::InstanceContext final : public api::Context {
   std::string_view module_name() const override { return slot_.name_; }
   api::StreamLimits stream_limits() const override { return slot_.stream_limits_; }
   void set_timer(std::string_view name, std::chrono::milliseconds period) override {
-    slot_.set_timer(name, period, /*once=*/false);
+    slot_.timers_.set(name, TimerKind::Periodic, period);
   }
   void set_timer_once(std::string_view name, std::chrono::milliseconds delay) override {
-    slot_.set_timer(name, delay, /*once=*/true);
+    slot_.timers_.set(name, TimerKind::Once, delay);
   }
-  void cancel_timer(std::string_view name) override { slot_.cancel_timer(name); }
-  bool start_job(std::string_view name) override { return slot_.start_job(name); }
+  void cancel_timer(std::string_view name) override { slot_.timers_.cancel(name); }
+  bool start_job(std::string_view name) override { return slot_.jobs_.start(name); }
 
  private:
   ModuleSlot& slot_;
@@ -62,9 +60,10 @@ ModuleSlot::ModuleSlot(std::string name, SlotOptions options, api::CallMode mode
       logger_(std::move(options.logger)),
       config_(std::move(options.config)),
       stream_limits_(options.stream_limits),
-      timer_service_(options.timers ? std::move(options.timers) : std::make_shared<TimerService>()),
-      job_runner_(std::move(options.jobs)),
-      gate_(mode) {}
+      gate_(mode),
+      timers_(options.timers ? std::move(options.timers) : std::make_shared<TimerService>(),
+              [this](const std::string& timer, TimerService::Id id) { fire_timer(timer, id); }),
+      jobs_(name_, logger_, std::move(options.jobs)) {}
 
 Result<std::unique_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Image> image, SlotOptions options) {
   std::unique_ptr<ModuleSlot> slot(new ModuleSlot(image->info().name, std::move(options), image->info().call_mode));
@@ -78,76 +77,18 @@ Result<std::unique_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Imag
 }
 
 ModuleSlot::~ModuleSlot() {
-  std::map<std::string, Timer, std::less<>> timers;
-  {
-    std::lock_guard lock(timers_mutex_);
-    timers.swap(timers_);
-  }
-  // Outside the lock: a callback in flight takes it to see it was cancelled.
-  for (const auto& [name, timer] : timers) timer_service_->cancel_and_wait(timer.id);
+  // Before the instance goes: no timer may fire into it afterwards.
+  timers_.cancel_all();
   if (live_) logger_->info("v{} stopping", live_->image->info().version.value);
   live_.reset();
 }
 
-// set_timer and cancel_timer run inside module calls, holding the gate, so
-// they must never wait for a timer callback (which waits for the gate).
-// Instead a callback checks, once it holds the gate, that its timer is still
-// the current one for its name.
-void ModuleSlot::set_timer(std::string_view name, std::chrono::milliseconds period, bool once) {
-  std::lock_guard lock(timers_mutex_);
-  set_timer_locked(std::string(name), period, once, period);
-}
-
-void ModuleSlot::set_timer_locked(std::string name, std::chrono::milliseconds period, bool once,
-                                  std::chrono::milliseconds first) {
-  if (auto it = timers_.find(name); it != timers_.end()) {
-    timer_service_->cancel(it->second.id);
-    timers_.erase(it);
-  }
-  if (period < std::chrono::milliseconds(0)) period = std::chrono::milliseconds(0);
-  if (first < std::chrono::milliseconds(0)) first = std::chrono::milliseconds(0);
-  auto fire = [this, name](TimerService::Id fired) { fire_timer(name, fired); };
-  Timer timer{0, once ? std::chrono::milliseconds(0) : std::max(period, std::chrono::milliseconds(1)),
-              std::chrono::system_clock::now() + first};
-  // A periodic timer restored from a snapshot starts with its remaining time
-  // (`first`), then keeps its period: TimerService::every starts one period
-  // from now, so delay it with a one-shot that re-arms it.
-  if (once) {
-    timer.id = timer_service_->after(first, std::move(fire));
-  } else if (first == timer.period) {
-    timer.id = timer_service_->every(timer.period, std::move(fire));
-  } else {
-    timer.id = timer_service_->after(first, std::move(fire));
-    timer.period = -timer.period;  // marks "periodic, first shot pending" for fire_timer
-  }
-  timers_.emplace(std::move(name), timer);
-}
-
-void ModuleSlot::cancel_timer(std::string_view name) {
-  std::lock_guard lock(timers_mutex_);
-  if (auto it = timers_.find(name); it != timers_.end()) {
-    timer_service_->cancel(it->second.id);
-    timers_.erase(it);
-  }
-}
-
+// Timers are set and cancelled inside module calls (timers_, through the
+// instance's context); a firing takes the module's turn first, then checks
+// that its timer is still wanted.
 void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexcept {
   const CallGate::Pass pass = gate_.enter();
-  {
-    std::lock_guard lock(timers_mutex_);
-    const auto it = timers_.find(name);
-    if (it == timers_.end() || it->second.id != id) return;  // cancelled or replaced meanwhile
-    Timer& timer = it->second;
-    if (timer.period.count() == 0) {
-      timers_.erase(it);  // a one-shot is gone once it fires; on_timer may set it again
-    } else if (timer.period.count() < 0) {  // periodic, after its delayed first shot: now every period
-      timer.period = -timer.period;
-      timer.id = timer_service_->every(timer.period, [this, name](TimerService::Id fired) { fire_timer(name, fired); });
-      timer.due = std::chrono::system_clock::now() + timer.period;
-    } else {
-      timer.due = std::chrono::system_clock::now() + timer.period;
-    }
-  }
+  if (!timers_.claim(name, id)) return;  // cancelled or replaced meanwhile
   const LogScope scope(live_->image->info().version.value);
   if (auto failure = guard_module_call("on_timer", [&] { live_->hooks().on_timer(name); }))
     logger_->error("timer '{}': {}", name, *failure);
@@ -155,184 +96,32 @@ void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexce
 
 // --- jobs -------------------------------------------------------------------
 
-namespace {
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
-// Runs inside a module call (the module holds the gate): records only, and
-// leaves the stepping to the runner, which waits for the gate like any call.
-bool ModuleSlot::start_job(std::string_view name) {
-  {
-    std::lock_guard lock(jobs_mutex_);
-    if (auto it = jobs_.find(name); it != jobs_.end()) {
-      if (it->second.state == JobState::Running) return false;
-      jobs_.erase(it);
-    }
-    if (jobs_.size() >= kMaxJobs) {  // forget the job that ended longest ago
-      auto oldest = jobs_.end();
-      for (auto it = jobs_.begin(); it != jobs_.end(); ++it)
-        if (it->second.state != JobState::Running && (oldest == jobs_.end() || it->second.updated_ms < oldest->second.updated_ms))
-          oldest = it;
-      if (oldest == jobs_.end())
-        throw std::length_error("job '" + std::string(name) + "' not started: " + std::to_string(kMaxJobs) +
-                                " jobs are running already, the most a module may have");
-      jobs_.erase(oldest);
-    }
-    JobRecord record;
-    record.name = std::string(name);
-    record.started_ms = record.updated_ms = now_ms();
-    jobs_.emplace(record.name, record);
-  }
-  logger_->info("job '{}' started", name);
-  if (job_runner_) job_runner_->schedule(name_, std::string(name));
-  return true;
-}
-
 JobNext ModuleSlot::run_job_step(const std::string& job) {
   const CallGate::Pass pass = gate_.enter();
-  {
-    std::lock_guard lock(jobs_mutex_);
-    const auto it = jobs_.find(job);
-    if (it == jobs_.end() || it->second.state != JobState::Running) return {};  // cancelled (or gone) meanwhile
-  }
+  if (!jobs_.running(job)) return {};  // cancelled (or gone) meanwhile
   api::JobStep step;
-  const LogScope scope(live_->image->info().version.value, "job");
+  const api::ModuleVersion version = live_->image->info().version;
+  const LogScope scope(version.value, "job");
   const auto failure = guard_module_call("run_job_step", [&] { live_->hooks().run_job_step(job, step); });
-  const auto version = live_->image->info().version.value;
-
-  std::lock_guard lock(jobs_mutex_);
-  const auto it = jobs_.find(job);
-  if (it == jobs_.end()) return {};
-  JobRecord& record = it->second;
-  ++record.steps;
-  record.updated_ms = now_ms();
-  if (failure) {
-    if (record.state == JobState::Running) {
-      record.state = JobState::Failed;
-      record.note = "step " + std::to_string(record.steps) + " on v" + std::to_string(version) + ": " + *failure;
-      logger_->error("job '{}' failed at step {} on v{}: {} (the module keeps serving; moltctl jobs restart {} {} "
-                     "continues it from its checkpoint)",
-                     job, record.steps, version, *failure, name_, job);
-    }
-    return {};
-  }
-  record.done = step.done;
-  record.total = step.total;
-  if (step.finished) {
-    if (record.state == JobState::Running) {
-      record.state = JobState::Finished;
-      record.note = step.summary.substr(0, 200);
-      logger_->info("job '{}' finished after {} step(s), {} s: {}", job, record.steps,
-                    (record.updated_ms - record.started_ms) / 1000, record.note);
-    }
-    return {};
-  }
-  if (record.state != JobState::Running) return {};
-  return JobNext{true, std::max(step.pause, std::chrono::milliseconds(0))};
+  return jobs_.record_step(job, version, failure, step);
 }
 
-std::vector<JobRecord> ModuleSlot::jobs() const {
-  std::lock_guard lock(jobs_mutex_);
-  std::vector<JobRecord> records;
-  for (const auto& [name, record] : jobs_) records.push_back(record);
-  return records;
-}
+std::vector<JobRecord> ModuleSlot::jobs() const { return jobs_.records(); }
 
-Result<void> ModuleSlot::cancel_job(std::string_view job) {
-  std::lock_guard lock(jobs_mutex_);
-  const auto it = jobs_.find(job);
-  if (it == jobs_.end()) return Error{name_, {}, {}, Phase::Call, "no job '" + std::string(job) + "'"};
-  if (it->second.state != JobState::Running)
-    return Error{name_, {}, {}, Phase::Call, "job '" + std::string(job) + "' is " + std::string(to_string(it->second.state)) + ", not running"};
-  it->second.state = JobState::Cancelled;
-  it->second.note = "cancelled by the operator at " + std::to_string(it->second.done) + "/" + std::to_string(it->second.total);
-  it->second.updated_ms = now_ms();
-  logger_->info("job '{}' cancelled after {} step(s); its checkpoint stays in the state", job, it->second.steps);
-  return {};
-}
+Result<void> ModuleSlot::cancel_job(std::string_view job) { return jobs_.cancel(job); }
 
-Result<void> ModuleSlot::restart_job(std::string_view job) {
-  {
-    std::lock_guard lock(jobs_mutex_);
-    const auto it = jobs_.find(job);
-    if (it == jobs_.end()) return Error{name_, {}, {}, Phase::Call, "no job '" + std::string(job) + "'"};
-    if (it->second.state == JobState::Running || it->second.state == JobState::Finished)
-      return Error{name_, {}, {}, Phase::Call, "job '" + std::string(job) + "' is " + std::string(to_string(it->second.state)) + "; only a failed or cancelled job restarts"};
-    it->second.state = JobState::Running;
-    it->second.note.clear();
-    it->second.updated_ms = now_ms();
-  }
-  logger_->info("job '{}' restarted from its checkpoint", job);
-  if (job_runner_) job_runner_->schedule(name_, std::string(job));
-  return {};
-}
+Result<void> ModuleSlot::restart_job(std::string_view job) { return jobs_.restart(job); }
 
-std::string ModuleSlot::host_part() const {
-  nlohmann::json part{{"jobs", nlohmann::json::array()}, {"timers", nlohmann::json::array()}};
-  {
-    std::lock_guard lock(jobs_mutex_);
-    for (const auto& [name, record] : jobs_) part["jobs"].push_back(record);
-  }
-  {
-    std::lock_guard lock(timers_mutex_);
-    const auto now = std::chrono::system_clock::now();
-    for (const auto& [name, timer] : timers_) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(timer.due - now).count();
-      part["timers"].push_back({{"name", name},
-                                {"period_ms", timer.period.count() < 0 ? -timer.period.count() : timer.period.count()},
-                                {"due_in_ms", std::max<std::int64_t>(left, 0)}});
-    }
-  }
-  if (part["jobs"].empty() && part["timers"].empty()) return {};
-  return json_text(part);  // a job's note is the module's text: any bytes
-}
+// --- the host part ----------------------------------------------------------
+
+std::string ModuleSlot::host_part() const { return encode_host_part(HostPart{jobs_.records(), timers_.saved()}); }
 
 Result<void> ModuleSlot::restore_host_part(std::string_view host_part) {
-  std::map<std::string, JobRecord, std::less<>> jobs;
-  struct SavedTimer {
-    std::string name;
-    std::chrono::milliseconds period, due_in;
-  };
-  std::vector<SavedTimer> timers;
   if (host_part.empty()) return {};  // nothing saved: keep what the module has
-  {
-    try {
-      const auto part = nlohmann::json::parse(host_part);
-      for (const auto& job : part.at("jobs")) {
-        auto record = job.get<JobRecord>();
-        if (jobs.size() < kMaxJobs) jobs.emplace(record.name, std::move(record));
-      }
-      for (const auto& timer : part.at("timers"))
-        timers.push_back({timer.at("name").get<std::string>(),
-                          std::chrono::milliseconds(timer.at("period_ms").get<std::int64_t>()),
-                          std::chrono::milliseconds(timer.at("due_in_ms").get<std::int64_t>())});
-    } catch (const nlohmann::json::exception& e) {
-      return Error{name_, {}, {}, Phase::Snapshot, std::string("jobs and timers not restored: ") + e.what()};
-    }
-  }
-  {
-    std::lock_guard lock(timers_mutex_);
-    for (auto& timer : timers) {
-      const bool once = timer.period.count() <= 0;
-      set_timer_locked(timer.name, once ? std::chrono::milliseconds(0) : timer.period, once, timer.due_in);
-    }
-  }
-  std::vector<std::string> running;
-  {
-    std::lock_guard lock(jobs_mutex_);
-    jobs_ = std::move(jobs);
-    for (const auto& [name, record] : jobs_)
-      if (record.state == JobState::Running) running.push_back(name);
-  }
-  for (const auto& job : running) {
-    logger_->info("job '{}' continues from its checkpoint", job);
-    if (job_runner_) job_runner_->schedule(name_, job);
-  }
+  auto part = decode_host_part(host_part, name_);
+  if (!part) return std::move(part).error();  // all read before anything changes
+  timers_.restore(part->timers);
+  jobs_.replace(std::move(part->jobs));
   return {};
 }
 
@@ -343,12 +132,7 @@ std::optional<std::string> ModuleSlot::health() {
   return problem;
 }
 
-std::vector<std::string> ModuleSlot::timers() const {
-  std::lock_guard lock(timers_mutex_);
-  std::vector<std::string> names;
-  for (const auto& [name, timer] : timers_) names.push_back(name);
-  return names;
-}
+std::vector<std::string> ModuleSlot::timers() const { return timers_.names(); }
 
 Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
   const CallGate::Pass pass = gate_.enter();

@@ -1,5 +1,7 @@
 #include "molt/host/slot/timer_service.hpp"
 
+#include <algorithm>
+
 namespace molt::host {
 
 TimerService::TimerService() : thread_([this] { run(); }) {}
@@ -14,24 +16,28 @@ TimerService::~TimerService() {
 }
 
 TimerService::Id TimerService::every(std::chrono::milliseconds period, std::function<void(Id)> callback) {
-  if (period < std::chrono::milliseconds(1)) period = std::chrono::milliseconds(1);
-  Id id;
-  {
-    std::lock_guard lock(mutex_);
-    id = next_id_++;
-    timers_.emplace(id, Timer{period, std::move(callback), Clock::now() + period});
-  }
-  changed_.notify_all();
-  return id;
+  period = std::max(period, std::chrono::milliseconds(1));
+  return every(period, period, std::move(callback));
+}
+
+TimerService::Id TimerService::every(std::chrono::milliseconds period, std::chrono::milliseconds first,
+                                     std::function<void(Id)> callback) {
+  period = std::max(period, std::chrono::milliseconds(1));
+  first = std::max(first, std::chrono::milliseconds(0));
+  return add(Timer{TimerKind::Periodic, period, std::move(callback), Clock::now() + first});
 }
 
 TimerService::Id TimerService::after(std::chrono::milliseconds delay, std::function<void(Id)> callback) {
-  if (delay < std::chrono::milliseconds(0)) delay = std::chrono::milliseconds(0);
+  delay = std::max(delay, std::chrono::milliseconds(0));
+  return add(Timer{TimerKind::Once, std::chrono::milliseconds(0), std::move(callback), Clock::now() + delay});
+}
+
+TimerService::Id TimerService::add(Timer timer) {
   Id id;
   {
     std::lock_guard lock(mutex_);
     id = next_id_++;
-    timers_.emplace(id, Timer{std::chrono::milliseconds(0), std::move(callback), Clock::now() + delay});
+    timers_.emplace(id, std::move(timer));
   }
   changed_.notify_all();
   return id;
@@ -66,8 +72,8 @@ void TimerService::run() {
     }
     const Id id = next->first;
     const auto callback = next->second.callback;  // a copy: cancel() may erase the timer meanwhile
-    if (next->second.period.count() == 0) {
-      timers_.erase(next);  // once
+    if (next->second.kind == TimerKind::Once) {
+      timers_.erase(next);
     } else {
       // Next due time from the schedule, not from now, so the period does not
       // drift; but never in the past (no burst after a slow callback).

@@ -38,8 +38,9 @@
 //
 // Invariants: a slot's instance is replaced only while its gate is closed and
 // drained; a slot takes part in one transaction at a time (its upgrade
-// mutex, held from prepare to the end); every failure is logged once, here,
-// in the summary line of the module that failed.
+// access, ModuleSlot::UpgradeAccess, held from prepare to the end, is the
+// only way this file touches a slot beyond its public calls); every failure
+// is logged once, here, in the summary line of the module that failed.
 #include "molt/host/upgrade/transaction.hpp"
 
 #include <algorithm>
@@ -51,6 +52,7 @@
 #include "molt/host/common/log_context.hpp"
 #include "molt/host/upgrade/progress.hpp"
 #include "molt/host/slot/module_call.hpp"
+#include "molt/host/slot/upgrade_access.hpp"
 #include "molt/host/state/buffers.hpp"
 #include "molt/host/state/state_pipe.hpp"
 
@@ -107,7 +109,7 @@ class UpgradeTransaction {
   /// One module's progress through the transaction.
   struct Move {
     const UpgradeStep* step;
-    std::unique_lock<std::mutex> upgrade_lock{};  ///< held for the whole transaction once taken
+    std::optional<ModuleSlot::UpgradeAccess> access{};  ///< the slot's upgrade lock: held to the end once taken
     std::unique_ptr<ModuleSlot::Live> next{};     ///< the new instance, started, until resume
     std::unique_ptr<ModuleSlot::Live> replaced{}; ///< the old instance, from resume until clean up
     api::ModuleVersion state_version{};           ///< version that writes the state handed over
@@ -140,22 +142,21 @@ class UpgradeTransaction {
       failing_ = &move;
       if (move.step->slot == nullptr) return Error{{}, {}, {}, Phase::Prepare, "upgrade step names no module"};
       ModuleSlot& slot = move.slot();
-      const ModuleSlot::Live& old = *slot.live_;
-      const ImageInfo& from = old.image->info();
+      const RunningVersion old = slot.running();  // a copy: the upgrade lock is not ours yet
+      const ImageInfo& from = old.info;
       move.report.module = slot.name();
       move.report.started_at = started_at_;
       move.report.from = from.version;
       move.report.from_schema = from.schema;
-      move.report.from_file = old.image->source().string();
+      move.report.from_file = old.file;
       move.report.to_file = move.step->file.empty() ? move.report.from_file : move.step->file.string();
       if (!seen.insert(&slot).second) return move.error(Phase::Prepare, "appears twice in one upgrade");
-      move.upgrade_lock = std::unique_lock(slot.upgrade_mutex_, std::try_to_lock);
-      if (!move.upgrade_lock.owns_lock())
-        return move.error(Phase::Prepare, "another upgrade of this module is in progress");
+      move.access = ModuleSlot::UpgradeAccess::try_take(slot);
+      if (!move.access) return move.error(Phase::Prepare, "another upgrade of this module is in progress");
       slot.log().debug("prepare: start");
       report_progress({slot.name(), "prepare"});
 
-      std::shared_ptr<const Image> image = old.image;
+      std::shared_ptr<const Image> image = move.access->live().image;
       if (!move.step->file.empty()) {
         auto loaded = loader_.load(move.step->file, slot.name());
         if (!loaded) return std::move(loaded).error();
@@ -173,7 +174,7 @@ class UpgradeTransaction {
       move.report.direction = direction_between(from.version, to.version);
       if (auto chosen = choose_state(move, from, to); !chosen) return chosen;
 
-      auto next = slot.make_live(std::move(image));
+      auto next = move.access->make_live(std::move(image));
       if (!next) return std::move(next).error();
       move.next = std::move(next.value());
       move.report.phases.prepare = since(started);
@@ -240,10 +241,10 @@ class UpgradeTransaction {
       report_progress({slot.name(), "quiesce"});
       move.paused_at = Clock::now();
       move.held = true;
-      if (!slot.gate_.suspend(move.paused_at + options_.quiesce_timeout)) {  // reopens the gate itself
+      if (!move.access->suspend(move.paused_at + options_.quiesce_timeout)) {  // reopens the gate itself
         move.report.phases.quiesce = since(move.paused_at);
         move.report.pause = move.report.phases.quiesce;
-        return move.error(Phase::Quiesce, std::to_string(slot.gate_.counts().inside) +
+        return move.error(Phase::Quiesce, std::to_string(slot.stats().gate.inside) +
                                               " call(s) still running after " +
                                               std::to_string(options_.quiesce_timeout.count()) + " ms");
       }
@@ -276,7 +277,7 @@ class UpgradeTransaction {
   /// give it up (then it is serialized instead).
   bool hand_over(Move& move) {
     const auto started = Clock::now();
-    move.object = move.slot().live_->hooks().detach_state();
+    move.object = move.access->live().hooks().detach_state();
     move.report.phases.save = since(started);
     if (move.object == nullptr) {
       move.handoff = false;
@@ -331,15 +332,14 @@ class UpgradeTransaction {
         pipe.finish_reading();
       });
     });
-    const std::uint64_t known = slot.state_bytes_.load(std::memory_order_relaxed);
-    const std::uint64_t expected = known == ModuleSlot::kUnknown ? 0 : known;
+    const std::uint64_t expected = slot.stats().state_bytes.value_or(0);
     report_progress({slot.name(), "save", 0, 0, expected});
     pipe.on_chunk([&](std::uint64_t written, std::uint64_t taken) {
       report_progress({slot.name(), "save", written, taken, expected});
     });
     const auto started = Clock::now();
     const api::SaveTarget target{move.state_schema, move.report.direction, move.step->extra};
-    auto saved = slot.save_to(*slot.live_, target, pipe.sink());
+    auto saved = move.access->save(target, pipe.sink());
     pipe.finish_writing(saved.ok());
     move.report.phases.save = since(started);
     if (reader.joinable()) {
@@ -375,17 +375,13 @@ class UpgradeTransaction {
       ModuleSlot& slot = move.slot();
       report_progress({slot.name(), "resume"});
       const ImageInfo& to = move.next->image->info();
-      {
-        std::lock_guard lock(slot.info_mutex_);
-        // A restore (state given, e.g. a snapshot at boot) is not an upgrade:
-        // what ran before it is not a version to roll back to.
-        if (!move.step->state) slot.previous_ = slot.running_;
-        slot.running_ = describe(*move.next->image, move.next->since);
-        slot.too_many_clients_reply_ = move.next->too_many_clients_reply;
-      }
-      move.replaced = std::exchange(slot.live_, std::move(move.next));
-      if (!move.report.state_in_memory) slot.state_bytes_.store(move.report.state_bytes, std::memory_order_relaxed);
-      move.report.queued_calls = slot.gate_.resume(to.call_mode);
+      // A restore (state given, e.g. a snapshot at boot) is not an upgrade:
+      // what ran before it is not a version to roll back to.
+      using Swap = ModuleSlot::UpgradeAccess::Swap;
+      const auto swap = move.step->state ? Swap::Restore : Swap::Upgrade;
+      move.replaced = move.access->swap(std::move(move.next), swap);
+      if (!move.report.state_in_memory) move.access->set_state_bytes(move.report.state_bytes);
+      move.report.queued_calls = move.access->resume(to.call_mode);
       move.paused = false;
       move.report.phases.resume = since(started);
       move.report.pause = since(move.paused_at);
@@ -409,7 +405,7 @@ class UpgradeTransaction {
     const bool any_held = std::any_of(moves_.begin(), moves_.end(), [](const Move& m) { return m.held; });
     for (auto it = moves_.rbegin(); it != moves_.rend(); ++it) {
       Move& move = *it;
-      if (!move.upgrade_lock.owns_lock()) continue;  // never got this far
+      if (!move.access) continue;  // never got this far
       const auto started = Clock::now();
       // A state object handed over goes back where it came from, untouched.
       if (move.object_at == Move::Object::InNew) {
@@ -417,12 +413,12 @@ class UpgradeTransaction {
         move.object_at = Move::Object::Detached;
       }
       if (move.object_at == Move::Object::Detached) {
-        move.slot().live_->hooks().attach_state(move.object);
+        move.access->live().hooks().attach_state(move.object);
         move.object_at = Move::Object::InOld;
       }
       move.next.reset();  // stop() and destroy the new instance; its image unloads
       if (move.paused) {
-        move.report.queued_calls = move.slot().gate_.resume();  // they run on the old version
+        move.report.queued_calls = move.access->resume();  // they run on the old version
         move.paused = false;
         move.report.pause = since(move.paused_at);
       }

@@ -130,7 +130,7 @@ TEST_CASE("a state archive whose host part holds a bad byte is written, and read
   blob.version.value = 1;
   blob.schema.value = 1;
   blob.bytes = "state";
-  // As ModuleSlot::host_part() writes it (through json_text): a job's note, which is the module's text.
+  // As encode_host_part() writes it (through json_text): a job's note, which is the module's text.
   blob.host = json_text(nlohmann::json{{"jobs", {{{"name", "sum"}, {"note", "at /tmp/x\xff"}}}}, {"timers", nlohmann::json::array()}});
   const std::string file = encode_state_file(blob);
   const auto read = decode_state_file(file, 1 << 20);

@@ -2,8 +2,10 @@
 //
 // Callers on any thread call the module through its slot; the slot's call
 // gate decides when a call may enter (one at a time by default). The running
-// instance is replaced only by the upgrade transaction, while the gate is
-// closed and no call is inside.
+// instance is replaced only by the upgrade transaction, through the slot's
+// UpgradeAccess, while the gate is closed and no call is inside. What the
+// host keeps for the module across versions lives beside it: its timers
+// (ModuleTimers) and its job records (ModuleJobs).
 #pragma once
 
 #include <atomic>
@@ -21,13 +23,13 @@
 #include "molt/host/slot/call_gate.hpp"
 #include "molt/host/slot/hooks.hpp"
 #include "molt/host/slot/jobs.hpp"
+#include "molt/host/slot/module_jobs.hpp"
+#include "molt/host/slot/module_timers.hpp"
 #include "molt/host/slot/timer_service.hpp"
 #include "molt/host/state/state_blob.hpp"
 #include "molt/module.hpp"
 
 namespace molt::host {
-
-class UpgradeTransaction;
 
 struct SlotOptions {
   std::shared_ptr<spdlog::logger> logger;  ///< named after the module; shared by all its versions
@@ -104,8 +106,8 @@ class ModuleSlot {
   Result<void> restart_job(std::string_view job);
 
   /// What the host keeps for the module besides its state (job records and
-  /// timers), as JSON text: saved with every state (see save_state) and
-  /// given back with it after a restart by restore_host_part.
+  /// timers), as text (host_part.hpp): saved with every state (see
+  /// save_state) and given back with it after a restart by restore_host_part.
   [[nodiscard]] std::string host_part() const;
   /// Replaces the job records, and the timers of the same names, with those
   /// of `host_part` (from a snapshot), and schedules the running jobs. Empty
@@ -136,10 +138,14 @@ class ModuleSlot {
   [[nodiscard]] spdlog::logger& log() const noexcept { return *logger_; }
 
  private:
-  friend class UpgradeTransaction;  // the only code that replaces the running instance
+  class InstanceContext;  // the api::Context each instance gets: this slot's timers, jobs, config
 
-  class InstanceContext;
-  /// An instance with what it needs; destroyed instance first, context last.
+ public:
+  // --- for the upgrade transaction (upgrade/transaction.cpp) ---------------
+
+  /// An instance with what it needs; destroyed instance first (stop(), then
+  /// its destructor), context last. Made by UpgradeAccess::make_live; the
+  /// transaction holds the new one until it serves, the old one after.
   struct Live {
     std::shared_ptr<const Image> image;
     std::unique_ptr<InstanceContext> context;
@@ -151,19 +157,16 @@ class ModuleSlot {
     ~Live();
   };
 
+  /// The slot's interface for the upgrade transaction, and the only way to
+  /// replace the serving instance (upgrade_access.hpp, which only the
+  /// transaction and its tests include).
+  class UpgradeAccess;
+
+ private:
   ModuleSlot(std::string name, SlotOptions options, api::CallMode mode);
 
-  struct Timer {
-    TimerService::Id id;
-    std::chrono::milliseconds period;  ///< 0: once
-    std::chrono::system_clock::time_point due;  ///< for a one-shot timer, to save it
-  };
-  void set_timer(std::string_view name, std::chrono::milliseconds period, bool once);
-  void set_timer_locked(std::string name, std::chrono::milliseconds period, bool once,
-                        std::chrono::milliseconds first);
-  void cancel_timer(std::string_view name);
+  /// Runs timer `name` (firing `id`) in the running version, as a call.
   void fire_timer(const std::string& name, TimerService::Id id) noexcept;
-  bool start_job(std::string_view name);
 
   /// A started instance of `image`, not yet serving.
   Result<std::unique_ptr<Live>> make_live(std::shared_ptr<const Image> image);
@@ -178,21 +181,17 @@ class ModuleSlot {
   const std::shared_ptr<spdlog::logger> logger_;
   const api::Values config_;
   const api::StreamLimits stream_limits_;
-  const std::shared_ptr<TimerService> timer_service_;
-  const std::shared_ptr<JobRunner> job_runner_;
   CallGate gate_;
-  mutable std::mutex timers_mutex_;
-  /// The module's timers by name. The slot's, not an instance's: they keep
-  /// firing across upgrades, into whichever version runs.
-  std::map<std::string, Timer, std::less<>> timers_;
-  mutable std::mutex jobs_mutex_;
-  /// The module's jobs by name, at most kMaxJobs (the oldest ended ones go first).
-  std::map<std::string, JobRecord, std::less<>> jobs_;
-  static constexpr std::size_t kMaxJobs = 256;
-  /// Held by a transaction for its whole run: one upgrade per slot at a time.
+  /// The slot's, not an instance's: they keep firing across upgrades, into
+  /// whichever version runs. Emptied (cancel_all) before live_ goes.
+  ModuleTimers timers_;
+  /// The records of the module's jobs: the slot's, like its timers.
+  ModuleJobs jobs_;
+  /// Held by an UpgradeAccess (a transaction's whole run) or by save_state:
+  /// one upgrade or snapshot per slot at a time.
   std::mutex upgrade_mutex_;
   /// The serving instance. Read by calls holding a gate pass; replaced only
-  /// while the gate is suspended and drained.
+  /// by UpgradeAccess::swap, while the gate is suspended and drained.
   std::unique_ptr<Live> live_;
   mutable std::mutex info_mutex_;  ///< guards running_, previous_ and too_many_clients_reply_
   RunningVersion running_;

@@ -1,5 +1,7 @@
 // Host-owned timers. Modules own no threads; they ask the host (through
 // Context::set_timer) and the host calls them back, one thread for all.
+// This is the clock and the thread; which timers a module has, by name, is
+// ModuleTimers' (module_timers.hpp).
 #pragma once
 
 #include <chrono>
@@ -12,6 +14,9 @@
 
 namespace molt::host {
 
+/// Whether a timer fires again and again, one period apart, or once.
+enum class TimerKind { Periodic, Once };
+
 class TimerService {
  public:
   using Clock = std::chrono::steady_clock;
@@ -22,9 +27,13 @@ class TimerService {
   TimerService(const TimerService&) = delete;
   TimerService& operator=(const TimerService&) = delete;
 
-  /// Runs `callback(id)` every `period` on the timer thread, first one period
-  /// from now; returns that id.
+  /// Runs `callback(id)` every `period` (at least 1 ms) on the timer thread,
+  /// first one period from now; returns that id.
   Id every(std::chrono::milliseconds period, std::function<void(Id)> callback);
+
+  /// every(), but the first run is `first` from now (a periodic timer
+  /// restored from a snapshot resumes with the time it had left).
+  Id every(std::chrono::milliseconds period, std::chrono::milliseconds first, std::function<void(Id)> callback);
 
   /// Runs `callback(id)` once, `delay` from now, on the timer thread.
   Id after(std::chrono::milliseconds delay, std::function<void(Id)> callback);
@@ -39,10 +48,12 @@ class TimerService {
 
  private:
   struct Timer {
-    std::chrono::milliseconds period;  ///< 0: once
+    TimerKind kind;
+    std::chrono::milliseconds period;  ///< Periodic: at least 1 ms; Once: unused
     std::function<void(Id)> callback;
     Clock::time_point due;
   };
+  Id add(Timer timer);
   void run();
 
   std::mutex mutex_;

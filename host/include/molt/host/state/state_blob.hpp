@@ -30,7 +30,7 @@ struct StateBlob {
   api::ModuleVersion version;  ///< the module version that wrote it
   api::SchemaVersion schema;   ///< the schema it is written in
   std::string bytes;
-  /// The host's part saved with it (ModuleSlot::host_part): JSON, or empty.
+  /// The host's part saved with it (ModuleSlot::host_part, host_part.hpp): JSON, or empty.
   std::string host = {};
 };
 

@@ -1,0 +1,71 @@
+// ModuleSlot::UpgradeAccess: the slot as the upgrade transaction
+// (upgrade/transaction.cpp) sees it. Only the transaction, and the tests of
+// this interface, include this header.
+//
+// A slot's serving instance changes only through an access, and an access is
+// the slot's upgrade lock: a slot takes part in one transaction at a time,
+// and no snapshot (ModuleSlot::save_state) runs meanwhile. Between suspend()
+// and resume() the gate is closed and no call is inside: only then may the
+// serving instance's state be touched (save, detach_state, attach_state) or
+// the instance swapped. The rest of the slot the transaction reads through
+// its public calls (name, running, stats, log).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <streambuf>
+
+#include "molt/host/slot/module_slot.hpp"
+
+namespace molt::host {
+
+class ModuleSlot::UpgradeAccess {
+ public:
+  /// What swap() records as the version before.
+  enum class Swap {
+    Upgrade,  ///< the replaced version becomes previous(), the one to roll back to
+    Restore,  ///< state given (a snapshot at boot): not an upgrade, previous() stays
+  };
+
+  /// The slot's upgrade lock, or nothing while another transaction or a
+  /// snapshot holds it. Not for a slot whose access this thread holds.
+  [[nodiscard]] static std::optional<UpgradeAccess> try_take(ModuleSlot& slot);
+
+  /// The serving instance; calls use it too (see above).
+  [[nodiscard]] const Live& live() const noexcept;
+
+  /// A started instance of `image` on this slot (its context: timers, jobs,
+  /// config), not yet serving. Fails (Phase::Start) when start throws.
+  Result<std::unique_ptr<Live>> make_live(std::shared_ptr<const Image> image);
+
+  /// Closes the gate and waits, until `deadline`, for the calls inside.
+  /// True: drained, and closed until resume(). False: open again, as before.
+  [[nodiscard]] bool suspend(CallGate::Clock::time_point deadline);
+
+  /// The serving instance's state in `target.schema`, written to `out`.
+  /// Only while suspended. Errors name the module and Phase::Save.
+  Result<void> save(const api::SaveTarget& target, std::streambuf& out) const;
+
+  /// Makes `next` the serving instance and running(), and returns the one
+  /// it replaces, still started (stop it after resume(), outside the pause).
+  /// Only while suspended and drained (std::logic_error otherwise, a bug in
+  /// the caller); cannot fail.
+  [[nodiscard]] std::unique_ptr<Live> swap(std::unique_ptr<Live> next, Swap kind);
+
+  /// The size of the state just handed over, for stats().
+  void set_state_bytes(std::uint64_t bytes) noexcept;
+
+  /// Reopens the gate, admitting calls in `mode` from now on if given (the
+  /// new version's); how many calls waited. Only while suspended.
+  std::uint64_t resume(std::optional<api::CallMode> mode = std::nullopt);
+
+ private:
+  UpgradeAccess(ModuleSlot& slot, std::unique_lock<std::mutex> lock);
+
+  ModuleSlot* slot_;                   ///< never null
+  std::unique_lock<std::mutex> lock_;  ///< owns slot_->upgrade_mutex_ for as long as this access lives
+};
+
+}  // namespace molt::host
