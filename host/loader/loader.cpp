@@ -193,8 +193,9 @@ Result<CheckedImage> Loader::check(const fs::path& file, std::string_view expect
   return checked;
 }
 
-Result<std::shared_ptr<Image>> Loader::load(const fs::path& file, std::string_view expected_module) {
-  auto checked = check(file, expected_module);
+Result<std::shared_ptr<Image>> Loader::load(const fs::path& file, std::string_view expected_module,
+                                            const std::optional<std::string>& pinned_sha256) {
+  auto checked = check(file, expected_module, pinned_sha256);
   if (!checked) return std::move(checked).error();
   const ImageInfo& info = checked->info;
   auto refuse = [&](std::string reason) {

@@ -409,7 +409,7 @@ int run(int argc, char** argv, bool& json) {
       std::string text = p.value("module", "") + ": " + p.value("phase", "");
       const auto saved = p.value("saved", std::uint64_t{0});
       const auto expected = p.value("expected", std::uint64_t{0});
-      if (p.value("phase", "") == "save" && (saved > 0 || expected > 0)) {
+      if (p.value("phase", "") == "migrate" && (saved > 0 || expected > 0)) {
         if (expected > 0)
           text += " " + std::to_string(std::min<std::uint64_t>(100, saved * 100 / expected)) + "% (" + bytes_text(saved) +
                   " of about " + bytes_text(expected) + ", " + bytes_text(p.value("loaded", std::uint64_t{0})) + " loaded)";

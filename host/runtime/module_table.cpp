@@ -53,7 +53,7 @@ std::shared_ptr<ModuleSlot> ModuleTable::remove(std::string_view name) {
   return slot;
 }
 
-std::vector<UpgradeReport> ModuleTable::run(std::span<const UpgradeStep> steps) {
+std::vector<UpgradeReport> ModuleTable::run(std::span<const UpgradeTarget> steps) {
   auto reports = run_upgrade(steps, loader_, options_.upgrade);
   for (const auto& report : reports) history_.record(report);
   return reports;
@@ -77,7 +77,7 @@ Result<std::shared_ptr<ModuleSlot>> ModuleTable::lookup(std::string_view name, P
   return Error{std::string(name), {}, {}, phase, "no such module (moltctl status lists them)"};
 }
 
-UpgradeReport ModuleTable::run(const UpgradeStep& step) { return std::move(run(std::span(&step, 1)).front()); }
+UpgradeReport ModuleTable::run(const UpgradeTarget& step) { return std::move(run(std::span(&step, 1)).front()); }
 
 Result<UpgradeReport> ModuleTable::reload(std::string_view name, const std::optional<std::filesystem::path>& file,
                                           const api::Values& extra) {
@@ -92,7 +92,7 @@ Result<UpgradeReport> ModuleTable::reload(std::string_view name, const std::opti
     return Error{std::string(name), {}, options_.plugin_dir.string(), Phase::Prepare,
                  "no " + std::string(name) + "-<version>.so in the plugin directory"};
   }
-  return run(UpgradeStep{slot->get(), target, std::nullopt, extra, std::nullopt});
+  return run(UpgradeTarget{slot->get(), target, std::nullopt, extra, std::nullopt});
 }
 
 Result<UpgradeReport> ModuleTable::rollback(std::string_view name, const api::Values& extra) {
@@ -102,7 +102,7 @@ Result<UpgradeReport> ModuleTable::rollback(std::string_view name, const api::Va
   if (!previous)
     return Error{std::string(name), slot.value()->running().info.version, {}, Phase::Prepare,
                  "no earlier version to roll back to: not upgraded since moltd started"};
-  return run(UpgradeStep{slot->get(), previous->file, std::nullopt, extra, previous->sha256});
+  return run(UpgradeTarget{slot->get(), previous->file, std::nullopt, extra, previous->sha256});
 }
 
 std::vector<UpgradeReport> ModuleTable::reload_changed() {
@@ -114,13 +114,13 @@ std::vector<UpgradeReport> ModuleTable::reload_changed() {
     // the refusal is reported and logged like any other.
     const auto checked = loader_.check(newest->path, slot->name());
     if (checked && checked->sha256 == slot->running().sha256) continue;
-    reports.push_back(run(UpgradeStep{slot.get(), newest->path, std::nullopt, {}, std::nullopt}));
+    reports.push_back(run(UpgradeTarget{slot.get(), newest->path, std::nullopt, {}, std::nullopt}));
   }
   return reports;
 }
 
 UpgradeReport ModuleTable::restore(ModuleSlot& slot, StateBlob state) {
-  return run(UpgradeStep{&slot, {}, std::move(state), {}, std::nullopt});
+  return run(UpgradeTarget{&slot, {}, std::move(state), {}, std::nullopt});
 }
 
 Result<StateBlob> ModuleTable::snapshot(std::string_view name) {

@@ -190,7 +190,7 @@ Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<
   return live;
 }
 
-Result<void> ModuleSlot::save_to(const Live& live, const api::SaveTarget& target, std::streambuf& out) const {
+Result<void> ModuleSlot::save_into(const Live& live, const api::SaveTarget& target, std::streambuf& out) const {
   const auto& info = live.image->info();
   auto fail = [&](std::string reason) {
     return Error{name_, info.version, live.image->source().string(), Phase::Save, std::move(reason)};
@@ -201,10 +201,10 @@ Result<void> ModuleSlot::save_to(const Live& live, const api::SaveTarget& target
   return {};
 }
 
-Result<std::string> ModuleSlot::save_from(const Live& live, const api::SaveTarget& target,
+Result<std::string> ModuleSlot::save_to_string(const Live& live, const api::SaveTarget& target,
                                           std::uint64_t max_bytes) const {
   StringSink sink(max_bytes);
-  auto saved = save_to(live, target, sink);
+  auto saved = save_into(live, target, sink);
   if (sink.over_limit()) {
     const auto& info = live.image->info();
     return Error{name_, info.version, live.image->source().string(), Phase::Save,
@@ -236,7 +236,7 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds timeout) {
   if (!gate_.suspend(CallGate::Clock::now() + timeout))
     return Error{name_, info.version, {}, Phase::Snapshot,
                  "calls in progress did not finish within " + std::to_string(timeout.count()) + " ms"};
-  auto bytes = save_from(*live_, api::SaveTarget{info.schema, api::Direction::Same, {}}, UINT64_MAX);
+  auto bytes = save_to_string(*live_, api::SaveTarget{info.schema, api::Direction::Same, {}}, UINT64_MAX);
   // In the same pause as the state: a job's record and its checkpoint agree.
   std::string host = host_part();
   gate_.resume();

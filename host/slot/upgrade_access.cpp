@@ -23,7 +23,7 @@ Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::UpgradeAccess::make_live(s
 bool ModuleSlot::UpgradeAccess::suspend(CallGate::Clock::time_point deadline) { return slot_->gate_.suspend(deadline); }
 
 Result<void> ModuleSlot::UpgradeAccess::save(const api::SaveTarget& target, std::streambuf& out) const {
-  return slot_->save_to(*slot_->live_, target, out);
+  return slot_->save_into(*slot_->live_, target, out);
 }
 
 std::unique_ptr<ModuleSlot::Live> ModuleSlot::UpgradeAccess::swap(std::unique_ptr<Live> next, Swap kind) {

@@ -161,12 +161,12 @@ class ReleaseTransaction {
 
   // 4. transact -----------------------------------------------------------
   Result<void> transact() {
-    std::vector<UpgradeStep> moves;
+    std::vector<UpgradeTarget> moves;
     for (auto& step : plan_.steps) {
       if (auto* up = std::get_if<release_step::Upgrade>(&step))
-        moves.push_back(UpgradeStep{scope_.modules.find(up->module).get(), up->file, std::nullopt, up->extra, up->sha256});
+        moves.push_back(UpgradeTarget{scope_.modules.find(up->module).get(), up->file, std::nullopt, up->extra, up->sha256});
       else if (auto* restore = std::get_if<release_step::Restore>(&step))
-        moves.push_back(UpgradeStep{scope_.modules.find(restore->module).get(), {}, restore->state, {}, std::nullopt});
+        moves.push_back(UpgradeTarget{scope_.modules.find(restore->module).get(), {}, restore->state, {}, std::nullopt});
     }
     if (moves.empty()) return {};
     outcome_.reports = scope_.modules.run(moves);

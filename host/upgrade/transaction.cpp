@@ -39,8 +39,13 @@
 // Invariants: a slot's instance is replaced only while its gate is closed and
 // drained; a slot takes part in one transaction at a time (its upgrade
 // access, ModuleSlot::UpgradeAccess, held from prepare to the end, is the
-// only way this file touches a slot beyond its public calls); every failure
-// is logged once, here, in the summary line of the module that failed.
+// only way this file touches a slot beyond its public calls). Each module's
+// outcome is logged here as one summary line (the cause in the line of the
+// module that failed); callers log only what they decide on top of it.
+//
+// Names: save and migrate overlap and run as one phase, called "migrate"
+// everywhere (its fault point "upgrade.migrate", its log scope, its
+// progress reports); the report keeps the two times apart.
 #include "molt/host/upgrade/transaction.hpp"
 
 #include <algorithm>
@@ -83,7 +88,7 @@ auto in_phase(std::string_view phase, Phase run) {
 
 class UpgradeTransaction {
  public:
-  UpgradeTransaction(std::span<const UpgradeStep> steps, Loader& loader, const UpgradeOptions& options)
+  UpgradeTransaction(std::span<const UpgradeTarget> steps, Loader& loader, const UpgradeOptions& options)
       : loader_(loader), options_(options) {
     moves_.reserve(steps.size());
     for (const auto& step : steps) moves_.push_back(Move{&step});
@@ -96,8 +101,8 @@ class UpgradeTransaction {
     if (auto done = in_phase("prepare", [&] { return prepare(); }); !done) return roll_back(std::move(done).error());
     fault_point("upgrade.quiesce");
     if (auto done = in_phase("quiesce", [&] { return quiesce(); }); !done) return roll_back(std::move(done).error());
-    fault_point("upgrade.transfer");
-    if (auto done = in_phase("migrate", [&] { return transfer(); }); !done) return roll_back(std::move(done).error());
+    fault_point("upgrade.migrate");
+    if (auto done = in_phase("migrate", [&] { return migrate(); }); !done) return roll_back(std::move(done).error());
     fault_point("upgrade.resume");
     in_phase("resume", [&] { resume(); });
     fault_point("upgrade.cleanup");
@@ -108,7 +113,7 @@ class UpgradeTransaction {
  private:
   /// One module's progress through the transaction.
   struct Move {
-    const UpgradeStep* step;
+    const UpgradeTarget* step;
     std::optional<ModuleSlot::UpgradeAccess> access{};  ///< the slot's upgrade lock: held to the end once taken
     std::unique_ptr<ModuleSlot::Live> next{};     ///< the new instance, started, until resume
     std::unique_ptr<ModuleSlot::Live> replaced{}; ///< the old instance, from resume until clean up
@@ -156,16 +161,14 @@ class UpgradeTransaction {
       slot.log().debug("prepare: start");
       report_progress({slot.name(), "prepare"});
 
+      // A pinned file is checked by the loader, on the bytes it copies and
+      // loads: what the release checked earlier may have changed since.
       std::shared_ptr<const Image> image = move.access->live().image;
       if (!move.step->file.empty()) {
-        auto loaded = loader_.load(move.step->file, slot.name());
+        auto loaded = loader_.load(move.step->file, slot.name(), move.step->sha256);
         if (!loaded) return std::move(loaded).error();
         image = std::move(loaded.value());
       }
-      if (move.step->sha256 && *move.step->sha256 != image->sha256())
-        return Error{slot.name(), image->info().version, image->source().string(), Phase::Prepare,
-                     "file differs from the pinned sha256 (expected " + move.step->sha256->substr(0, 12) +
-                         "..., found " + image->sha256().substr(0, 12) + "...)"};
       const ImageInfo& to = image->info();
       move.report.to = to.version;
       move.report.to_schema = to.schema;
@@ -255,13 +258,13 @@ class UpgradeTransaction {
     return {};
   }
 
-  // 3 + 4. save and migrate ---------------------------------------------------
+  // 3 + 4. save and migrate: the phase "migrate" -----------------------------
   // Per module, the state goes from the old instance to the new one in one of
   // three ways: the state object itself changes hands (code-only upgrade); the
   // new instance reads a given state (restore); or it is streamed: save_state
   // writes into a bounded pipe and, once the first chunk is full, load_state
   // starts reading it on a second thread while the saving goes on.
-  Result<void> transfer() {
+  Result<void> migrate() {
     for (auto& move : moves_) {
       failing_ = &move;
       move.slot().log().debug("save: start, schema {}", move.state_schema.value);
@@ -333,9 +336,9 @@ class UpgradeTransaction {
       });
     });
     const std::uint64_t expected = slot.stats().state_bytes.value_or(0);
-    report_progress({slot.name(), "save", 0, 0, expected});
+    report_progress({slot.name(), "migrate", 0, 0, expected});
     pipe.on_chunk([&](std::uint64_t written, std::uint64_t taken) {
-      report_progress({slot.name(), "save", written, taken, expected});
+      report_progress({slot.name(), "migrate", written, taken, expected});
     });
     const auto started = Clock::now();
     const api::SaveTarget target{move.state_schema, move.report.direction, move.step->extra};
@@ -455,20 +458,20 @@ class UpgradeTransaction {
   const std::chrono::system_clock::time_point started_at_ = std::chrono::system_clock::now();
 };
 
-std::vector<UpgradeReport> run_upgrade(std::span<const UpgradeStep> steps, Loader& loader,
+std::vector<UpgradeReport> run_upgrade(std::span<const UpgradeTarget> steps, Loader& loader,
                                        const UpgradeOptions& options) {
   return UpgradeTransaction(steps, loader, options).run();
 }
 
 UpgradeReport upgrade(ModuleSlot& slot, Loader& loader, const std::filesystem::path& file, const api::Values& extra,
                       const UpgradeOptions& options) {
-  const UpgradeStep step{&slot, file, std::nullopt, extra, std::nullopt};
+  const UpgradeTarget step{&slot, file, std::nullopt, extra, std::nullopt};
   return std::move(run_upgrade(std::span(&step, 1), loader, options).front());
 }
 
 UpgradeReport restore(ModuleSlot& slot, Loader& loader, StateBlob state, const std::filesystem::path& file,
                       const UpgradeOptions& options) {
-  const UpgradeStep step{&slot, file, std::move(state), {}, std::nullopt};
+  const UpgradeTarget step{&slot, file, std::move(state), {}, std::nullopt};
   return std::move(run_upgrade(std::span(&step, 1), loader, options).front());
 }
 

@@ -32,7 +32,7 @@ struct Fault {
 const Fault kFaults[] = {
     {"upgrade.prepare", 1, false},
     {"upgrade.quiesce", 1, false},
-    {"upgrade.transfer", 1, false},
+    {"upgrade.migrate", 1, false},
     {"upgrade.resume", 1, false},
     {"upgrade.cleanup", 1, false},
     {"release.commit", 1, false},

@@ -476,7 +476,7 @@ TEST_CASE("moltctl reload on a terminal shows the phases and the share of state 
   const auto shown = on_tty("reload probe");
   INFO(shown.out << shown.err);
   REQUIRE(shown.exit_code == 0);
-  for (const char* phase : {"probe: prepare", "probe: quiesce", "probe: save", "probe: resume", "probe: cleanup"})
+  for (const char* phase : {"probe: prepare", "probe: quiesce", "probe: migrate", "probe: resume", "probe: cleanup"})
     CHECK_THAT(shown.out, Catch::Contains(std::string("\r\033[K") + phase));
   CHECK_THAT(shown.out, Catch::Contains("% (") && Catch::Contains("of about"));
   CHECK_THAT(shown.out, Catch::Contains("\r\033[Kprobe v1 -> v2: succeeded"));  // the report replaces the line

@@ -76,7 +76,7 @@ TEST_CASE("a rolled-back transaction gives a handed-over state object back to th
   const std::string stash_bytes = stash->save_state(std::chrono::seconds(5))->bytes;
 
   // stash hands its object over first, then probe's migration fails.
-  std::vector<host::UpgradeStep> steps{{stash.get(), stash_path(2), std::nullopt, {}, std::nullopt},
+  std::vector<host::UpgradeTarget> steps{{stash.get(), stash_path(2), std::nullopt, {}, std::nullopt},
                                        {probe.get(), test::probe_path(2), std::nullopt, {{"fail", "load"}}, std::nullopt}};
   const auto reports = host::run_upgrade(steps, h.loader);
   CHECK(reports[0].outcome == Outcome::RolledBack);

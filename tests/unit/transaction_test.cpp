@@ -315,7 +315,7 @@ TEST_CASE("a multi-module upgrade is all or nothing", "[upgrade][multi]") {
   auto probe = probe_with_items(h);
   const std::string counter_before = state_of(*counter);
 
-  std::vector<host::UpgradeStep> steps{{counter.get(), plugin_path("counter", 2), std::nullopt, {}, std::nullopt},
+  std::vector<host::UpgradeTarget> steps{{counter.get(), plugin_path("counter", 2), std::nullopt, {}, std::nullopt},
                                        {probe.get(), probe_path(2), std::nullopt, {{"fail", "load"}}, std::nullopt}};
   auto reports = host::run_upgrade(steps, h.loader);
   REQUIRE(reports.size() == 2);

@@ -123,8 +123,9 @@ class Loader {
 
   /// check(), then copies the file to a fresh path in the image directory and
   /// loads the copy (RTLD_LOCAL | RTLD_NOW). Runs the image's static
-  /// constructors, but no module code.
-  [[nodiscard]] Result<std::shared_ptr<Image>> load(const std::filesystem::path& file, std::string_view expected_module);
+  /// constructors, but no module code. `pinned_sha256` as for check().
+  [[nodiscard]] Result<std::shared_ptr<Image>> load(const std::filesystem::path& file, std::string_view expected_module,
+                                                    const std::optional<std::string>& pinned_sha256 = std::nullopt);
 
   /// Removes image copies left in the image directory by a host that did not
   /// exit cleanly. Call only while no image from that directory is loaded.

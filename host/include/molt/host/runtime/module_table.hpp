@@ -64,7 +64,7 @@ class ModuleTable final : public RunningModules {
 
   /// Runs one transaction over several modules (all or none) and records
   /// every report in the history.
-  std::vector<UpgradeReport> run(std::span<const UpgradeStep> steps) override;
+  std::vector<UpgradeReport> run(std::span<const UpgradeTarget> steps) override;
 
   [[nodiscard]] Loader& loader() noexcept override { return loader_; }
   [[nodiscard]] const Loader& loader() const noexcept { return loader_; }
@@ -101,7 +101,7 @@ class ModuleTable final : public RunningModules {
 
  private:
   Result<std::shared_ptr<ModuleSlot>> lookup(std::string_view name, Phase phase) const;
-  UpgradeReport run(const UpgradeStep& step);
+  UpgradeReport run(const UpgradeTarget& step);
 
   Loader& loader_;
   TableOptions options_;

@@ -173,9 +173,9 @@ class ModuleSlot {
 
   /// Writes `live`'s state in `target.schema` to `out`. Errors name the
   /// module and Phase::Save; `out` refusing bytes shows as save_state throwing.
-  Result<void> save_to(const Live& live, const api::SaveTarget& target, std::streambuf& out) const;
-  /// save_to() into memory, up to `max_bytes`.
-  Result<std::string> save_from(const Live& live, const api::SaveTarget& target, std::uint64_t max_bytes) const;
+  Result<void> save_into(const Live& live, const api::SaveTarget& target, std::streambuf& out) const;
+  /// save_into() into memory, up to `max_bytes`.
+  Result<std::string> save_to_string(const Live& live, const api::SaveTarget& target, std::uint64_t max_bytes) const;
 
   const std::string name_;
   const std::shared_ptr<spdlog::logger> logger_;

@@ -107,7 +107,7 @@ class RunningModules {
   /// Stops serving `module` and hands its slot over.
   virtual std::shared_ptr<ModuleSlot> remove(std::string_view module) = 0;
   /// One upgrade transaction (upgrade/transaction.hpp), recorded in the history.
-  virtual std::vector<UpgradeReport> run(std::span<const UpgradeStep> steps) = 0;
+  virtual std::vector<UpgradeReport> run(std::span<const UpgradeTarget> steps) = 0;
   [[nodiscard]] virtual Loader& loader() = 0;
 };
 

@@ -30,7 +30,7 @@ struct UpgradeOptions {
 };
 
 /// One module's part in an upgrade.
-struct UpgradeStep {
+struct UpgradeTarget {
   ModuleSlot* slot = nullptr;
   /// The new image. Empty: a fresh instance of the running image (a restore).
   std::filesystem::path file;
@@ -47,7 +47,7 @@ struct UpgradeStep {
 /// all of them run their new version, or all keep their old version and
 /// byte-identical state. Returns one report per step, in step order. Modules
 /// are paused in step order and resumed in reverse order.
-[[nodiscard]] std::vector<UpgradeReport> run_upgrade(std::span<const UpgradeStep> steps, Loader& loader,
+[[nodiscard]] std::vector<UpgradeReport> run_upgrade(std::span<const UpgradeTarget> steps, Loader& loader,
                                                      const UpgradeOptions& options = {});
 
 /// Upgrades (or downgrades) one module to the image in `file`.
