@@ -1,23 +1,12 @@
 // hello: the smallest useful Molt module. It greets, and remembers how many
 // greetings it gave, across upgrades.
-#include <boost/serialization/map.hpp>
-#include <boost/serialization/string.hpp>
-
 #include <molt/module.hpp>
+
+#include "state_v1.hpp"
 
 namespace hello {
 
-// The state: a plain value type with a serialize() member. A saved state
-// may come from a file, so it is read as untrusted input: StateArchive
-// checks the map's count and every name's length against the bytes left
-// (a count written by hand would need molt::api::expect_items).
-struct State {
-  std::map<std::string, std::uint64_t> greeted;  // name -> greetings
-  template <class Archive>
-  void serialize(Archive& ar, unsigned /*version*/) {
-    ar & greeted;
-  }
-};
+using State = StateV1;  // the state: see state_v1.hpp
 
 class Hello final : public molt::api::Module {
  public:

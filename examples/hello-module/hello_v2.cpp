@@ -1,7 +1,8 @@
 // hello v2: greets like v1, and also remembers when it last greeted each
 // name (GET /hello/greeted). Its state has a new layout, schema 2. Being the
 // newer version, it owns both directions: it reads v1's schema 1 on an
-// upgrade and writes it on a downgrade. hello.cpp (v1) stays as released.
+// upgrade and writes it on a downgrade (state_v1.hpp). hello.cpp (v1) stays
+// as released.
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -13,18 +14,9 @@
 #include <molt/json_text.hpp>
 #include <molt/module.hpp>
 
-namespace hello {
+#include "state_v1.hpp"
 
-/// Schema 1: v1's State (hello.cpp), which is released and never edited. The
-/// copy must read exactly what v1 wrote; tests/fixtures/hello/1-2, captured
-/// from a real v1 instance, is what proves it does.
-struct StateV1 {
-  std::map<std::string, std::uint64_t> greeted;  // name -> greetings
-  template <class Archive>
-  void serialize(Archive& ar, unsigned /*version*/) {
-    ar & greeted;
-  }
-};
+namespace hello {
 
 /// Schema 2: per name, how often and when it was last greeted.
 struct Greeted {
