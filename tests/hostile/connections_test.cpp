@@ -153,8 +153,12 @@ void pipelined_gets_without_reading(const ModuleSpec& module) {
   const double longest = longest_ping_ms(ordinary, 20);
   INFO("longest of 20 PING round trips: " << longest << " ms");
   measured(module.name + ": meanwhile, the longest of 20 PINGs on another connection", std::to_string(longest) + " ms");
-  if (kSanitized) CHECK(longest < 1000);
-  else CHECK(longest < 10);
+  // The bound says "not held up by the flood": a connection stuck behind
+  // 1000 blocked ones would wait seconds. It is not a latency figure (that is
+  // what `measured` prints, 0.2 ms on an idle machine): a loaded 2-core
+  // machine delays a thread by 15 ms now and then, as a CI run with a
+  // compiler beside it showed.
+  CHECK(longest < (kSanitized ? 1000 : 100));
   CHECK(std::none_of(clients.begin(), clients.end(), [](RawConnection& c) { return closed_now(c); }));
 
   // Gone, they leave nothing behind but what the allocator keeps (their
