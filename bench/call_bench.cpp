@@ -72,7 +72,7 @@ struct Setup {
   fs::path dir;
   std::unique_ptr<host::Loader> loader;
   std::shared_ptr<const host::Image> kv_image, counter_image;
-  std::unique_ptr<host::ModuleSlot> kv_slot, counter_slot;
+  std::shared_ptr<host::ModuleSlot> kv_slot, counter_slot;
   host::Instance kv_direct, counter_direct;
   BareContext context;
 

@@ -407,7 +407,7 @@ struct Discard final : api::StreamOutput {
   bool has_room() const override { return true; }
 };
 
-std::unique_ptr<host::ModuleSlot> start_kv(host::Loader& loader, unsigned version) {
+std::shared_ptr<host::ModuleSlot> start_kv(host::Loader& loader, unsigned version) {
   auto image = loader.load(plugin(version), "kv");
   if (!image) throw std::runtime_error(image.error().to_string());
   auto logger = std::make_shared<spdlog::logger>("kv", std::make_shared<spdlog::sinks::null_sink_mt>());

@@ -47,7 +47,7 @@ std::vector<std::int64_t> collect(const Row& row, Field field) {
   return out;
 }
 
-std::unique_ptr<host::ModuleSlot> start(host::Loader& loader, unsigned version) {
+std::shared_ptr<host::ModuleSlot> start(host::Loader& loader, unsigned version) {
   auto image = loader.load(plugin(version), "counter");
   if (!image) throw std::runtime_error(image.error().to_string());
   auto logger = std::make_shared<spdlog::logger>("counter", std::make_shared<spdlog::sinks::null_sink_mt>());

@@ -157,7 +157,8 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
                                      "probation_max_error_rate", "probation_min_calls", "snapshot_interval_seconds",
                                      "job_threads", "maxclients", "timeout", "client_query_buffer_limit",
                                      "client_output_buffer_soft_limit", "client_output_buffer_hard_limit",
-                                     "max_connection_memory"});
+                                     "max_connection_memory", "health_timeout_ms", "save_timeout_ms",
+                                     "stop_timeout_ms", "call_warn_ms", "shutdown_grace_ms"});
     check.client_limits(*host, "host.", config.clients);
     if (host->contains("max_stream_buffer_bytes") && host->contains("client_query_buffer_limit"))
       check.fail("host.max_stream_buffer_bytes", "is the old name of client_query_buffer_limit: give only one");
@@ -207,6 +208,11 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
     if (auto v = check.integer(*host, "host.", "job_threads", 1, 256)) config.job_threads = static_cast<unsigned>(*v);
     if (auto v = check.integer(*host, "host.", "max_request_bytes", 1024, 1ll << 30)) config.max_request_bytes = *v;
     if (auto v = check.integer(*host, "host.", "quiesce_timeout_ms", 1, 600000)) config.quiesce_timeout = std::chrono::milliseconds(*v);
+    if (auto v = check.integer(*host, "host.", "health_timeout_ms", 1, 600000)) config.health_timeout = std::chrono::milliseconds(*v);
+    if (auto v = check.integer(*host, "host.", "save_timeout_ms", 1, 3600000)) config.save_timeout = std::chrono::milliseconds(*v);
+    if (auto v = check.integer(*host, "host.", "stop_timeout_ms", 1, 600000)) config.stop_timeout = std::chrono::milliseconds(*v);
+    if (auto v = check.integer(*host, "host.", "call_warn_ms", 0, 3600000)) config.call_warn = std::chrono::milliseconds(*v);
+    if (auto v = check.integer(*host, "host.", "shutdown_grace_ms", 0, 3600000)) config.shutdown_grace = std::chrono::milliseconds(*v);
     if (auto v = check.integer(*host, "host.", "max_state_bytes", 1024, 1ll << 40)) config.max_state_bytes = *v;
     if (auto v = check.string(*host, "host.", "log_format")) {
       if (*v == "text" || *v == "json") config.log_format = *v;

@@ -124,7 +124,7 @@ Result<void> ControlServer::start() {
   return {};
 }
 
-void ControlServer::stop() {
+bool ControlServer::stop(std::chrono::milliseconds wait) {
   if (acceptor_.joinable()) {
     stopping_ = true;
     wake();
@@ -132,13 +132,27 @@ void ControlServer::stop() {
   }
   for (const auto& pending : pending_) ::close(pending.fd);
   pending_.clear();
-  reap(/*all=*/true);
+  bool all = true;
+  {
+    const auto deadline = Clock::now() + wait;
+    std::lock_guard lock(connections_mutex_);
+    for (auto it = connections_.begin(); it != connections_.end();) {
+      if (it->thread.join_until(deadline)) {
+        it = connections_.erase(it);
+      } else {
+        all = false;  // its thread still refers to its element: it stays
+        ++it;
+      }
+    }
+  }
+  if (!all) log_->warn("control socket: a request is still running (inside a module call); not waiting for it");
   for (int* fd : {&listen_fd_, &wake_pipe_[0], &wake_pipe_[1], &spare_fd_}) {
     if (*fd >= 0) ::close(*fd);
     *fd = -1;
   }
   std::error_code ec;
   if (!options_.socket_path.empty()) std::filesystem::remove(options_.socket_path, ec);
+  return all;
 }
 
 void ControlServer::wake() noexcept {
@@ -328,7 +342,7 @@ void ControlServer::dispatch(int fd, pid_t pid, std::string request) {
     Connection& connection = connections_.emplace_back();
     listed = true;
     ++running_;
-    connection.thread = std::thread([this, fd, pid, request = std::move(request), &connection] {
+    connection.thread = DeadlineThread([this, fd, pid, request = std::move(request), &connection] {
       run(fd, pid, request);
       ::close(fd);
       --running_;
@@ -350,7 +364,7 @@ void ControlServer::reap(bool all) {
   std::lock_guard lock(connections_mutex_);
   for (auto it = connections_.begin(); it != connections_.end();) {
     if (all || it->done) {
-      it->thread.join();
+      (void)it->thread.join_until(Clock::now() + std::chrono::seconds(1));  // done: returns at once
       it = connections_.erase(it);
     } else {
       ++it;

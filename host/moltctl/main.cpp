@@ -71,15 +71,30 @@ void print_status(const Json& reply) {
               host["pid"].get<long long>(), uptime_text(host["uptime_s"].get<std::int64_t>()).c_str(),
               host["http"].get<std::string>().c_str());
   std::printf("plugin dir %s\n\n", host["plugin_dir"].get<std::string>().c_str());
-  std::printf("%-16s %7s %6s %10s %7s %10s  %-19s  %s\n", "MODULE", "VERSION", "SCHEMA", "CALLS", "FAILED", "STATE",
-              "SINCE", "FILE");
+  std::printf("%-16s %7s %6s %10s %7s %10s  %-20s  %-19s  %s\n", "MODULE", "VERSION", "SCHEMA", "CALLS", "FAILED",
+              "STATE", "BUSY", "SINCE", "FILE");
+  std::vector<std::string> stuck;
   for (const Json& m : reply["modules"]) {
-    std::printf("%-16s %7s %6s %10llu %7llu %10s  %-19s  %s\n", m["name"].get<std::string>().c_str(),
+    std::string busy = "-";
+    if (const Json& oldest = m["oldest_call"]; oldest.is_object()) {
+      const auto ms = oldest["running_ms"].get<std::int64_t>();
+      char seconds[32];
+      std::snprintf(seconds, sizeof seconds, "%.1fs", static_cast<double>(ms) / 1000);
+      busy = oldest["what"].get<std::string>() + " " + seconds;
+      if (const auto queued = m["queued"].get<std::uint64_t>(); queued > 0) busy += " +" + std::to_string(queued);
+      if (const Json& warn = host["call_warn_ms"]; warn.is_number() && warn.get<std::int64_t>() > 0 &&
+                                                    ms >= warn.get<std::int64_t>())
+        stuck.push_back(m["name"].get<std::string>() + ": " + oldest["what"].get<std::string>() + " has run for " +
+                        seconds + ", " + std::to_string(m["queued"].get<std::uint64_t>()) + " call(s) waiting");
+    }
+    std::printf("%-16s %7s %6s %10llu %7llu %10s  %-20s  %-19s  %s\n", m["name"].get<std::string>().c_str(),
                 ("v" + std::to_string(m["version"].get<unsigned>())).c_str(), std::to_string(m["schema"].get<unsigned>()).c_str(),
                 m["calls"].get<unsigned long long>(), m["failed_calls"].get<unsigned long long>(),
-                bytes_text(m["state_bytes"]).c_str(), time_text(m["since_ms"].get<std::int64_t>()).c_str(),
+                bytes_text(m["state_bytes"]).c_str(), busy.c_str(), time_text(m["since_ms"].get<std::int64_t>()).c_str(),
                 m["file"].get<std::string>().c_str());
   }
+  for (const auto& line : stuck) std::printf("\nstuck? %s", line.c_str());
+  if (!stuck.empty()) std::printf("\n");
 }
 
 std::string progress_text(const Json& job) {

@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <future>
 #include <optional>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
@@ -23,6 +25,7 @@
 #include "molt/host/net/http_server.hpp"
 #include "molt/host/net/stream_server.hpp"
 #include "molt/host/release/release_handler.hpp"
+#include "molt/host/runtime/call_watch.hpp"
 #include "molt/host/runtime/module_table.hpp"
 
 using namespace molt::host;
@@ -114,7 +117,8 @@ int main(int argc, char** argv) {
                                          [&logging](const std::string& name) { return logging.make(name); },
                                          config->job_threads,
                                          molt::api::StreamLimits{config->client_query_buffer_limit,
-                                                                 config->client_output_buffer_soft_limit}});
+                                                                 config->client_output_buffer_soft_limit},
+                                         config->stop_timeout});
   StreamServer streams(StreamOptions{config->io_threads, config->client_query_buffer_limit,
                                      config->client_output_buffer_soft_limit, config->client_output_buffer_hard_limit,
                                      config->max_connection_memory, config->clients, config->module_clients},
@@ -141,7 +145,7 @@ int main(int argc, char** argv) {
                                  fs::absolute(config->plugin_dir).lexically_normal(), config->release,
                                  config->probation, config->probation_max_error_rate,
                                  config->probation_min_calls, config->snapshot_interval,
-                                 config->quiesce_timeout, {}};
+                                 config->quiesce_timeout, config->save_timeout, config->health_timeout, {}};
   if (notifier.enabled())  // systemd hears of every upgrade: RELOADING=1 before, READY=1 after
     release_options.on_change = [&notifier](ChangeNotice notice, const std::string& text) {
       if (notice == ChangeNotice::Begin) notifier.reloading(text);
@@ -163,6 +167,7 @@ int main(int argc, char** argv) {
   info.listeners = [&streams] { return streams.listeners(); };  // before the control socket answers status
   info.connection_buffer_bytes = [&streams] { return streams.buffered_bytes(); };
   info.max_connection_memory = streams.memory_budget();
+  info.call_warn = config->call_warn;
   HttpRouter router(table, info);
   HttpOptions http_options{config->http, config->http_threads, config->max_request_bytes};
   http_options.listen_fd = http_fd;
@@ -202,6 +207,7 @@ int main(int argc, char** argv) {
   http.serve();
   streams.serve();
   releases.start_watching();
+  const CallWatch call_watch(table, config->call_warn);
   log->info("ready: {} module(s), http://{}/, control socket {}", table.slots().size(), info.http,
             info.control_socket);
   notifier.ready(releases.summary());
@@ -238,11 +244,37 @@ int main(int argc, char** argv) {
                       ": stopping; finishing requests in flight, then saving every module's state");
     break;
   }
-  http.stop(std::chrono::seconds(10));
-  streams.stop(std::chrono::seconds(10));
-  control.stop();
-  table.stop_jobs();     // after the steps in progress: the snapshots below hold every step that ran
-  releases.shut_down();  // snapshots every module, now that no request can change its state
+  // From here a second SIGTERM or SIGINT exits at once, whatever is still
+  // running: the operator has decided.
+  std::thread([&handled, log] {
+    while (true) {
+      int sig = 0;
+      if (sigwait(&handled, &sig) != 0 || sig == SIGHUP) continue;
+      log->critical("{} again: exiting now, without waiting for requests or writing snapshots",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      log->flush();
+      ::_exit(1);
+    }
+  }).detach();
+
+  // Each step below has a deadline: a module stuck in a call costs its own
+  // snapshot, never the shutdown.
+  auto http_stopped = std::async(std::launch::async, [&] { return http.stop(config->shutdown_grace); });
+  bool all_stopped = streams.stop(config->shutdown_grace);
+  all_stopped = http_stopped.get() && all_stopped;
+  all_stopped = control.stop(std::chrono::seconds(1)) && all_stopped;
+  // After the steps in progress: the snapshots below hold every step that ran.
+  all_stopped = table.stop_jobs(config->quiesce_timeout) && all_stopped;
+  // Snapshots every module it can, now that no request can change its state.
+  const auto unsaved = releases.shut_down();
+  for (const auto& line : unsaved) log->error("shutdown: {}; its last snapshot stands", line);
+  if (!all_stopped || !unsaved.empty()) {
+    // A thread is still inside module code: destroying what it uses would
+    // crash the process. Exit without destructors (the log is flushed).
+    log->error("exiting without stopping the modules ({} module(s) not saved); exit status 1", unsaved.size());
+    log->flush();
+    ::_exit(1);
+  }
   table.stop_all();
   log->info("stopped");
   return 0;

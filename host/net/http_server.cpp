@@ -1,5 +1,7 @@
 #include "molt/host/net/http_server.hpp"
 
+#include "molt/host/common/bounded_call.hpp"
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -77,7 +79,7 @@ class HttpServer::Impl {
 
   Result<void> listen();
   void serve();
-  void stop(std::chrono::milliseconds grace);
+  bool stop(std::chrono::milliseconds grace);
   void accept();
   /// options_.listen becomes the address bound (for the log lines).
   void remember_bound() {
@@ -106,7 +108,7 @@ class HttpServer::Impl {
   std::atomic<std::uint64_t> refused_{0};  ///< written on the strand, read by the metrics
   std::uint64_t refused_logged_ = 0;
   std::optional<std::chrono::steady_clock::time_point> refusal_logged_;
-  std::vector<std::thread> threads_;
+  std::vector<DeadlineThread> threads_;
 };
 
 /// A connection turned away: the 503 is written, the connection's sending
@@ -336,8 +338,8 @@ std::vector<std::shared_ptr<HttpServer::Impl::Session>> HttpServer::Impl::open_s
   return open;
 }
 
-void HttpServer::Impl::stop(std::chrono::milliseconds grace) {
-  if (threads_.empty()) return;
+bool HttpServer::Impl::stop(std::chrono::milliseconds grace) {
+  if (threads_.empty()) return true;
   stopping_ = true;  // from now on every session closes after its current response
   asio::post(acceptor_.get_executor(), [this] {
     beast::error_code ignored;
@@ -357,8 +359,13 @@ void HttpServer::Impl::stop(std::chrono::milliseconds grace) {
   }
   // Returns once the last handler has run: the acceptor is closed and every
   // session is closing, so no new work arrives.
-  for (auto& thread : threads_) thread.join();
+  // A thread still inside a module's handle is given up on after a second.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  bool all = true;
+  for (auto& thread : threads_) all = thread.join_until(deadline) && all;
   threads_.clear();
+  if (!all) log_->warn("http: a thread is still inside a module call; not waiting for it");
+  return all;
 }
 
 HttpServer::HttpServer(HttpOptions options, Handler handler, std::shared_ptr<spdlog::logger> log)
@@ -376,7 +383,7 @@ Endpoint HttpServer::local_endpoint() const {
   return Endpoint{endpoint.address().to_string(), endpoint.port()};
 }
 
-void HttpServer::stop(std::chrono::milliseconds grace) { impl_->stop(grace); }
+bool HttpServer::stop(std::chrono::milliseconds grace) { return impl_->stop(grace); }
 
 std::future<void> HttpServer::probe() {
   auto answered = std::make_shared<std::promise<void>>();

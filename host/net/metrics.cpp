@@ -199,6 +199,15 @@ void module_metrics(MetricsText& out, const std::vector<ModuleMetrics>& modules)
              "Calls waiting for their turn now: behind a call in progress (serial modules), or held by an upgrade's "
              "pause.");
   for (const auto& m : modules) out.sample("molt_module_calls_waiting", {{"module", m.name}}, m.stats.gate.waiting);
+  out.family("molt_module_oldest_call_seconds", "gauge",
+             "How long the longest-running call in the module now has run (or what holds it suspended: a snapshot, "
+             "an upgrade); 0 when it is idle. A module stuck in a call shows here first (host.call_warn_ms).");
+  for (const auto& m : modules) {
+    double seconds = 0;
+    if (m.stats.gate.oldest)
+      seconds = std::chrono::duration<double>(CallGate::Clock::now() - m.stats.gate.oldest->since).count();
+    out.sample("molt_module_oldest_call_seconds", {{"module", m.name}}, seconds);
+  }
   out.family("molt_module_state_bytes", "gauge",
              "Size of the module's state the last time it was saved (by an upgrade or a snapshot); absent until "
              "then.");

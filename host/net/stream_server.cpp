@@ -16,6 +16,8 @@
 // their own threads (a post); the asker waits for their memory to come back.
 #include "molt/host/net/stream_server.hpp"
 
+#include "molt/host/common/bounded_call.hpp"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -197,7 +199,7 @@ class StreamServer::Impl {
     std::vector<std::unique_ptr<Acceptor>> acceptors;  ///< worker 0 only
     asio::steady_timer sweep_timer{io};                ///< idle connections (timeout)
     bool sweeping = true;                              ///< false once stopping: the timer is not armed again
-    std::thread thread;
+    DeadlineThread thread;
 
     void accept(Acceptor& acceptor);
     /// On worker 0: takes an accepted connection, or refuses it (maxclients).
@@ -1026,13 +1028,13 @@ void StreamServer::serve() {
   for (auto& worker : impl_->workers_) {
     for (auto& acceptor : worker->acceptors) worker->accept(*acceptor);
     worker->sweep();  // arms its timer; runs on the worker's thread from now on
-    worker->thread = std::thread([&io = worker->io] { io.run(); });
+    worker->thread = DeadlineThread([&io = worker->io] { io.run(); });
   }
 }
 
-void StreamServer::stop(std::chrono::milliseconds grace) {
+bool StreamServer::stop(std::chrono::milliseconds grace) {
   Impl& s = *impl_;
-  if (!s.serving_) return;
+  if (!s.serving_) return true;
   s.serving_ = false;
   s.stopping_ = true;  // from now on every connection closes after its current reply
   for (auto& worker : s.workers_) asio::post(worker->io, [&w = *worker] { w.close_idle(); });
@@ -1046,7 +1048,13 @@ void StreamServer::stop(std::chrono::milliseconds grace) {
     asio::post(worker->io, [&w = *worker] { w.close_all(); });
     worker->guard.reset();  // run() returns once the worker's last handler has run
   }
-  for (auto& worker : s.workers_) worker->thread.join();
+  // A thread still inside a module's on_data will not run close_all: it is
+  // given up on after a second.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  bool all = true;
+  for (auto& worker : s.workers_) all = worker->thread.join_until(deadline) && all;
+  if (!all) s.log_->warn("streams: an I/O thread is still inside a module call; not waiting for it");
+  return all;
 }
 
 std::vector<ListenerInfo> StreamServer::listeners() const {

@@ -34,7 +34,7 @@ ReleaseHandler::ReleaseHandler(ModuleTable& table, ModuleListeners& listeners, S
 
 ReleaseHandler::~ReleaseHandler() {
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(watch_mutex_);
     stopping_ = true;
   }
   wake_.notify_all();
@@ -107,9 +107,8 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
   }
   record_.current = boot;
   record_.permanent = boot;
-  write_record_locked();
+  write_record_locked();  // and publishes it
   log_->info("release '{}' running ({} module(s))", boot.name, boot.modules.size());
-  next_snapshot_ = std::chrono::steady_clock::now() + options_.snapshot_interval;
   return {};
 }
 
@@ -162,65 +161,99 @@ void ReleaseHandler::restore_snapshot_locked(const std::string& module) {
 
 // --- snapshots --------------------------------------------------------------
 
-bool ReleaseHandler::snapshot_locked(const std::string& module, std::string_view why) {
+std::optional<std::string> ReleaseHandler::snapshot(const std::string& module, std::string_view why) {
   auto slot = table_.find(module);
-  if (!slot) return false;
-  auto blob = slot->save_state(options_.save_timeout);
+  if (!slot) return "no such module";
+  const auto keep = [&](const StateBlob& blob) -> Result<void> {
+    if (auto saved = snapshots_.save(blob); !saved) return saved;
+    // Shutdown and requested snapshots are what an operator looks for in the log; periodic ones would flood it.
+    if (why == "periodic") slot->log().debug("{} snapshot: {} bytes", why, blob.bytes.size());
+    else slot->log().info("{} snapshot written: {} bytes of state in {}", why, blob.bytes.size(), snapshots_.path_of(module).string());
+    return {};
+  };
+  auto blob = slot->save_state(options_.save_timeout, options_.save_run_timeout, keep);
   if (!blob) {
     slot->log().error("{} snapshot not written: {}", why, blob.error().to_string());
-    return false;
+    return blob.error().reason;
   }
-  if (auto saved = snapshots_.save(blob.value()); !saved) {
-    slot->log().error("{} snapshot not written: {}", why, saved.error().to_string());
-    return false;
-  }
-  // Shutdown and requested snapshots are what an operator looks for in the log; periodic ones would flood it.
-  if (why == "periodic") slot->log().debug("{} snapshot: {} bytes", why, blob->bytes.size());
-  else slot->log().info("{} snapshot written: {} bytes of state in {}", why, blob->bytes.size(), snapshots_.path_of(module).string());
-  return true;
-}
-
-void ReleaseHandler::snapshot_all_locked(std::string_view why) {
-  for (const auto& slot : table_.slots()) snapshot_locked(slot->name(), why);
+  return std::nullopt;
 }
 
 std::vector<std::string> ReleaseHandler::save_all() {
-  std::lock_guard lock(mutex_);
   std::vector<std::string> failed;
   for (const auto& slot : table_.slots())
-    if (!snapshot_locked(slot->name(), "requested")) failed.push_back(slot->name());
+    if (snapshot(slot->name(), "requested")) failed.push_back(slot->name());
   return failed;
 }
 
-void ReleaseHandler::shut_down() {
+std::vector<std::string> ReleaseHandler::shut_down() {
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(watch_mutex_);
     stopping_ = true;
   }
   wake_.notify_all();
   if (watcher_.joinable()) watcher_.join();
-  std::lock_guard lock(mutex_);
-  snapshot_all_locked("shutdown");
+  std::vector<std::string> failed;
+  for (const auto& slot : table_.slots())
+    if (auto why = snapshot(slot->name(), "shutdown")) failed.push_back(slot->name() + ": " + *why);
+  return failed;
 }
 
 void ReleaseHandler::write_record_locked() {
   fault_point("release.record");
   if (auto written = write_release_record(options_.record_path, record_); !written)
     log_->error("{} (a restart would boot release '{}')", written.error().to_string(), record_.permanent.name);
+  publish_locked();
+}
+
+void ReleaseHandler::publish_locked() {
+  std::lock_guard lock(view_mutex_);
+  published_record_ = record_;
+  published_probation_until_.reset();
+  if (probation_) published_probation_until_ = probation_->until;
+}
+
+// --- the change lock -----------------------------------------------------------
+
+ReleaseHandler::ChangeLock::ChangeLock(ReleaseHandler& handler, std::unique_lock<std::timed_mutex> lock, std::string what)
+    : handler_(&handler), lock_(std::move(lock)) {
+  std::lock_guard view(handler_->view_mutex_);
+  handler_->changing_ = std::move(what);
+  handler_->changing_since_ = std::chrono::steady_clock::now();
+}
+
+ReleaseHandler::ChangeLock::~ChangeLock() {
+  if (!lock_.owns_lock()) return;  // moved from
+  std::lock_guard view(handler_->view_mutex_);
+  handler_->changing_.clear();
+}
+
+Result<ReleaseHandler::ChangeLock> ReleaseHandler::lock_change(std::string what) {
+  std::unique_lock lock(mutex_, std::chrono::seconds(1));
+  if (!lock.owns_lock()) {
+    std::lock_guard view(view_mutex_);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - changing_since_);
+    return Error{{}, {}, {}, Phase::Release,
+                 "busy: " + (changing_.empty() ? std::string("another change") : changing_) + " has run for " +
+                     std::to_string(ms.count()) + " ms; try again when it ends (moltctl status shows what each module is doing)"};
+  }
+  return ChangeLock(*this, std::move(lock), std::move(what));
 }
 
 // --- install ------------------------------------------------------------------
 
 UpgradeScript ReleaseHandler::down_script(const UpgradeScript& script) const {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(view_mutex_);
+  const ReleaseRecord& record = published_record_;
   UpgradeScript down = reversed(script);
-  down.release = record_.previous && record_.current.name == script.release ? record_.previous->name
-                                                                              : script.release + "-down";
+  down.release = record.previous && record.current.name == script.release ? record.previous->name
+                                                                           : script.release + "-down";
   return down;
 }
 
 Result<ReleasePlan> ReleaseHandler::check(const UpgradeScript& script) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_change("checking release " + script.release);
+  if (!lock) return std::move(lock).error();
   auto plan = plan_locked(script);
   if (!plan) return plan;
   if (auto checked = check_release(plan.value(), table_); !checked) return std::move(checked).error();
@@ -237,7 +270,8 @@ Result<ReleasePlan> ReleaseHandler::plan_locked(const UpgradeScript& script) con
 }
 
 ReleaseOutcome ReleaseHandler::install(const UpgradeScript& script) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_change("installing release " + script.release);
+  if (!lock) return ReleaseOutcome{script.release, false, {}, std::move(lock).error()};
   const ChangeScope change(*this, "installing release " + script.release);
   auto plan = plan_locked(script);
   if (!plan) return ReleaseOutcome{script.release, false, {}, std::move(plan).error()};
@@ -291,16 +325,18 @@ void ReleaseHandler::installed_locked(Release next, const std::vector<std::strin
   record_.note(next.name, "installed", detail);
   if (next.permanent_at_ms) record_.note(next.name, "permanent", "no probation configured");
   write_record_locked();
-  for (const auto& module : changed) snapshot_locked(module, "upgrade");
+  for (const auto& module : changed) (void)snapshot(module, "upgrade");  // logs its own failure
   if (next.permanent_at_ms) {
     probation_.reset();
+    publish_locked();
     log_->info("release '{}' installed and permanent", next.name);
     return;
   }
-  Probation probation{std::chrono::steady_clock::now() + options_.probation, {}};
+  Probation probation{std::chrono::steady_clock::now() + options_.probation, {}, ++probations_};
   for (const auto& module : changed)
     if (auto slot = table_.find(module)) probation.baseline.emplace(module, slot->stats());
   probation_ = std::move(probation);
+  publish_locked();
   log_->info("release '{}' installed; on probation for {} s (moltctl commit makes it permanent now)", next.name,
              options_.probation.count());
 }
@@ -320,7 +356,8 @@ Release ReleaseHandler::with_module_changed(const std::string& module) const {
 
 Result<UpgradeReport> ReleaseHandler::reload(std::string_view module, const std::optional<fs::path>& file,
                                              const api::Values& extra) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_change("reloading " + std::string(module));
+  if (!lock) return std::move(lock).error();
   const ChangeScope change(*this, "reloading " + std::string(module));
   auto report = table_.reload(module, file, extra);
   if (report && report->outcome == Outcome::Succeeded)
@@ -329,7 +366,8 @@ Result<UpgradeReport> ReleaseHandler::reload(std::string_view module, const std:
 }
 
 Result<UpgradeReport> ReleaseHandler::rollback_module(std::string_view module, const api::Values& extra) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_change("rolling back " + std::string(module));
+  if (!lock) return std::move(lock).error();
   const ChangeScope change(*this, "rolling back " + std::string(module));
   auto report = table_.rollback(module, extra);
   if (report && report->outcome == Outcome::Succeeded)
@@ -338,7 +376,11 @@ Result<UpgradeReport> ReleaseHandler::rollback_module(std::string_view module, c
 }
 
 std::vector<UpgradeReport> ReleaseHandler::reload_changed() {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_change("reloading the modules whose file changed");
+  if (!lock) {
+    log_->error("reload of the modules whose file changed not done: {}", lock.error().to_string());
+    return {};
+  }
   const ChangeScope change(*this, "reloading the modules whose file changed");
   auto reports = table_.reload_changed();
   std::vector<std::string> changed;
@@ -359,7 +401,8 @@ Result<UpgradeReport> ReleaseHandler::restore(std::string_view module, const fs:
   // reading it (up to max_state_bytes) must not hold up releases, saves and
   // status meanwhile. read_file refuses a FIFO or a device without waiting.
   auto blob = read_state_file(archive, table_.options().upgrade.max_state_bytes);
-  std::lock_guard lock(mutex_);
+  auto lock = lock_change("restoring " + std::string(module));
+  if (!lock) return std::move(lock).error();
   const ChangeScope change(*this, "restoring " + std::string(module) + " from " + archive.string());
   auto slot = table_.find(module);
   if (!slot) return Error{std::string(module), {}, {}, Phase::Snapshot, "no such module"};
@@ -378,7 +421,7 @@ Result<UpgradeReport> ReleaseHandler::restore(std::string_view module, const fs:
     // An archive without a host part (a fixture, an older snapshot) keeps the jobs and timers the module has.
     if (!host.empty())
       if (auto restored = slot->restore_host_part(host); !restored) slot->log().error("{}", restored.error().to_string());
-    snapshot_locked(std::string(module), "restore");
+    (void)snapshot(std::string(module), "restore");  // logs its own failure
   }
   return report;
 }
@@ -386,7 +429,8 @@ Result<UpgradeReport> ReleaseHandler::restore(std::string_view module, const fs:
 // --- probation ------------------------------------------------------------------
 
 Result<void> ReleaseHandler::commit() {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_change("commit");
+  if (!lock) return std::move(lock).error();
   if (record_.current_is_permanent())
     return release_error(record_.current.name, "is already permanent");
   make_permanent_locked("moltctl commit");
@@ -398,13 +442,14 @@ void ReleaseHandler::make_permanent_locked(const std::string& why) {
   record_.permanent = record_.current;
   record_.note(record_.current.name, "permanent", why);
   probation_.reset();
-  write_record_locked();
+  write_record_locked();  // and publishes
   log_->info("release '{}' is permanent ({})", record_.current.name, why);
   if (options_.on_change) options_.on_change(ChangeNotice::Status, summary_locked());
 }
 
 void ReleaseHandler::roll_back_locked(const std::string& why) {
   probation_.reset();
+  publish_locked();
   const std::string failed = record_.current.name;
   if (!record_.previous) {
     log_->error("release '{}' failed probation ({}) but there is no previous release to return to", failed, why);
@@ -446,38 +491,58 @@ void ReleaseHandler::start_watching() {
   watcher_ = std::thread([this] { watch(); });
 }
 
+std::optional<std::string> ReleaseHandler::check_probation(const Probation& probation) {
+  for (const auto& [module, before] : probation.baseline) {
+    const auto slot = table_.find(module);
+    if (!slot) continue;
+    const SlotStats now = slot->stats();
+    const std::uint64_t calls = now.calls - before.calls;
+    const std::uint64_t failed = now.failed_calls - before.failed_calls;
+    if (calls >= options_.min_calls &&
+        static_cast<double>(failed) > options_.max_error_rate * static_cast<double>(calls))
+      return module + ": " + std::to_string(failed) + " of " + std::to_string(calls) +
+             " calls failed, more than the limit of " + fmt::format("{:g}", options_.max_error_rate * 100) + "%";
+    if (auto problem = slot->health(options_.health_timeout)) return module + ": health check: " + *problem;
+  }
+  return std::nullopt;
+}
+
+// Each second: checks the release on probation (without any lock: a module
+// that does not answer costs its health check's deadline, nothing more),
+// then acts on the result under the change lock if that probation is still
+// the current one; and takes the periodic snapshots.
 void ReleaseHandler::watch() {
-  std::unique_lock lock(mutex_);
-  while (!stopping_) {
-    wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
-    if (stopping_) break;
-    if (probation_) {
-      std::optional<std::string> failure;
-      for (const auto& [module, before] : probation_->baseline) {
-        const auto slot = table_.find(module);
-        if (!slot) continue;
-        const SlotStats now = slot->stats();
-        const std::uint64_t calls = now.calls - before.calls;
-        const std::uint64_t failed = now.failed_calls - before.failed_calls;
-        if (calls >= options_.min_calls &&
-            static_cast<double>(failed) > options_.max_error_rate * static_cast<double>(calls)) {
-          failure = module + ": " + std::to_string(failed) + " of " + std::to_string(calls) +
-                    " calls failed, more than the limit of " + fmt::format("{:g}", options_.max_error_rate * 100) + "%";
-          break;
+  next_snapshot_ = std::chrono::steady_clock::now() + options_.snapshot_interval;
+  const auto stopping = [this] {
+    std::lock_guard lock(watch_mutex_);
+    return stopping_;
+  };
+  while (true) {
+    {
+      std::unique_lock lock(watch_mutex_);
+      wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+      if (stopping_) break;
+    }
+    std::optional<Probation> probation;
+    if (std::unique_lock lock(mutex_, std::try_to_lock); lock.owns_lock()) probation = probation_;
+    if (probation) {
+      const auto failure = check_probation(*probation);
+      const bool passed = !failure && std::chrono::steady_clock::now() >= probation->until;
+      if (failure || passed) {
+        // A change in progress (an install, a commit) may end this probation first.
+        std::unique_lock lock(mutex_, std::defer_lock);
+        while (!stopping() && !lock.try_lock_for(std::chrono::seconds(1))) {
         }
-        if (auto problem = slot->health()) {
-          failure = module + ": health check: " + *problem;
-          break;
+        if (lock.owns_lock() && probation_ && probation_->number == probation->number) {
+          const ChangeLock named(*this, std::move(lock), failure ? "rolling back a release that failed probation"
+                                                                 : "making a release permanent");
+          if (failure) roll_back_locked(*failure);
+          else make_permanent_locked("probation passed");
         }
-      }
-      if (failure) {
-        roll_back_locked(*failure);
-      } else if (std::chrono::steady_clock::now() >= probation_->until) {
-        make_permanent_locked("probation passed");
       }
     }
     if (options_.snapshot_interval.count() > 0 && std::chrono::steady_clock::now() >= next_snapshot_) {
-      snapshot_all_locked("periodic");
+      for (const auto& slot : table_.slots()) (void)snapshot(slot->name(), "periodic");  // each logs its failure
       next_snapshot_ = std::chrono::steady_clock::now() + options_.snapshot_interval;
     }
   }
@@ -494,24 +559,28 @@ ReleaseHandler::ChangeScope::~ChangeScope() {
 }
 
 std::string ReleaseHandler::summary() const {
-  std::lock_guard lock(mutex_);
-  return summary_locked();
+  std::lock_guard lock(view_mutex_);
+  return summary_of(table_, published_record_.current, published_record_.current_is_permanent());
 }
 
 std::string ReleaseHandler::summary_locked() const {
-  const auto slots = table_.slots();
+  return summary_of(table_, record_.current, record_.current_is_permanent());
+}
+
+std::string ReleaseHandler::summary_of(const ModuleTable& table, const Release& current, bool permanent) {
+  const auto slots = table.slots();
   std::string out = "serving " + std::to_string(slots.size()) + (slots.size() == 1 ? " module" : " modules");
   for (std::size_t i = 0; i < slots.size(); ++i)
     out += (i == 0 ? ": " : ", ") + slots[i]->name() + " v" + std::to_string(slots[i]->running().info.version.value);
-  return out + "; release " + record_.current.name + (record_.current_is_permanent() ? " (permanent)" : " (on probation)");
+  return out + "; release " + current.name + (permanent ? " (permanent)" : " (on probation)");
 }
 
 ReleaseView ReleaseHandler::view() const {
-  std::lock_guard lock(mutex_);
-  ReleaseView view{record_, std::nullopt};
-  if (probation_)
+  std::lock_guard lock(view_mutex_);
+  ReleaseView view{published_record_, std::nullopt};
+  if (published_probation_until_)
     view.probation_left = std::max(std::chrono::seconds(0), std::chrono::duration_cast<std::chrono::seconds>(
-                                                                probation_->until - std::chrono::steady_clock::now()));
+                                                                *published_probation_until_ - std::chrono::steady_clock::now()));
   return view;
 }
 

@@ -8,6 +8,14 @@ namespace {
 
 using Json = nlohmann::json;
 
+/// The longest-running call in the module now (or what holds it suspended),
+/// or null when it is idle.
+Json oldest_call_json(const CallGate::Counts& gate) {
+  if (!gate.oldest) return nullptr;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(CallGate::Clock::now() - gate.oldest->since);
+  return Json{{"what", gate.oldest->what}, {"running_ms", ms.count()}};
+}
+
 std::int64_t epoch_ms(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
@@ -52,6 +60,7 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
         {"failed_calls", stats.failed_calls},
         {"in_flight", stats.gate.inside},
         {"queued", stats.gate.waiting},
+        {"oldest_call", oldest_call_json(stats.gate)},
         {"state_bytes", stats.state_bytes ? Json(*stats.state_bytes) : Json(nullptr)},
         {"listen", listen},
         {"connections", connections},
@@ -72,6 +81,7 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
                 {"run_dir", host.run_dir},
                 {"plugin_dir", host.plugin_dir},
                 {"control_socket", host.control_socket},
+                {"call_warn_ms", host.call_warn.count()},
                 {"connection_buffer_bytes",
                  host.connection_buffer_bytes ? Json(host.connection_buffer_bytes()) : Json(nullptr)},
                 {"max_connection_memory", host.max_connection_memory}}},

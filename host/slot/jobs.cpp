@@ -43,16 +43,19 @@ JobRunner::JobRunner(JobRunnerOptions options) : options_(std::move(options)) {
 
 JobRunner::~JobRunner() { stop(); }
 
-void JobRunner::stop() {
+bool JobRunner::stop(std::chrono::milliseconds wait) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ && workers_.empty()) return;
+    if (stopping_ && workers_.empty()) return true;
     stopping_ = true;
   }
   changed_.notify_all();
-  for (auto& worker : workers_)
-    if (worker.joinable()) worker.join();
+  const auto deadline = wait == std::chrono::milliseconds::max() ? std::chrono::steady_clock::time_point::max()
+                                                                  : std::chrono::steady_clock::now() + wait;
+  bool all = true;
+  for (auto& worker : workers_) all = worker.join_until(deadline) && all;
   workers_.clear();
+  return all;
 }
 
 void JobRunner::schedule(const std::string& module, const std::string& job, std::chrono::milliseconds delay) {

@@ -1,7 +1,9 @@
 #include "molt/host/slot/module_slot.hpp"
 
 #include <algorithm>
+#include <condition_variable>
 
+#include "molt/host/common/bounded_call.hpp"
 #include "molt/host/common/log_context.hpp"
 #include "molt/host/slot/host_part.hpp"
 #include "molt/host/slot/module_call.hpp"
@@ -9,13 +11,16 @@
 
 namespace molt::host {
 
+// What the context answers by itself it holds copies of: an instance whose
+// stop() outlived its deadline may still use them after the slot is gone.
 class ModuleSlot::InstanceContext final : public api::Context {
  public:
-  explicit InstanceContext(ModuleSlot& slot) : slot_(slot) {}
-  spdlog::logger& log() override { return *slot_.logger_; }
-  const api::Values& config() const override { return slot_.config_; }
-  std::string_view module_name() const override { return slot_.name_; }
-  api::StreamLimits stream_limits() const override { return slot_.stream_limits_; }
+  explicit InstanceContext(ModuleSlot& slot)
+      : slot_(slot), logger_(slot.logger_), config_(slot.config_), name_(slot.name_), limits_(slot.stream_limits_) {}
+  spdlog::logger& log() override { return *logger_; }
+  const api::Values& config() const override { return config_; }
+  std::string_view module_name() const override { return name_; }
+  api::StreamLimits stream_limits() const override { return limits_; }
   void set_timer(std::string_view name, std::chrono::milliseconds period) override {
     slot_.timers_.set(name, TimerKind::Periodic, period);
   }
@@ -27,6 +32,10 @@ class ModuleSlot::InstanceContext final : public api::Context {
 
  private:
   ModuleSlot& slot_;
+  const std::shared_ptr<spdlog::logger> logger_;
+  const api::Values config_;
+  const std::string name_;
+  const api::StreamLimits limits_;
 };
 
 namespace {
@@ -48,7 +57,23 @@ class CallTimer {
 }  // namespace
 
 ModuleSlot::Live::~Live() {
-  if (instance) hooks().stop();
+  if (!instance) return;
+  struct Parts {
+    Instance instance;
+    std::unique_ptr<InstanceContext> context;
+    std::shared_ptr<const Image> image;
+  };
+  auto parts = std::make_shared<Parts>(Parts{std::move(instance), std::move(context), image});
+  const api::ModuleVersion version = image->info().version;
+  const bool returned = run_bounded(std::chrono::steady_clock::now() + stop_timeout, [parts] {
+    const LogScope scope(parts->image->info().version.value, "stop");
+    Hooks(*parts->instance, parts->image->info()).stop();
+    parts->instance.reset();  // the module's destructor, then (if last) the image unloads
+    parts->context.reset();
+  });
+  if (!returned && log)
+    log->warn("v{}: stop() or its destructor did not return within {} ms; the instance and its image stay loaded",
+              version.value, stop_timeout.count());
 }
 
 RunningVersion describe(const Image& image, std::chrono::system_clock::time_point since) {
@@ -60,13 +85,14 @@ ModuleSlot::ModuleSlot(std::string name, SlotOptions options, api::CallMode mode
       logger_(std::move(options.logger)),
       config_(std::move(options.config)),
       stream_limits_(options.stream_limits),
+      stop_timeout_(options.stop_timeout),
       gate_(mode),
       timers_(options.timers ? std::move(options.timers) : std::make_shared<TimerService>(),
               [this](const std::string& timer, TimerService::Id id) { fire_timer(timer, id); }),
       jobs_(name_, logger_, std::move(options.jobs)) {}
 
-Result<std::unique_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Image> image, SlotOptions options) {
-  std::unique_ptr<ModuleSlot> slot(new ModuleSlot(image->info().name, std::move(options), image->info().call_mode));
+Result<std::shared_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Image> image, SlotOptions options) {
+  std::shared_ptr<ModuleSlot> slot(new ModuleSlot(image->info().name, std::move(options), image->info().call_mode));
   auto live = slot->make_live(std::move(image));
   if (!live) return std::move(live).error();
   slot->live_ = std::move(live.value());
@@ -87,7 +113,7 @@ ModuleSlot::~ModuleSlot() {
 // instance's context); a firing takes the module's turn first, then checks
 // that its timer is still wanted.
 void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexcept {
-  const CallGate::Pass pass = gate_.enter();
+  const CallGate::Pass pass = gate_.enter("on_timer");
   if (!timers_.claim(name, id)) return;  // cancelled or replaced meanwhile
   const LogScope scope(live_->image->info().version.value);
   if (auto failure = guard_module_call("on_timer", [&] { live_->hooks().on_timer(name); }))
@@ -97,7 +123,7 @@ void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexce
 // --- jobs -------------------------------------------------------------------
 
 JobNext ModuleSlot::run_job_step(const std::string& job) {
-  const CallGate::Pass pass = gate_.enter();
+  const CallGate::Pass pass = gate_.enter("run_job_step");
   if (!jobs_.running(job)) return {};  // cancelled (or gone) meanwhile
   api::JobStep step;
   const api::ModuleVersion version = live_->image->info().version;
@@ -125,17 +151,38 @@ Result<void> ModuleSlot::restore_host_part(std::string_view host_part) {
   return {};
 }
 
-std::optional<std::string> ModuleSlot::health() {
-  const CallGate::Pass pass = gate_.enter();
-  std::optional<std::string> problem;
-  if (auto failure = guard_module_call("health", [&] { problem = live_->hooks().health(); })) return failure;
-  return problem;
+std::optional<std::string> ModuleSlot::health(std::chrono::milliseconds timeout) {
+  const auto deadline = CallGate::Clock::now() + timeout;
+  auto pass = gate_.enter_until(deadline, "health");
+  if (!pass) {
+    std::string why = "no answer within " + std::to_string(timeout.count()) + " ms";
+    if (const auto busy = gate_.counts().oldest)
+      why += ": " + std::string(busy->what) + " has run for " +
+             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(CallGate::Clock::now() - busy->since).count()) +
+             " ms";
+    return why;
+  }
+  struct Asked {
+    std::optional<CallGate::Pass> pass;
+    std::optional<std::string> problem;
+  };
+  auto asked = std::make_shared<Asked>();
+  asked->pass.emplace(std::move(*pass));
+  const bool answered = run_bounded(deadline, [self = shared_from_this(), asked] {
+    const LogScope scope(self->live_->image->info().version.value);
+    std::optional<std::string> problem;
+    if (auto failure = guard_module_call("health", [&] { problem = self->live_->hooks().health(); })) problem = failure;
+    asked->problem = std::move(problem);
+    asked->pass.reset();
+  });
+  if (!answered) return "health() did not return within " + std::to_string(timeout.count()) + " ms";
+  return asked->problem;
 }
 
 std::vector<std::string> ModuleSlot::timers() const { return timers_.names(); }
 
 Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
-  const CallGate::Pass pass = gate_.enter();
+  const CallGate::Pass pass = gate_.enter("on_connect");
   if (auto failure = guard_module_call("on_connect", [&] { live_->hooks().on_connect(connection); }))
     return Error{name_, live_->image->info().version, {}, Phase::Call, std::move(*failure)};
   return {};
@@ -144,7 +191,7 @@ Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
 Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::string_view input,
                                             api::StreamOutput& out) {
   const CallTimer timer(call_durations_);
-  const CallGate::Pass pass = gate_.enter();
+  const CallGate::Pass pass = gate_.enter("on_data");
   const Live& live = *live_;
   const LogScope scope(live.image->info().version.value);
   calls_.fetch_add(1, std::memory_order_relaxed);
@@ -161,7 +208,7 @@ Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::s
 }
 
 void ModuleSlot::stream_disconnect(api::ConnectionId connection) noexcept {
-  const CallGate::Pass pass = gate_.enter();
+  const CallGate::Pass pass = gate_.enter("on_disconnect");
   if (auto failure = guard_module_call("on_disconnect", [&] { live_->hooks().on_disconnect(connection); }))
     logger_->error("connection {}: {}", connection, *failure);
 }
@@ -173,6 +220,8 @@ Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<
   live->image = std::move(image);
   live->context = std::make_unique<InstanceContext>(*this);
   live->since = std::chrono::system_clock::now();
+  live->log = logger_;
+  live->stop_timeout = stop_timeout_;
   auto fail = [&](std::string reason) {
     const auto& info = live->image->info();
     return Error{name_, info.version, live->image->source().string(), Phase::Start, std::move(reason)};
@@ -216,7 +265,7 @@ Result<std::string> ModuleSlot::save_to_string(const Live& live, const api::Save
 
 Result<api::Response> ModuleSlot::call(const api::Request& request) {
   const CallTimer timer(call_durations_);
-  const CallGate::Pass pass = gate_.enter();
+  const CallGate::Pass pass = gate_.enter("handle");
   const Live& live = *live_;
   const LogScope scope(live.image->info().version.value);
   calls_.fetch_add(1, std::memory_order_relaxed);
@@ -230,19 +279,78 @@ Result<api::Response> ModuleSlot::call(const api::Request& request) {
   return response;
 }
 
-Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds timeout) {
-  const std::lock_guard upgrade(upgrade_mutex_);  // the live instance must not change meanwhile
-  const auto& info = live_->image->info();
-  if (!gate_.suspend(CallGate::Clock::now() + timeout))
-    return Error{name_, info.version, {}, Phase::Snapshot,
-                 "calls in progress did not finish within " + std::to_string(timeout.count()) + " ms"};
-  auto bytes = save_to_string(*live_, api::SaveTarget{info.schema, api::Direction::Same, {}}, UINT64_MAX);
-  // In the same pause as the state: a job's record and its checkpoint agree.
-  std::string host = host_part();
-  gate_.resume();
-  if (!bytes) return std::move(bytes).error();
-  state_bytes_.store(bytes->size(), std::memory_order_relaxed);
-  return StateBlob{name_, info.version, info.schema, std::move(bytes.value()), std::move(host)};
+Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeout,
+                                         std::chrono::milliseconds save_timeout, KeepState keep) {
+  // The upgrade lock is taken and let go on the thread that saves: with a
+  // deadline, that thread may outlive this call, still holding it.
+  struct Saved {
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::optional<Result<StateBlob>> taken;  ///< set once save_state returned (or failed before)
+    bool kept = false;                       ///< set once `keep` ran, or will not
+  };
+  auto saved = std::make_shared<Saved>();
+  const auto quiesce_deadline = CallGate::Clock::now() + quiesce_timeout;
+  auto save = [this, saved, quiesce_deadline, quiesce_timeout, keep = std::move(keep)] {
+    auto finish = [&](std::optional<Result<StateBlob>> taken, bool kept) {
+      {
+        std::lock_guard lock(saved->mutex);
+        if (taken) saved->taken = std::move(taken);
+        saved->kept = kept;
+      }
+      saved->changed.notify_all();
+    };
+    std::unique_lock upgrade(upgrade_mutex_, quiesce_deadline);  // the live instance must not change meanwhile
+    const auto& info = running().info;
+    auto fail = [&](std::string reason) {
+      return Result<StateBlob>(Error{name_, info.version, {}, Phase::Snapshot, std::move(reason)});
+    };
+    if (!upgrade.owns_lock())
+      return finish(fail("an upgrade or another snapshot was still in progress after " +
+                         std::to_string(quiesce_timeout.count()) + " ms"), true);
+    if (!gate_.suspend(quiesce_deadline, "save_state")) {
+      std::string busy = "calls in progress";
+      if (const auto oldest = gate_.counts().oldest)
+        busy = std::string(oldest->what) + ", running for " +
+               std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(CallGate::Clock::now() - oldest->since)
+                                  .count()) + " ms,";
+      return finish(fail(busy + " did not finish within " + std::to_string(quiesce_timeout.count()) + " ms"), true);
+    }
+    auto bytes = save_to_string(*live_, api::SaveTarget{info.schema, api::Direction::Same, {}}, UINT64_MAX);
+    // In the same pause as the state: a job's record and its checkpoint agree.
+    std::string host = host_part();
+    gate_.resume();
+    if (!bytes) return finish(std::move(bytes).error(), true);
+    state_bytes_.store(bytes->size(), std::memory_order_relaxed);
+    Result<StateBlob> blob(StateBlob{name_, info.version, info.schema, std::move(bytes.value()), std::move(host)});
+    if (!keep) return finish(std::move(blob), true);
+    finish(std::move(blob), false);
+    // The caller reads the state only once `kept` is set: no copy of it here.
+    const auto kept = keep(saved->taken->value());
+    if (!kept) {
+      std::lock_guard lock(saved->mutex);
+      saved->taken = kept.error();
+    }
+    finish(std::nullopt, true);
+  };
+  if (save_timeout == kNoDeadline) {
+    save();
+  } else {
+    const auto deadline = quiesce_deadline + save_timeout;
+    // The thread keeps the slot alive for as long as it runs.
+    if (!run_bounded(deadline, [self = shared_from_this(), save = std::move(save)] { save(); })) {
+      std::lock_guard lock(saved->mutex);
+      if (!saved->taken) {
+        const auto& info = running().info;
+        return Error{name_, info.version, {}, Phase::Snapshot,
+                     "save_state did not return within " + std::to_string(save_timeout.count()) +
+                         " ms; the module stays suspended until it does"};
+      }
+    }
+  }
+  std::unique_lock lock(saved->mutex);
+  saved->changed.wait(lock, [&] { return saved->kept; });  // host code: writing what was taken
+  return std::move(*saved->taken);
 }
 
 RunningVersion ModuleSlot::running() const {

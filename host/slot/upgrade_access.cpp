@@ -5,11 +5,12 @@
 
 namespace molt::host {
 
-ModuleSlot::UpgradeAccess::UpgradeAccess(ModuleSlot& slot, std::unique_lock<std::mutex> lock)
+ModuleSlot::UpgradeAccess::UpgradeAccess(ModuleSlot& slot, std::unique_lock<std::timed_mutex> lock)
     : slot_(&slot), lock_(std::move(lock)) {}
 
-std::optional<ModuleSlot::UpgradeAccess> ModuleSlot::UpgradeAccess::try_take(ModuleSlot& slot) {
-  std::unique_lock lock(slot.upgrade_mutex_, std::try_to_lock);
+std::optional<ModuleSlot::UpgradeAccess> ModuleSlot::UpgradeAccess::take_until(ModuleSlot& slot,
+                                                                              CallGate::Clock::time_point deadline) {
+  std::unique_lock lock(slot.upgrade_mutex_, deadline);
   if (!lock.owns_lock()) return std::nullopt;
   return UpgradeAccess(slot, std::move(lock));
 }

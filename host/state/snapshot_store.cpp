@@ -9,6 +9,14 @@ namespace fs = std::filesystem;
 fs::path SnapshotStore::path_of(std::string_view module) const { return dir_ / (std::string(module) + ".molt"); }
 
 Result<void> SnapshotStore::save(const StateBlob& blob) const {
+  // A snapshot is read back with this limit (load): one that exceeds it is
+  // not written, so that every snapshot on disk is one a boot can read.
+  if (blob.bytes.size() > max_state_bytes_)
+    return Error{blob.module, blob.version, path_of(blob.module).string(), Phase::Snapshot,
+                 "state of " + std::to_string(blob.bytes.size()) + " bytes is larger than host.max_state_bytes (" +
+                     std::to_string(max_state_bytes_) +
+                     "), which a boot could not read back: not written, the previous snapshot stands; raise "
+                     "host.max_state_bytes"};
   std::error_code ec;
   // Owner-only, like the run directory: states may hold users' data.
   if (fs::create_directories(dir_, ec) && !ec) fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::replace, ec);

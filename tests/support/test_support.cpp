@@ -61,7 +61,7 @@ api::Request request(std::string_view method, std::string_view target, std::stri
   return req;
 }
 
-std::unique_ptr<host::ModuleSlot> Harness::start(const fs::path& path, std::string_view module, api::Values config,
+std::shared_ptr<host::ModuleSlot> Harness::start(const fs::path& path, std::string_view module, api::Values config,
                                                  std::shared_ptr<host::JobRunner> jobs) {
   auto image = loader.load(path, module);
   if (!image) FAIL(image.error().to_string());

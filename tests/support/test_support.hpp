@@ -56,7 +56,7 @@ struct Harness {
   host::Loader loader{host::LoaderOptions{dir.path() / "images"}};
 
   /// Loads `image` (module `module`) into a new slot; fails the test otherwise.
-  std::unique_ptr<host::ModuleSlot> start(const std::filesystem::path& image, std::string_view module,
+  std::shared_ptr<host::ModuleSlot> start(const std::filesystem::path& image, std::string_view module,
                                           api::Values config = {}, std::shared_ptr<host::JobRunner> jobs = nullptr);
 };
 

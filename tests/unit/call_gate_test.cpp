@@ -114,3 +114,50 @@ TEST_CASE("resume can switch the gate from serial to concurrent", "[call_gate]")
   auto second = std::async(std::launch::async, [&] { auto pass = gate.enter(); return true; });
   REQUIRE(second.wait_for(10s) == std::future_status::ready);
 }
+
+TEST_CASE("a caller that gives up waiting keeps no place in line: the calls behind it still enter, in order",
+          "[call_gate]") {
+  CallGate gate(CallMode::Serial);
+  std::optional<CallGate::Pass> stuck(gate.enter("handle"));  // a call that does not return
+  // Gives up while first in line.
+  const auto start = CallGate::Clock::now();
+  CHECK_FALSE(gate.enter_until(in(50ms), "health").has_value());
+  CHECK(CallGate::Clock::now() - start >= 50ms);
+  // Gives up while second in line, behind a call that waits without a deadline.
+  std::atomic<bool> behind_entered{false};
+  std::thread behind([&] {
+    auto pass = gate.enter();
+    behind_entered = true;
+  });
+  REQUIRE(wait_until([&] { return gate.counts().waiting == 1; }, 10s));
+  CHECK_FALSE(gate.enter_until(in(50ms), "health").has_value());
+  CHECK(gate.counts().waiting == 1);  // the one that gave up is not counted
+  stuck.reset();
+  behind.join();
+  CHECK(behind_entered);
+  // Nothing is left in line: the next call enters at once.
+  CHECK(gate.enter_until(in(1s)).has_value());
+  CHECK(gate.counts().waiting == 0);
+}
+
+TEST_CASE("the gate names the longest-running call inside, or what holds it suspended", "[call_gate]") {
+  CallGate gate(CallMode::Concurrent);
+  CHECK_FALSE(gate.counts().oldest.has_value());
+  const auto before = CallGate::Clock::now();
+  std::optional<CallGate::Pass> first(gate.enter("handle"));
+  std::optional<CallGate::Pass> second(gate.enter("on_data"));
+  auto counts = gate.counts();
+  REQUIRE(counts.oldest.has_value());
+  CHECK(std::string(counts.oldest->what) == "handle");
+  CHECK(counts.oldest->since >= before);
+  first.reset();
+  CHECK(std::string(gate.counts().oldest->what) == "on_data");
+  second.reset();
+  CHECK_FALSE(gate.counts().oldest.has_value());
+  REQUIRE(gate.suspend(in(1s), "snapshot"));
+  counts = gate.counts();
+  REQUIRE(counts.oldest.has_value());
+  CHECK(std::string(counts.oldest->what) == "snapshot");
+  gate.resume();
+  CHECK_FALSE(gate.counts().oldest.has_value());
+}

@@ -254,3 +254,27 @@ TEST_CASE("the system's databases: root's group holds only root here, and primar
     CHECK(std::find(members->begin(), members->end(), "nobody") != members->end());
   }
 }
+
+TEST_CASE("a snapshot is written only if a boot can read it back: the same max_state_bytes both ways",
+          "[files][snapshot]") {
+  test::TempDir dir;
+  host::SnapshotStore store(dir.path(), 1024);
+  const host::StateBlob fits{"kv", api::ModuleVersion{1}, api::SchemaVersion{1}, std::string(1024, 'a')};
+  REQUIRE(store.save(fits).ok());
+  auto loaded = store.load("kv");
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded.value().has_value());
+  CHECK(loaded.value()->bytes == fits.bytes);
+
+  const host::StateBlob larger{"kv", api::ModuleVersion{1}, api::SchemaVersion{1}, std::string(1025, 'b')};
+  auto refused = store.save(larger);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().to_string() ==
+        "kv v1 (" + store.path_of("kv").string() +
+            "): snapshot: state of 1025 bytes is larger than host.max_state_bytes (1024), which a boot could not read "
+            "back: not written, the previous snapshot stands; raise host.max_state_bytes");
+  // The previous snapshot stands, readable.
+  loaded = store.load("kv");
+  REQUIRE(loaded.ok());
+  CHECK(loaded.value()->bytes == fits.bytes);
+}

@@ -29,7 +29,7 @@ std::string state_of(host::ModuleSlot& slot) {
   return blob->bytes;
 }
 
-std::unique_ptr<host::ModuleSlot> probe_with_items(test::Harness& h, unsigned version = 1) {
+std::shared_ptr<host::ModuleSlot> probe_with_items(test::Harness& h, unsigned version = 1) {
   auto slot = h.start(probe_path(version), "probe");
   call_ok(*slot, "POST", "/probe/add?item=alpha");
   call_ok(*slot, "POST", "/probe/add?item=beta");
@@ -254,9 +254,11 @@ TEST_CASE("a module takes part in one upgrade at a time", "[upgrade]") {
   REQUIRE(wait_until([&] { return slot->stats().gate.inside == 1; }));
   auto first = std::async(std::launch::async, [&] { return host::upgrade(*slot, h.loader, probe_path(2)); });
   REQUIRE(wait_until([&] { return slot->stats().gate.suspended; }));
-  const auto second = host::upgrade(*slot, h.loader, probe_path(2));
+  // A second one waits for the first up to its quiesce timeout, then gives up.
+  const auto second = host::upgrade(*slot, h.loader, probe_path(2), {}, host::UpgradeOptions{50ms});
   CHECK(second.outcome == Outcome::Refused);
-  CHECK_THAT(second.error->reason, Catch::Contains("another upgrade of this module is in progress"));
+  CHECK_THAT(second.error->reason,
+             Catch::Contains("another upgrade or a snapshot of this module was still in progress after 50 ms"));
   CHECK(first.get().outcome == Outcome::Succeeded);
   REQUIRE(in_flight.get().ok());
 }

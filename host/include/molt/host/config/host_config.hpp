@@ -88,6 +88,16 @@ struct HostConfig {
   std::uint64_t max_connection_memory = 2ull << 30;
   std::uint64_t max_request_bytes = 1 << 20;  ///< HTTP request body; larger ones get 413
   std::chrono::milliseconds quiesce_timeout{5000};
+  // Deadlines on the calls the host makes into a module on its own behalf;
+  // a call that misses one counts as a failure of that module.
+  std::chrono::milliseconds health_timeout{2000};  ///< a health check, its wait for its turn included
+  std::chrono::milliseconds save_timeout{60000};   ///< a snapshot's save_state, once calls in progress finished
+  std::chrono::milliseconds stop_timeout{5000};    ///< an instance's stop() and destructor
+  /// A call into a module running longer than this is logged once (and
+  /// shows in status as it runs); 0: no warning.
+  std::chrono::milliseconds call_warn{5000};
+  /// At SIGTERM: how long requests in flight get to finish.
+  std::chrono::milliseconds shutdown_grace{10000};
   std::uint64_t max_state_bytes = 1ull << 30;
   std::string log_level = "info";
   std::string log_format = "text";  ///< "text" or "json" (one object per line)

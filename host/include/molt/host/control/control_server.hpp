@@ -39,6 +39,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+
+#include "molt/host/common/bounded_call.hpp"
 #include <vector>
 
 #include <spdlog/logger.h>
@@ -67,9 +69,11 @@ class ControlServer {
 
   /// Creates the socket (replacing a stale one) and starts accepting.
   [[nodiscard]] Result<void> start();
-  /// Stops accepting, closes connections still sending, waits for requests
-  /// in progress, removes the socket.
-  void stop();
+  /// Stops accepting, closes connections still sending, waits up to `wait`
+  /// for requests in progress, removes the socket. False when a request was
+  /// still running then (inside a module call): its thread is left running,
+  /// so this server must then never be destroyed.
+  bool stop(std::chrono::milliseconds wait = std::chrono::seconds(1));
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -83,7 +87,7 @@ class ControlServer {
   };
   /// A thread running one complete request.
   struct Connection {
-    std::thread thread;
+    DeadlineThread thread;
     std::atomic<bool> done{false};
   };
   /// At most one log line per interval for what a client can repeat at will.

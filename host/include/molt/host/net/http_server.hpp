@@ -49,8 +49,10 @@ class HttpServer {
   void serve();
   /// Stops accepting; closes idle connections; lets requests in progress
   /// finish (their responses say Connection: close), waiting up to `grace`;
-  /// then closes what is left and joins the threads.
-  void stop(std::chrono::milliseconds grace);
+  /// then closes what is left and joins the threads. False when a thread
+  /// was still inside a module call a second later: it is left running
+  /// (detached), so this server must then never be destroyed.
+  bool stop(std::chrono::milliseconds grace);
   /// Connections open now.
   [[nodiscard]] std::size_t connections() const;
   /// Connections turned away (503) past maxclients since start.

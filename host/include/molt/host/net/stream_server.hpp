@@ -93,7 +93,10 @@ class StreamServer final : public ModuleListeners {
   void close_module(std::string_view module) override;
   /// Stops accepting; closes idle connections; lets the ones whose bytes are
   /// being processed finish and flush their replies (up to `grace`); joins.
-  void stop(std::chrono::milliseconds grace);
+  /// False when an I/O thread was still inside a module call a second
+  /// later: it is left running (detached), so this server must then never
+  /// be destroyed (moltd exits without its destructors).
+  bool stop(std::chrono::milliseconds grace);
 
   [[nodiscard]] std::vector<ListenerInfo> listeners() const;
   /// Bytes every connection's buffers hold now (reserved in the budget).

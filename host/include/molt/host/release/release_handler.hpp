@@ -12,6 +12,14 @@
 //     it becomes permanent when that passes or on `moltctl commit`, and is
 //     rolled back to the previous release by the host itself when not;
 //   - snapshots: after every install, periodically, and at shutdown.
+//
+// Nothing here holds a lock of the control plane while module code runs:
+// changes of what runs take the change lock (one at a time; a second one
+// waits at most a second, then answers "busy"), but status (view, summary)
+// reads a copy published after every change, the probation watcher asks the
+// modules' health without any lock (each check with a deadline), and
+// snapshots are taken through the slots (ModuleSlot::save_state, with a
+// deadline), not under the change lock.
 // Policy only: the mechanics live elsewhere: scripts (upgrade_script),
 // planning (release_plan), the record (release_record), snapshots
 // (state/snapshot_store), the release and upgrade transactions (upgrade/),
@@ -52,7 +60,9 @@ struct ReleaseOptions {
   double max_error_rate = 0.05;                ///< failed calls / calls that fails probation
   std::uint64_t min_calls = 20;                ///< calls needed before the error rate counts
   std::chrono::seconds snapshot_interval{0};   ///< 0: no periodic snapshots
-  std::chrono::milliseconds save_timeout{5000};
+  std::chrono::milliseconds save_timeout{5000};     ///< for calls in progress to finish before a snapshot
+  std::chrono::milliseconds save_run_timeout{60000};  ///< for save_state itself to return
+  std::chrono::milliseconds health_timeout{2000};     ///< for a health check, the wait for its turn included
   /// Told around every change of what runs, from the thread making it, with
   /// the handler's lock held: in order, and it must not call back into the
   /// handler. Not called at boot. May be empty.
@@ -79,8 +89,10 @@ class ReleaseHandler {
   Result<void> boot(const HostConfig& config);
   /// Starts the thread that runs probation and periodic snapshots.
   void start_watching();
-  /// Stops that thread and snapshots every module (shutdown).
-  void shut_down();
+  /// Stops that thread and snapshots every module it can (shutdown): the
+  /// reason, "module: why", of each module whose snapshot failed (its last
+  /// snapshot stands).
+  std::vector<std::string> shut_down();
   /// Snapshots every module now; the modules whose snapshot failed.
   std::vector<std::string> save_all();
 
@@ -98,7 +110,8 @@ class ReleaseHandler {
   /// Installs a script's release as one transaction.
   ReleaseOutcome install(const UpgradeScript& script);
 
-  /// Makes the current release permanent now.
+  /// Makes the current release permanent now. Like every change, answers
+  /// "busy" when another change still runs after a second.
   Result<void> commit();
   /// Everything `moltctl releases` shows.
   [[nodiscard]] ReleaseView view() const;
@@ -126,7 +139,28 @@ class ReleaseHandler {
   struct Probation {
     std::chrono::steady_clock::time_point until;
     std::map<std::string, SlotStats, std::less<>> baseline;  ///< modules the release changed
+    std::uint64_t number = 0;  ///< which probation: the watcher acts only on the one it checked
   };
+
+  /// The change lock, held by one change of what runs at a time; the
+  /// change is named for "busy" answers while it is held.
+  class ChangeLock {
+   public:
+    ChangeLock(ReleaseHandler& handler, std::unique_lock<std::timed_mutex> lock, std::string what);
+    ~ChangeLock();
+    ChangeLock(ChangeLock&&) = default;
+
+   private:
+    ReleaseHandler* handler_;
+    std::unique_lock<std::timed_mutex> lock_;
+  };
+  /// The change lock for `what`, waiting at most a second for a change in
+  /// progress; else "busy: <that change> for N ms".
+  Result<ChangeLock> lock_change(std::string what);
+  /// Makes what view() and summary() show match the record and probation.
+  void publish_locked();
+  /// One probation check, without any lock: the failure if any.
+  std::optional<std::string> check_probation(const Probation& probation);
 
   Result<ReleasePlan> plan_locked(const UpgradeScript& script) const;
   /// Runs `plan`; once installed, records it (on probation) and snapshots its modules.
@@ -141,9 +175,11 @@ class ReleaseHandler {
   void roll_back_locked(const std::string& why);
   Release with_module_changed(const std::string& module) const;
   std::string summary_locked() const;
+  static std::string summary_of(const ModuleTable& table, const Release& current, bool permanent);
   void restore_snapshot_locked(const std::string& module);
-  bool snapshot_locked(const std::string& module, std::string_view why);
-  void snapshot_all_locked(std::string_view why);
+  /// Snapshots `module` (no lock needed: the slot orders its snapshots and
+  /// upgrades). The reason it failed, if it did.
+  std::optional<std::string> snapshot(const std::string& module, std::string_view why);
   void write_record_locked();
   void watch();
 
@@ -153,12 +189,23 @@ class ReleaseHandler {
   ReleaseOptions options_;
   std::shared_ptr<spdlog::logger> log_;
 
-  mutable std::mutex mutex_;  ///< one release operation at a time; guards everything below
+  /// The change lock: one change of what runs at a time; guards the
+  /// record and the probation below. Never taken by status.
+  mutable std::timed_mutex mutex_;
   ReleaseRecord record_;
   std::optional<Probation> probation_;
-  std::chrono::steady_clock::time_point next_snapshot_;
+  std::uint64_t probations_ = 0;  ///< probations begun, to number them
+
+  mutable std::mutex view_mutex_;  ///< guards the copies below: held only to copy
+  ReleaseRecord published_record_;
+  std::optional<std::chrono::steady_clock::time_point> published_probation_until_;
+  std::string changing_;  ///< the change holding the change lock, if any
+  std::chrono::steady_clock::time_point changing_since_;
+
+  std::mutex watch_mutex_;  ///< guards stopping_
   bool stopping_ = false;
   std::condition_variable wake_;
+  std::chrono::steady_clock::time_point next_snapshot_;  ///< the watcher's
   std::thread watcher_;
 };
 

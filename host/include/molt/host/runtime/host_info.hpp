@@ -57,6 +57,8 @@ struct HostInfo {
   /// (max_connection_memory; 0: none), when there is a stream server.
   std::function<std::uint64_t()> connection_buffer_bytes = {};
   std::uint64_t max_connection_memory = 0;
+  /// host.call_warn_ms: a call running longer is a module stuck, as status shows it.
+  std::chrono::milliseconds call_warn{5000};
 };
 
 }  // namespace molt::host

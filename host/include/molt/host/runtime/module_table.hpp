@@ -33,6 +33,8 @@ struct TableOptions {
   unsigned job_threads = 2;
   /// The limits on the modules' connections (Context::stream_limits).
   api::StreamLimits stream_limits{1ull << 30, 1ull << 20};
+  /// How long an instance's stop() and destructor may take (SlotOptions).
+  std::chrono::milliseconds stop_timeout{5000};
 };
 
 class ModuleTable final : public RunningModules {
@@ -45,8 +47,11 @@ class ModuleTable final : public RunningModules {
   }
   /// Stops stepping jobs, after the steps in progress (shutdown: before the
   /// last snapshots, so that they hold every step that ran).
-  void stop_jobs() {
-    if (jobs_) jobs_->stop();
+  /// False when a step was still running after `wait` (a module stuck in
+  /// it): its worker is left running, so the table must then never be
+  /// destroyed.
+  bool stop_jobs(std::chrono::milliseconds wait = std::chrono::milliseconds::max()) {
+    return jobs_ ? jobs_->stop(wait) : true;
   }
   /// Stops every module, last started first. Precondition: no calls in flight or to come.
   void stop_all();

@@ -30,6 +30,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "molt/host/common/bounded_call.hpp"
+
 namespace molt::host {
 
 class ModuleSlot;
@@ -85,7 +87,9 @@ class JobRunner {
 
   /// Stops the workers after the steps in progress; queued steps are dropped
   /// (the jobs stay running in their records, and continue after a restart).
-  void stop();
+  /// False when a step was still running after `wait`: its worker is left
+  /// running (detached), so the runner must then never be destroyed.
+  bool stop(std::chrono::milliseconds wait = std::chrono::milliseconds::max());
 
  private:
   using Key = std::pair<std::string, std::string>;  // module, job
@@ -102,7 +106,7 @@ class JobRunner {
   std::map<Key, Entry> entries_;
   std::multimap<Clock::time_point, Key> due_;
   bool stopping_ = false;
-  std::vector<std::thread> workers_;  ///< last: started once the rest is initialised
+  std::vector<DeadlineThread> workers_;  ///< last: started once the rest is initialised
 };
 
 }  // namespace molt::host

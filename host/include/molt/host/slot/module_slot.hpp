@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -40,6 +41,10 @@ struct SlotOptions {
   std::shared_ptr<JobRunner> jobs;
   /// The limits on the module's connections (Context::stream_limits).
   api::StreamLimits stream_limits{1ull << 30, 1ull << 20};
+  /// How long an instance's stop() and destructor may take when it goes
+  /// (after an upgrade, at removal, at shutdown); past it the instance and
+  /// its image are left loaded, with a warning.
+  std::chrono::milliseconds stop_timeout{5000};
 };
 
 /// What a slot runs now, for status output. A copy: it does not keep the
@@ -61,14 +66,17 @@ struct SlotStats {
   /// Size of the state the last time it was saved (upgrade or snapshot);
   /// measuring it otherwise would mean pausing the module.
   std::optional<std::uint64_t> state_bytes;
-  CallGate::Counts gate;
+  CallGate::Counts gate;  ///< including the oldest call in progress
 };
 
-class ModuleSlot {
+/// No deadline: save_state runs the module's code on the caller's thread.
+inline constexpr std::chrono::milliseconds kNoDeadline = std::chrono::milliseconds::max();
+
+class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
  public:
   /// Creates an instance of `image`, starts it, and serves it with its
   /// initial state. Fails (Phase::Start) when construction or start throws.
-  static Result<std::unique_ptr<ModuleSlot>> start(std::shared_ptr<const Image> image, SlotOptions options);
+  static Result<std::shared_ptr<ModuleSlot>> start(std::shared_ptr<const Image> image, SlotOptions options);
 
   /// Stops the instance. Precondition: no call is in progress or will come.
   ~ModuleSlot();
@@ -80,9 +88,23 @@ class ModuleSlot {
   /// handler that throws gives an Error (Phase::Call); the slot carries on.
   Result<api::Response> call(const api::Request& request);
 
+  /// What save_state does with a state it took, before the module can be
+  /// upgraded or saved again (so snapshots are written in the order their
+  /// states were taken): write it, for instance. Host code, no deadline.
+  using KeepState = std::function<Result<void>(const StateBlob&)>;
+
   /// The running version's state in its own schema. Holds calls back while
-  /// it saves; fails if calls in progress do not finish by `timeout`.
-  Result<StateBlob> save_state(std::chrono::milliseconds timeout);
+  /// it saves; fails if calls in progress do not finish within
+  /// `quiesce_timeout`, or if save_state does not return within
+  /// `save_timeout` (then the module stays suspended inside save_state, and
+  /// shows so in stats().gate.oldest, until it returns, if ever). With a
+  /// deadline the module's code runs on a thread of its own. `keep` runs
+  /// after the module resumed, only when the save succeeded.
+  Result<StateBlob> save_state(std::chrono::milliseconds quiesce_timeout, std::chrono::milliseconds save_timeout,
+                               KeepState keep = {});
+  Result<StateBlob> save_state(std::chrono::milliseconds quiesce_timeout) {
+    return save_state(quiesce_timeout, kNoDeadline);
+  }
 
   // Streams: the host's connections call the module through these, each
   // waiting for its turn like any call. An Error means the module threw:
@@ -119,9 +141,11 @@ class ModuleSlot {
   /// Never waits for the module: safe during an overload or an upgrade.
   [[nodiscard]] std::string refusal_reply(api::Refusal reason) const;
 
-  /// The running version's health (Module::health), asked like a call;
-  /// a reason if it is not healthy, or if asking it threw.
-  [[nodiscard]] std::optional<std::string> health();
+  /// The running version's health (Module::health), asked like a call
+  /// that waits for its turn and for health() to return at most `timeout`
+  /// in all; a reason if it is not healthy, if asking it threw, or if it did
+  /// not answer in time.
+  [[nodiscard]] std::optional<std::string> health(std::chrono::milliseconds timeout = std::chrono::seconds(2));
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] RunningVersion running() const;
@@ -152,8 +176,13 @@ class ModuleSlot {
     Instance instance;
     std::chrono::system_clock::time_point since;
     std::string too_many_clients_reply;  ///< refusal_reply(TooManyClients), asked at start
+    std::shared_ptr<spdlog::logger> log;  ///< the module's
+    std::chrono::milliseconds stop_timeout{5000};
     /// How the host calls the instance: only hooks its image has.
     [[nodiscard]] Hooks hooks() const noexcept { return Hooks(*instance, image->info()); }
+    /// Stops and destroys the instance on a thread of its own, waiting at
+    /// most stop_timeout; past it they are left to it (and the image stays
+    /// loaded), with a warning.
     ~Live();
   };
 
@@ -181,6 +210,7 @@ class ModuleSlot {
   const std::shared_ptr<spdlog::logger> logger_;
   const api::Values config_;
   const api::StreamLimits stream_limits_;
+  const std::chrono::milliseconds stop_timeout_;
   CallGate gate_;
   /// The slot's, not an instance's: they keep firing across upgrades, into
   /// whichever version runs. Emptied (cancel_all) before live_ goes.
@@ -189,7 +219,7 @@ class ModuleSlot {
   ModuleJobs jobs_;
   /// Held by an UpgradeAccess (a transaction's whole run) or by save_state:
   /// one upgrade or snapshot per slot at a time.
-  std::mutex upgrade_mutex_;
+  std::timed_mutex upgrade_mutex_;
   /// The serving instance. Read by calls holding a gate pass; replaced only
   /// by UpgradeAccess::swap, while the gate is suspended and drained.
   std::unique_ptr<Live> live_;

@@ -30,8 +30,13 @@ class ModuleSlot::UpgradeAccess {
   };
 
   /// The slot's upgrade lock, or nothing while another transaction or a
-  /// snapshot holds it. Not for a slot whose access this thread holds.
-  [[nodiscard]] static std::optional<UpgradeAccess> try_take(ModuleSlot& slot);
+  /// snapshot still holds it at `deadline`. Not for a slot whose access
+  /// this thread holds.
+  [[nodiscard]] static std::optional<UpgradeAccess> take_until(ModuleSlot& slot, CallGate::Clock::time_point deadline);
+  /// take_until(now): without waiting.
+  [[nodiscard]] static std::optional<UpgradeAccess> try_take(ModuleSlot& slot) {
+    return take_until(slot, CallGate::Clock::now());
+  }
 
   /// The serving instance; calls use it too (see above).
   [[nodiscard]] const Live& live() const noexcept;
@@ -62,10 +67,10 @@ class ModuleSlot::UpgradeAccess {
   std::uint64_t resume(std::optional<api::CallMode> mode = std::nullopt);
 
  private:
-  UpgradeAccess(ModuleSlot& slot, std::unique_lock<std::mutex> lock);
+  UpgradeAccess(ModuleSlot& slot, std::unique_lock<std::timed_mutex> lock);
 
   ModuleSlot* slot_;                   ///< never null
-  std::unique_lock<std::mutex> lock_;  ///< owns slot_->upgrade_mutex_ for as long as this access lives
+  std::unique_lock<std::timed_mutex> lock_;  ///< owns slot_->upgrade_mutex_ for as long as this access lives
 };
 
 }  // namespace molt::host

@@ -23,7 +23,8 @@ class SnapshotStore {
   [[nodiscard]] const std::filesystem::path& dir() const noexcept { return dir_; }
   [[nodiscard]] std::filesystem::path path_of(std::string_view module) const;
 
-  /// Writes `blob` as the module's snapshot (temporary file, fsync, rename).
+  /// Writes `blob` as the module's snapshot (temporary file, fsync, rename);
+  /// refuses a state larger than max_state_bytes, which load() would refuse.
   Result<void> save(const StateBlob& blob) const;
 
   /// The module's snapshot; nothing if it has none; an Error if something is

@@ -1,0 +1,107 @@
+// The calls the host makes into a module on its own behalf (health checks,
+// snapshots) have deadlines, and a module stuck in a call shows it: the
+// gate names the oldest call, and the call watch logs it once.
+#include <future>
+
+#include <catch2/catch.hpp>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "molt/host/runtime/call_watch.hpp"
+#include "molt/host/runtime/module_table.hpp"
+#include "test_support.hpp"
+
+using namespace molt;
+using namespace std::chrono_literals;
+using test::call_ok;
+using test::probe_path;
+using test::wait_until;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+/// Starts /probe/sleep?ms=<ms> on its own thread, and waits until it is inside the module.
+std::future<void> stuck_call(host::ModuleSlot& slot, int ms) {
+  auto call = std::async(std::launch::async, [&slot, ms] {
+    (void)call_ok(slot, "POST", "/probe/sleep?ms=" + std::to_string(ms));
+  });
+  REQUIRE(wait_until([&] { return slot.stats().gate.inside == 1; }));
+  return call;
+}
+
+}  // namespace
+
+TEST_CASE("a health check gives up at its deadline while a call is stuck, naming the call", "[host_calls]") {
+  test::Harness h;
+  auto slot = h.start(probe_path(1), "probe");
+  auto call = stuck_call(*slot, 3000);
+
+  const auto oldest = slot->stats().gate.oldest;
+  REQUIRE(oldest.has_value());
+  CHECK(std::string(oldest->what) == "handle");
+
+  const auto asked = Clock::now();
+  const auto problem = slot->health(200ms);
+  CHECK(Clock::now() - asked < 1s);
+  REQUIRE(problem.has_value());
+  CHECK_THAT(*problem, Catch::StartsWith("no answer within 200 ms: handle has run for "));
+
+  call.get();
+  CHECK(slot->health(2s) == std::nullopt);  // answered once the call returned; the one that gave up left no trace
+  CHECK(slot->stats().gate.waiting == 0);
+}
+
+TEST_CASE("a snapshot gives up while a call is stuck, and the module serves on", "[host_calls]") {
+  test::Harness h;
+  auto slot = h.start(probe_path(1), "probe");
+  call_ok(*slot, "POST", "/probe/add?item=kept");
+  auto call = stuck_call(*slot, 2000);
+
+  const auto asked = Clock::now();
+  auto blob = slot->save_state(200ms, 5s);
+  CHECK(Clock::now() - asked < 1s);
+  REQUIRE_FALSE(blob);
+  CHECK_THAT(blob.error().reason, Catch::StartsWith("handle, running for ") &&
+                                      Catch::EndsWith(" ms, did not finish within 200 ms"));
+  // The gate is open again: a call behind the stuck one is answered once it returns.
+  auto behind = std::async(std::launch::async, [&] { return call_ok(*slot, "GET", "/probe"); });
+  call.get();
+  CHECK_THAT(behind.get(), Catch::Contains("kept"));
+  // And a snapshot with a deadline works when nothing is stuck; `keep` sees the state.
+  std::string kept;
+  auto saved = slot->save_state(1s, 5s, [&](const host::StateBlob& state) -> host::Result<void> {
+    kept = state.bytes;
+    return {};
+  });
+  REQUIRE(saved);
+  CHECK(kept == saved->bytes);
+}
+
+TEST_CASE("the call watch logs a call that runs past host.call_warn_ms once, and once more when it returns",
+          "[host_calls]") {
+  test::Harness h;
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  const auto logged = [&] {
+    std::string all;
+    for (const auto& line : sink->last_formatted()) all += line;
+    return all;
+  };
+  host::ModuleTable table(h.loader, host::TableOptions{h.dir.path(), {}, [&](const std::string& name) {
+                                                         auto logger = std::make_shared<spdlog::logger>(name, sink);
+                                                         logger->set_pattern("%n %l %v");
+                                                         return logger;
+                                                       },
+                                                       0});
+  REQUIRE(table.start(host::ModuleConfig{"probe", probe_path(1), {}, {}}));
+  auto slot = table.find("probe");
+  host::CallWatch watch(table, std::chrono::milliseconds(100));
+  auto call = stuck_call(*slot, 700);
+  REQUIRE(wait_until([&] { return logged().find("handle has run for") != std::string::npos; }));
+  call.get();
+  REQUIRE(wait_until([&] { return logged().find("handle returned after") != std::string::npos; }));
+  const std::string log = logged();
+  CHECK(test::occurrences(log, "probe warning handle has run for ") == 1);
+  CHECK_THAT(log, Catch::Contains("(host.call_warn_ms = 100); 0 call(s) waiting for their turn"));
+  CHECK(test::occurrences(log, "probe warning handle returned after ") == 1);
+}
