@@ -279,7 +279,7 @@ ControlReply ControlHandler::answer(const Json& request) {
 
   if (command == "status") return {status_json(table_, host_), {}};
 
-  if (command == "history") return {history_json(table_.history(), module_of(request).value_or("")), {}};
+  if (command == "history") return {history_json(table_.history_log(), module_of(request).value_or("")), {}};
 
   if (command == "reload" && request.contains("changed")) {  // what SIGHUP does, answered when it is done
     if (!request["changed"].is_boolean() || !request["changed"].get<bool>() || request.contains("module"))

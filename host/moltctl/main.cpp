@@ -151,8 +151,13 @@ void print_report(const Json& r) {
 }
 
 void print_history(const Json& reply) {
-  if (reply["reports"].empty()) std::printf("no upgrades since moltd started\n");
+  if (reply["reports"].empty()) std::printf("no upgrades recorded\n");
   for (const Json& r : reply["reports"]) {
+    if (r.value("kind", "") == "crash") {  // from a crash record, by the boot after it
+      std::printf("%s  %-12s crashed: %s\n", time_text(r["at_ms"].get<std::int64_t>()).c_str(),
+                  r["module"].get<std::string>().c_str(), r["line"].get<std::string>().c_str());
+      continue;
+    }
     // `to` is 0 when the new image could not even be read: "?", as print_report and the summary write it.
     const unsigned to = r["to"].get<unsigned>();
     const std::string target = to == 0 ? "?" : "v" + std::to_string(to);

@@ -118,7 +118,8 @@ int main(int argc, char** argv) {
                                          config->job_threads,
                                          molt::api::StreamLimits{config->client_query_buffer_limit,
                                                                  config->client_output_buffer_soft_limit},
-                                         config->stop_timeout});
+                                         config->stop_timeout, run_dir->path() / "history.jsonl"});
+  if (const auto& problem = table.history_log().load_problem()) log->warn("history: {}", *problem);
   StreamServer streams(StreamOptions{config->io_threads, config->client_query_buffer_limit,
                                      config->client_output_buffer_soft_limit, config->client_output_buffer_hard_limit,
                                      config->max_connection_memory, config->clients, config->module_clients},

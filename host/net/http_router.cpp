@@ -27,7 +27,7 @@ api::Response HttpRouter::route(const api::Request& request) {
       return api::Response{200, std::string(kMetricsContentType), render_metrics(table_, host_)};
     if (request.path == "/-/history") {
       // The page polls this every 2 s: only the last kHistoryLimit reports, never the whole history.
-      nlohmann::json history = history_json(table_.history(), {}, kHistoryLimit);
+      nlohmann::json history = history_json(table_.history_log(), {}, kHistoryLimit);
       history["limit"] = kHistoryLimit;
       return api::Response::json(json_text(history) + '\n');
     }

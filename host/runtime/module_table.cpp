@@ -7,7 +7,8 @@
 
 namespace molt::host {
 
-ModuleTable::ModuleTable(Loader& loader, TableOptions options) : loader_(loader), options_(std::move(options)) {
+ModuleTable::ModuleTable(Loader& loader, TableOptions options)
+    : loader_(loader), options_(std::move(options)), history_log_(options_.history_file) {
   if (options_.job_threads > 0)
     jobs_ = std::make_shared<JobRunner>(
         JobRunnerOptions{options_.job_threads, [this](std::string_view module) { return find(module); }});
@@ -55,7 +56,12 @@ std::shared_ptr<ModuleSlot> ModuleTable::remove(std::string_view name) {
 
 std::vector<UpgradeReport> ModuleTable::run(std::span<const UpgradeTarget> steps) {
   auto reports = run_upgrade(steps, loader_, options_.upgrade);
-  for (const auto& report : reports) history_.record(report);
+  for (const auto& report : reports) {
+    history_.record(report);
+    if (auto why = history_log_.append(report)) {
+      if (auto slot = find(report.module)) slot->log().warn("history not kept on disk: {}", *why);
+    }
+  }
   return reports;
 }
 

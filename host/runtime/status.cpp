@@ -88,9 +88,9 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
               {"modules", modules}};
 }
 
-Json history_json(const UpgradeHistory& history, std::string_view module, std::size_t last) {
+Json history_json(const HistoryLog& history, std::string_view module, std::size_t last) {
   Json reports = Json::array();
-  for (const auto& report : history.list(module, last)) reports.push_back(report);
+  for (auto& entry : history.entries(module, last)) reports.push_back(std::move(entry));
   return Json{{"ok", true}, {"reports", reports}};
 }
 

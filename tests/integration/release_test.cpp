@@ -470,6 +470,8 @@ TEST_CASE("during probation the host rolls a release back by itself: error rate 
 
   REQUIRE(wait_until([&] { return version_of(d, "probe") == 1; }));
   CHECK(d.get_json("/probe") == Json{{"version", 1}, {"items", {"a"}}});
+  // The record is written once the rollback is over, a moment after the swap.
+  REQUIRE(wait_until([&] { return !events(d, "rolled back").empty(); }));
   const auto rolled = events(d, "rolled back");
   REQUIRE(rolled.size() == 1);
   CHECK(rolled[0]["release"] == "probe-2");
@@ -494,6 +496,8 @@ TEST_CASE("during probation the host rolls a release back by itself: a failed he
   // The whole release goes back, counter too, with what it counted meanwhile.
   REQUIRE(wait_until([&] { return version_of(d, "probe") == 1 && version_of(d, "counter") == 1; }));
   CHECK(d.get_json("/counter")["total"] == 3);
+  // The record is written once the rollback is over, a moment after the swap.
+  REQUIRE(wait_until([&] { return !events(d, "rolled back").empty(); }));
   const auto rolled = events(d, "rolled back");
   REQUIRE(rolled.size() == 1);
   CHECK_THAT(rolled[0]["detail"].get<std::string>(), Catch::Contains("sick item"));

@@ -18,6 +18,7 @@
 #include "molt/host/config/host_config.hpp"
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/module_slot.hpp"
+#include "molt/host/runtime/history_log.hpp"
 #include "molt/host/upgrade/report.hpp"
 #include "molt/host/upgrade/release_transaction.hpp"
 #include "molt/host/upgrade/transaction.hpp"
@@ -35,6 +36,8 @@ struct TableOptions {
   api::StreamLimits stream_limits{1ull << 30, 1ull << 20};
   /// How long an instance's stop() and destructor may take (SlotOptions).
   std::chrono::milliseconds stop_timeout{5000};
+  /// Where the history is kept across restarts (HistoryLog); empty: in memory.
+  std::filesystem::path history_file = {};
 };
 
 class ModuleTable final : public RunningModules {
@@ -101,7 +104,11 @@ class ModuleTable final : public RunningModules {
   /// The state of `name` in its own schema, with its header.
   Result<StateBlob> snapshot(std::string_view name);
 
+  /// This run's reports and their totals (for the metrics).
   [[nodiscard]] const UpgradeHistory& history() const noexcept { return history_; }
+  /// What `moltctl history` shows: every report and crash, earlier runs' too.
+  [[nodiscard]] HistoryLog& history_log() noexcept { return history_log_; }
+  [[nodiscard]] const HistoryLog& history_log() const noexcept { return history_log_; }
   [[nodiscard]] const TableOptions& options() const noexcept { return options_; }
 
  private:
@@ -113,6 +120,7 @@ class ModuleTable final : public RunningModules {
   std::shared_ptr<TimerService> timers_ = std::make_shared<TimerService>();  ///< one thread for all modules' timers
   std::shared_ptr<JobRunner> jobs_;  ///< the workers for all modules' jobs; null with job_threads = 0
   UpgradeHistory history_;
+  HistoryLog history_log_;
   mutable std::shared_mutex mutex_;  ///< guards slots_ and order_ (not the slots themselves)
   std::map<std::string, std::shared_ptr<ModuleSlot>, std::less<>> slots_;
   std::vector<std::string> order_;

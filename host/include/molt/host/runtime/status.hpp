@@ -19,7 +19,7 @@ namespace molt::host {
 /// {"ok":true,"reports":[...]}: the upgrade reports of `module` (all modules
 /// when empty), oldest first, at most the `last` most recent. Shared by
 /// `moltctl history` and GET /-/history.
-[[nodiscard]] nlohmann::json history_json(const UpgradeHistory& history, std::string_view module = {},
+[[nodiscard]] nlohmann::json history_json(const HistoryLog& history, std::string_view module = {},
                                           std::size_t last = std::numeric_limits<std::size_t>::max());
 
 }  // namespace molt::host
