@@ -12,6 +12,7 @@
 
 #include "molt/host/state/state_blob.hpp"
 #include "molt/host/upgrade/rehearsal.hpp"
+#include "skip.hpp"
 #include "test_support.hpp"
 
 using namespace molt;
