@@ -36,7 +36,7 @@
 // its address space, its signal mask and dispositions reset, stdin on
 // /dev/null, and no descriptor of this process but its pipes. At the
 // deadline the whole group is killed (SIGKILL) and reaped: nothing of a
-// rehearsal outlives rehearse().
+// rehearsal that stays in its group outlives rehearse().
 //
 // Thread-safe: rehearse() may run on any thread of a multi-threaded host,
 // several at once. It spawns with posix_spawn (vfork-like: no copy of a large
@@ -128,7 +128,9 @@ struct RehearsalResult {
 
 /// Runs `request.image` through the steps above in a child process and
 /// reports how far it got. Never throws for anything the module or the
-/// helper does; returns once the child and everything it started are gone.
+/// helper does; returns once the child and everything it started in its
+/// process group are gone (a process that left the group with setsid() is
+/// beyond reach: its pipes are abandoned half a second after the child).
 [[nodiscard]] RehearsalResult rehearse(const RehearsalRequest& request);
 
 }  // namespace molt::host
