@@ -1,10 +1,16 @@
 # molt_add_plugin(<module> VERSION <n> SOURCES <files>...
 #                 [LIBRARIES <targets>...] [OUTPUT_DIRECTORY <dir>]
-#                 [STATE_HEADERS <files>...])
+#                 [STATE_HEADERS <files>...] [VARIANT <name>])
 #
 # Builds version <n> of module <module> as a loadable image named
 # <module>-<n>.so, in <dir> (default: ${CMAKE_BINARY_DIR}/plugins). The CMake
 # target is <module>_v<n>.
+#
+# VARIANT builds one more image of the same version, for tests that need
+# several builds of one version (tests/plugins: faulty): the image is
+# <module>-<n>-<name>.so and the target <module>_v<n>_<name> (each '-' in the
+# name becomes '_' there). Give the variant its differences with
+# target_compile_definitions() on that target.
 #
 # The flags are what make two versions of one module safe in one process:
 #  - hidden visibility (also for inline functions): otherwise both versions
@@ -24,7 +30,7 @@
 # versions built from the same definition can hand the state over in memory,
 # and any edit to it (even a comment) makes the host serialize instead.
 function(molt_add_plugin module)
-  cmake_parse_arguments(PARSE_ARGV 1 ARG "" "VERSION;OUTPUT_DIRECTORY" "SOURCES;LIBRARIES;STATE_HEADERS")
+  cmake_parse_arguments(PARSE_ARGV 1 ARG "" "VERSION;OUTPUT_DIRECTORY;VARIANT" "SOURCES;LIBRARIES;STATE_HEADERS")
   if(NOT module MATCHES "^[a-z0-9_-]+$")
     message(FATAL_ERROR "molt_add_plugin: module name '${module}' must be made of [a-z0-9_-]")
   endif()
@@ -34,12 +40,21 @@ function(molt_add_plugin module)
   if(NOT ARG_SOURCES)
     message(FATAL_ERROR "molt_add_plugin(${module}): SOURCES is required")
   endif()
+  if(DEFINED ARG_VARIANT AND NOT ARG_VARIANT MATCHES "^[a-z0-9_-]+$")
+    message(FATAL_ERROR "molt_add_plugin(${module}): VARIANT '${ARG_VARIANT}' must be made of [a-z0-9_-]")
+  endif()
   if(NOT ARG_OUTPUT_DIRECTORY)
     set(ARG_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/plugins")
   endif()
 
   set(version_script "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/molt_plugin.map")
   set(target ${module}_v${ARG_VERSION})
+  set(file_name "${module}-${ARG_VERSION}")
+  if(ARG_VARIANT)
+    string(REPLACE "-" "_" variant_id "${ARG_VARIANT}")
+    string(APPEND target "_${variant_id}")
+    string(APPEND file_name "-${ARG_VARIANT}")
+  endif()
   add_library(${target} MODULE ${ARG_SOURCES})
   target_link_libraries(${target} PRIVATE molt::plugin_api ${ARG_LIBRARIES})
   target_compile_features(${target} PRIVATE cxx_std_20)
@@ -61,7 +76,7 @@ function(molt_add_plugin module)
   endif()
   set_target_properties(${target} PROPERTIES
     PREFIX ""
-    OUTPUT_NAME "${module}-${ARG_VERSION}"
+    OUTPUT_NAME "${file_name}"
     LIBRARY_OUTPUT_DIRECTORY "${ARG_OUTPUT_DIRECTORY}"
     CXX_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON)

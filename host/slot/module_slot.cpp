@@ -7,7 +7,7 @@
 #include "molt/host/common/log_context.hpp"
 #include "molt/host/slot/host_part.hpp"
 #include "molt/host/slot/module_call.hpp"
-#include "molt/host/state/buffers.hpp"
+#include "molt/host/slot/state_hooks.hpp"
 
 namespace molt::host {
 
@@ -244,23 +244,21 @@ Result<void> ModuleSlot::save_into(const Live& live, const api::SaveTarget& targ
   auto fail = [&](std::string reason) {
     return Error{name_, info.version, live.image->source().string(), Phase::Save, std::move(reason)};
   };
-  api::StateWriter writer(out);
-  if (auto failure = guard_module_call("save_state", [&] { live.hooks().save_state(writer, target); }))
-    return fail(std::move(*failure));
+  if (auto failure = save_state_into(live.hooks(), target, out)) return fail(std::move(*failure));
   return {};
 }
 
 Result<std::string> ModuleSlot::save_to_string(const Live& live, const api::SaveTarget& target,
                                           std::uint64_t max_bytes) const {
-  StringSink sink(max_bytes);
-  auto saved = save_into(live, target, sink);
-  if (sink.over_limit()) {
-    const auto& info = live.image->info();
-    return Error{name_, info.version, live.image->source().string(), Phase::Save,
-                 "state is larger than the limit of " + std::to_string(max_bytes) + " bytes"};
+  auto saved = save_state_to_string(live.hooks(), target, max_bytes);
+  if (!saved) {
+    Error error = std::move(saved).error();
+    error.module = name_;
+    error.version = live.image->info().version;
+    error.file = live.image->source().string();
+    return error;
   }
-  if (!saved) return std::move(saved).error();
-  return sink.take();
+  return saved;
 }
 
 Result<api::Response> ModuleSlot::call(const api::Request& request) {

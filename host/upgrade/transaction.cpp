@@ -56,9 +56,8 @@
 #include "molt/host/common/fault.hpp"
 #include "molt/host/common/log_context.hpp"
 #include "molt/host/upgrade/progress.hpp"
-#include "molt/host/slot/module_call.hpp"
+#include "molt/host/slot/state_hooks.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
-#include "molt/host/state/buffers.hpp"
 #include "molt/host/state/state_pipe.hpp"
 
 namespace molt::host {
@@ -69,12 +68,6 @@ using std::chrono::microseconds;
 
 microseconds since(Clock::time_point start) {
   return std::chrono::duration_cast<microseconds>(Clock::now() - start);
-}
-
-api::Direction direction_between(api::ModuleVersion from, api::ModuleVersion to) {
-  if (to > from) return api::Direction::Up;
-  if (to < from) return api::Direction::Down;
-  return api::Direction::Same;
 }
 
 }  // namespace
@@ -298,29 +291,24 @@ class UpgradeTransaction {
     return true;
   }
 
+  /// What the new instance's load_state is told.
+  static api::Migration migration_of(const Move& move) {
+    return api::Migration{move.state_schema, move.state_version, move.report.direction, move.step->extra};
+  }
+
   /// The new instance's load_state over `source`, which holds at most `size`
   /// bytes; why it failed, if it did.
   std::optional<std::string> load(Move& move, std::streambuf& source, std::uint64_t size) {
-    api::StateReader reader(source, size);
-    const api::Migration migration{move.state_schema, move.state_version, move.report.direction, move.step->extra};
-    return guard_module_call("load_state", [&] { move.next->hooks().load_state(reader, migration); });
+    return load_state_from(move.next->hooks(), source, size, migration_of(move));
   }
 
-  Error unread_error(const Move& move, std::uint64_t left) const {
-    return move.error(Phase::Migrate, "load_state returned with " + std::to_string(left) + " of " +
-                                          std::to_string(move.report.state_bytes) +
-                                          " bytes unread (does it read the schema it was given?)");
-  }
-
-  /// Restore: the new instance reads the given bytes.
+  /// Restore: the new instance reads the given bytes, all of them.
   Result<void> load_given(Move& move) {
     move.report.state_bytes = move.step->state->bytes.size();
     const auto started = Clock::now();
-    ViewSource source(move.step->state->bytes);
-    const auto failure = load(move, source, move.report.state_bytes);
+    const auto failure = load_state_from_bytes(move.next->hooks(), move.step->state->bytes, migration_of(move));
     move.report.phases.migrate = since(started);
     if (failure) return move.error(Phase::Migrate, *failure);
-    if (source.remaining() != 0) return unread_error(move, source.remaining());
     return {};
   }
 
@@ -357,8 +345,7 @@ class UpgradeTransaction {
       pipe.finish_reading();
     }
     move.report.state_bytes = pipe.bytes_written();
-    if (pipe.over_limit())
-      return move.error(Phase::Save, "state is larger than the limit of " + std::to_string(options_.max_state_bytes) + " bytes");
+    if (pipe.over_limit()) return move.error(Phase::Save, over_limit_reason(options_.max_state_bytes));
     if (!saved) {
       // A load that ended first makes the save fail too; the load is the cause then.
       if (pipe.reader_gave_up()) {
@@ -369,7 +356,8 @@ class UpgradeTransaction {
       return std::move(saved).error();
     }
     if (load_failure) return move.error(Phase::Migrate, *load_failure);
-    if (const auto left = pipe.unread(); left != 0) return unread_error(move, left);
+    if (const auto left = pipe.unread(); left != 0)
+      return move.error(Phase::Migrate, unread_reason(left, move.report.state_bytes));
     return {};
   }
 
