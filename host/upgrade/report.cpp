@@ -54,7 +54,8 @@ void to_json(nlohmann::json& out, const UpgradeReport& report) {
       {"outcome", to_string(report.outcome)},
       {"error", report.error ? nlohmann::json(report.error->to_string()) : nlohmann::json(nullptr)},
       {"phases_us",
-       {{"prepare", us(report.phases.prepare)},
+       {{"rehearse", us(report.phases.rehearse)},
+        {"prepare", us(report.phases.prepare)},
         {"quiesce", us(report.phases.quiesce)},
         {"save", us(report.phases.save)},
         {"migrate", us(report.phases.migrate)},
@@ -65,6 +66,7 @@ void to_json(nlohmann::json& out, const UpgradeReport& report) {
       {"state_bytes", report.state_bytes},
       {"state_transfer", report.outcome == Outcome::Refused ? "none" : report.state_in_memory ? "memory" : "serialized"},
       {"queued_calls", report.queued_calls},
+      {"rehearsal", report.rehearsal.empty() ? nlohmann::json(nullptr) : nlohmann::json(report.rehearsal)},
       {"started_at_ms",
        std::chrono::duration_cast<std::chrono::milliseconds>(report.started_at.time_since_epoch()).count()},
   };

@@ -55,7 +55,9 @@
 
 #include "molt/host/common/fault.hpp"
 #include "molt/host/common/log_context.hpp"
+#include "molt/host/state/buffers.hpp"
 #include "molt/host/upgrade/progress.hpp"
+#include "molt/host/upgrade/rehearsal.hpp"
 #include "molt/host/slot/state_hooks.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
 #include "molt/host/state/state_pipe.hpp"
@@ -157,6 +159,10 @@ class UpgradeTransaction {
       slot.log().debug("prepare: start");
       report_progress({slot.name(), "prepare"});
 
+      // New code runs in a child first: a crash, a hang, an exit there
+      // refuses the upgrade, and this process never loads the image.
+      if (auto rehearsed = rehearse(move, old); !rehearsed) return rehearsed;
+
       // A pinned file is checked by the loader, on the bytes it copies and
       // loads: what the release checked earlier may have changed since.
       std::shared_ptr<const Image> image = move.access->live().image;
@@ -176,9 +182,92 @@ class UpgradeTransaction {
       auto next = move.access->make_live(std::move(image));
       if (!next) return std::move(next).error();
       move.next = std::move(next.value());
-      move.report.phases.prepare = since(started);
+      move.report.phases.prepare = since(started) - move.report.phases.rehearse;
       slot.log().debug("prepare: v{} ready in {} us", to.version.value, move.report.phases.prepare.count());
     }
+    return {};
+  }
+
+  /// 1a. (in prepare) The rehearsal of the new image, when options ask for
+  /// it: in a child (molt-rehearse), on the state the module has (its
+  /// recent snapshot, or one taken now), saving back into the schema the
+  /// old version reads. Refuses the step with the rehearsal's one line.
+  Result<void> rehearse(Move& move, const RunningVersion& old) {
+    const RehearsalOptions& options = options_.rehearsal;
+    if (options.when == RehearseWhen::Never) return {};
+    const std::filesystem::path image = move.step->file.empty() ? std::filesystem::path(old.file) : move.step->file;
+    auto checked = loader_.check(image, move.slot().name(), move.step->sha256);  // reads the file; runs no module code
+    if (!checked) return std::move(checked).error();
+    const ImageInfo& from = old.info;
+    const ImageInfo& to = checked->info;
+    const auto& given = move.step->state;
+    const bool code_only = !given && to.schema == from.schema && from.state_fingerprint != 0 &&
+                           from.state_fingerprint == to.state_fingerprint;
+    const bool migrating = given ? given->schema != to.schema : !code_only;
+    if (options.when == RehearseWhen::Migrating && !migrating) return {};
+
+    const auto started = Clock::now();
+    report_progress({move.slot().name(), "rehearse"});
+    RehearsalRequest request;
+    request.helper = options.helper;
+    request.image = image;
+    request.module = move.slot().name();
+    request.sha256 = checked->sha256;
+    request.extra = move.step->extra;
+    request.config = move.slot().config();
+    request.deadline = options.deadline;
+    request.max_state_bytes = options_.max_state_bytes;
+    // The schema the old version reads back should this upgrade roll back;
+    // an older version cannot write a newer schema (a downgrade): its own.
+    request.save_schema = to.schema < from.schema ? to.schema : from.schema;
+    std::string on;  // which state, for the report
+    std::optional<std::filesystem::path> scratch;
+    if (given) {
+      scratch = options.scratch_dir / (move.slot().name() + ".rehearsal.molt");
+      if (auto written = write_state_file(*scratch, *given); !written) return written;
+      request.state = scratch;
+      on = "the state given";
+    } else if (auto recent = options.recent_snapshot ? options.recent_snapshot(move.slot()) : std::nullopt) {
+      request.state = *recent;
+      on = "its last snapshot (" + recent->filename().string() + ")";
+    } else {
+      // A state taken for the purpose: the old version pauses as for a snapshot.
+      const auto paused = Clock::now();
+      if (!move.access->suspend(paused + options_.quiesce_timeout))
+        return move.error(Phase::Prepare, "calls in progress did not finish within " +
+                                              std::to_string(options_.quiesce_timeout.count()) +
+                                              " ms, to take a state to rehearse with");
+      StringSink sink(options_.max_state_bytes);
+      auto saved = move.access->save(api::SaveTarget{from.schema, api::Direction::Same, {}}, sink);
+      move.access->resume();
+      const auto pause = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - paused);
+      if (sink.over_limit())
+        return move.error(Phase::Prepare, "state is larger than the limit of " +
+                                              std::to_string(options_.max_state_bytes) + " bytes, to rehearse with");
+      if (!saved) return std::move(saved).error();
+      const StateBlob blob{move.slot().name(), from.version, from.schema, sink.take()};
+      scratch = options.scratch_dir / (move.slot().name() + ".rehearsal.molt");
+      if (auto written = write_state_file(*scratch, blob); !written) return written;
+      request.state = scratch;
+      on = "a state taken for it (" + std::to_string(blob.bytes.size()) + " B, pause " + std::to_string(pause.count()) +
+           " ms)";
+    }
+    const RehearsalResult result = host::rehearse(request);
+    if (scratch) {
+      std::error_code ignored;
+      std::filesystem::remove(*scratch, ignored);
+    }
+    move.report.phases.rehearse = since(started);
+    if (result.outcome == RehearsalOutcome::NotRun)
+      return move.error(Phase::Prepare, "cannot rehearse: " + result.reason + " (host.rehearse = \"never\" skips it)");
+    if (!result.passed()) {
+      if (!result.log.empty()) move.slot().log().warn("rehearsal output: {}", result.log);
+      move.report.to = checked->info.version;
+      move.report.to_schema = checked->info.schema;
+      return move.error(Phase::Prepare, result.reason);
+    }
+    move.report.rehearsal = "passed in " + std::to_string(result.took.count()) + " ms on " + on;
+    move.slot().log().info("rehearsal of v{} {}", to.version.value, move.report.rehearsal);
     return {};
   }
 

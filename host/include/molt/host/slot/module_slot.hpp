@@ -148,6 +148,8 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   [[nodiscard]] std::optional<std::string> health(std::chrono::milliseconds timeout = std::chrono::seconds(2));
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  /// The module's configuration values (Context::config()).
+  [[nodiscard]] const api::Values& config() const noexcept { return config_; }
   [[nodiscard]] RunningVersion running() const;
   /// The version that ran before the last successful upgrade, if any.
   [[nodiscard]] std::optional<RunningVersion> previous() const;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <vector>
@@ -21,12 +22,32 @@ namespace molt::host {
 /// the report of the module that failed.
 inline constexpr std::string_view kNotUpgradedBecause = "not upgraded because ";
 
+/// When new code is rehearsed in a child process before this one loads it
+/// (upgrade/rehearsal.hpp): host.rehearse.
+enum class RehearseWhen {
+  Never,
+  Migrating,  ///< when the state is converted (a schema or layout change, a restore into another schema)
+  Always,     ///< every upgrade, code-only ones too
+};
+
+struct RehearsalOptions {
+  RehearseWhen when = RehearseWhen::Never;
+  std::filesystem::path helper;       ///< molt-rehearse
+  std::filesystem::path scratch_dir;  ///< where a state taken for a rehearsal is written (and removed)
+  std::chrono::milliseconds deadline{30000};
+  /// The module's last snapshot, when it is the running version's and
+  /// recent enough to rehearse with; else the transaction takes one (a
+  /// pause of the module as long as a snapshot's).
+  std::function<std::optional<std::filesystem::path>(const ModuleSlot&)> recent_snapshot;
+};
+
 struct UpgradeOptions {
   /// How long in-flight calls may take to finish once a module is paused.
   /// A module still busy then fails the upgrade, and keeps serving.
   std::chrono::milliseconds quiesce_timeout{5000};
   /// Largest state the transaction hands over; a larger one fails it.
   std::uint64_t max_state_bytes = 1ull << 30;
+  RehearsalOptions rehearsal;
 };
 
 /// One module's part in an upgrade.
