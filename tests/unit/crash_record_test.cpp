@@ -4,6 +4,7 @@
 //
 // The handler ends the process, so each crash runs in a forked child that
 // installs it; the parent reads the record the child left.
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -334,6 +335,46 @@ TEST_CASE("a stack overflow in module code is recorded: the handler runs on its 
   check_notes_site(record, "save_state");
   CHECK(record.signal == SIGSEGV);
   CHECK(host::crash_line(record) == std::string(kNotesLine) + "save_state: SIGSEGV");
+}
+
+TEST_CASE("a crash in a static initialiser during dlopen is recorded, with the loader's lock held", "[crash]") {
+  test::TempDir dir;
+  const fs::path image = test::test_image_path("crash-at-load.so");
+  auto load_crashing = [&](const char* how) {
+    return [how, image] {
+      ::setenv("MOLT_CRASH_AT_LOAD", how, 1);
+      const host::ModuleSite site("notes", {4}, kFile, kSha);
+      const host::ModuleCodeScope scope(site, hook::kStaticInit);
+      (void)::dlopen(image.c_str(), RTLD_NOW | RTLD_LOCAL);
+    };
+  };
+  SECTION("SIGSEGV") {
+    const Ended ended = run_in_child(dir.path(), load_crashing("segv"));
+    INFO("the child " << describe(ended.status));
+    REQUIRE(WIFSIGNALED(ended.status));
+    CHECK(WTERMSIG(ended.status) == SIGSEGV);
+    const host::CrashRecord record = read_record(dir.path());
+    check_notes_site(record, "static initialisation");
+    CHECK(record.address == std::optional<std::uint64_t>(0));
+    CHECK_FALSE(record.backtrace.empty());
+    CHECK(host::crash_line(record) == std::string(kNotesLine) + "static initialisation: SIGSEGV");
+  }
+  SECTION("exit()") {
+    const Ended ended = run_in_child(dir.path(), load_crashing("exit"));
+    INFO("the child " << describe(ended.status));
+    REQUIRE(WIFEXITED(ended.status));
+    CHECK(WEXITSTATUS(ended.status) == 4);
+    const host::CrashRecord record = read_record(dir.path());
+    check_notes_site(record, "static initialisation");
+    CHECK(host::crash_line(record) == std::string(kNotesLine) + "static initialisation: exit(4)");
+  }
+  SECTION("without a crash it loads, and the child reaches its end") {
+    const Ended ended = run_in_child(dir.path(), [image] {
+      if (::dlopen(image.c_str(), RTLD_NOW | RTLD_LOCAL) == nullptr) ::_exit(103);
+    });
+    CHECK(describe(ended.status) == "exited 101");
+    CHECK_FALSE(fs::exists(host::crash_record_path(dir.path())));
+  }
 }
 
 TEST_CASE("a fatal signal another process sent is recorded with its sender, and does not blame the module",
