@@ -113,8 +113,9 @@ extern constinit thread_local std::atomic<const ModuleCodeScope*> innermost_modu
 
 /// Marks the running thread as inside module code (`site`, in `hook`) for
 /// its lifetime; restores what was there before when it ends, also when an
-/// exception leaves it. Costs two thread-local stores (see
-/// bench/call_bench.cpp, BM_ModuleCodeScope). `site` and `hook` (a string
+/// exception leaves it. Costs one thread-local load and two stores, inlined,
+/// no call (bench/call_bench.cpp, BM_Call_ModuleCodeScope against
+/// BM_Call_Bare: well under a nanosecond). `site` and `hook` (a string
 /// literal, such as module_hook::kLoadState) must outlive the scope.
 class ModuleCodeScope {
  public:
