@@ -5,13 +5,12 @@
 namespace molt::host {
 
 namespace detail {
-constinit thread_local std::atomic<const ModuleCodeScope*> innermost_module_code
-    __attribute__((tls_model("initial-exec"))){nullptr};
+constinit thread_local const ModuleCodeScope* innermost_module_code __attribute__((tls_model("initial-exec"))) = nullptr;
 }  // namespace detail
 
 namespace {
 
-static_assert(std::atomic<const ModuleCodeScope*>::is_always_lock_free,
+static_assert(__atomic_always_lock_free(sizeof(const ModuleCodeScope*), nullptr),
               "a signal handler reads the innermost scope: it must be a plain load");
 
 constexpr std::string_view kEllipsis = "…";

@@ -27,6 +27,15 @@
 // were it ever dlopen'ed, the 8 bytes would come from glibc's static TLS
 // reserve. One pointer, rather than a (site, hook) pair, so that a signal
 // between two stores never sees half of a scope.
+//
+// It is read and written with the __atomic builtins (lock-free, as a signal
+// handler needs; relaxed: only this thread and its own signal handlers read
+// it), not as a std::atomic: UBSan checks a std::atomic's `this` for null
+// before each member call, and GCC 12 branches on the flags of the
+// `add x@gottpoff(%rip)` that computes that address; the linker relaxes the
+// add to a `lea`, which sets no flags, so under MOLT_SANITIZE the check read
+// stale flags and failed ("member call on null pointer of type 'struct
+// atomic'"). A builtin takes the address without a check.
 #pragma once
 
 #include <atomic>
@@ -107,8 +116,7 @@ class ModuleCodeScope;
 namespace detail {
 /// The innermost ModuleCodeScope of this thread, or null. See the header
 /// comment for why it is declared this way; only ModuleCodeScope writes it.
-extern constinit thread_local std::atomic<const ModuleCodeScope*> innermost_module_code
-    __attribute__((tls_model("initial-exec")));
+extern constinit thread_local const ModuleCodeScope* innermost_module_code __attribute__((tls_model("initial-exec")));
 }  // namespace detail
 
 /// Marks the running thread as inside module code (`site`, in `hook`) for
@@ -120,13 +128,13 @@ extern constinit thread_local std::atomic<const ModuleCodeScope*> innermost_modu
 class ModuleCodeScope {
  public:
   ModuleCodeScope(const ModuleSite& site, const char* hook) noexcept
-      : site_(&site), hook_(hook), outer_(detail::innermost_module_code.load(std::memory_order_relaxed)) {
+      : site_(&site), hook_(hook), outer_(__atomic_load_n(&detail::innermost_module_code, __ATOMIC_RELAXED)) {
     // The fields above are written before the pointer to them, as a signal
     // handler on this thread sees it (a compiler barrier, no instruction).
     std::atomic_signal_fence(std::memory_order_release);
-    detail::innermost_module_code.store(this, std::memory_order_relaxed);
+    __atomic_store_n(&detail::innermost_module_code, this, __ATOMIC_RELAXED);
   }
-  ~ModuleCodeScope() { detail::innermost_module_code.store(outer_, std::memory_order_relaxed); }
+  ~ModuleCodeScope() { __atomic_store_n(&detail::innermost_module_code, outer_, __ATOMIC_RELAXED); }
   ModuleCodeScope(const ModuleCodeScope&) = delete;
   ModuleCodeScope& operator=(const ModuleCodeScope&) = delete;
 
@@ -149,7 +157,7 @@ struct ModuleCode {
 /// The calling thread's innermost ModuleCodeScope. Async-signal-safe: the
 /// crash handler and the exit handler call it.
 [[nodiscard]] inline ModuleCode module_code_on_this_thread() noexcept {
-  const ModuleCodeScope* scope = detail::innermost_module_code.load(std::memory_order_relaxed);
+  const ModuleCodeScope* scope = __atomic_load_n(&detail::innermost_module_code, __ATOMIC_RELAXED);
   std::atomic_signal_fence(std::memory_order_acquire);
   if (scope == nullptr) return {};
   return {&scope->site(), scope->hook()};
