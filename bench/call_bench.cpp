@@ -2,7 +2,9 @@
 //  - a kv GET through ModuleSlot::stream_data against the same instance's
 //    on_data called directly;
 //  - a counter GET through ModuleSlot::call against handle() directly;
-//  - a whole GET round trip over loopback TCP through the host's stream server.
+//  - a whole GET round trip over loopback TCP through the host's stream server;
+//  - a ModuleCodeScope around a call (what the crash handler's bookkeeping
+//    adds to every call into a module) against the bare call.
 // Each reports allocations per call ("allocs"): this binary counts every
 // operator new, so a steady-state dispatch path must show 0.
 #include <arpa/inet.h>
@@ -18,6 +20,7 @@
 #include <benchmark/benchmark.h>
 #include <spdlog/sinks/null_sink.h>
 
+#include "molt/host/common/module_site.hpp"
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/net/stream_server.hpp"
 #include "molt/host/slot/module_slot.hpp"
@@ -162,6 +165,26 @@ void BM_CounterGet_Slot(benchmark::State& state) {
   report_allocations(state, before);
 }
 
+/// Stands in for a module's hook: a call the compiler cannot see through.
+__attribute__((noinline)) int module_hook_stand_in(int x) {
+  benchmark::DoNotOptimize(x);
+  return x + 1;
+}
+
+void BM_Call_Bare(benchmark::State& state) {
+  int x = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(x = module_hook_stand_in(x));
+}
+
+void BM_Call_ModuleCodeScope(benchmark::State& state) {
+  const host::ModuleSite site("kv", {2}, "/srv/molt/plugins/kv-2.so", std::string(64, 'a'));
+  int x = 0;
+  for (auto _ : state) {
+    const host::ModuleCodeScope scope(site, host::module_hook::kOnData);
+    benchmark::DoNotOptimize(x = module_hook_stand_in(x));
+  }
+}
+
 /// A GET sent and answered over loopback TCP through the host's stream
 /// server (one I/O thread) into the kv slot. The client side allocates
 /// nothing, so "allocs" is the host's dispatch path plus kv's.
@@ -210,4 +233,6 @@ BENCHMARK(BM_KvGet_Slot);
 BENCHMARK(BM_CounterGet_Direct);
 BENCHMARK(BM_CounterGet_Slot);
 BENCHMARK(BM_KvGet_Tcp)->UseRealTime();
+BENCHMARK(BM_Call_Bare);
+BENCHMARK(BM_Call_ModuleCodeScope);
 BENCHMARK_MAIN();
