@@ -158,7 +158,8 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
                                      "job_threads", "maxclients", "timeout", "client_query_buffer_limit",
                                      "client_output_buffer_soft_limit", "client_output_buffer_hard_limit",
                                      "max_connection_memory", "health_timeout_ms", "save_timeout_ms",
-                                     "stop_timeout_ms", "call_warn_ms", "shutdown_grace_ms"});
+                                     "stop_timeout_ms", "call_warn_ms", "shutdown_grace_ms", "rehearse",
+                                     "rehearse_timeout_ms"});
     check.client_limits(*host, "host.", config.clients);
     if (host->contains("max_stream_buffer_bytes") && host->contains("client_query_buffer_limit"))
       check.fail("host.max_stream_buffer_bytes", "is the old name of client_query_buffer_limit: give only one");
@@ -213,6 +214,11 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
     if (auto v = check.integer(*host, "host.", "stop_timeout_ms", 1, 600000)) config.stop_timeout = std::chrono::milliseconds(*v);
     if (auto v = check.integer(*host, "host.", "call_warn_ms", 0, 3600000)) config.call_warn = std::chrono::milliseconds(*v);
     if (auto v = check.integer(*host, "host.", "shutdown_grace_ms", 0, 3600000)) config.shutdown_grace = std::chrono::milliseconds(*v);
+    if (auto v = check.string(*host, "host.", "rehearse")) {
+      if (*v == "migrating" || *v == "always" || *v == "never") config.rehearse = *v;
+      else check.fail("host.rehearse", "must be \"migrating\", \"always\" or \"never\"");
+    }
+    if (auto v = check.integer(*host, "host.", "rehearse_timeout_ms", 100, 3600000)) config.rehearse_timeout = std::chrono::milliseconds(*v);
     if (auto v = check.integer(*host, "host.", "max_state_bytes", 1024, 1ll << 40)) config.max_state_bytes = *v;
     if (auto v = check.string(*host, "host.", "log_format")) {
       if (*v == "text" || *v == "json") config.log_format = *v;

@@ -256,7 +256,7 @@ ControlReply ControlHandler::answer(const Json& request) {
     return {error_reply("malformed request: no \"command\""), {}};
   const std::string command = command_it->get<std::string>();
   static const std::set<std::string, std::less<>> kCommands{"status",  "reload",  "rollback", "history",
-                                                            "snapshot", "restore", "upgrade",  "commit",
+                                                            "snapshot", "restore", "upgrade",  "commit", "quarantine",
                                                             "releases", "save",    "jobs"};
   if (!kCommands.contains(command)) {
     std::string known;
@@ -265,6 +265,24 @@ ControlReply ControlHandler::answer(const Json& request) {
   }
   if (command == "jobs") return {jobs(request), {}};
   if (command == "releases") return {releases_json(releases_.view()), {}};
+  if (command == "quarantine") {
+    Quarantine* quarantine = releases_.quarantine();
+    if (quarantine == nullptr) return {error_reply("this moltd keeps no quarantine"), {}};
+    const auto entry_json = [](const QuarantineEntry& e) {
+      return Json{{"file", e.file},     {"sha256", e.sha256}, {"module", e.module},
+                  {"version", e.version.value}, {"reason", e.reason}, {"since_ms", e.since_ms}};
+    };
+    Json images = Json::array();
+    if (request.contains("clear")) {
+      if (!request["clear"].is_string()) return {error_reply("quarantine: 'clear' must be a file or a sha256"), {}};
+      auto cleared = quarantine->clear(request["clear"].get<std::string>());
+      if (!cleared) return {error_reply(cleared.error().to_string()), {}};
+      for (const auto& e : cleared.value()) images.push_back(entry_json(e));
+      return {Json{{"ok", true}, {"cleared", images}}, {}};
+    }
+    for (const auto& e : quarantine->list()) images.push_back(entry_json(e));
+    return {Json{{"ok", true}, {"images", images}}, {}};
+  }
   if (command == "save") {
     const auto failed = releases_.save_all();
     if (!failed.empty()) return {error_reply("snapshot failed for " + std::to_string(failed.size()) + " module(s), see the log"), {}};

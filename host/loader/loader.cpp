@@ -126,12 +126,18 @@ std::string dlopen_reason(const fs::path& path) {
 }  // namespace
 
 void InstanceDeleter::operator()(api::Module* module) const noexcept {
-  if (module != nullptr) image->destroy_(module);
+  if (module != nullptr) {
+    const ModuleCodeScope scope(*image->site_, module_hook::kDestructor);
+    image->destroy_(module);
+  }
   image.reset();  // may unload the image: nothing of it is used after this
 }
 
 Image::~Image() {
-  library_.unload();
+  if (site_) {
+    const ModuleCodeScope scope(*site_, module_hook::kUnload);  // dlclose runs its static destructors
+    library_.unload();
+  }
   if (loaded_count_) loaded_count_->fetch_sub(1, std::memory_order_relaxed);
   std::error_code ignored;
   fs::remove(copy_, ignored);
@@ -142,6 +148,7 @@ Result<Instance> Image::instantiate() const {
     return Error{info_.name, info_.version, source_.string(), Phase::Start, std::move(reason)};
   };
   api::Module* module = nullptr;
+  const ModuleCodeScope scope(*site_, module_hook::kConstructor);
   if (auto failure = guard_module_call("constructor", [&] { module = create_(); })) return fail(std::move(*failure));
   if (module == nullptr) return fail("molt_module_create returned null");
   return Instance(module, InstanceDeleter{shared_from_this()});
@@ -184,6 +191,8 @@ Result<CheckedImage> Loader::check(const fs::path& file, std::string_view expect
   if (pinned_sha256 && *pinned_sha256 != sha256)
     return refuse("differs from the pinned sha256 (expected " + pinned_sha256->substr(0, 12) + "..., found " +
                   sha256.substr(0, 12) + "...)");
+  if (options_.refuse_sha256)
+    if (auto why = options_.refuse_sha256(sha256)) return refuse(*why);
   auto elf = ElfFile::parse(bytes.value());
   if (!elf) return refuse(elf.error().reason);
   auto info = read_info(elf.value(), expected_module);
@@ -239,7 +248,13 @@ Result<std::shared_ptr<Image>> Loader::load(const fs::path& file, std::string_vi
   image->source_ = file;
   image->copy_ = copy;
   image->sha256_ = checked->sha256;
-  image->library_.load(copy, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+  // Named before its first code runs: a crash in a static initialiser is
+  // recorded as this image's.
+  image->site_.emplace(info.name, info.version, file.string(), checked->sha256);
+  {
+    const ModuleCodeScope scope(*image->site_, module_hook::kStaticInit);
+    image->library_.load(copy, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+  }
   if (ec) return refuse("not loadable: " + dlopen_reason(copy));  // ~Image removes the copy
   image->loaded_count_ = loaded_;
   loaded_->fetch_add(1, std::memory_order_relaxed);

@@ -349,6 +349,12 @@ int run(int argc, char** argv, bool& json) {
   upgrade->add_flag("--pin", pin, "write the sha256 of the script's files (as present now) into the script");
   upgrade->add_option("--plugin-dir", plugin_dir, "with --pin: where relative file names point (default: ask moltd)");
   auto* commit = app.add_subcommand("commit", "make the current release permanent now (ends its probation)");
+  std::string quarantined;
+  auto* quarantine = app.add_subcommand(
+      "quarantine", "the images moltd will not run again: each crashed moltd before it was ever permanent, or\n"
+                    "in a crash loop (docs/operations.md, When a module misbehaves)");
+  auto* quarantine_clear = quarantine->add_subcommand("clear", "let moltd run FILE again (or the image with that sha256)");
+  quarantine_clear->add_option("file", quarantined, "the image's file, or its sha256 (12 hex digits or more)")->required();
   auto* save = app.add_subcommand("save", "snapshot every module now, into the run directory, as at shutdown");
   auto* releases = app.add_subcommand("releases", "the current, previous and permanent releases, and what happened to them");
   std::string job;
@@ -381,6 +387,13 @@ int run(int argc, char** argv, bool& json) {
       molt::host::put_file(request, fs::absolute(output).lexically_normal());
     }
     if (commit->parsed()) request = {{"command", "commit"}};
+    if (quarantine->parsed()) {
+      request = {{"command", "quarantine"}};
+      if (quarantine_clear->parsed()) {
+        const bool is_path = quarantined.find('/') != std::string::npos || fs::exists(quarantined);
+        request["clear"] = is_path ? fs::absolute(quarantined).lexically_normal().string() : quarantined;
+      }
+    }
     if (save->parsed()) request = {{"command", "save"}};
     if (releases->parsed()) request = {{"command", "releases"}};
     if (jobs->parsed()) {
@@ -480,6 +493,17 @@ int run(int argc, char** argv, bool& json) {
     const Json& j = reply["job"];
     std::printf("%s %s: %s at %s\n", j["module"].get<std::string>().c_str(), j["name"].get<std::string>().c_str(),
                 j["state"].get<std::string>().c_str(), progress_text(j).c_str());
+  } else if (ok && command == "quarantine" && reply.contains("cleared")) {
+    for (const auto& e : reply["cleared"])
+      std::printf("cleared %s (%s v%u, sha256 %s…): moltd may run it again\n", e["file"].get<std::string>().c_str(),
+                  e["module"].get<std::string>().c_str(), e["version"].get<unsigned>(),
+                  e["sha256"].get<std::string>().substr(0, 12).c_str());
+  } else if (ok && command == "quarantine") {
+    if (reply["images"].empty()) std::printf("no image is quarantined\n");
+    for (const auto& e : reply["images"])
+      std::printf("%s  %s v%u  %s  sha256 %s…\n    %s\n", time_text(e["since_ms"].get<std::int64_t>()).c_str(),
+                  e["module"].get<std::string>().c_str(), e["version"].get<unsigned>(), e["file"].get<std::string>().c_str(),
+                  e["sha256"].get<std::string>().substr(0, 12).c_str(), e["reason"].get<std::string>().c_str());
   } else if (ok && command == "save") {
     std::printf("saved %d module(s)\n", reply["modules"].get<int>());
   } else if (ok && (command == "releases" || command == "commit")) {

@@ -15,6 +15,8 @@
 #include <CLI/CLI.hpp>
 
 #include "molt/host/common/atomic_file.hpp"
+#include "molt/host/common/crash_record.hpp"
+#include "molt/host/daemon/crash_handler.hpp"
 #include "molt/host/config/host_config.hpp"
 #include "molt/host/control/control_server.hpp"
 #include "molt/host/daemon/logging.hpp"
@@ -27,6 +29,7 @@
 #include "molt/host/release/release_handler.hpp"
 #include "molt/host/runtime/call_watch.hpp"
 #include "molt/host/runtime/module_table.hpp"
+#include "molt/host/upgrade/rehearsal.hpp"
 
 using namespace molt::host;
 namespace fs = std::filesystem;
@@ -107,13 +110,57 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  Loader loader(LoaderOptions{run_dir->image_dir()});
+  // The previous run's crash, if it left a record: read before the handler
+  // is installed (a crash now would overwrite it), noted by the boot below.
+  std::optional<CrashRecord> crash;
+  if (auto read = read_crash_record(crash_record_path(run_dir->path())); !read)
+    log->error("{}", read.error().to_string());
+  else
+    crash = std::move(read.value());
+  if (auto installed = install_crash_handler(run_dir->path()); !installed)
+    log->warn("crash records: {}", installed.error().to_string());
+  auto quarantine = Quarantine::open(quarantine_path(run_dir->path()));
+  if (!quarantine) {
+    log->critical("{}; fix it or move it aside (it lists images moltd must not run)", quarantine.error().to_string());
+    return 1;
+  }
+  auto crash_log = CrashLog::open(crash_log_path(run_dir->path()));
+  if (!crash_log) {
+    log->warn("{}; crash loops are not counted this run", crash_log.error().to_string());
+  }
+  LoaderOptions loader_options{run_dir->image_dir()};
+  loader_options.refuse_sha256 = [&q = *quarantine.value()](const std::string& sha256) -> std::optional<std::string> {
+    const auto entry = q.find_sha256(sha256);
+    if (!entry) return std::nullopt;
+    return "quarantined: " + entry->reason + " (moltctl quarantine clear " + entry->file + " to run it again)";
+  };
+  Loader loader(loader_options);
   loader.remove_stale_copies();  // ours alone: we hold the run directory lock
   for (const auto& dir : {run_dir->path(), run_dir->path() / "snapshots"})
     for (const auto& name : remove_stale_temporaries(dir))
       log->warn("removed {}: a write interrupted by a crash (the file it was replacing is intact)", (dir / name).string());
+  SnapshotStore snapshots(run_dir->path() / "snapshots", config->max_state_bytes);
+  RehearsalOptions rehearsal{config->rehearse == "never"    ? RehearseWhen::Never
+                             : config->rehearse == "always" ? RehearseWhen::Always
+                                                            : RehearseWhen::Migrating,
+                             rehearsal_helper_beside_this_program(), run_dir->path() / "rehearsal",
+                             config->rehearse_timeout,
+                             // A snapshot of the last minute is the state the module has, near enough.
+                             [&snapshots](const ModuleSlot& slot) -> std::optional<fs::path> {
+                               std::error_code ec;
+                               const fs::path path = snapshots.path_of(slot.name());
+                               const auto written = fs::last_write_time(path, ec);
+                               if (ec || fs::file_time_type::clock::now() - written > std::chrono::minutes(1))
+                                 return std::nullopt;
+                               return path;
+                             }};
+  {
+    std::error_code ec;
+    fs::create_directories(rehearsal.scratch_dir, ec);
+    fs::permissions(rehearsal.scratch_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  }
   ModuleTable table(loader, TableOptions{config->plugin_dir,
-                                         UpgradeOptions{config->quiesce_timeout, config->max_state_bytes},
+                                         UpgradeOptions{config->quiesce_timeout, config->max_state_bytes, rehearsal},
                                          [&logging](const std::string& name) { return logging.make(name); },
                                          config->job_threads,
                                          molt::api::StreamLimits{config->client_query_buffer_limit,
@@ -141,12 +188,14 @@ int main(int argc, char** argv) {
     log->info("socket activation: fd {} ('{}', {}) is for module {}", socket.fd, socket.name, adopted->to_string(),
               socket.name);
   }
-  SnapshotStore snapshots(run_dir->path() / "snapshots", config->max_state_bytes);
   ReleaseOptions release_options{run_dir->path() / "releases.json",
                                  fs::absolute(config->plugin_dir).lexically_normal(), config->release,
                                  config->probation, config->probation_max_error_rate,
                                  config->probation_min_calls, config->snapshot_interval,
                                  config->quiesce_timeout, config->save_timeout, config->health_timeout, {}};
+  release_options.crash = crash;
+  release_options.quarantine = quarantine.value().get();
+  release_options.crash_log = crash_log ? crash_log.value().get() : nullptr;
   if (notifier.enabled())  // systemd hears of every upgrade: RELOADING=1 before, READY=1 after
     release_options.on_change = [&notifier](ChangeNotice notice, const std::string& text) {
       if (notice == ChangeNotice::Begin) notifier.reloading(text);
@@ -154,7 +203,11 @@ int main(int argc, char** argv) {
       else notifier.status(text);
     };
   ReleaseHandler releases(table, streams, snapshots, std::move(release_options), log);
-  if (auto booted = releases.boot(*config); !booted) {
+  auto booted = releases.boot(*config);
+  if (crash)  // noted by the boot, failed or not: kept in <run dir>/crashes/ for the operator
+    if (auto moved = move_crash_record_aside(run_dir->path(), crash->time_ms); !moved)
+      log->warn("{}", moved.error().to_string());
+  if (!booted) {
     log->critical("{}", booted.error().to_string());
     return 1;
   }

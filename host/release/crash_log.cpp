@@ -118,7 +118,7 @@ std::optional<std::string> quarantine_reason(const CrashRecord& record, ReleaseS
   if (!record.module || (record.cause == CrashCause::Signal && record.sent_by_another_process())) return std::nullopt;
   const CrashedModule& m = *record.module;
   if (release == ReleaseStatus::OnProbation)
-    return "crashed moltd in " + m.hook + " (" + record.cause_text() + ") while its release was on probation";
+    return "crashed moltd in " + m.hook + " (" + record.cause_text() + ") before it was ever permanent";
   const std::size_t crashes = log.count_recent(m.sha256, policy.window, now_ms);
   if (policy.crashes > 0 && crashes >= policy.crashes)
     return "crashed moltd " + std::to_string(crashes) + " times within " + duration_text(policy.window) + " (the last in " +

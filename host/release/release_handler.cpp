@@ -51,6 +51,8 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
     error.reason += "; fix it, or move it aside to boot the configuration's modules";
     return error;
   }
+  if (stored.value()) record_ = *stored.value();
+  if (options_.crash) note_crash_locked(*options_.crash);
   const auto settings = [&](const std::string& name) -> const ModuleConfig* {
     for (const auto& m : config.modules)
       if (m.name == name) return &m;
@@ -66,7 +68,6 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
       boot.modules.push_back({m.name, {}, fs::absolute(m.file).lexically_normal().string(), {}, m.listen, m.values});
     record_.note(boot.name, "booted", "first start: the configuration's modules");
   } else {
-    record_ = std::move(*stored.value());
     if (!record_.current_is_permanent()) {
       log_->warn("release '{}' was on probation when moltd stopped: booting the last permanent release '{}'",
                  record_.current.name, record_.permanent.name);
@@ -110,6 +111,37 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
   write_record_locked();  // and publishes it
   log_->info("release '{}' running ({} module(s))", boot.name, boot.modules.size());
   return {};
+}
+
+void ReleaseHandler::note_crash_locked(const CrashRecord& crash) {
+  const std::string line = crash_line(crash);
+  log_->error("{}", line);
+  const std::int64_t now = now_ms();
+  nlohmann::json entry{{"kind", "crash"},
+                       {"module", crash.module ? crash.module->module : std::string("(host)")},
+                       {"at_ms", crash.time_ms},
+                       {"line", line},
+                       {"release", record_.current.name}};
+  if (auto why = table_.history_log().append(entry)) log_->warn("history not kept on disk: {}", *why);
+  record_.note(record_.current.name.empty() ? options_.initial_release : record_.current.name, "crashed", line);
+  if (!crash.module || options_.crash_log == nullptr) return;
+  if (auto appended = options_.crash_log->append(crash_log_entry(crash)); !appended)
+    log_->warn("crash log: {}", appended.error().to_string());
+  // New code, on probation or being installed when it crashed (its
+  // load_state in the upgrade): not an image of the last permanent release.
+  const bool permanent_image =
+      std::any_of(record_.permanent.modules.begin(), record_.permanent.modules.end(),
+                  [&](const ReleaseModule& m) { return m.sha256 == crash.module->sha256; });
+  const ReleaseStatus status = permanent_image ? ReleaseStatus::Permanent : ReleaseStatus::OnProbation;
+  const auto reason = quarantine_reason(crash, status, *options_.crash_log, options_.crash_loop, now);
+  if (!reason || options_.quarantine == nullptr) return;
+  if (auto added = options_.quarantine->add(quarantine_entry(crash, *reason, now)); !added) {
+    log_->error("quarantine: {}", added.error().to_string());
+    return;
+  }
+  log_->error("quarantined {} (sha256 {}…): {}; moltd will not run it again until 'moltctl quarantine clear {}'",
+              crash.module->file, crash.module->sha256.substr(0, 12), *reason, crash.module->file);
+  record_.note(record_.current.name, "quarantined", crash.module->file + ": " + *reason);
 }
 
 std::optional<StateBlob> ReleaseHandler::snapshot_of_locked(const std::string& module, spdlog::logger& log) {

@@ -67,7 +67,7 @@ ModuleSlot::Live::~Live() {
   const api::ModuleVersion version = image->info().version;
   const bool returned = run_bounded(std::chrono::steady_clock::now() + stop_timeout, [parts] {
     const LogScope scope(parts->image->info().version.value, "stop");
-    Hooks(*parts->instance, parts->image->info()).stop();
+    Hooks(*parts->instance, *parts->image).stop();
     parts->instance.reset();  // the module's destructor, then (if last) the image unloads
     parts->context.reset();
   });
@@ -226,7 +226,7 @@ Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<
     const auto& info = live->image->info();
     return Error{name_, info.version, live->image->source().string(), Phase::Start, std::move(reason)};
   };
-  const Hooks hooks(*instance.value(), live->image->info());
+  const Hooks hooks(*instance.value(), *live->image);
   if (auto failure = guard_module_call("start", [&] { hooks.start(*live->context); }))
     return fail(std::move(*failure));  // ~Instance destroys it without stop()
   if (auto failure = guard_module_call("refusal_reply", [&] {

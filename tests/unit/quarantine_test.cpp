@@ -261,7 +261,7 @@ TEST_CASE("quarantine_reason: a crash on probation, or the third in ten minutes,
   const auto first = crash_of(kShaA, now - 5 * 60'000, "load_state");
   REQUIRE(log->append(host::crash_log_entry(first)).ok());
   CHECK(host::quarantine_reason(first, host::ReleaseStatus::OnProbation, *log, policy, now) ==
-        "crashed moltd in load_state (SIGSEGV) while its release was on probation");
+        "crashed moltd in load_state (SIGSEGV) before it was ever permanent");
   CHECK_FALSE(host::quarantine_reason(first, host::ReleaseStatus::Permanent, *log, policy, now));
 
   const auto second = crash_of(kShaA, now - 60'000);

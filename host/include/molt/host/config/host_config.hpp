@@ -98,6 +98,10 @@ struct HostConfig {
   std::chrono::milliseconds call_warn{5000};
   /// At SIGTERM: how long requests in flight get to finish.
   std::chrono::milliseconds shutdown_grace{10000};
+  /// When new code is first run in a child process (molt-rehearse):
+  /// "migrating" (upgrades that convert state), "always", "never".
+  std::string rehearse = "migrating";
+  std::chrono::milliseconds rehearse_timeout{30000};  ///< for the whole rehearsal
   std::uint64_t max_state_bytes = 1ull << 30;
   std::string log_level = "info";
   std::string log_format = "text";  ///< "text" or "json" (one object per line)

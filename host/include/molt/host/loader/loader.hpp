@@ -12,13 +12,16 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include <boost/dll/shared_library.hpp>
 
 #include "molt/host/common/error.hpp"
+#include "molt/host/common/module_site.hpp"
 #include "molt/host/loader/abi.hpp"
 #include "molt/module.hpp"
 
@@ -67,6 +70,9 @@ class Image : public std::enable_shared_from_this<Image> {
   [[nodiscard]] const std::filesystem::path& source() const noexcept { return source_; }  ///< operator's file
   [[nodiscard]] const std::filesystem::path& mapped_path() const noexcept { return copy_; }
   [[nodiscard]] const std::string& sha256() const noexcept { return sha256_; }
+  /// The image as a crash record names it (ModuleCodeScope): set from the
+  /// moment it is loaded.
+  [[nodiscard]] const ModuleSite& site() const noexcept { return *site_; }
 
   /// A new instance of the module (runs its constructor). Fails with
   /// Phase::Start when the constructor throws.
@@ -80,6 +86,7 @@ class Image : public std::enable_shared_from_this<Image> {
   std::filesystem::path source_;
   std::filesystem::path copy_;
   std::string sha256_;
+  std::optional<ModuleSite> site_;  ///< in place: scopes point at it
   /// The loader's count of loaded images, which this one is part of from the
   /// moment it is loaded (null until then).
   std::shared_ptr<std::atomic<std::size_t>> loaded_count_;
@@ -95,6 +102,9 @@ class Image : public std::enable_shared_from_this<Image> {
 struct LoaderOptions {
   std::filesystem::path image_dir;                ///< where copies go; created with mode 0700
   std::uintmax_t max_image_bytes = 512ull << 20;  ///< larger files are refused
+  /// Why an image with this SHA-256 must not be loaded (quarantined after
+  /// it crashed moltd), or nothing. Asked by check(), before parsing.
+  std::function<std::optional<std::string>(const std::string& sha256)> refuse_sha256 = {};
 };
 
 /// An image file that passed every check, read into memory.

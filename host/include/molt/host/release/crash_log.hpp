@@ -92,7 +92,7 @@ class CrashLog {
 enum class ReleaseStatus { OnProbation, Permanent };
 
 /// Why the image `record` names is to be quarantined, or nothing:
-///   "crashed moltd in load_state (SIGSEGV) while its release was on probation"
+///   "crashed moltd in load_state (SIGSEGV) before it was ever permanent"
 ///   "crashed moltd 3 times within 10 minutes (the last in handle, SIGABRT)"
 /// Nothing for a crash in host code or one another process sent. `log` must
 /// already hold `record` (append it first); `now_ms` is the boot's time.

@@ -34,7 +34,7 @@ struct QuarantineEntry {
   std::string sha256;  ///< of that file, lowercase hex: what identifies the image
   std::string module;
   api::ModuleVersion version;
-  std::string reason;  ///< one line: why, e.g. "crashed in load_state (SIGSEGV) while its release was on probation"
+  std::string reason;  ///< one line: why, e.g. "crashed in load_state (SIGSEGV) before it was ever permanent"
   std::int64_t since_ms = 0;  ///< when it was quarantined, unix milliseconds
 };
 

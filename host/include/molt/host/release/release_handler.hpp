@@ -35,6 +35,9 @@
 
 #include <spdlog/logger.h>
 
+#include "molt/host/common/crash_record.hpp"
+#include "molt/host/release/crash_log.hpp"
+#include "molt/host/release/quarantine.hpp"
 #include "molt/host/release/release_plan.hpp"
 #include "molt/host/release/release_record.hpp"
 #include "molt/host/release/upgrade_script.hpp"
@@ -67,6 +70,13 @@ struct ReleaseOptions {
   /// the handler's lock held: in order, and it must not call back into the
   /// handler. Not called at boot. May be empty.
   std::function<void(ChangeNotice, const std::string&)> on_change;
+  /// The previous run's crash record, if it left one: noted at boot (log,
+  /// history, release record, crash log) and its image quarantined when
+  /// it crashed on probation or in a crash loop.
+  std::optional<CrashRecord> crash;
+  Quarantine* quarantine = nullptr;  ///< where images are quarantined; none: never
+  CrashLog* crash_log = nullptr;     ///< the crashes counted for crash loops
+  CrashLoopPolicy crash_loop;
 };
 
 /// The release record and the probation, as `moltctl releases` shows them.
@@ -118,6 +128,10 @@ class ReleaseHandler {
   /// Restores `module` from a state archive file (migrating it when needed).
   Result<UpgradeReport> restore(std::string_view module, const std::filesystem::path& archive);
 
+  /// The images moltd must not run (after they crashed it); null when the
+  /// host keeps no quarantine (tests).
+  [[nodiscard]] Quarantine* quarantine() const noexcept { return options_.quarantine; }
+
   /// One line on what runs: "serving 2 modules: counter v2, kv v1; release r1 (on probation)".
   [[nodiscard]] std::string summary() const;
 
@@ -162,6 +176,8 @@ class ReleaseHandler {
   /// One probation check, without any lock: the failure if any.
   std::optional<std::string> check_probation(const Probation& probation);
 
+  /// At boot, once the record is read: what the previous run's crash costs.
+  void note_crash_locked(const CrashRecord& crash);
   Result<ReleasePlan> plan_locked(const UpgradeScript& script) const;
   /// Runs `plan`; once installed, records it (on probation) and snapshots its modules.
   ReleaseOutcome install_locked(ReleasePlan plan, const std::string& detail);

@@ -9,11 +9,15 @@
 // does, without entering the image.
 //
 // Hooks only decides whether to enter; exceptions are guard_module_call's.
+// Each call it makes is marked, for the crash handler, as this image's code
+// in that hook (ModuleCodeScope): a crash in it names the module.
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
+#include "molt/host/common/module_site.hpp"
 #include "molt/host/loader/abi.hpp"
 #include "molt/host/loader/loader.hpp"
 #include "molt/module.hpp"
@@ -24,53 +28,94 @@ class Hooks {
  public:
   /// `module`, which must outlive this object, is an instance of an image
   /// built for `abi` that declares `features` (its ImageInfo's).
-  Hooks(api::Module& module, std::uint32_t abi, api::Features features) noexcept
-      : module_(module), abi_(abi), features_(features) {}
+  Hooks(api::Module& module, std::uint32_t abi, api::Features features, const ModuleSite* site = nullptr) noexcept
+      : module_(module), abi_(abi), features_(features), site_(site) {}
   Hooks(api::Module& module, const ImageInfo& image) noexcept : Hooks(module, image.abi, image.features) {}
+  /// `module` is an instance of `image`, which names it in crash records.
+  Hooks(api::Module& module, const Image& image) noexcept
+      : Hooks(module, image.info().abi, image.info().features, &image.site()) {}
 
   [[nodiscard]] bool has(Hook hook) const noexcept { return has_hook(abi_, features_, hook); }
 
   // Required: in every image.
-  void start(api::Context& context) const { module_.start(context); }
-  [[nodiscard]] api::Response handle(const api::Request& request) const { return module_.handle(request); }
-  void save_state(api::StateWriter& out, const api::SaveTarget& target) const { module_.save_state(out, target); }
-  void load_state(api::StateReader& in, const api::Migration& migration) const { module_.load_state(in, migration); }
-  void stop() const noexcept { module_.stop(); }
+  void start(api::Context& context) const {
+    const Scope scope(site_, module_hook::kStart);
+    module_.start(context);
+  }
+  [[nodiscard]] api::Response handle(const api::Request& request) const {
+    const Scope scope(site_, module_hook::kHandle);
+    return module_.handle(request);
+  }
+  void save_state(api::StateWriter& out, const api::SaveTarget& target) const {
+    const Scope scope(site_, module_hook::kSaveState);
+    module_.save_state(out, target);
+  }
+  void load_state(api::StateReader& in, const api::Migration& migration) const {
+    const Scope scope(site_, module_hook::kLoadState);
+    module_.load_state(in, migration);
+  }
+  void stop() const noexcept {
+    const Scope scope(site_, module_hook::kStop);
+    module_.stop();
+  }
 
   // Optional: each one's fallback is what Module's default does.
   void on_connect(api::ConnectionId connection) const {
+    const Scope scope(site_, module_hook::kOnConnect);
     if (has(Hook::OnConnect)) module_.on_connect(connection);
   }
   [[nodiscard]] std::size_t on_data(api::ConnectionId connection, std::string_view input, api::StreamOutput& out) const {
+    const Scope scope(site_, module_hook::kOnData);
     return has(Hook::OnData) ? module_.on_data(connection, input, out) : input.size();
   }
   void on_disconnect(api::ConnectionId connection) const {
+    const Scope scope(site_, module_hook::kOnDisconnect);
     if (has(Hook::OnDisconnect)) module_.on_disconnect(connection);
   }
   void on_timer(std::string_view name) const {
+    const Scope scope(site_, module_hook::kOnTimer);
     if (has(Hook::OnTimer)) module_.on_timer(name);
   }
   void run_job_step(std::string_view job, api::JobStep& step) const {
     if (!has(Hook::RunJobStep)) throw std::logic_error("module has no job '" + std::string(job) + "'");
+    const Scope scope(site_, module_hook::kRunJobStep);
     module_.run_job_step(job, step);
   }
   [[nodiscard]] std::optional<std::string> health() const {
+    const Scope scope(site_, module_hook::kHealth);
     return has(Hook::Health) ? module_.health() : std::nullopt;
   }
   [[nodiscard]] std::string refusal_reply(api::Refusal reason) const {
+    const Scope scope(site_, module_hook::kRefusalReply);
     return has(Hook::RefusalReply) ? module_.refusal_reply(reason) : std::string();
   }
-  [[nodiscard]] void* detach_state() const noexcept { return has(Hook::DetachState) ? module_.detach_state() : nullptr; }
+  [[nodiscard]] void* detach_state() const noexcept {
+    const Scope scope(site_, module_hook::kDetachState);
+    return has(Hook::DetachState) ? module_.detach_state() : nullptr;
+  }
   /// Precondition: has(Hook::AttachState), checked by the transaction before
   /// it hands an object over; without it the object would be lost.
   void attach_state(void* state) const noexcept {
+    const Scope scope(site_, module_hook::kAttachState);
     if (has(Hook::AttachState)) module_.attach_state(state);
   }
 
  private:
+  /// A ModuleCodeScope when the image is known (not in tests of the ABI alone).
+  class Scope {
+   public:
+    Scope(const ModuleSite* site, const char* hook) noexcept {
+      if (site != nullptr) scope_.emplace(*site, hook);
+    }
+
+   private:
+    std::optional<ModuleCodeScope> scope_;
+  };
+
   api::Module& module_;
   std::uint32_t abi_;
   api::Features features_;
+  const ModuleSite* site_;
 };
 
 }  // namespace molt::host

@@ -181,7 +181,7 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
     std::shared_ptr<spdlog::logger> log;  ///< the module's
     std::chrono::milliseconds stop_timeout{5000};
     /// How the host calls the instance: only hooks its image has.
-    [[nodiscard]] Hooks hooks() const noexcept { return Hooks(*instance, image->info()); }
+    [[nodiscard]] Hooks hooks() const noexcept { return Hooks(*instance, *image); }
     /// Stops and destroys the instance on a thread of its own, waiting at
     /// most stop_timeout; past it they are left to it (and the image stays
     /// loaded), with a warning.
