@@ -4,6 +4,7 @@
 // answering within a second throughout, the line that names the fault, and
 // how moltd stops.
 #include <csignal>
+#include <fstream>
 
 #include <catch2/catch.hpp>
 
@@ -117,4 +118,100 @@ TEST_CASE("a second SIGTERM exits at once while moltd waits for a stuck call", "
   CHECK(*code == 1);
   CHECK(Clock::now() - asked < 2s);
   CHECK_THAT(d.log(), Catch::Contains("SIGTERM again: exiting now, without waiting for requests or writing snapshots"));
+}
+
+namespace {
+
+/// faulty v1 serving one item ("kept"), and `variant` installed as faulty-2.so.
+struct FaultyDaemon {
+  Daemon d;
+  explicit FaultyDaemon(const std::string& variant, const std::string& host_config = "")
+      : d({{"faulty", test_image_path("faulty-1.so"), 1}}, "probation_seconds = 600\n" + host_config) {
+    d.start();
+    REQUIRE(d.http_code("POST", "/faulty/add?item=kept") == "200");
+    d.install(test_image_path(variant), "faulty-2.so");
+  }
+};
+
+/// Whether moltd's memory maps a copy of faulty v2.
+bool maps_faulty_v2(pid_t pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  const std::string text((std::istreambuf_iterator<char>(maps)), std::istreambuf_iterator<char>());
+  return text.find("/faulty-2-") != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("new code that fails its rehearsal is refused with one line and never runs in moltd", "[faults][rehearsal]") {
+  struct Case {
+    const char* variant;
+    const char* reason;
+  };
+  const Case cases[] = {
+      {"faulty-2-segv-load_state.so", "rehearsal of faulty v2: SIGSEGV in load_state"},
+      {"faulty-2-exit-static_init.so", "rehearsal of faulty v2: exit(1) in static initialisation"},
+      {"faulty-2-throw-static_init.so", "rehearsal of faulty v2: SIGABRT in static initialisation"},
+      {"faulty-2-segv-static_init.so", "rehearsal of faulty v2: SIGSEGV in static initialisation"},
+      {"faulty-2-hang-load_state.so", "rehearsal of faulty v2: did not finish load_state within"},
+      {"faulty-2-thread_joinable-start.so", "rehearsal of faulty v2: SIGABRT in destroy"},
+      {"faulty-2-thread_detached-start.so", "rehearsal of faulty v2: left 1 thread(s) running after stop"},
+      {"faulty-2-bad_alloc-load_state.so", "rehearsal of faulty v2: load_state threw: std::bad_alloc"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.variant);
+    FaultyDaemon f(c.variant, "rehearse_timeout_ms = 2000");
+    const auto reload = f.d.ctl({"reload", "faulty"});
+    CHECK(reload.exit_code == 1);
+    CHECK_THAT(reload.err, Catch::Contains(c.reason));
+    // The old version serves its state; moltd never mapped the new image.
+    CHECK(f.d.get_json("/faulty") == Json{{"items", {"kept"}}, {"version", 1}});
+    CHECK_FALSE(maps_faulty_v2(f.d.pid()));
+    CHECK(f.d.process().running());
+    CHECK(ctl_within_a_second(f.d, {"status"}).exit_code == 0);
+    CHECK(f.d.stop() == 0);
+  }
+}
+
+TEST_CASE("a crash in new code is recorded, named at the next boot, kept in history, and its image quarantined",
+          "[faults][crash]") {
+  // Without the rehearsal the live process runs the new load_state, and dies.
+  FaultyDaemon f("faulty-2-segv-load_state.so", "rehearse = \"never\"");
+  Daemon& d = f.d;
+  REQUIRE(d.ctl({"save"}).exit_code == 0);
+  const auto reload = d.ctl({"reload", "faulty"});
+  CHECK(reload.exit_code == 1);
+  const auto died = d.process().wait(10s);
+  REQUIRE(died.has_value());
+  CHECK(*died == 128 + SIGSEGV);  // the exit status systemd sees: Restart=on-failure restarts it
+  REQUIRE(std::filesystem::exists(d.run_dir() / "crash.record"));
+
+  d.start();  // as systemd would
+  const std::string log = d.log();
+  CHECK_THAT(log, Catch::Contains("the previous run crashed in faulty v2 (faulty-2.so, sha256 ") &&
+                      Catch::Contains("…) in load_state: SIGSEGV"));
+  CHECK_THAT(log, Catch::Contains("crashed moltd in load_state (SIGSEGV) before it was ever permanent; moltd will "
+                                  "not run it again until 'moltctl quarantine clear " +
+                                  (d.plugin_dir() / "faulty-2.so").string() + "'"));
+  CHECK_FALSE(std::filesystem::exists(d.run_dir() / "crash.record"));  // read, and kept in crashes/
+  CHECK_FALSE(std::filesystem::is_empty(d.run_dir() / "crashes"));
+  // The state from before the crash, on v1.
+  CHECK(d.get_json("/faulty") == Json{{"items", {"kept"}}, {"version", 1}});
+  // History survives the restart and shows the crash.
+  const auto history = d.ctl({"history"});
+  // (The upgrade that crashed has no report: the process died inside it.)
+  CHECK_THAT(history.out, Catch::Contains("faulty       crashed: the previous run crashed in faulty v2"));
+  // The image is quarantined: listed, and refused by the next reload.
+  const Json quarantined = Json::parse(d.ctl({"quarantine", "--json"}).out);
+  REQUIRE(quarantined["images"].size() == 1);
+  CHECK(quarantined["images"][0]["file"] == (d.plugin_dir() / "faulty-2.so").string());
+  const auto again = d.ctl({"reload", "faulty"});
+  CHECK(again.exit_code == 1);
+  CHECK_THAT(again.err, Catch::Contains("quarantined: crashed moltd in load_state (SIGSEGV) before it was ever permanent"));
+  CHECK(d.process().running());
+  // Cleared by the operator: listed no more.
+  const auto cleared = d.ctl({"quarantine", "clear", (d.plugin_dir() / "faulty-2.so").string()});
+  CHECK(cleared.exit_code == 0);
+  CHECK_THAT(cleared.out, Catch::Contains("moltd may run it again"));
+  CHECK(Json::parse(d.ctl({"quarantine", "--json"}).out)["images"].empty());
+  CHECK(d.stop() == 0);
 }
