@@ -227,25 +227,33 @@ class UpgradeTransaction {
       if (auto written = write_state_file(*scratch, *given); !written) return written;
       request.state = scratch;
       on = "the state given";
-    } else if (auto recent = options.recent_snapshot ? options.recent_snapshot(move.slot()) : std::nullopt) {
+    } else if (auto recent = options.recent_snapshot && !(to.schema < from.schema)
+                                 ? options.recent_snapshot(move.slot())
+                                 : std::nullopt) {
       request.state = *recent;
       on = "its last snapshot (" + recent->filename().string() + ")";
     } else {
-      // A state taken for the purpose: the old version pauses as for a snapshot.
+      // A state taken for the purpose: the old version pauses as for a
+      // snapshot. On a downgrade to an older schema, in that schema, as the
+      // upgrade itself will hand it over (the newer code converts down).
+      const bool down = to.schema < from.schema;
+      const api::SchemaVersion schema = down ? to.schema : from.schema;
       const auto paused = Clock::now();
       if (!move.access->suspend(paused + options_.quiesce_timeout))
         return move.error(Phase::Prepare, "calls in progress did not finish within " +
                                               std::to_string(options_.quiesce_timeout.count()) +
                                               " ms, to take a state to rehearse with");
       StringSink sink(options_.max_state_bytes);
-      auto saved = move.access->save(api::SaveTarget{from.schema, api::Direction::Same, {}}, sink);
+      auto saved = move.access->save(
+          api::SaveTarget{schema, down ? api::Direction::Down : api::Direction::Same, down ? move.step->extra : api::Values{}},
+          sink);
       move.access->resume();
       const auto pause = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - paused);
       if (sink.over_limit())
         return move.error(Phase::Prepare, "state is larger than the limit of " +
                                               std::to_string(options_.max_state_bytes) + " bytes, to rehearse with");
       if (!saved) return std::move(saved).error();
-      const StateBlob blob{move.slot().name(), from.version, from.schema, sink.take()};
+      const StateBlob blob{move.slot().name(), from.version, schema, sink.take()};
       scratch = options.scratch_dir / (move.slot().name() + ".rehearsal.molt");
       if (auto written = write_state_file(*scratch, blob); !written) return written;
       request.state = scratch;
