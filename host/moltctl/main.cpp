@@ -126,6 +126,9 @@ void print_report(const Json& r) {
   std::printf("%s %s -> %s: %s%s\n", r["module"].get<std::string>().c_str(), from.c_str(), to.c_str(),
               r["outcome"].get<std::string>().c_str(), succeeded ? "" : (" (" + from + " keeps serving)").c_str());
   if (r["outcome"] == "refused") return;  // the reason goes to stderr
+  if (r.contains("rehearsal") && r["rehearsal"].is_string())
+    std::printf("  %-9s %10s   %s\n", "rehearse", duration_text(phase("rehearse")).c_str(),
+                ("in a child process: " + r["rehearsal"].get<std::string>()).c_str());
   std::printf("  %-9s %10s   %s\n", "prepare", duration_text(phase("prepare")).c_str(),
               ("load, check and start " + to + " while " + from + " serves").c_str());
   {

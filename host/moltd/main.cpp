@@ -113,10 +113,15 @@ int main(int argc, char** argv) {
   // The previous run's crash, if it left a record: read before the handler
   // is installed (a crash now would overwrite it), noted by the boot below.
   std::optional<CrashRecord> crash;
-  if (auto read = read_crash_record(crash_record_path(run_dir->path())); !read)
+  if (auto read = read_crash_record(crash_record_path(run_dir->path())); !read) {
     log->error("{}", read.error().to_string());
-  else
+    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+    if (auto moved = move_crash_record_aside(run_dir->path(), now); moved)  // once, not at every start
+      log->error("the unreadable crash record was moved to {}", moved->string());
+  } else {
     crash = std::move(read.value());
+  }
   if (auto installed = install_crash_handler(run_dir->path()); !installed)
     log->warn("crash records: {}", installed.error().to_string());
   auto quarantine = Quarantine::open(quarantine_path(run_dir->path()));
@@ -145,12 +150,14 @@ int main(int argc, char** argv) {
                                                             : RehearseWhen::Migrating,
                              rehearsal_helper_beside_this_program(), run_dir->path() / "rehearsal",
                              config->rehearse_timeout,
-                             // A snapshot of the last minute is the state the module has, near enough.
+                             // A snapshot of the last minute, written by the version
+                             // running now, is the state the module has, near enough.
                              [&snapshots](const ModuleSlot& slot) -> std::optional<fs::path> {
                                std::error_code ec;
                                const fs::path path = snapshots.path_of(slot.name());
-                               const auto written = fs::last_write_time(path, ec);
-                               if (ec || fs::file_time_type::clock::now() - written > std::chrono::minutes(1))
+                               const auto written = fs::file_time_type::clock::to_sys(fs::last_write_time(path, ec));
+                               const auto now = std::chrono::system_clock::now();
+                               if (ec || now - written > std::chrono::minutes(1) || written < slot.running().since)
                                  return std::nullopt;
                                return path;
                              }};

@@ -3,8 +3,7 @@
 // An image that crashes, hangs, calls exit(), throws or leaves a thread
 // behind costs the host everything if the host runs it first: a SIGSEGV in
 // a new version's load_state takes every module down with it. So before an
-// upgrade loads a new image (and before boot converts a snapshot through
-// one), the host runs the same image through the same hooks in a child, the
+// upgrade loads a new image, the host runs the same image through the same hooks in a child, the
 // helper molt-rehearse (installed beside moltd, host/molt_rehearse/main.cpp),
 // and refuses the upgrade with one line if anything goes wrong there:
 //

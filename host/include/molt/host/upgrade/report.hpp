@@ -63,7 +63,7 @@ struct UpgradeReport {
   std::uint64_t queued_calls = 0;     ///< calls that waited during the pause
   std::chrono::system_clock::time_point started_at;
   /// How the new image's rehearsal went, on which state ("passed in 183 ms
-  /// on a snapshot taken for it (2.1 MB, pause 41 ms)"); empty: not rehearsed.
+  /// on a state taken for it (2100000 B, pause 41 ms)"); empty: not rehearsed.
   std::string rehearsal;
 
   /// One line: "counter v1 -> v2 succeeded: pause 350 us (quiesce 4, save 31, migrate 45, resume 2), state 61 B";
