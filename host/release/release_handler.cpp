@@ -26,13 +26,18 @@ ReleaseModule entry_for(const ModuleSlot& slot, std::vector<Endpoint> listen, ap
 
 std::string base_name(const std::string& release) { return release.substr(0, release.find('+')); }
 
+std::string v(api::ModuleVersion version) { return "v" + std::to_string(version.value); }
+
 }  // namespace
 
 ReleaseHandler::ReleaseHandler(ModuleTable& table, ModuleListeners& listeners, SnapshotStore& snapshots,
                                ReleaseOptions options, std::shared_ptr<spdlog::logger> log)
-    : table_(table), listeners_(listeners), snapshots_(snapshots), options_(std::move(options)), log_(std::move(log)) {}
+    : table_(table), listeners_(listeners), snapshots_(snapshots), options_(std::move(options)), log_(std::move(log)) {
+  table_.set_before_migrating([this](ModuleSlot& slot, const ImageInfo& to) { keep_state_before(slot, to); });
+}
 
 ReleaseHandler::~ReleaseHandler() {
+  table_.set_before_migrating({});
   {
     std::lock_guard lock(watch_mutex_);
     stopping_ = true;
@@ -157,6 +162,37 @@ void ReleaseHandler::restore_snapshot_locked(const std::string& module) {
   if (auto host = slot->restore_host_part(blob.host); !host) slot->log().error("{}", host.error().to_string());
   slot->log().info("state restored from {} (written by v{}, {} bytes)", snapshots_.path_of(module).string(),
                    blob.version.value, blob.bytes.size());
+}
+
+// --- kept states -------------------------------------------------------------
+
+// Called by ModuleTable::run before an upgrade that leaves the module's
+// schema, with the change lock held (every upgrade is a change). The price
+// is one more pause of the module, said in the log line. A failure does not
+// stop the upgrade: the release can still be made permanent; only a boot
+// before that would have nothing to start from.
+void ReleaseHandler::keep_state_before(ModuleSlot& slot, const ImageInfo& to) {
+  const ImageInfo from = slot.running().info;
+  const auto began = std::chrono::steady_clock::now();
+  // The thread that saves may outlive this call (a save past its deadline):
+  // nothing of this frame in `keep`. The store outlives the handler.
+  auto kept = slot.save_state(options_.save_timeout, options_.save_run_timeout,
+                              [store = &snapshots_](const StateBlob& blob) { return store->save_kept(blob); });
+  if (!kept) {
+    // An older kept state in this schema would now be taken for the state
+    // the module left it with: set it aside.
+    auto stale = snapshots_.move_kept_aside(slot.name(), from.schema, "stale");
+    slot.log().error("{} {}: state not kept in schema {} before the upgrade to {} ({}); should moltd restart before "
+                     "the new release is permanent, {} {} has no state to start from{}",
+                     slot.name(), v(from.version), from.schema.value, v(to.version), kept.error().to_string(),
+                     slot.name(), v(from.version),
+                     stale && stale.value() ? "; the older kept state is set aside at " + stale.value()->string() : "");
+    return;
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began);
+  slot.log().info("kept {}'s state in schema {} before the upgrade to {} (schema {}): {} bytes in {} ms, in {}",
+                  slot.name(), from.schema.value, v(to.version), to.schema.value, kept->bytes.size(), ms.count(),
+                  snapshots_.path_of_kept(slot.name(), from.schema).string());
 }
 
 // --- snapshots --------------------------------------------------------------

@@ -1,9 +1,12 @@
 // Kept states: the state an upgrade keeps in the schema it leaves, one file
-// per module and schema in the snapshot directory (SnapshotStore).
+// per module and schema in the snapshot directory (SnapshotStore), and
+// ModuleTable's before-migrating hook, through which the release handler
+// keeps it before every upgrade to another schema.
 #include <fstream>
 
 #include <catch2/catch.hpp>
 
+#include "molt/host/runtime/module_table.hpp"
 #include "molt/host/state/snapshot_store.hpp"
 #include "test_support.hpp"
 
@@ -11,6 +14,8 @@ namespace molt {
 namespace {
 
 namespace fs = std::filesystem;
+using test::plugin_path;
+using test::probe_path;
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -65,6 +70,27 @@ TEST_CASE("kept states: one file per schema, read back only as the module's and 
     CHECK(read_text(*replaced.value()) == before);
     CHECK(store.load("kv").value()->bytes == "newer bytes");
   }
+}
+
+TEST_CASE("the before-migrating hook runs for a step to another schema only, before the upgrade", "[boot][upgrade]") {
+  test::TempDir dir;
+  host::Loader loader{host::LoaderOptions{dir.path() / "images"}};
+  host::ModuleTable table{loader, host::TableOptions{dir.path(), {}, test::test_logger, 0}};
+  REQUIRE(table.start(host::ModuleConfig{"counter", plugin_path("counter", 1), {}, {}}));
+  REQUIRE(table.start(host::ModuleConfig{"probe", probe_path(1), {}, {}}));
+  std::vector<std::string> seen;
+  table.set_before_migrating([&](host::ModuleSlot& slot, const host::ImageInfo& to) {
+    seen.push_back(slot.name() + " v" + std::to_string(slot.running().info.version.value) + " schema " +
+                   std::to_string(slot.running().info.schema.value) + " -> schema " + std::to_string(to.schema.value));
+  });
+  REQUIRE(table.reload("probe", probe_path(2))->outcome == host::Outcome::Succeeded);  // probe 1 and 2 share schema 1
+  CHECK(seen.empty());
+  REQUIRE(table.reload("counter", plugin_path("counter", 2))->outcome == host::Outcome::Succeeded);
+  CHECK(seen == std::vector<std::string>{"counter v1 schema 1 -> schema 2"});  // called while v1 still ran
+  REQUIRE(table.rollback("counter")->outcome == host::Outcome::Succeeded);
+  CHECK(seen.back() == "counter v2 schema 2 -> schema 1");
+  (void)table.reload("counter", dir.path() / "no-such.so");  // refused by the transaction; no hook
+  CHECK(seen.size() == 2);
 }
 
 }  // namespace molt

@@ -5,6 +5,8 @@
 // Every change to what runs goes through here, one at a time:
 //   - boot: the last permanent release from the record (or the configuration
 //     the first time), each module restored from its snapshot;
+//   - kept states: before every upgrade that moves a module to another
+//     schema, its state in the schema it leaves is kept (one more pause);
 //   - install: a script's steps (upgrades in dependency order, adds, removes)
 //     as one transaction, all or nothing; module-level reloads and rollbacks
 //     are one-step installs;
@@ -177,6 +179,9 @@ class ReleaseHandler {
   std::string summary_locked() const;
   static std::string summary_of(const ModuleTable& table, const Release& current, bool permanent);
   void restore_snapshot_locked(const std::string& module);
+  /// ModuleTable's before-migrating hook: keeps the state of `slot`'s module
+  /// in the schema it is about to leave; logs what it cost, or why it failed.
+  void keep_state_before(ModuleSlot& slot, const ImageInfo& to);
   /// Snapshots `module` (no lock needed: the slot orders its snapshots and
   /// upgrades). The reason it failed, if it did.
   std::optional<std::string> snapshot(const std::string& module, std::string_view why);
