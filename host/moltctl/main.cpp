@@ -95,6 +95,12 @@ void print_status(const Json& reply) {
   }
   for (const auto& line : stuck) std::printf("\nstuck? %s", line.c_str());
   if (!stuck.empty()) std::printf("\n");
+  // Modules of the release that boot refused: no state their version can read.
+  if (const auto it = reply.find("not_started"); it != reply.end() && !it->empty()) {
+    std::printf("\n");
+    for (const Json& m : *it)
+      std::printf("not started: %s: %s\n", m["module"].get<std::string>().c_str(), m["reason"].get<std::string>().c_str());
+  }
 }
 
 std::string progress_text(const Json& job) {
@@ -338,7 +344,8 @@ int run(int argc, char** argv, bool& json) {
   auto* snapshot = app.add_subcommand("snapshot", "write MODULE's current state archive, with its header, to FILE");
   snapshot->add_option("module", module, "module name")->required();
   snapshot->add_option("-o,--output", output, "file to write (replaced atomically)")->required();
-  auto* restore = app.add_subcommand("restore", "replace MODULE's state with a state archive (migrated if another version wrote it)");
+  auto* restore = app.add_subcommand("restore", "replace MODULE's state with a state archive (migrated if another version wrote it); "
+                                     "a module boot did not start (moltctl status) starts with it");
   restore->add_option("module", module, "module name")->required();
   restore->add_option("file", output, "state archive, e.g. written by moltctl snapshot")->required()->check(CLI::ExistingFile);
   std::string script_file, plugin_dir;

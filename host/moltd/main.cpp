@@ -59,6 +59,12 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", overrides.log_level, "trace, debug, info, warn, error (overrides host.log_level)");
   app.add_option("--log-format", overrides.log_format,
                  "text, or json: one object per line with time, level, module, version, phase, msg (overrides host.log_format)");
+  std::vector<std::string> allow_empty;
+  app.add_option("--allow-empty", allow_empty,
+                 "MODULE: start it with its initial state if it has state that its booted version cannot read "
+                 "(written by a release that was never permanent, or corrupt) and none kept in its schema; "
+                 "without it such a module is not started (moltctl restore starts it). Repeatable")
+      ->type_name("MODULE");
   app.set_version_flag("--version", std::string("moltd ") + MOLT_VERSION);
   app.footer("Signals: SIGHUP reloads every module whose newest <module>-<N>.so in the plugin directory\n"
              "differs from the running one; SIGTERM and SIGINT stop accepting, finish requests in flight, exit 0.");
@@ -203,6 +209,7 @@ int main(int argc, char** argv) {
   release_options.crash = crash;
   release_options.quarantine = quarantine.value().get();
   release_options.crash_log = crash_log ? crash_log.value().get() : nullptr;
+  release_options.allow_empty.insert(allow_empty.begin(), allow_empty.end());
   if (notifier.enabled())  // systemd hears of every upgrade: RELOADING=1 before, READY=1 after
     release_options.on_change = [&notifier](ChangeNotice notice, const std::string& text) {
       if (notice == ChangeNotice::Begin) notifier.reloading(text);
@@ -229,6 +236,7 @@ int main(int argc, char** argv) {
   info.connection_buffer_bytes = [&streams] { return streams.buffered_bytes(); };
   info.max_connection_memory = streams.memory_budget();
   info.call_warn = config->call_warn;
+  info.not_started = [&releases] { return releases.not_started(); };
   HttpRouter router(table, info);
   HttpOptions http_options{config->http, config->http_threads, config->max_request_bytes};
   http_options.listen_fd = http_fd;

@@ -1,6 +1,7 @@
 #include "molt/host/release/release_handler.hpp"
 
 #include <algorithm>
+#include <ctime>
 #include <functional>
 #include <set>
 
@@ -26,13 +27,28 @@ ReleaseModule entry_for(const ModuleSlot& slot, std::vector<Endpoint> listen, ap
 
 std::string base_name(const std::string& release) { return release.substr(0, release.find('+')); }
 
+std::string v(api::ModuleVersion version) { return "v" + std::to_string(version.value); }
+
+/// "2026-11-30 07:12:03 UTC"
+std::string utc_text(std::chrono::system_clock::time_point at) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(at);
+  std::tm utc{};
+  gmtime_r(&t, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &utc);
+  return text;
+}
+
 }  // namespace
 
 ReleaseHandler::ReleaseHandler(ModuleTable& table, ModuleListeners& listeners, SnapshotStore& snapshots,
                                ReleaseOptions options, std::shared_ptr<spdlog::logger> log)
-    : table_(table), listeners_(listeners), snapshots_(snapshots), options_(std::move(options)), log_(std::move(log)) {}
+    : table_(table), listeners_(listeners), snapshots_(snapshots), options_(std::move(options)), log_(std::move(log)) {
+  table_.set_before_migrating([this](ModuleSlot& slot, const ImageInfo& to) { keep_state_before(slot, to); });
+}
 
 ReleaseHandler::~ReleaseHandler() {
+  table_.set_before_migrating({});
   {
     std::lock_guard lock(watch_mutex_);
     stopping_ = true;
@@ -101,11 +117,21 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
     if (auto started = table_.start(ModuleConfig{m.name, m.file, m.config, m.listen}); !started) return started;
     auto slot = table_.find(m.name);
     m = entry_for(*slot, m.listen, m.config);
-    restore_snapshot_locked(m.name);
+    if (auto refused = restore_snapshot_locked(m.name)) {
+      // It stays in the release (a restart tries again; moltctl restore
+      // starts it from this entry), but does not run: no listener, no calls.
+      table_.remove(m.name);
+      log_->error("{}: not started: {}", m.name, *refused);
+      not_started_[m.name] = std::move(*refused);
+      continue;
+    }
     auto bound = listeners_.listen_module(m.listen, slot);
     if (!bound) return std::move(bound).error();
     for (const auto& endpoint : bound.value()) slot->log().info("listening on {}", endpoint.to_string());
   }
+  for (const auto& module : options_.allow_empty)
+    if (boot.find(module) == nullptr)
+      log_->warn("--allow-empty {}: release '{}' has no module {}", module, boot.name, module);
   record_.current = boot;
   record_.permanent = boot;
   write_record_locked();  // and publishes it
@@ -153,42 +179,126 @@ std::optional<StateBlob> ReleaseHandler::snapshot_of_locked(const std::string& m
   return std::nullopt;
 }
 
-void ReleaseHandler::restore_snapshot_locked(const std::string& module) {
+// The booted version runs schema S and reads schemas up to S (its load_state
+// migrates older ones up). A snapshot in a newer schema was written by a
+// release that never became permanent: converting it down would mean
+// running that release's code, which a boot never does. The state kept in
+// schema S when the module left it (keep_state_before) is what the
+// permanent version's own code can read; what it lacks is said in one line.
+std::optional<std::string> ReleaseHandler::restore_snapshot_locked(const std::string& module) {
   auto slot = table_.find(module);
-  const auto loaded = snapshot_of_locked(module, slot->log());
-  if (!loaded) return;  // never snapshotted (initial state), or moved aside
-  const StateBlob& blob = *loaded;
   const ImageInfo running = slot->running().info;
-  fs::path writer_image;  // the image that wrote a newer schema, to convert it down
-  if (blob.schema > running.schema) {
-    for (const Release* r : {&record_.current, record_.previous ? &*record_.previous : nullptr, &record_.permanent}) {
-      if (r == nullptr) continue;
-      if (const auto* m = r->find(module); m != nullptr && m->version == blob.version) writer_image = m->file;
-    }
-    if (writer_image.empty()) {
-      auto moved = snapshots_.move_aside(module, "unreadable");
-      slot->log().error("snapshot was written by v{} in schema {}, which v{} cannot read, and no recorded release has "
-                        "v{}'s image; moved to {}; {} starts with its initial state (to recover: moltctl restore {} FILE "
-                        "once a version that reads it runs)",
-                        blob.version.value, blob.schema.value, running.version.value, blob.version.value,
-                        moved ? moved->string() : std::string("?"), module, module);
-      return;
-    }
+  const fs::path path = snapshots_.path_of(module);
+  auto loaded = snapshots_.load(module);
+  if (loaded && !loaded.value()) {
+    slot->log().info("no snapshot in {}: starts with its initial state (it never saved one)", path.string());
+    return std::nullopt;
   }
-  const std::string booted_file = slot->running().file;
-  UpgradeReport report = host::restore(*slot, table_.loader(), blob, writer_image);
-  if (report.outcome == Outcome::Succeeded && !writer_image.empty())
-    report = host::upgrade(*slot, table_.loader(), booted_file);  // back down to the booted version
-  slot->forget_previous();  // the snapshot's version was a means, not a version to roll back to
-  if (report.outcome != Outcome::Succeeded) {
-    auto moved = snapshots_.move_aside(module, "unrestorable");
-    slot->log().error("snapshot could not be restored ({}); moved to {}; {} starts with its initial state",
-                      report.summary(), moved ? moved->string() : std::string("?"), module);
+
+  std::string why;         // why the snapshot is not what runs
+  std::string aside_name;  // what the snapshot is called once set aside
+  if (!loaded) {
+    why = loaded.error().to_string();
+    aside_name = "corrupt";
+  } else if (const StateBlob& blob = *loaded.value(); blob.schema > running.schema) {
+    why = "the snapshot was written by " + v(blob.version) + " in schema " + std::to_string(blob.schema.value);
+    aside_name = "unbooted";
+  } else {
+    const UpgradeReport report = host::restore(*slot, table_.loader(), blob);
+    slot->forget_previous();  // a restore is not an upgrade: nothing to roll back to
+    if (report.outcome == Outcome::Succeeded) {
+      if (auto host = slot->restore_host_part(blob.host); !host) slot->log().error("{}", host.error().to_string());
+      slot->log().info("state restored from {} (written by {}, {} bytes)", path.string(), v(blob.version),
+                       blob.bytes.size());
+      return std::nullopt;
+    }
+    why = "the snapshot (" + v(blob.version) + ", schema " + std::to_string(blob.schema.value) +
+          ") could not be restored: " + report.summary();
+    aside_name = "unrestorable";
+  }
+
+  const std::string schema = std::to_string(running.schema.value);
+  std::string none_kept = "none kept in schema " + schema;
+  auto kept = snapshots_.load_kept(module, running.schema);
+  if (!kept) {
+    none_kept = "the state kept in schema " + schema + " cannot be read either (" + kept.error().to_string() + ")";
+  } else if (kept.value()) {
+    const StateBlob& state = kept.value()->blob;
+    const UpgradeReport report = host::restore(*slot, table_.loader(), state);
+    slot->forget_previous();
+    if (report.outcome == Outcome::Succeeded) {
+      if (auto host = slot->restore_host_part(state.host); !host) slot->log().error("{}", host.error().to_string());
+      // The kept state becomes the snapshot, so that a crash now boots the
+      // same; the snapshot it replaces is kept for an operator.
+      auto replaced = snapshots_.replace(state, aside_name);
+      const std::string where = !replaced         ? "still at " + path.string() + " (" + replaced.error().to_string() + ")"
+                                : replaced.value() ? "kept at " + replaced.value()->string()
+                                                   : "gone";
+      std::string snapshot;
+      if (!loaded)
+        snapshot = "the unreadable snapshot is " + where + " (" + why + ")";
+      else if (loaded.value()->schema > running.schema)
+        snapshot = "the newer snapshot (" + v(loaded.value()->version) + ", schema " +
+                   std::to_string(loaded.value()->schema.value) + ") is " + where +
+                   " for moltctl restore once a version that reads it runs";
+      else
+        snapshot = "the snapshot that could not be restored is " + where + " (" + why + ")";
+      log_->warn("{}: booting {} from the state kept in schema {} at {}: writes to {} since then are not in it; {}",
+                 module, v(running.version), schema, utc_text(kept.value()->at), module, snapshot);
+      return std::nullopt;
+    }
+    none_kept = "the state kept in schema " + schema + " could not be restored either (" + report.summary() + ")";
+  }
+
+  const std::string no_state = "no state " + v(running.version) + " can read (" + why + ") and " + none_kept;
+  if (options_.allow_empty.contains(module)) {
+    // Set aside, so that the first snapshot does not overwrite it and a
+    // restart does not refuse the module again.
+    auto moved = snapshots_.move_aside(module, aside_name);
+    log_->warn("{}: started with its initial state (--allow-empty {}): {}; the snapshot is {}", module, module,
+               no_state, moved ? "kept at " + moved->string() : "still at " + path.string());
+    return std::nullopt;
+  }
+  // The snapshot stays where it is: a restart refuses the module again
+  // rather than find nothing and start it empty.
+  return no_state + "; restore one with 'moltctl restore " + module + " FILE', or start moltd with --allow-empty " +
+         module + " to start it with its initial state";
+}
+
+std::vector<NotStartedModule> ReleaseHandler::not_started() const {
+  std::lock_guard lock(view_mutex_);
+  return published_not_started_;
+}
+
+// --- kept states -------------------------------------------------------------
+
+// Called by ModuleTable::run before an upgrade that leaves the module's
+// schema, with the change lock held (every upgrade is a change). The price
+// is one more pause of the module, said in the log line. A failure does not
+// stop the upgrade: the release can still be made permanent; only a boot
+// before that would have nothing to start from.
+void ReleaseHandler::keep_state_before(ModuleSlot& slot, const ImageInfo& to) {
+  const ImageInfo from = slot.running().info;
+  const auto began = std::chrono::steady_clock::now();
+  // The thread that saves may outlive this call (a save past its deadline):
+  // nothing of this frame in `keep`. The store outlives the handler.
+  auto kept = slot.save_state(options_.save_timeout, options_.save_run_timeout,
+                              [store = &snapshots_](const StateBlob& blob) { return store->save_kept(blob); });
+  if (!kept) {
+    // An older kept state in this schema would now be taken for the state
+    // the module left it with: set it aside.
+    auto stale = snapshots_.move_kept_aside(slot.name(), from.schema, "stale");
+    slot.log().error("{} {}: state not kept in schema {} before the upgrade to {} ({}); should moltd restart before "
+                     "the new release is permanent, {} {} has no state to start from{}",
+                     slot.name(), v(from.version), from.schema.value, v(to.version), kept.error().to_string(),
+                     slot.name(), v(from.version),
+                     stale && stale.value() ? "; the older kept state is set aside at " + stale.value()->string() : "");
     return;
   }
-  if (auto host = slot->restore_host_part(blob.host); !host) slot->log().error("{}", host.error().to_string());
-  slot->log().info("state restored from {} (written by v{}, {} bytes)", snapshots_.path_of(module).string(),
-                   blob.version.value, blob.bytes.size());
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began);
+  slot.log().info("kept {}'s state in schema {} before the upgrade to {} (schema {}): {} bytes in {} ms, in {}",
+                  slot.name(), from.schema.value, v(to.version), to.schema.value, kept->bytes.size(), ms.count(),
+                  snapshots_.path_of_kept(slot.name(), from.schema).string());
 }
 
 // --- snapshots --------------------------------------------------------------
@@ -241,6 +351,8 @@ void ReleaseHandler::write_record_locked() {
 void ReleaseHandler::publish_locked() {
   std::lock_guard lock(view_mutex_);
   published_record_ = record_;
+  published_not_started_.clear();
+  for (const auto& [module, reason] : not_started_) published_not_started_.push_back({module, reason});
   published_probation_until_.reset();
   if (probation_) published_probation_until_ = probation_->until;
 }
@@ -318,6 +430,11 @@ ReleaseOutcome ReleaseHandler::install_locked(ReleasePlan plan, const std::strin
   std::vector<std::string> changed;
   for (auto& step : plan.steps) {
     if (auto* add = std::get_if<release_step::Add>(&step)) {
+      // Its snapshot is one its version cannot read: adding it would start it empty.
+      if (const auto it = not_started_.find(add->module.name); it != not_started_.end())
+        return ReleaseOutcome{plan.release, false, {},
+                              release_error(plan.release, "not installed: " + add->module.name +
+                                                              " was not started at boot: " + it->second)};
       settings[add->module.name] = {add->module.listen, add->module.values};
       add->state = snapshot_of_locked(add->module.name, *log_);  // a removal undone: its last state comes back
     }
@@ -437,12 +554,13 @@ Result<UpgradeReport> ReleaseHandler::restore(std::string_view module, const fs:
   if (!lock) return std::move(lock).error();
   const ChangeScope change(*this, "restoring " + std::string(module) + " from " + archive.string());
   auto slot = table_.find(module);
-  if (!slot) return Error{std::string(module), {}, {}, Phase::Snapshot, "no such module"};
+  if (!slot && !not_started_.contains(module)) return Error{std::string(module), {}, {}, Phase::Snapshot, "no such module"};
   if (!blob) {
     Error error = std::move(blob).error();
     error.module = std::string(module);
     return error;
   }
+  if (!slot) return start_restored_locked(std::string(module), std::move(blob.value()), archive);
   const std::string host = blob->host;
   ReleasePlan plan{record_.current.name, {}};
   plan.steps.push_back(release_step::Restore{{"moltctl restore", 1}, std::string(module), std::move(blob.value())});
@@ -456,6 +574,40 @@ Result<UpgradeReport> ReleaseHandler::restore(std::string_view module, const fs:
     (void)snapshot(std::string(module), "restore");  // logs its own failure
   }
   return report;
+}
+
+// A module boot did not start comes back as its entry in the current release
+// says (file, pinned sha256, configuration, listeners), as a release step
+// that adds it with `state`, which must restore (an archive in a schema its
+// version cannot read fails the step): it starts with that state or not at all.
+Result<UpgradeReport> ReleaseHandler::start_restored_locked(const std::string& module, StateBlob state,
+                                                            const fs::path& archive) {
+  const ReleaseModule* entry = record_.current.find(module);
+  if (entry == nullptr)  // not_started_ names modules of the current release
+    return Error{module, {}, {}, Phase::Snapshot, "not in release '" + record_.current.name + "'"};
+  ReleasePlan plan{record_.current.name, {}};
+  release_step::Add add{{"moltctl restore", 1}, ModuleConfig{entry->name, entry->file, entry->config, entry->listen},
+                        entry->version, std::nullopt, std::move(state)};
+  if (!entry->sha256.empty()) add.sha256 = entry->sha256;
+  add.if_state_fails = release_step::Add::IfStateFails::Fail;
+  plan.steps.push_back(std::move(add));
+  ReleaseOutcome outcome = run_release(std::move(plan), scope());
+  if (!outcome.installed) {
+    if (!outcome.reports.empty()) return std::move(outcome.reports.front());
+    return std::move(*outcome.error);
+  }
+  not_started_.erase(module);
+  record_.note(record_.current.name, "module restored", module + " from " + archive.string() + " (not started at boot)");
+  write_record_locked();  // and publishes: status no longer lists it
+  // The snapshot it could not boot from is kept for an operator; the
+  // restored state becomes its snapshot.
+  if (auto moved = snapshots_.move_aside(module, "unbooted"))
+    log_->info("{}: started from {}; the snapshot it could not boot from is kept at {}", module, archive.string(),
+               moved->string());
+  else
+    log_->info("{}: started from {}", module, archive.string());
+  (void)snapshot(module, "restore");  // logs its own failure
+  return std::move(outcome.reports.front());
 }
 
 // --- probation ------------------------------------------------------------------

@@ -55,6 +55,16 @@ std::shared_ptr<ModuleSlot> ModuleTable::remove(std::string_view name) {
 }
 
 std::vector<UpgradeReport> ModuleTable::run(std::span<const UpgradeTarget> steps) {
+  // Every upgrade goes through here (reload, rollback, SIGHUP, scripts,
+  // probation rollbacks): the one place to see a step leave its schema. A
+  // step whose image cannot be checked is left to the transaction to refuse.
+  if (before_migrating_) {
+    for (const auto& step : steps) {
+      if (step.slot == nullptr || step.file.empty()) continue;  // a restore: same image, same schema
+      const auto checked = loader_.check(step.file, step.slot->name(), step.sha256);
+      if (checked && checked->info.schema != step.slot->running().info.schema) before_migrating_(*step.slot, checked->info);
+    }
+  }
   auto reports = run_upgrade(steps, loader_, options_.upgrade);
   for (const auto& report : reports) {
     history_.record(report);

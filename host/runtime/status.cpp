@@ -71,6 +71,9 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
         {"jobs", slot->jobs()},
     });
   }
+  Json not_started = Json::array();
+  if (host.not_started)
+    for (const auto& m : host.not_started()) not_started.push_back({{"module", m.module}, {"reason", m.reason}});
   return Json{{"ok", true},
               {"host",
                {{"version", host.version},
@@ -85,7 +88,8 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
                 {"connection_buffer_bytes",
                  host.connection_buffer_bytes ? Json(host.connection_buffer_bytes()) : Json(nullptr)},
                 {"max_connection_memory", host.max_connection_memory}}},
-              {"modules", modules}};
+              {"modules", modules},
+              {"not_started", not_started}};
 }
 
 Json history_json(const HistoryLog& history, std::string_view module, std::size_t last) {

@@ -147,11 +147,16 @@ class ReleaseTransaction {
       if (!slot) return std::move(slot).error();
       added_.push_back(Added{slot.value(), {}});
       if (add->state) {
-        const auto restored = host::restore(*slot.value(), scope_.modules.loader(), *add->state);
-        if (restored.outcome != Outcome::Succeeded)
-          slot.value()->log().warn("state not restored: {}", restored.summary());
-        else
+        auto restored = host::restore(*slot.value(), scope_.modules.loader(), *add->state);
+        const bool required = add->if_state_fails == release_step::Add::IfStateFails::Fail;
+        if (required) outcome_.reports.push_back(restored);
+        if (restored.outcome == Outcome::Succeeded)
           added_.back().host_part = add->state->host;  // its jobs and timers run once it is served
+        else if (required)
+          return restored.error ? *restored.error
+                                : Error{add->module.name, add->to, {}, Phase::Migrate, restored.summary()};
+        else
+          slot.value()->log().warn("state not restored: {}", restored.summary());
       }
       if (auto bound = scope_.listeners.listen_module(add->module.listen, slot.value()); !bound)
         return std::move(bound).error();

@@ -140,20 +140,35 @@ TEST_CASE("moltctl reload kv FIFO is refused at once, and releases, save, kv and
   CHECK(daemon.stop() == 0);                             // SIGTERM stops it as usual
 }
 
-TEST_CASE("a FIFO at snapshots/kv.molt is moved aside at boot, and kv starts empty and serves", "[hostile][files]") {
+TEST_CASE("a FIFO at snapshots/kv.molt is refused at boot without waiting on it, and kv not started until allowed empty",
+          "[hostile][files]") {
   Daemon daemon = kv_daemon();
   const fs::path fifo = make_fifo(snapshot_dir_of(daemon) / "kv.molt");
   daemon.spawn({});
   const bool ready = wait_until([&] { return daemon.ctl({"status"}).exit_code == 0 || !daemon.process().running(); }, 20s);
   if (!ready && someone_reads(fifo)) FAIL("moltd waited on the FIFO at boot (released it to end the test)");
   daemon.wait_ready();
+  // Something is there that kv v2 cannot read, and no kept state: not
+  // started (not started empty), and the FIFO left where it is.
+  const auto not_started = daemon.status()["not_started"];
+  REQUIRE(not_started.size() == 1);
+  CHECK_THAT(not_started[0]["reason"].get<std::string>(),
+             Catch::StartsWith("no state v2 can read (kv (" + fifo.string() + "): snapshot: is a FIFO, not a regular file)"));
+  CHECK(fs::is_fifo(fs::symlink_status(fifo)));
+  CHECK(daemon.stop() == 0);
+
+  // Allowed empty: the FIFO is moved aside, kv starts empty and serves.
+  daemon.spawn({}, {}, {}, {"--allow-empty", "kv"});
+  const bool again = wait_until([&] { return daemon.ctl({"status"}).exit_code == 0 || !daemon.process().running(); }, 20s);
+  if (!again && someone_reads(fifo)) FAIL("moltd waited on the FIFO at boot (released it to end the test)");
+  daemon.wait_ready();
   CHECK(kv_serves(daemon));
   CHECK(dbsize(daemon) == ":0\r\n");
 
   const auto log = daemon.log();
   INFO(log);
-  CHECK_THAT(log, Catch::Contains(fifo.string() + "): snapshot: is a FIFO, not a regular file; moved to " + fifo.string() +
-                                  ".corrupt-"));
+  CHECK_THAT(log, Catch::Contains(fifo.string() + "): snapshot: is a FIFO, not a regular file) and none kept in schema 2; "
+                                  "the snapshot is kept at " + fifo.string() + ".corrupt-"));
   const auto moved = entries(fifo.parent_path(), "kv.molt.corrupt-");
   REQUIRE(moved.size() == 1);
   CHECK(fs::is_fifo(fs::symlink_status(moved[0])));
@@ -183,16 +198,25 @@ TEST_CASE("crafted snapshots declaring 2^27 and 2^31 keys: boot memory stays bou
                    " keys: peak RSS",
                std::to_string(peak >> 20) + " MiB (baseline " + std::to_string(baseline >> 20) + " MiB)");
       if (!kSanitized) CHECK(peak < baseline + 2 * file.size() + kSlack);
-      CHECK(kv_serves(daemon));
-      CHECK(dbsize(daemon) == ":0\r\n");
-      const auto log = daemon.log();
-      INFO(log);
-      CHECK_THAT(log, Catch::Contains("declares " + std::to_string(keys) + " keys"));
-      CHECK_THAT(log, Catch::Contains("snapshot could not be restored"));
-      CHECK(entries(snapshots, "kv.molt.unrestorable-").size() == 1);
+      // Not restorable, and no kept state: kv is not started, and says why.
+      const auto not_started = daemon.status()["not_started"];
+      REQUIRE(not_started.size() == 1);
+      CHECK_THAT(not_started[0]["reason"].get<std::string>(),
+                 Catch::Contains("could not be restored") && Catch::Contains("declares " + std::to_string(keys) + " keys"));
       CHECK(daemon.stop() == 0);
 
-      // The next boot reads what the last one saved: no crash loop.
+      // The next boot refuses it the same way: no crash loop.
+      daemon.start();
+      CHECK(daemon.status()["not_started"].size() == 1);
+      CHECK(daemon.stop() == 0);
+
+      // Allowed empty, kv serves; the snapshot is set aside, and the boot
+      // after reads what that one saved.
+      daemon.start({}, {"--allow-empty", "kv"});
+      CHECK(kv_serves(daemon));
+      CHECK(dbsize(daemon) == ":0\r\n");
+      CHECK(entries(snapshots, "kv.molt.unrestorable-").size() == 1);
+      CHECK(daemon.stop() == 0);
       daemon.start();
       CHECK(kv_serves(daemon));
       CHECK(daemon.stop() == 0);

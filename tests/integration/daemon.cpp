@@ -29,15 +29,16 @@ Daemon::~Daemon() {
   }
 }
 
-void Daemon::start(const std::vector<std::string>& environment) {
-  spawn(environment);
+void Daemon::start(const std::vector<std::string>& environment, const std::vector<std::string>& arguments) {
+  spawn(environment, {}, {}, arguments);
   wait_ready();
 }
 
 void Daemon::spawn(const std::vector<std::string>& environment, const std::vector<std::string>& wrapper,
-                   const std::vector<int>& fds) {
+                   const std::vector<int>& fds, const std::vector<std::string>& arguments) {
   std::vector<std::string> argv = wrapper;
   argv.insert(argv.end(), {program("moltd").string(), "--config", config().string()});
+  argv.insert(argv.end(), arguments.begin(), arguments.end());
   process_ = std::make_unique<Process>(argv, dir() / "moltd.out", environment, fds);
 }
 

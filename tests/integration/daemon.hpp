@@ -31,13 +31,14 @@ class Daemon {
   ~Daemon();
 
   /// Starts moltd (again, after a stop or a crash) and waits until it answers
-  /// on its control socket. `environment`: NAME=VALUE for it, e.g. MOLT_FAULT=...
-  void start(const std::vector<std::string>& environment = {});
+  /// on its control socket. `environment`: NAME=VALUE for it, e.g. MOLT_FAULT=...;
+  /// `arguments`: more of its command line, e.g. --allow-empty kv.
+  void start(const std::vector<std::string>& environment = {}, const std::vector<std::string>& arguments = {});
   /// Starts moltd without waiting: `wrapper` goes before its argv (e.g.
   /// systemd-socket-activate ...; it must exec moltd, keeping its pid), and
   /// `fds` become its fds 3, 4, ... Then wait_ready().
   void spawn(const std::vector<std::string>& environment, const std::vector<std::string>& wrapper = {},
-             const std::vector<int>& fds = {});
+             const std::vector<int>& fds = {}, const std::vector<std::string>& arguments = {});
   /// Waits until the moltd spawn() started answers on its control socket.
   void wait_ready();
   /// SIGKILL, and waits for it to be gone.

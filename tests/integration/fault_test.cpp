@@ -66,13 +66,19 @@ std::string read_text(const fs::path& path) {
   return text.str();
 }
 
-/// What is in the snapshot directory besides the modules' snapshots: set
-/// aside as damaged (<module>.molt.corrupt-...), or temporaries a crash left.
+/// What is in the snapshot directory besides the modules' snapshots, the
+/// states kept before an upgrade (<module>.schema-<N>.molt) and a snapshot
+/// that a restart did not boot from, written by a release on probation
+/// (<module>.molt.unbooted-...): set aside as damaged
+/// (<module>.molt.corrupt-...), or temporaries a crash left.
 std::vector<std::string> unexpected_files(const Daemon& d) {
   std::vector<std::string> found;
   for (const auto& entry : fs::directory_iterator(d.run_dir() / "snapshots")) {
     const std::string name = entry.path().filename().string();
-    if (name != "counter.molt" && name != "kv.molt") found.push_back(name);
+    if (name == "counter.molt" || name == "kv.molt") continue;
+    if (name == "counter.schema-1.molt" || name == "kv.schema-1.molt") continue;
+    if (name.starts_with("counter.molt.unbooted-") || name.starts_with("kv.molt.unbooted-")) continue;
+    found.push_back(name);
   }
   return found;
 }

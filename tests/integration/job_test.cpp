@@ -181,7 +181,10 @@ TEST_CASE("a step that overruns the quiesce timeout makes the upgrade roll back,
   // One step a second, so that a step seen in flight is almost surely the slow one.
   REQUIRE(d.http_code("POST", "/batch/start?job=slow&items=20000&chunk=100&pace_ms=1000") == "200");
   REQUIRE(wait_until([&] { return chunks_done(d, "slow") >= 1; }));
-  REQUIRE(d.http_code("POST", "/batch/slow-once?ms=4000") == "200");
+  // v2 reads another schema: before the upgrade pauses batch, keeping its
+  // state in schema 1 waits for the step too (up to quiesce_timeout, and
+  // fails); then the upgrade waits again. The step outlasts both.
+  REQUIRE(d.http_code("POST", "/batch/slow-once?ms=7000") == "200");
   REQUIRE(wait_until([&] { return d.status()["modules"][0]["in_flight"] == 1; }));
 
   const auto reload = d.ctl({"reload", "batch"});
@@ -190,6 +193,7 @@ TEST_CASE("a step that overruns the quiesce timeout makes the upgrade roll back,
   CHECK_THAT(reload.out, Catch::StartsWith("batch v1 -> v2: rolled back"));
   CHECK_THAT(reload.err, Catch::Contains("quiesce"));
   CHECK(version_of(d) == 1);
+  CHECK_THAT(d.log(), Catch::Contains("batch v1: state not kept in schema 1 before the upgrade to v2 ("));
 
   const std::uint64_t after = chunks_done(d, "slow");  // waits for the slow step, like any call
   REQUIRE(wait_until([&] { return chunks_done(d, "slow") > after; }));

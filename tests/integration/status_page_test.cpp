@@ -329,3 +329,35 @@ TEST_CASE("the status page in headless Chromium shows an upgrade by itself, and 
   CHECK(signature == std::string("\x89PNG\r\n\x1a\n", 8));
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("the status page in headless Chromium lists a module boot did not start, with why",
+          "[moltd][status-page][browser]") {
+  const auto chromium = find_chromium();
+  if (!chromium)
+    MOLT_SKIP("chromium is not installed, so the status page was not tried in a browser "
+              "(scripts/install-deps installs it)",
+              SkipInCi::Fails);
+  Daemon d({{"counter", plugin_path("counter", 1), 1}, {"probe", probe_path(1), 1}});
+  d.start();
+  REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  CHECK(d.stop() == 0);
+  const fs::path snapshot = d.run_dir() / "snapshots" / "counter.molt";
+  fs::resize_file(snapshot, fs::file_size(snapshot) - 5);  // truncated, and no kept state: not started
+  d.start();
+
+  TempDir profile;
+  Browser browser(*chromium, profile.path(), d.http().substr(0, d.http().rfind(':')));
+  browser.open("http://" + d.http() + "/-/", 1280, 1000);
+  Json row;
+  const bool shown = wait_until([&] {
+    row = browser.evaluate("document.querySelector('tr[data-not-started]')?.textContent ?? null");
+    return row.is_string();
+  }, std::chrono::seconds(20));
+  REQUIRE(shown);
+  CHECK_THAT(row.get<std::string>(), Catch::StartsWith("counternot started: no state v1 can read (") &&
+                                         Catch::Contains("moltctl restore counter FILE"));
+  CHECK(browser.evaluate(kViewExpression)["modules"] == 2);  // probe, and counter's row
+  INFO("chromium log:\n" << browser.log());
+  CHECK(browser.exceptions().empty());
+  CHECK(d.stop() == 0);
+}

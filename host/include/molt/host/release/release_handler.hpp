@@ -4,7 +4,14 @@
 //
 // Every change to what runs goes through here, one at a time:
 //   - boot: the last permanent release from the record (or the configuration
-//     the first time), each module restored from its snapshot;
+//     the first time), each module restored from its snapshot, or from the
+//     state kept in its schema when the snapshot was written by a release
+//     that never became permanent (or is corrupt). Boot never loads an image
+//     of a release that was not permanent, and never starts a module that had
+//     state with its initial state unless told to (--allow-empty): such a
+//     module is not started, and `moltctl restore` starts it;
+//   - kept states: before every upgrade that moves a module to another
+//     schema, its state in the schema it leaves is kept (one more pause);
 //   - install: a script's steps (upgrades in dependency order, adds, removes)
 //     as one transaction, all or nothing; module-level reloads and rollbacks
 //     are one-step installs;
@@ -31,6 +38,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <spdlog/logger.h>
@@ -42,6 +50,7 @@
 #include "molt/host/release/release_record.hpp"
 #include "molt/host/release/upgrade_script.hpp"
 #include "molt/host/state/snapshot_store.hpp"
+#include "molt/host/runtime/host_info.hpp"
 #include "molt/host/runtime/module_table.hpp"
 #include "molt/host/upgrade/module_listeners.hpp"
 
@@ -77,6 +86,9 @@ struct ReleaseOptions {
   Quarantine* quarantine = nullptr;  ///< where images are quarantined; none: never
   CrashLog* crash_log = nullptr;     ///< the crashes counted for crash loops
   CrashLoopPolicy crash_loop;
+  /// Modules a boot starts with their initial state when it has no state
+  /// they can read (moltd --allow-empty MODULE), instead of not starting them.
+  std::set<std::string, std::less<>> allow_empty = {};
 };
 
 /// The release record and the probation, as `moltctl releases` shows them.
@@ -96,7 +108,11 @@ class ReleaseHandler {
   /// Starts the last permanent release (or, without a record, the
   /// configuration's modules as release `initial_release`), restores every
   /// module's snapshot, binds the modules' listeners, writes the record.
+  /// A module with state its version cannot read is not started (see
+  /// restore_snapshot_locked); the others are.
   Result<void> boot(const HostConfig& config);
+  /// The modules boot did not start, and why; each until `moltctl restore` starts it.
+  [[nodiscard]] std::vector<NotStartedModule> not_started() const;
   /// Starts the thread that runs probation and periodic snapshots.
   void start_watching();
   /// Stops that thread and snapshots every module it can (shutdown): the
@@ -126,6 +142,8 @@ class ReleaseHandler {
   /// Everything `moltctl releases` shows.
   [[nodiscard]] ReleaseView view() const;
   /// Restores `module` from a state archive file (migrating it when needed).
+  /// A module boot did not start starts with it, as its entry in the
+  /// current release says, or not at all.
   Result<UpgradeReport> restore(std::string_view module, const std::filesystem::path& archive);
 
   /// The images moltd must not run (after they crashed it); null when the
@@ -192,7 +210,17 @@ class ReleaseHandler {
   Release with_module_changed(const std::string& module) const;
   std::string summary_locked() const;
   static std::string summary_of(const ModuleTable& table, const Release& current, bool permanent);
-  void restore_snapshot_locked(const std::string& module);
+  /// At boot, gives `module` (started, not served yet) the state its running
+  /// version reads: its snapshot, else the state kept in its schema; else,
+  /// when it had state, the reason it must not start (none with
+  /// --allow-empty). Loads no other image. Logs what it did in one line.
+  std::optional<std::string> restore_snapshot_locked(const std::string& module);
+  /// Starts `module`, which boot did not start, with `state` (moltctl restore).
+  Result<UpgradeReport> start_restored_locked(const std::string& module, StateBlob state,
+                                              const std::filesystem::path& archive);
+  /// ModuleTable's before-migrating hook: keeps the state of `slot`'s module
+  /// in the schema it is about to leave; logs what it cost, or why it failed.
+  void keep_state_before(ModuleSlot& slot, const ImageInfo& to);
   /// Snapshots `module` (no lock needed: the slot orders its snapshots and
   /// upgrades). The reason it failed, if it did.
   std::optional<std::string> snapshot(const std::string& module, std::string_view why);
@@ -211,9 +239,13 @@ class ReleaseHandler {
   ReleaseRecord record_;
   std::optional<Probation> probation_;
   std::uint64_t probations_ = 0;  ///< probations begun, to number them
+  /// Modules of the current release that boot did not start -> why: in the
+  /// record, not running, until moltctl restore starts them.
+  std::map<std::string, std::string, std::less<>> not_started_;
 
   mutable std::mutex view_mutex_;  ///< guards the copies below: held only to copy
   ReleaseRecord published_record_;
+  std::vector<NotStartedModule> published_not_started_;
   std::optional<std::chrono::steady_clock::time_point> published_probation_until_;
   std::string changing_;  ///< the change holding the change lock, if any
   std::chrono::steady_clock::time_point changing_since_;

@@ -38,6 +38,13 @@ struct ListenerInfo {
   std::array<std::uint64_t, kLimitCloses> closed_by_limit{};
 };
 
+/// A module of the booted release that boot did not start, and why: there
+/// was state, but none its version can read (release/release_handler.hpp).
+struct NotStartedModule {
+  std::string module;
+  std::string reason;  ///< one line, ending with how to proceed
+};
+
 /// What `status` says about the host itself.
 struct HostInfo {
   std::string version;  ///< Molt's version
@@ -59,6 +66,8 @@ struct HostInfo {
   std::uint64_t max_connection_memory = 0;
   /// host.call_warn_ms: a call running longer is a module stuck, as status shows it.
   std::chrono::milliseconds call_warn{5000};
+  /// The modules boot refused to start, until restored; empty when not known.
+  std::function<std::vector<NotStartedModule>()> not_started = {};
 };
 
 }  // namespace molt::host

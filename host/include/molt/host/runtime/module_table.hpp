@@ -71,8 +71,17 @@ class ModuleTable final : public RunningModules {
   std::shared_ptr<ModuleSlot> remove(std::string_view name) override;
 
   /// Runs one transaction over several modules (all or none) and records
-  /// every report in the history.
+  /// every report in the history. Before it, calls the before-migrating
+  /// hook for each step whose image declares another schema than its module
+  /// runs (read with Loader::check: no module code runs for it).
   std::vector<UpgradeReport> run(std::span<const UpgradeTarget> steps) override;
+
+  /// What run() calls before a step that moves `slot`'s module to an image
+  /// of another schema (`to`), on the thread that runs the upgrade, before
+  /// any module is paused for it. The release handler keeps the state in
+  /// the schema it leaves there. Set it before any upgrade runs; empty: none.
+  using BeforeMigrating = std::function<void(ModuleSlot& slot, const ImageInfo& to)>;
+  void set_before_migrating(BeforeMigrating hook) { before_migrating_ = std::move(hook); }
 
   [[nodiscard]] Loader& loader() noexcept override { return loader_; }
   [[nodiscard]] const Loader& loader() const noexcept { return loader_; }
@@ -119,6 +128,7 @@ class ModuleTable final : public RunningModules {
   TableOptions options_;
   std::shared_ptr<TimerService> timers_ = std::make_shared<TimerService>();  ///< one thread for all modules' timers
   std::shared_ptr<JobRunner> jobs_;  ///< the workers for all modules' jobs; null with job_threads = 0
+  BeforeMigrating before_migrating_;
   UpgradeHistory history_;
   HistoryLog history_log_;
   mutable std::shared_mutex mutex_;  ///< guards slots_ and order_ (not the slots themselves)

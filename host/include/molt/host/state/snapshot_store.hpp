@@ -3,8 +3,15 @@
 // length and SHA-256, then the bytes). Written atomically, so a crash leaves
 // the previous snapshot or the new one, never a mix. A snapshot that cannot
 // be trusted is moved aside, never deleted or overwritten.
+//
+// Kept states: <module>.schema-<S>.molt, the module's state in schema S as it
+// was the last time an upgrade moved it out of schema S. A boot whose
+// release runs schema S and cannot read the snapshot (written in a newer
+// schema by a release that never became permanent, or corrupt) starts from
+// it instead of loading the code that wrote the snapshot.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -39,7 +46,35 @@ class SnapshotStore {
   /// Modules that have a snapshot.
   [[nodiscard]] std::vector<std::string> modules() const;
 
+  /// Keeps the module's snapshot as <module>.molt.<why>-<UTC time> (as
+  /// move_aside, but linked there first), then writes `blob` as its snapshot:
+  /// a crash in between leaves both, never neither. Returns where the old
+  /// snapshot went; none if there was none.
+  Result<std::optional<std::filesystem::path>> replace(const StateBlob& blob, std::string_view why) const;
+
+  /// A state kept in one schema, and when it was written.
+  struct Kept {
+    StateBlob blob;
+    std::chrono::system_clock::time_point at;
+  };
+
+  /// <dir>/<module>.schema-<schema>.molt
+  [[nodiscard]] std::filesystem::path path_of_kept(std::string_view module, api::SchemaVersion schema) const;
+  /// Writes `blob` as the kept state of its schema, like save().
+  Result<void> save_kept(const StateBlob& blob) const;
+  /// The module's kept state in `schema`; nothing if there is none; an Error
+  /// if what is there cannot be read or trusted (as load(), and it must be
+  /// in `schema`).
+  Result<std::optional<Kept>> load_kept(std::string_view module, api::SchemaVersion schema) const;
+  /// Renames the kept state in `schema`, if there is one, to
+  /// <module>.schema-<S>.molt.<why>-<UTC time>, so that no boot uses it.
+  Result<std::optional<std::filesystem::path>> move_kept_aside(std::string_view module, api::SchemaVersion schema,
+                                                               std::string_view why) const;
+
  private:
+  Result<void> write(const std::filesystem::path& path, const StateBlob& blob) const;
+  Result<std::optional<StateBlob>> read(const std::filesystem::path& path, std::string_view module) const;
+
   std::filesystem::path dir_;
   std::uint64_t max_state_bytes_;
 };

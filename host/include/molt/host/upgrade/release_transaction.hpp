@@ -41,12 +41,18 @@ namespace release_step {
 /// when there is one (a module that comes back gets its last state), and
 /// its listeners opened; it is served once the release commits.
 struct Add {
+  /// What happens when `state` cannot be restored.
+  enum class IfStateFails {
+    StartEmpty,  ///< the module starts with its initial state, with a warning (a removal undone)
+    Fail,        ///< the release fails (moltctl restore of a module boot did not start: that state or nothing)
+  };
   StepOrigin origin;
   ModuleConfig module;  ///< name, image file, configuration, listeners
   api::ModuleVersion to;
   /// The image's SHA-256: a pin from the script, else what the check found.
   std::optional<std::string> sha256;
   std::optional<StateBlob> state;
+  IfStateFails if_state_fails = IfStateFails::StartEmpty;
 };
 
 /// A running module moves to the image in `file`: up, down (the newer
@@ -123,7 +129,9 @@ struct ReleaseScope {
 struct ReleaseOutcome {
   std::string release;
   bool installed = false;
-  std::vector<UpgradeReport> reports;  ///< one per upgrade and restore step
+  /// One per upgrade and restore step, and one per add whose state must be
+  /// restored (IfStateFails::Fail).
+  std::vector<UpgradeReport> reports;
   std::optional<Error> error;          ///< why not installed
 };
 
