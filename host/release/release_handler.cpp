@@ -106,6 +106,34 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
   }
 
   for (auto& m : boot.modules) {
+    // An image that crashed moltd again and again is quarantined: the boot
+    // falls back to the module's image in the release that was permanent
+    // before (with the state it can read), like OTP booting the old release.
+    if (const auto quarantined = options_.quarantine && !m.sha256.empty() ? options_.quarantine->find_sha256(m.sha256)
+                                                                          : std::nullopt) {
+      const ReleaseModule* older = nullptr;
+      if (record_.previous && record_.previous->permanent_at_ms)
+        if (const auto* p = record_.previous->find(m.name);
+            p != nullptr && p->sha256 != m.sha256 && !options_.quarantine->find_sha256(p->sha256))
+          older = p;
+      if (older == nullptr) {
+        const std::string why = m.file + " is quarantined (" + quarantined->reason +
+                                ") and no earlier permanent release has another image of it; clear it with 'moltctl "
+                                "quarantine clear " + m.file + "' and restart, or install another version";
+        log_->error("{}: not started: {}", m.name, why);
+        not_started_[m.name] = why;
+        continue;
+      }
+      log_->warn("{}: {} is quarantined ({}): booting v{} of release '{}' instead, with the state it can read", m.name,
+                 m.file, quarantined->reason, older->version.value, record_.previous->name);
+      record_.note(boot.name, "fell back", m.name + ": v" + std::to_string(older->version.value) + " of release '" +
+                                                 record_.previous->name + "' (" + m.file + " is quarantined)");
+      const auto listen = m.listen;
+      const auto module_config = m.config;
+      m = *older;
+      m.listen = listen;
+      m.config = module_config;
+    }
     if (!m.sha256.empty()) {  // the release pins the image it was installed with
       auto checked = table_.loader().check(m.file, m.name);
       if (!checked) return std::move(checked).error();

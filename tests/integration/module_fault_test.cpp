@@ -215,3 +215,35 @@ TEST_CASE("a crash in new code is recorded, named at the next boot, kept in hist
   CHECK(Json::parse(d.ctl({"quarantine", "--json"}).out)["images"].empty());
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("a crash loop in the permanent release: three crashes in the same image quarantine it, and the next boot "
+          "falls back to the release before, with the state it can read",
+          "[faults][crash]") {
+  Daemon d({{"faulty", test_image_path("faulty-1.so"), 1}}, "probation_seconds = 0");
+  d.start();
+  REQUIRE(d.http_code("POST", "/faulty/add?item=before") == "200");
+  d.install(test_image_path("faulty-2-abort-handle.so"), "faulty-2.so");
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);  // permanent at once: probation_seconds = 0
+  REQUIRE(d.http_code("POST", "/faulty/add?item=after") == "200");
+  REQUIRE(d.ctl({"save"}).exit_code == 0);
+
+  for (int crash = 1; crash <= 3; ++crash) {
+    INFO("crash " << crash);
+    (void)d.http_code("POST", "/faulty/trigger");  // abort() in handle
+    const auto died = d.process().wait(10s);
+    REQUIRE(died.has_value());
+    CHECK(*died == 128 + SIGABRT);
+    d.start();  // as systemd's Restart=on-failure would
+    REQUIRE(wait_until([&] { return occurrences(d.log(), "the previous run crashed in faulty v2") == crash; }));
+    if (crash < 3) CHECK(d.get_json("/faulty")["version"] == 2);  // a permanent image: crashes are counted
+  }
+  const std::string log = d.log();
+  CHECK_THAT(log, Catch::Contains("…) in handle: SIGABRT"));
+  CHECK_THAT(log, Catch::Contains("is quarantined (") && Catch::Contains("booting v1 of release"));
+  // v1 serves the state kept in its schema when v2 was installed: what v2
+  // wrote since is lost, and the log says so.
+  CHECK(d.get_json("/faulty") == Json{{"items", {"before"}}, {"version", 1}});
+  CHECK_THAT(log, Catch::Contains("faulty: booting v1 from the state kept in schema 1"));
+  CHECK(Json::parse(d.ctl({"quarantine", "--json"}).out)["images"].size() == 1);
+  CHECK(d.stop() == 0);
+}
