@@ -30,6 +30,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "molt/host/common/signal_name.hpp"
 #include "molt/host/common/crash_record.hpp"
 #include "molt/host/common/module_site.hpp"
 
@@ -54,15 +55,10 @@ static_assert(std::atomic<pid_t>::is_always_lock_free);
 
 pid_t thread_id() noexcept { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 
-std::string_view signal_name(int sig) noexcept {
-  switch (sig) {
-    case SIGSEGV: return "SIGSEGV";
-    case SIGBUS: return "SIGBUS";
-    case SIGILL: return "SIGILL";
-    case SIGFPE: return "SIGFPE";
-    case SIGABRT: return "SIGABRT";
-    default: return "SIGUNKNOWN";
-  }
+/// The signal's fixed name (common/signal_name.hpp), "SIGUNKNOWN" for another.
+std::string_view crash_signal_name(int sig) noexcept {
+  const std::string_view name = signal_name(sig);
+  return name.empty() ? std::string_view("SIGUNKNOWN") : name;
 }
 
 /// Text into a stack buffer, written to `fd` as it fills. Integers are
@@ -153,7 +149,7 @@ void write_record(const Cause& cause) noexcept {
       out.text("\npid ").decimal(::getpid()).text("\ntid ").decimal(thread_id());
       if (cause.info != nullptr) {
         const siginfo_t& info = *cause.info;
-        out.text("\ncause signal\nsignal ").decimal(cause.signal).text(" ").text(signal_name(cause.signal));
+        out.text("\ncause signal\nsignal ").decimal(cause.signal).text(" ").text(crash_signal_name(cause.signal));
         out.text("\ncode ").decimal(info.si_code);
         // si_addr is the fault's only when the kernel raised it (si_code > 0);
         // si_pid only when a process sent it.
@@ -180,7 +176,7 @@ void write_record(const Cause& cause) noexcept {
 
   RecordWriter err(STDERR_FILENO);
   err.text("moltd: ");
-  if (cause.info != nullptr) err.text(signal_name(cause.signal));
+  if (cause.info != nullptr) err.text(crash_signal_name(cause.signal));
   else err.text("exit(").decimal(cause.exit_status).text(")");
   if (code.site != nullptr) err.text(" in ").text(code.site->label()).text(" in ").field(code.hook);
   else err.text(" in the host (no module code on the crashing thread)");
@@ -304,7 +300,7 @@ Result<void> install_crash_handler(const std::filesystem::path& run_dir) {
   for (int sig : kFatalSignals) sigaddset(&action.sa_mask, sig);
   for (int sig : kFatalSignals)
     if (::sigaction(sig, &action, nullptr) != 0)
-      return crash_handler_error("sigaction(" + std::string(signal_name(sig)) + "): " + errno_text(errno));
+      return crash_handler_error("sigaction(" + std::string(crash_signal_name(sig)) + "): " + errno_text(errno));
   if (::on_exit(on_module_exit, nullptr) != 0) return crash_handler_error("on_exit failed");
   return {};
 }

@@ -22,10 +22,7 @@ void CallGate::skip_abandoned() {
   }
 }
 
-CallGate::Pass CallGate::enter(const char* what) {
-  std::unique_lock lock(mutex_);
-  const std::uint64_t ticket = next_ticket_++;
-  if (!admissible(ticket)) changed_.wait(lock, [&] { return admissible(ticket); });
+CallGate::Pass CallGate::admit(std::uint64_t ticket, const char* what) {
   ++next_admit_;
   skip_abandoned();
   ++inside_;
@@ -33,6 +30,13 @@ CallGate::Pass CallGate::enter(const char* what) {
   // In concurrent mode the next ticket may enter at once.
   if (mode_ == api::CallMode::Concurrent && next_admit_ != next_ticket_) changed_.notify_all();
   return Pass(this, ticket);
+}
+
+CallGate::Pass CallGate::enter(const char* what) {
+  std::unique_lock lock(mutex_);
+  const std::uint64_t ticket = next_ticket_++;
+  if (!admissible(ticket)) changed_.wait(lock, [&] { return admissible(ticket); });
+  return admit(ticket, what);
 }
 
 std::optional<CallGate::Pass> CallGate::enter_until(Clock::time_point deadline, const char* what) {
@@ -50,12 +54,7 @@ std::optional<CallGate::Pass> CallGate::enter_until(Clock::time_point deadline, 
     }
     return std::nullopt;
   }
-  ++next_admit_;
-  skip_abandoned();
-  ++inside_;
-  calls_inside_.push_back(Busy{what, Clock::now(), ticket});
-  if (mode_ == api::CallMode::Concurrent && next_admit_ != next_ticket_) changed_.notify_all();
-  return Pass(this, ticket);
+  return admit(ticket, what);
 }
 
 void CallGate::leave(std::uint64_t ticket) noexcept {

@@ -47,6 +47,7 @@
 #include <nlohmann/json.hpp>
 
 #include "molt/host/common/file_checks.hpp"
+#include "molt/host/common/signal_name.hpp"
 
 extern char** environ;
 
@@ -65,29 +66,10 @@ constexpr int kProgressFd = 3;                     ///< the progress pipe's numb
 /// process that left its group) before they are abandoned.
 constexpr milliseconds kDrainGrace{500};
 
-/// Fixed names, not strsignal(): they go into one-line reasons and tests.
-std::string signal_name(int sig) {
-  switch (sig) {
-    case SIGSEGV: return "SIGSEGV";
-    case SIGBUS: return "SIGBUS";
-    case SIGILL: return "SIGILL";
-    case SIGFPE: return "SIGFPE";
-    case SIGABRT: return "SIGABRT";
-    case SIGKILL: return "SIGKILL";
-    case SIGTERM: return "SIGTERM";
-    case SIGINT: return "SIGINT";
-    case SIGHUP: return "SIGHUP";
-    case SIGQUIT: return "SIGQUIT";
-    case SIGPIPE: return "SIGPIPE";
-    case SIGTRAP: return "SIGTRAP";
-    case SIGSYS: return "SIGSYS";
-    case SIGXCPU: return "SIGXCPU";
-    case SIGXFSZ: return "SIGXFSZ";
-    case SIGALRM: return "SIGALRM";
-    case SIGUSR1: return "SIGUSR1";
-    case SIGUSR2: return "SIGUSR2";
-    default: return "signal " + std::to_string(sig);
-  }
+/// The signal's fixed name (common/signal_name.hpp), or "signal N".
+std::string signal_text(int sig) {
+  const std::string_view name = signal_name(sig);
+  return name.empty() ? "signal " + std::to_string(sig) : std::string(name);
 }
 
 std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
@@ -337,7 +319,7 @@ class Rehearsal {
       return failed("did not finish " + step_ + " within " + std::to_string(request_.deadline.count()) + " ms", result);
     }
     if (WIFSIGNALED(status_)) {
-      const std::string signal = signal_name(WTERMSIG(status_));
+      const std::string signal = signal_text(WTERMSIG(status_));
       if (step_.empty()) return not_run("molt-rehearse was killed by " + signal + " before its first step", result);
       return failed(signal + " in " + step_, result);
     }

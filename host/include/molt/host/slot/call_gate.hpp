@@ -95,6 +95,8 @@ class CallGate {
   bool admissible(std::uint64_t ticket) const;
   /// next_admit_ moves past tickets whose callers gave up. Under mutex_.
   void skip_abandoned();
+  /// Lets `ticket`, admissible now, in. Under mutex_.
+  Pass admit(std::uint64_t ticket, const char* what);
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
