@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include "daemon.hpp"
+#include "resp_client.hpp"
 
 using namespace molt::test;
 using Json = nlohmann::json;
@@ -246,4 +247,56 @@ TEST_CASE("a crash loop in the permanent release: three crashes in the same imag
   CHECK_THAT(log, Catch::Contains("faulty: booting v1 from the state kept in schema 1"));
   CHECK(Json::parse(d.ctl({"quarantine", "--json"}).out)["images"].size() == 1);
   CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a segfault in new code's on_data, live: moltd dies of it, the next boot names it, quarantines the image and "
+          "boots the permanent release with the state kept before the upgrade",
+          "[faults][crash]") {
+  // on_data runs only on a live connection: the rehearsal cannot meet this fault.
+  Daemon d({{"faulty", test_image_path("faulty-1.so"), 1, "listen = \"127.0.0.1:0\""}}, "probation_seconds = 600");
+  d.start();
+  REQUIRE(d.http_code("POST", "/faulty/add?item=before") == "200");
+  d.install(test_image_path("faulty-2-segv-on_data.so"), "faulty-2.so");
+  const auto reload = d.ctl({"reload", "faulty"});
+  REQUIRE(reload.exit_code == 0);
+  CHECK_THAT(reload.out, Catch::Contains("rehearse") && Catch::Contains("in a child process: passed in "));
+  {
+    RespClient client(d.stream_port("faulty"));
+    client.send_raw("TRIGGER\n");
+    (void)client.read_reply();  // the connection closes as moltd dies
+  }
+  const auto died = d.process().wait(10s);
+  REQUIRE(died.has_value());
+  CHECK(*died == 128 + SIGSEGV);
+
+  d.start();
+  const std::string log = d.log();
+  CHECK_THAT(log, Catch::Contains("the previous run crashed in faulty v2 (faulty-2.so, sha256 ") &&
+                      Catch::Contains("…) in on_data: SIGSEGV"));
+  CHECK_THAT(log, Catch::Contains("crashed moltd in on_data (SIGSEGV) before it was ever permanent"));
+  CHECK_THAT(log, Catch::Contains("was on probation when moltd stopped"));
+  // v1, from the state kept in schema 1 when v2 was installed.
+  CHECK(d.get_json("/faulty") == Json{{"items", {"before"}}, {"version", 1}});
+  CHECK_FALSE(maps_faulty_v2(d.pid()));
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a state larger than max_state_bytes is never written as a snapshot: the previous one stands and boots",
+          "[faults][snapshot]") {
+  Daemon d({{"probe", probe_path(1), 1}}, "max_state_bytes = 1024");
+  d.start();
+  REQUIRE(d.http_code("POST", "/probe/add?item=small") == "200");
+  REQUIRE(d.ctl({"save"}).exit_code == 0);
+  REQUIRE(d.http_code("POST", "/probe/fill?n=200") == "200");  // well over 1 KiB of state
+  const auto save = d.ctl({"save"});
+  CHECK(save.exit_code == 1);
+  CHECK_THAT(d.log(), Catch::Contains("is larger than host.max_state_bytes (1024), which a boot could not read back: "
+                                      "not written, the previous snapshot stands; raise host.max_state_bytes"));
+  // At shutdown too: moltd says which module it could not save, and exits 1.
+  CHECK(d.stop() == 1);
+  CHECK_THAT(d.log(), Catch::Contains("shutdown: probe: ") && Catch::Contains("its last snapshot stands"));
+  d.start();
+  CHECK(d.get_json("/probe") == Json{{"version", 1}, {"items", {"small"}}});
+  CHECK_THAT(d.log(), !Catch::Contains("corrupt"));
+  CHECK(d.stop() == 0);  // the state it booted with fits
 }
