@@ -4,6 +4,9 @@
 // answering within a second throughout, the line that names the fault, and
 // how moltd stops.
 #include <csignal>
+#include <cstdlib>
+#include <string>
+#include <vector>
 #include <fstream>
 
 #include <catch2/catch.hpp>
@@ -18,6 +21,26 @@ using namespace std::chrono_literals;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+/// moltd's environment in these tests. Sanitized, molt-rehearse (which
+/// inherits it) would turn a module's SIGSEGV into AddressSanitizer's report
+/// and exit(1), and check for leaks at exit: as in a normal build, the
+/// signals and exits must be the module's. (moltd's own crash handler
+/// replaces ASan's, so moltd is not concerned.)
+/// Set in this process's environment, which moltd inherits (an entry added
+/// after it would not win: getenv finds the first).
+std::vector<std::string> fault_environment() {
+#ifdef MOLT_SANITIZED
+  static const bool set = [] {
+    const char* given = std::getenv("ASAN_OPTIONS");
+    const std::string options = std::string(given != nullptr ? given : "") +
+                                ":handle_segv=0:handle_sigbus=0:handle_sigill=0:handle_sigfpe=0:handle_abort=0:detect_leaks=0";
+    return ::setenv("ASAN_OPTIONS", options.c_str(), 1) == 0;
+  }();
+  REQUIRE(set);
+#endif
+  return {};
+}
 
 /// moltctl <args>, which must answer within a second.
 ProcessResult ctl_within_a_second(const Daemon& d, const std::vector<std::string>& args) {
@@ -56,7 +79,7 @@ TEST_CASE("a call that never returns while the release is on probation: the cont
   // release on probation whose module can be stuck behind one call.
   Daemon d({{"probe", probe_path(2), 2}},
            "probation_seconds = 600\nhealth_timeout_ms = 300\ncall_warn_ms = 500\nshutdown_grace_ms = 1000");
-  d.start();
+  d.start(fault_environment());
   d.install(probe_path(1), "probe-1.so");
   REQUIRE(d.ctl({"reload", "probe", (d.plugin_dir() / "probe-1.so").string()}).exit_code == 0);
   REQUIRE(d.curl({"-X", "POST", "/probe/add?item=before"}).exit_code == 0);
@@ -106,7 +129,7 @@ TEST_CASE("a call that never returns while the release is on probation: the cont
 
 TEST_CASE("a second SIGTERM exits at once while moltd waits for a stuck call", "[faults][hang]") {
   Daemon d({{"probe", probe_path(1), 1}}, "shutdown_grace_ms = 60000");
-  d.start();
+  d.start(fault_environment());
   Process stuck({"curl", "-sS", "--max-time", "120", "-X", "POST", "http://" + d.http() + "/probe/sleep?ms=600000"},
                 d.dir() / "stuck.out");
   REQUIRE(wait_until([&] { return oldest_call(d, "probe").is_object(); }));
@@ -128,7 +151,7 @@ struct FaultyDaemon {
   Daemon d;
   explicit FaultyDaemon(const std::string& variant, const std::string& host_config = "")
       : d({{"faulty", test_image_path("faulty-1.so"), 1}}, "probation_seconds = 600\n" + host_config) {
-    d.start();
+    d.start(fault_environment());
     REQUIRE(d.http_code("POST", "/faulty/add?item=kept") == "200");
     d.install(test_image_path(variant), "faulty-2.so");
   }
@@ -186,7 +209,7 @@ TEST_CASE("a crash in new code is recorded, named at the next boot, kept in hist
   CHECK(*died == 128 + SIGSEGV);  // the exit status systemd sees: Restart=on-failure restarts it
   REQUIRE(std::filesystem::exists(d.run_dir() / "crash.record"));
 
-  d.start();  // as systemd would
+  d.start(fault_environment());  // as systemd would
   const std::string log = d.log();
   CHECK_THAT(log, Catch::Contains("the previous run crashed in faulty v2 (faulty-2.so, sha256 ") &&
                       Catch::Contains("…) in load_state: SIGSEGV"));
@@ -221,7 +244,7 @@ TEST_CASE("a crash loop in the permanent release: three crashes in the same imag
           "falls back to the release before, with the state it can read",
           "[faults][crash]") {
   Daemon d({{"faulty", test_image_path("faulty-1.so"), 1}}, "probation_seconds = 0");
-  d.start();
+  d.start(fault_environment());
   REQUIRE(d.http_code("POST", "/faulty/add?item=before") == "200");
   d.install(test_image_path("faulty-2-abort-handle.so"), "faulty-2.so");
   REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);  // permanent at once: probation_seconds = 0
@@ -234,7 +257,7 @@ TEST_CASE("a crash loop in the permanent release: three crashes in the same imag
     const auto died = d.process().wait(10s);
     REQUIRE(died.has_value());
     CHECK(*died == 128 + SIGABRT);
-    d.start();  // as systemd's Restart=on-failure would
+    d.start(fault_environment());  // as systemd's Restart=on-failure would
     REQUIRE(wait_until([&] { return occurrences(d.log(), "the previous run crashed in faulty v2") == crash; }));
     if (crash < 3) CHECK(d.get_json("/faulty")["version"] == 2);  // a permanent image: crashes are counted
   }
@@ -254,7 +277,7 @@ TEST_CASE("a segfault in new code's on_data, live: moltd dies of it, the next bo
           "[faults][crash]") {
   // on_data runs only on a live connection: the rehearsal cannot meet this fault.
   Daemon d({{"faulty", test_image_path("faulty-1.so"), 1, "listen = \"127.0.0.1:0\""}}, "probation_seconds = 600");
-  d.start();
+  d.start(fault_environment());
   REQUIRE(d.http_code("POST", "/faulty/add?item=before") == "200");
   d.install(test_image_path("faulty-2-segv-on_data.so"), "faulty-2.so");
   const auto reload = d.ctl({"reload", "faulty"});
@@ -269,7 +292,7 @@ TEST_CASE("a segfault in new code's on_data, live: moltd dies of it, the next bo
   REQUIRE(died.has_value());
   CHECK(*died == 128 + SIGSEGV);
 
-  d.start();
+  d.start(fault_environment());
   const std::string log = d.log();
   CHECK_THAT(log, Catch::Contains("the previous run crashed in faulty v2 (faulty-2.so, sha256 ") &&
                       Catch::Contains("…) in on_data: SIGSEGV"));
@@ -284,7 +307,7 @@ TEST_CASE("a segfault in new code's on_data, live: moltd dies of it, the next bo
 TEST_CASE("a state larger than max_state_bytes is never written as a snapshot: the previous one stands and boots",
           "[faults][snapshot]") {
   Daemon d({{"probe", probe_path(1), 1}}, "max_state_bytes = 1024");
-  d.start();
+  d.start(fault_environment());
   REQUIRE(d.http_code("POST", "/probe/add?item=small") == "200");
   REQUIRE(d.ctl({"save"}).exit_code == 0);
   REQUIRE(d.http_code("POST", "/probe/fill?n=200") == "200");  // well over 1 KiB of state
@@ -295,7 +318,7 @@ TEST_CASE("a state larger than max_state_bytes is never written as a snapshot: t
   // At shutdown too: moltd says which module it could not save, and exits 1.
   CHECK(d.stop() == 1);
   CHECK_THAT(d.log(), Catch::Contains("shutdown: probe: ") && Catch::Contains("its last snapshot stands"));
-  d.start();
+  d.start(fault_environment());
   CHECK(d.get_json("/probe") == Json{{"version", 1}, {"items", {"small"}}});
   CHECK_THAT(d.log(), !Catch::Contains("corrupt"));
   CHECK(d.stop() == 0);  // the state it booted with fits
