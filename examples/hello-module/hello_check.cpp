@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   molt::host::Loader loader(molt::host::LoaderOptions{std::string(dir) + "/images"});
   auto logger = std::make_shared<spdlog::logger>("hello", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
 
-  auto start = [&]() -> std::unique_ptr<molt::host::ModuleSlot> {
+  auto start = [&]() -> std::shared_ptr<molt::host::ModuleSlot> {
     auto image = loader.load(argv[1], "hello");
     if (!image) return fail(image.error().to_string()), nullptr;
     auto slot = molt::host::ModuleSlot::start(std::move(image.value()), {logger, {}});
