@@ -134,6 +134,17 @@ void InstanceDeleter::operator()(api::Module* module) const noexcept {
 }
 
 Image::~Image() {
+  if (site_ && site_->threads() > 0) {
+    // A thread its code started still runs (moltd counts them:
+    // moltd/module_threads.cpp): unmapping the image would make it jump
+    // into unmapped memory, a crash of moltd. The image stays mapped until
+    // the process ends, with its site, which that thread's scope points at.
+    // One more reference that is never given back outweighs the unload below.
+    (void)::dlopen(copy_.c_str(), RTLD_NOW | RTLD_NOLOAD);
+    (void)site_.release();
+    library_.unload();  // no longer the last reference: runs nothing, unmaps nothing
+    return;             // still loaded: counted as such
+  }
   if (site_) {
     const ModuleCodeScope scope(*site_, module_hook::kUnload);  // dlclose runs its static destructors
     library_.unload();
@@ -250,7 +261,7 @@ Result<std::shared_ptr<Image>> Loader::load(const fs::path& file, std::string_vi
   image->sha256_ = checked->sha256;
   // Named before its first code runs: a crash in a static initialiser is
   // recorded as this image's.
-  image->site_.emplace(info.name, info.version, file.string(), checked->sha256);
+  image->site_ = std::make_unique<ModuleSite>(info.name, info.version, file.string(), checked->sha256);
   {
     const ModuleCodeScope scope(*image->site_, module_hook::kStaticInit);
     image->library_.load(copy, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);

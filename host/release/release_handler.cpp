@@ -232,7 +232,7 @@ std::optional<std::string> ReleaseHandler::restore_snapshot_locked(const std::st
     why = "the snapshot was written by " + v(blob.version) + " in schema " + std::to_string(blob.schema.value);
     aside_name = "unbooted";
   } else {
-    const UpgradeReport report = host::restore(*slot, table_.loader(), blob);
+    const UpgradeReport report = host::restore(*slot, table_.loader(), blob, {}, table_.options().upgrade);
     slot->forget_previous();  // a restore is not an upgrade: nothing to roll back to
     if (report.outcome == Outcome::Succeeded) {
       if (auto host = slot->restore_host_part(blob.host); !host) slot->log().error("{}", host.error().to_string());
@@ -252,7 +252,7 @@ std::optional<std::string> ReleaseHandler::restore_snapshot_locked(const std::st
     none_kept = "the state kept in schema " + schema + " cannot be read either (" + kept.error().to_string() + ")";
   } else if (kept.value()) {
     const StateBlob& state = kept.value()->blob;
-    const UpgradeReport report = host::restore(*slot, table_.loader(), state);
+    const UpgradeReport report = host::restore(*slot, table_.loader(), state, {}, table_.options().upgrade);
     slot->forget_previous();
     if (report.outcome == Outcome::Succeeded) {
       if (auto host = slot->restore_host_part(state.host); !host) slot->log().error("{}", host.error().to_string());

@@ -74,6 +74,13 @@ ModuleSlot::Live::~Live() {
   if (!returned && log)
     log->warn("v{}: stop() or its destructor did not return within {} ms; the instance and its image stay loaded",
               version.value, stop_timeout.count());
+  // The threads its code started (counted in moltd) should have ended with
+  // stop() and its destructor; one that did not would run into unmapped
+  // code once the image goes, so the image stays (Image::~Image).
+  if (const std::size_t threads = image->site().threads(); returned && threads > 0 && log)
+    log->warn("v{}: {} thread(s) its code started still run after stop() and its destructor; its image stays "
+              "loaded until moltd exits, so that they never run into unmapped code",
+              version.value, threads);
 }
 
 RunningVersion describe(const Image& image, std::chrono::system_clock::time_point since) {
@@ -235,6 +242,13 @@ Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<
     hooks.stop();
     return fail(std::move(*failure));
   }
+  // Modules own no threads (plugin-api.md): one started by now (by its
+  // static initialisers, constructor or start) outlives every call moltd
+  // makes, and keeps the image loaded for good once it is replaced.
+  if (const std::size_t threads = live->image->site().threads(); threads > 0)
+    logger_->warn("v{}: {} thread(s) its code started are running; moltd cannot wait for them, and will not unload "
+                  "this image while one runs",
+                  live->image->info().version.value, threads);
   live->instance = std::move(instance.value());
   return live;
 }

@@ -53,6 +53,7 @@
 
 #include <thread>
 
+#include "molt/host/common/module_site.hpp"
 #include "molt/host/common/fault.hpp"
 #include "molt/host/common/log_context.hpp"
 #include "molt/host/state/buffers.hpp"
@@ -416,6 +417,9 @@ class UpgradeTransaction {
     Clock::time_point load_started;
     std::thread reader;  // started once the state proves larger than one chunk
     StatePipe pipe(options_.max_state_bytes, [&] {
+      // Called inside the old version's save_state (its first full chunk):
+      // the reader thread is the host's, not a thread of that module.
+      const HostCodeScope host_code;
       load_started = Clock::now();
       reader = std::thread([&] {
         load_failure = load(move, pipe.source(), options_.max_state_bytes);

@@ -323,3 +323,91 @@ TEST_CASE("a state larger than max_state_bytes is never written as a snapshot: t
   CHECK_THAT(d.log(), !Catch::Contains("corrupt"));
   CHECK(d.stop() == 0);  // the state it booted with fits
 }
+
+TEST_CASE("a detached thread a module leaves running keeps its image loaded: moltd says so, and does not crash",
+          "[faults][threads]") {
+  Daemon d({{"faulty", test_image_path("faulty-1.so"), 1}}, "probation_seconds = 0\nrehearse = \"never\"");
+  d.start(fault_environment());
+  REQUIRE(d.http_code("POST", "/faulty/add?item=kept") == "200");
+  d.install(test_image_path("faulty-2-thread_detached-start.so"), "faulty-2.so");
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);
+  CHECK_THAT(d.log(), Catch::Contains("[faulty] v2: 1 thread(s) its code started are running; moltd cannot wait for "
+                                      "them, and will not unload this image while one runs"));
+
+  // Back to v1: v2 stops, is destroyed, and its image would be unloaded,
+  // under the feet of the thread, which calls into it every 20 ms.
+  const auto back = d.ctl({"reload", "faulty", (d.plugin_dir() / "faulty-1.so").string()});
+  REQUIRE(back.exit_code == 0);
+  const auto unloaded = Clock::now();
+  CHECK_THAT(d.log(), Catch::Contains("[faulty] v2: 1 thread(s) its code started still run after stop() and its "
+                                      "destructor; its image stays loaded until moltd exits, so that they never run "
+                                      "into unmapped code"));
+  CHECK(maps_faulty_v2(d.pid()));
+  // Before, moltd died ~200 ms after the unload: it serves on, well past that.
+  int served = 0;
+  while (Clock::now() - unloaded < 600ms && served < 1000) {
+    REQUIRE(d.get_json("/faulty") == Json{{"items", {"kept"}}, {"version", 1}});
+    ++served;
+  }
+  CHECK(d.process().running());
+  CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a joinable thread a module never joins: its destructor aborts moltd, and the record names the image",
+          "[faults][threads]") {
+  Daemon d({{"faulty", test_image_path("faulty-1.so"), 1}}, "probation_seconds = 600\nrehearse = \"never\"");
+  d.start(fault_environment());
+  REQUIRE(d.http_code("POST", "/faulty/add?item=kept") == "200");
+  d.install(test_image_path("faulty-2-thread_joinable-start.so"), "faulty-2.so");
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);
+  REQUIRE(d.http_code("POST", "/faulty/add?item=on-v2") == "200");
+  // Rolling back destroys v2's instance, whose std::thread member was never joined.
+  (void)d.ctl({"rollback", "faulty"});
+  const auto died = d.process().wait(10s);
+  REQUIRE(died.has_value());
+  CHECK(*died == 128 + SIGABRT);
+
+  d.start(fault_environment());
+  const std::string log = d.log();
+  CHECK_THAT(log, Catch::Contains("the previous run crashed in faulty v2 (faulty-2.so, sha256 ") &&
+                      Catch::Contains("…) in destructor: SIGABRT"));
+  CHECK_THAT(log, Catch::Contains("crashed moltd in destructor (SIGABRT) before it was ever permanent"));
+  // The release was on probation: v1 boots from the state kept in schema 1
+  // when v2 was installed.
+  CHECK(d.get_json("/faulty") == Json{{"items", {"kept"}}, {"version", 1}});
+  CHECK(Json::parse(d.ctl({"quarantine", "--json"}).out)["images"].size() == 1);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a boot that converts a snapshot into a newer schema rehearses the conversion first: a crash there costs "
+          "that module, not the boot",
+          "[faults][rehearsal][boot]") {
+  Daemon d({{"faulty", test_image_path("faulty-1.so"), 1}});
+  d.start(fault_environment());
+  REQUIRE(d.http_code("POST", "/faulty/add?item=kept") == "200");
+  REQUIRE(d.stop() == 0);  // its snapshot: schema 1
+  const std::string snapshot_before = read_file(d.run_dir() / "snapshots" / "faulty.molt");
+  REQUIRE_FALSE(snapshot_before.empty());
+
+  // A first start on v2 (no release record), whose load_state crashes on
+  // schema 1: the boot would run it in moltd to convert the snapshot.
+  d.install(test_image_path("faulty-2-segv-load_state.so"), "faulty-2.so");
+  std::filesystem::remove(d.run_dir() / "releases.json");
+  std::string config = read_file(d.config());
+  config.replace(config.find("version = 1"), 11, "version = 2");
+  write_file(d.config(), config);
+
+  d.start(fault_environment());
+  const std::string log = d.log();
+  CHECK_THAT(log, Catch::Contains("faulty: not started: no state v2 can read (the snapshot (v1, schema 1) could not be "
+                                  "restored: ") &&
+                      Catch::Contains("rehearsal of faulty v2: SIGSEGV in load_state"));
+  CHECK_FALSE(std::filesystem::exists(d.run_dir() / "crash.record"));
+  const Json status = d.status();
+  REQUIRE(status["not_started"].size() == 1);
+  CHECK(status["not_started"][0]["module"] == "faulty");
+  CHECK(read_file(d.run_dir() / "snapshots" / "faulty.molt") == snapshot_before);  // kept for a restore
+  CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+  CHECK(d.stop() == 0);
+}

@@ -93,6 +93,18 @@ std::size_t occurrences(std::string_view text, std::string_view needle) {
   return n;
 }
 
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+void write_file(const std::filesystem::path& path, std::string_view text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  out.close();
+  REQUIRE(out.good());
+}
+
 bool appears_before(std::string_view text, std::string_view first, std::string_view second) {
   const auto a = text.find(first);
   const auto b = text.find(second);

@@ -74,4 +74,9 @@ std::size_t occurrences(std::string_view text, std::string_view needle);
 /// missing: npos is past everything.)
 bool appears_before(std::string_view text, std::string_view first, std::string_view second);
 
+/// The whole of `path` (empty when it cannot be read).
+std::string read_file(const std::filesystem::path& path);
+/// Replaces `path`'s content with `text` (fails the test when it cannot).
+void write_file(const std::filesystem::path& path, std::string_view text);
+
 }  // namespace molt::test

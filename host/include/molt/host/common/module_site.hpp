@@ -68,6 +68,7 @@ inline constexpr const char* kAttachState = "attach_state";
 inline constexpr const char* kStop = "stop";
 inline constexpr const char* kDestructor = "destructor";  ///< an instance deleted through its image
 inline constexpr const char* kUnload = "unload";          ///< dlclose runs the image's static destructors
+inline constexpr const char* kThread = "a thread it started";  ///< the body of a thread the image's code created
 }  // namespace module_hook
 
 /// One loaded image as a crash record names it, formatted once, here, so
@@ -99,12 +100,21 @@ class ModuleSite {
   [[nodiscard]] std::string_view label() const noexcept { return {label_, label_size_}; }
   [[nodiscard]] api::ModuleVersion version() const noexcept { return version_; }
 
+  /// Threads this image's code started (inside one of its scopes) that are
+  /// still running. Counted only where the program interposes
+  /// pthread_create (moltd: host/moltd/module_threads.cpp); 0 elsewhere. An
+  /// image is never unloaded while it is not 0 (loader.cpp).
+  [[nodiscard]] std::size_t threads() const noexcept { return threads_.load(std::memory_order_acquire); }
+  void thread_started() const noexcept { threads_.fetch_add(1, std::memory_order_relaxed); }
+  void thread_ended() const noexcept { threads_.fetch_sub(1, std::memory_order_release); }
+
  private:
   // An escaped byte takes at most 4; then the keys, ellipses and separators.
   static constexpr std::size_t kRecordCapacity = 4 * (kMaxModule + kMaxFile + kMaxSha256) + 64;
   static constexpr std::size_t kLabelCapacity = 4 * (kMaxModule + kMaxFile) + 32;
 
   api::ModuleVersion version_;
+  mutable std::atomic<std::size_t> threads_{0};
   std::size_t record_size_ = 0;
   std::size_t label_size_ = 0;
   char record_[kRecordCapacity];
@@ -145,6 +155,23 @@ class ModuleCodeScope {
   const ModuleSite* site_;
   const char* hook_;
   const ModuleCodeScope* outer_;  ///< the scope this one is nested in, or null
+};
+
+/// Marks the running thread as back in host code inside a call into a
+/// module: a callback the module's call made into the host (a state sink
+/// being written to). What the host does there is the host's: a crash is
+/// the host's, and a thread it starts is not the module's.
+class HostCodeScope {
+ public:
+  HostCodeScope() noexcept : outer_(__atomic_load_n(&detail::innermost_module_code, __ATOMIC_RELAXED)) {
+    __atomic_store_n(&detail::innermost_module_code, nullptr, __ATOMIC_RELAXED);
+  }
+  ~HostCodeScope() { __atomic_store_n(&detail::innermost_module_code, outer_, __ATOMIC_RELAXED); }
+  HostCodeScope(const HostCodeScope&) = delete;
+  HostCodeScope& operator=(const HostCodeScope&) = delete;
+
+ private:
+  const ModuleCodeScope* outer_;
 };
 
 /// Where module code runs on this thread: the innermost scope's site and

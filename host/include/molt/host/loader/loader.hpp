@@ -59,7 +59,9 @@ struct InstanceDeleter {
 using Instance = std::unique_ptr<api::Module, InstanceDeleter>;
 
 /// One loaded copy of a module's .so. Unloaded (dlclose) and its copy removed
-/// when the last reference goes, which includes every Instance made from it.
+/// when the last reference goes, which includes every Instance made from it;
+/// except while a thread its code started still runs (ModuleSite::threads):
+/// then it stays mapped until the process ends.
 class Image : public std::enable_shared_from_this<Image> {
  public:
   Image(const Image&) = delete;
@@ -86,7 +88,9 @@ class Image : public std::enable_shared_from_this<Image> {
   std::filesystem::path source_;
   std::filesystem::path copy_;
   std::string sha256_;
-  std::optional<ModuleSite> site_;  ///< in place: scopes point at it
+  /// Scopes point at it; left allocated when threads the module started
+  /// outlive the image (~Image).
+  std::unique_ptr<ModuleSite> site_;
   /// The loader's count of loaded images, which this one is part of from the
   /// moment it is loaded (null until then).
   std::shared_ptr<std::atomic<std::size_t>> loaded_count_;
