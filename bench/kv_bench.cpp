@@ -10,7 +10,11 @@
 //       upgrade (1->2) and of a code-only one (2->3) at 1K..10M keys, each
 //       phase, peak RSS against steady RSS; p50/p99 over 200 upgrades at 10K keys;
 //   (d) molt-bench-call (Google Benchmark): a call through a module slot against
-//       a direct call, and a TCP round trip, with allocations per call.
+//       a direct call, and a TCP round trip, with allocations per call;
+//   (e) through a real moltd, what a client on its own connection waits
+//       (its longest PING round trip around the command) during a reload
+//       of kv 1->2 (with and without the rehearsal), 2->3 and a save, beside
+//       the pause the host reports.
 // Then every target of the issue is checked and marked met or missed.
 #include <malloc.h>
 #include <signal.h>
@@ -54,7 +58,8 @@ struct Options {
   unsigned period_ms = 50;
   std::vector<std::uint64_t> sizes{1000, 100000, 1000000, 10000000};
   unsigned pause_rounds = 200;
-  std::string sections = "abcd";
+  std::vector<std::uint64_t> stall_sizes{100000, 1000000};
+  std::string sections = "abcde";
   std::string json_path;
   bool quick = false;  ///< (d) with a very short minimum time: a smoke test, not a measurement
 };
@@ -133,12 +138,15 @@ class RedisServer {
 
 class Moltd {
  public:
-  Moltd(const fs::path& dir, unsigned io_threads) : dir_(dir), port_(test::free_port()) {
+  /// kv `version` (its images 1, 2 and 3 in the plugin directory); `host_config`: more [host] lines.
+  Moltd(const fs::path& dir, unsigned io_threads, unsigned version = 2, const std::string& host_config = "")
+      : dir_(dir), port_(test::free_port()) {
     fs::create_directories(dir / "plugins");
-    for (unsigned v : {2u, 3u}) fs::copy_file(plugin(v), dir / "plugins" / plugin(v).filename(), fs::copy_options::overwrite_existing);
+    for (unsigned v : {1u, 2u, 3u}) fs::copy_file(plugin(v), dir / "plugins" / plugin(v).filename(), fs::copy_options::overwrite_existing);
     std::ofstream(dir / "moltd.toml") << "[host]\nrun_dir = \"" << (dir / "run").string() << "\"\nplugin_dir = \""
                                       << (dir / "plugins").string() << "\"\nhttp = \"127.0.0.1:0\"\nio_threads = "
-                                      << io_threads << "\nlog_level = \"warn\"\n[modules.kv]\nversion = 2\nlisten = \"127.0.0.1:"
+                                      << io_threads << "\nlog_level = \"warn\"\n" << host_config
+                                      << "\n[modules.kv]\nversion = " << version << "\nlisten = \"127.0.0.1:"
                                       << port_ << "\"\n";
     process_ = std::make_unique<Process>(std::vector<std::string>{bin("moltd"), "--config", (dir / "moltd.toml").string()},
                                          dir / "moltd.out");
@@ -498,6 +506,132 @@ Json section_c(const Options& o) {
 }
 
 // ---------------------------------------------------------------------------
+// (e) an upgrade through a real moltd, as a client sees it
+
+/// A client on its own connection that sends PING every half millisecond
+/// from construction until stop(), and keeps the longest round trip.
+class Pinger {
+ public:
+  explicit Pinger(std::uint16_t port) : client_(port) {
+    thread_ = std::thread([this] { run(); });
+    (void)wait_for([this] { return pings_.load() >= 20; });  // warm: connected and answered
+  }
+  ~Pinger() { (void)stop(); }
+
+  struct Seen {
+    double longest_us = 0;
+    std::uint64_t pings = 0;
+    std::uint64_t errors = 0;
+  };
+  /// Stops after the PING in flight has its answer.
+  Seen stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    return {longest_us_, pings_.load(), errors_};
+  }
+  /// Forgets the round trips so far: what follows is what is measured.
+  void restart_measure() { reset_ = true; }
+
+ private:
+  void run() {
+    auto next = Clock::now();
+    while (!stop_) {
+      if (reset_.exchange(false)) longest_us_ = 0;
+      const auto sent = Clock::now();
+      if (client_.call({"PING"}) != "+PONG\r\n") ++errors_;
+      longest_us_ = std::max(longest_us_, std::chrono::duration<double, std::micro>(Clock::now() - sent).count());
+      ++pings_;
+      next += std::chrono::microseconds(500);
+      if (const auto now = Clock::now(); next < now) next = now;
+      std::this_thread::sleep_until(next);
+    }
+  }
+
+  RespClient client_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> reset_{false};
+  std::atomic<std::uint64_t> pings_{0};
+  double longest_us_ = 0;
+  std::uint64_t errors_ = 0;
+};
+
+/// SETs `keys` string keys into kv over TCP, pipelined.
+void fill_over_tcp(std::uint16_t port, std::uint64_t keys) {
+  RespClient client(port);
+  std::string batch;
+  for (std::uint64_t i = 0; i < keys;) {
+    batch.clear();
+    unsigned n = 0;
+    for (; n < 10000 && i < keys; ++n, ++i)
+      batch += RespClient::encode({"SET", "key:" + std::to_string(i), "value:" + std::to_string(i)});
+    client.send_raw(batch);
+    for (unsigned r = 0; r < n; ++r)
+      if (client.read_reply() != "+OK\r\n") throw std::runtime_error("fill: SET failed");
+  }
+}
+
+/// One moltctl command against `moltd`, timed, with a PING client measuring
+/// around it: the row of table (e).
+Json client_seen(Moltd& moltd, const std::vector<std::string>& command) {
+  Pinger pinger(moltd.port());
+  pinger.restart_measure();
+  std::vector<std::string> argv{bin("moltctl").string(), "--socket", moltd.socket().string(), "--json"};
+  argv.insert(argv.end(), command.begin(), command.end());
+  const auto started = Clock::now();
+  const auto result = run_process(argv);
+  const double command_us = std::chrono::duration<double, std::micro>(Clock::now() - started).count();
+  const Pinger::Seen seen = pinger.stop();
+  if (result.exit_code != 0) throw std::runtime_error("moltctl " + command.front() + ": " + result.out + result.err);
+  Json row{{"command", "moltctl " + command.front()}, {"command_us", command_us}, {"client_stall_us", seen.longest_us},
+           {"pings", seen.pings}, {"ping_errors", seen.errors}};
+  const Json reply = Json::parse(result.out, nullptr, false);
+  if (reply.is_object() && reply.contains("report")) {
+    const Json& report = reply["report"];
+    row["pause_us"] = report["pause_us"];
+    row["rehearse_us"] = report["phases_us"]["rehearse"];
+    row["rehearsal"] = report["rehearsal"];
+    row["state_transfer"] = report["state_transfer"];
+  }
+  return row;
+}
+
+Json section_e(const Options& o, const fs::path& scratch) {
+  std::printf("\n(e) An upgrade through a real moltd, as a client sees it: kv with N keys; a client on its own\n"
+              "    connection sends PING every 0.5 ms from before the command until after it returns\n");
+  std::printf("    %-10s %-41s | %10s %10s | %10s | %12s | %s\n", "keys", "command", "pause", "rehearse", "command",
+              "client stall", "pings");
+  Json rows = Json::array();
+  auto print = [&](std::uint64_t keys, const std::string& what, Json row) {
+    row["keys"] = keys;
+    row["case"] = what;
+    const auto us = [&](const char* field) {
+      return row.contains(field) && row[field].is_number() ? duration(row[field].get<double>()) : std::string("-");
+    };
+    std::printf("    %-10llu %-41s | %10s %10s | %10s | %12s | %llu%s\n", static_cast<unsigned long long>(keys),
+                what.c_str(), us("pause_us").c_str(), us("rehearse_us").c_str(), us("command_us").c_str(),
+                us("client_stall_us").c_str(), static_cast<unsigned long long>(row["pings"].get<std::uint64_t>()),
+                row["ping_errors"].get<std::uint64_t>() > 0 ? " (errors!)" : "");
+    rows.push_back(std::move(row));
+  };
+  for (const std::uint64_t keys : o.stall_sizes) {
+    for (const char* rehearse : {"never", "migrating"}) {
+      const fs::path dir = scratch / ("moltd-e-" + std::to_string(keys) + "-" + rehearse);
+      Moltd moltd(dir, o.io_threads, 1, std::string("probation_seconds = 0\nrehearse = \"") + rehearse + "\"");
+      fill_over_tcp(moltd.port(), keys);
+      const std::string file = (moltd.plugins() / "kv-2.so").string();
+      print(keys, std::string("reload 1->2 migrating, rehearse ") + rehearse,
+            client_seen(moltd, {"reload", "kv", file}));
+      if (std::string_view(rehearse) == "never") {
+        print(keys, "reload 2->3 code-only", client_seen(moltd, {"reload", "kv", (moltd.plugins() / "kv-3.so").string()}));
+        print(keys, "save (every module's snapshot)", client_seen(moltd, {"save"}));
+      }
+    }
+  }
+  return Json{{"rows", rows}};
+}
+
+// ---------------------------------------------------------------------------
 // (d) micro-benchmarks
 
 Json section_d(const fs::path& scratch, bool quick) {
@@ -582,7 +716,8 @@ int main(int argc, char** argv) {
   app.add_option("--period-ms", o.period_ms, "time between them");
   app.add_option("--sizes", o.sizes, "state sizes for (c), in keys")->delimiter(',');
   app.add_option("--pause-rounds", o.pause_rounds, "upgrades at 10K keys for the pause distribution in (c)");
-  app.add_option("--sections", o.sections, "which of a, b, c, d to run");
+  app.add_option("--stall-sizes", o.stall_sizes, "state sizes for (e), in keys")->delimiter(',');
+  app.add_option("--sections", o.sections, "which of a, b, c, d, e to run");
   app.add_option("--json", o.json_path, "write every figure as JSON to this file");
   app.add_flag("--quick", o.quick, "shortest runs of the micro-benchmarks (a smoke test; use small sizes too)");
   CLI11_PARSE(app, argc, argv);
@@ -609,6 +744,7 @@ int main(int argc, char** argv) {
     }
     if (has('c')) results["pause"] = section_c(o);
     if (has('d')) results["calls"] = section_d(scratch, o.quick);
+    if (has('e')) results["client_seen"] = section_e(o, scratch);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "molt-bench-kv: %s\n", e.what());
     return 1;
