@@ -367,7 +367,7 @@ std::optional<std::string> ReleaseHandler::snapshot(const std::string& module, s
 std::vector<std::string> ReleaseHandler::save_all() {
   std::vector<std::string> failed;
   for (const auto& slot : table_.slots())
-    if (snapshot(slot->name(), "requested")) failed.push_back(slot->name());
+    if (auto why = snapshot(slot->name(), "requested")) failed.push_back(slot->name() + ": " + *why);
   return failed;
 }
 
