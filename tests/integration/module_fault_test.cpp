@@ -149,8 +149,9 @@ namespace {
 /// faulty v1 serving one item ("kept"), and `variant` installed as faulty-2.so.
 struct FaultyDaemon {
   Daemon d;
-  explicit FaultyDaemon(const std::string& variant, const std::string& host_config = "")
-      : d({{"faulty", test_image_path("faulty-1.so"), 1}}, "probation_seconds = 600\n" + host_config) {
+  explicit FaultyDaemon(const std::string& variant, const std::string& host_config = "", int probation_seconds = 600)
+      : d({{"faulty", test_image_path("faulty-1.so"), 1}},
+          "probation_seconds = " + std::to_string(probation_seconds) + "\n" + host_config) {
     d.start(fault_environment());
     REQUIRE(d.http_code("POST", "/faulty/add?item=kept") == "200");
     d.install(test_image_path(variant), "faulty-2.so");
@@ -163,6 +164,32 @@ bool maps_faulty_v2(pid_t pid) {
   const std::string text((std::istreambuf_iterator<char>(maps)), std::istreambuf_iterator<char>());
   return text.find("/faulty-2-") != std::string::npos;
 }
+
+/// moltd's stdout and stderr, all its runs: where the crash handler's line goes.
+std::string output(const Daemon& d) {
+  std::ifstream in(d.dir() / "moltd.out");
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+/// moltd's exit status once it has died of a module's fault (128 + the
+/// signal, as systemd sees it).
+int exit_status_once_dead(Daemon& d) {
+  const auto code = d.process().wait(10s);
+  REQUIRE(code.has_value());
+  return *code;
+}
+
+/// The files `moltctl quarantine --json` lists.
+std::vector<std::string> quarantined_files(const Daemon& d) {
+  const auto listed = ctl_within_a_second(d, {"quarantine", "--json"});
+  REQUIRE(listed.exit_code == 0);
+  const Json images = Json::parse(listed.out)["images"];  // kept: a range-for over a temporary's member would dangle
+  std::vector<std::string> files;
+  for (const auto& image : images) files.push_back(image["file"]);
+  return files;
+}
+
+const Json kKeptOnV1{{"items", {"kept"}}, {"version", 1}};
 
 }  // namespace
 
@@ -322,4 +349,63 @@ TEST_CASE("a state larger than max_state_bytes is never written as a snapshot: t
   CHECK(d.get_json("/probe") == Json{{"version", 1}, {"items", {"small"}}});
   CHECK_THAT(d.log(), !Catch::Contains("corrupt"));
   CHECK(d.stop() == 0);  // the state it booted with fits
+}
+
+TEST_CASE("new code that crashes moltd live: the crash names the hook, the next boot quarantines the image and boots "
+          "v1 with the state kept before the upgrade",
+          "[faults][crash]") {
+  struct Case {
+    const char* variant;
+    const char* host_config;
+    const char* trigger;  ///< POST that makes v2 crash; nullptr: the reload itself does
+    const char* hook;     ///< as the crash record names it (module_hook)
+    const char* cause;
+    int status;  ///< moltd's exit status
+  };
+  const Case cases[] = {
+      // The rehearsal makes no job step and fires no timer: it passes them.
+      {"faulty-2-segv-job_step.so", "", "/faulty/job?name=j", "run_job_step", "SIGSEGV", 128 + SIGSEGV},
+      {"faulty-2-segv-timer.so", "", "/faulty/timer?ms=1", "on_timer", "SIGSEGV", 128 + SIGSEGV},
+      // Without the rehearsal, the reload runs them in moltd.
+      {"faulty-2-exit-static_init.so", "rehearse = \"never\"", nullptr, "static initialisation", "exit(1)", 1},
+      {"faulty-2-throw-static_init.so", "rehearse = \"never\"", nullptr, "static initialisation", "SIGABRT",
+       128 + SIGABRT},
+      {"faulty-2-segv-start.so", "rehearse = \"never\"", nullptr, "start", "SIGSEGV", 128 + SIGSEGV},
+  };
+  for (const Case& c : cases) {
+    INFO(c.variant);
+    FaultyDaemon f(c.variant, c.host_config);
+    Daemon& d = f.d;
+    const std::string image = (d.plugin_dir() / "faulty-2.so").string();
+    const auto reload = d.ctl({"reload", "faulty"});
+    if (c.trigger != nullptr) {
+      REQUIRE(reload.exit_code == 0);
+      CHECK_THAT(reload.out, Catch::Contains("faulty v1 -> v2: succeeded") &&
+                                 Catch::Contains("rehearse") && Catch::Contains("in a child process: passed in "));
+      CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+      (void)d.http_code("POST", c.trigger);  // answered (the job or timer runs after), or cut off by the crash
+    } else {
+      CHECK(reload.exit_code == 1);  // moltd died while it answered
+    }
+    CHECK(exit_status_once_dead(d) == c.status);
+    CHECK_THAT(output(d), Catch::Contains(std::string("moltd: ") + c.cause + " in faulty v2 (faulty-2.so) in " + c.hook +
+                                          "; crash record " + (d.run_dir() / "crash.record").string()));
+
+    d.start(fault_environment());  // as systemd's Restart=on-failure would
+    const std::string log = d.log();
+    INFO(log);
+    CHECK_THAT(log, Catch::Contains("the previous run crashed in faulty v2 (faulty-2.so, sha256 ") &&
+                        Catch::Contains(std::string("…) in ") + c.hook + ": " + c.cause));
+    CHECK_THAT(log, Catch::Contains("quarantined " + image + " (sha256 ") &&
+                        Catch::Contains(std::string("crashed moltd in ") + c.hook + " (" + c.cause +
+                                        ") before it was ever permanent; moltd will not run it again until 'moltctl "
+                                        "quarantine clear " + image + "'"));
+    CHECK(quarantined_files(d) == std::vector<std::string>{image});
+    // v1, with the state it had before the upgrade (kept in its schema).
+    CHECK_THAT(log, Catch::Contains("faulty: booting v1 from the state kept in schema 1 at "));
+    CHECK(d.get_json("/faulty") == kKeptOnV1);
+    CHECK_FALSE(maps_faulty_v2(d.pid()));
+    CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+    CHECK(d.stop() == 0);
+  }
 }
