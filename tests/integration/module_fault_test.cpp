@@ -409,3 +409,46 @@ TEST_CASE("new code that crashes moltd live: the crash names the hook, the next 
     CHECK(d.stop() == 0);
   }
 }
+
+TEST_CASE("a health check that never returns while the release is on probation: the release fails probation, the "
+          "rollback says it cannot pause the module, the control plane answers, SIGTERM exits 1, the next boot runs v1",
+          "[faults][hang]") {
+  FaultyDaemon f("faulty-2-hang-health.so", "rehearse = \"never\"\nhealth_timeout_ms = 300\nquiesce_timeout_ms = 500");
+  Daemon& d = f.d;
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);
+  // The watcher's health check (once a second) gets no answer.
+  REQUIRE(wait_until([&] {
+    return d.log().find("release 'initial+faulty-v2' failed probation: faulty: health check: health() did not return "
+                        "within 300 ms; rolling back to 'initial'") != std::string::npos;
+  }));
+  // health() still holds faulty's turn (a Serial module): the rollback cannot
+  // pause it within host.quiesce_timeout_ms, and says so.
+  REQUIRE(wait_until([&] {
+    return d.log().find("rolling release 'initial+faulty-v2' back to 'initial' failed: ") != std::string::npos;
+  }));
+  CHECK_THAT(d.log(), Catch::Contains("failed: faulty v2 (" + (d.plugin_dir() / "faulty-2.so").string() +
+                                      "): quiesce: 1 call(s) still running after 500 ms; 'initial+faulty-v2' keeps "
+                                      "running: fix it and run moltctl upgrade --down"));
+
+  const auto status = ctl_within_a_second(d, {"status", "--json"});
+  REQUIRE(status.exit_code == 0);
+  CHECK(oldest_call(d, "faulty")["what"] == "health");
+  CHECK(ctl_within_a_second(d, {"releases"}).exit_code == 0);
+  http_within_a_second(d, "/-/status");
+
+  // SIGTERM: the shutdown snapshot cannot pause faulty either; moltd names it and exits 1.
+  const auto asked = Clock::now();
+  CHECK(d.stop() == 1);
+  CHECK(Clock::now() - asked < 10s);
+  const std::string log = d.log();
+  CHECK_THAT(log, Catch::Contains("shutdown: faulty: health, running for ") &&
+                      Catch::Contains("its last snapshot stands"));
+  CHECK_THAT(log, Catch::Contains("exiting without stopping the modules (1 module(s) not saved); exit status 1"));
+
+  // The release on probation is not booted again: v1, from the state kept in schema 1.
+  d.start(fault_environment());
+  CHECK_THAT(d.log(), Catch::Contains("release 'initial+faulty-v2' was on probation when moltd stopped"));
+  CHECK(d.get_json("/faulty") == kKeptOnV1);
+  CHECK(quarantined_files(d).empty());  // a hang is not a crash
+  CHECK(d.stop() == 0);
+}
