@@ -452,3 +452,25 @@ TEST_CASE("a health check that never returns while the release is on probation: 
   CHECK(quarantined_files(d).empty());  // a hang is not a crash
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("a health check that throws while the release is on probation: the release is rolled back with the "
+          "exception's text, and v1 serves its state",
+          "[faults][probation]") {
+  FaultyDaemon f("faulty-2-throw-health.so", "rehearse = \"never\"");
+  Daemon& d = f.d;
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);
+  REQUIRE(d.http_code("POST", "/faulty/add?item=on-v2") == "200");
+  REQUIRE(wait_until([&] {
+    return d.log().find("release 'initial+faulty-v2' failed probation: faulty: health check: health threw: faulty: "
+                        "throw in health, on purpose; rolling back to 'initial'") != std::string::npos;
+  }));
+  // The release record says so once the rollback is done (v1 serves a moment before).
+  REQUIRE(wait_until([&] {
+    return ctl_within_a_second(d, {"releases"}).out.find("initial+faulty-v2        rolled back") != std::string::npos;
+  }));
+  // v2 converts its state down: what it was given and what it added.
+  CHECK(d.get_json("/faulty") == Json{{"items", {"kept", "on-v2"}}, {"version", 1}});
+  CHECK_THAT(d.log(), !Catch::Contains("rolling release 'initial+faulty-v2' back to 'initial' failed"));
+  CHECK(quarantined_files(d).empty());
+  CHECK(d.stop() == 0);
+}
