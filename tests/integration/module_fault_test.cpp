@@ -474,3 +474,47 @@ TEST_CASE("a health check that throws while the release is on probation: the rel
   CHECK(quarantined_files(d).empty());
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("a save_state that never returns: the reload succeeds, its snapshot and moltctl save fail with one line "
+          "naming faulty, status shows the stuck call, SIGTERM exits 1, the next boot runs v1 from the kept state",
+          "[faults][hang]") {
+  FaultyDaemon f("faulty-2-hang-save_state.so",
+                 "rehearse = \"never\"\nsave_timeout_ms = 500\nquiesce_timeout_ms = 500\ncall_warn_ms = 500\nhealth_timeout_ms = 300");
+  Daemon& d = f.d;
+  // Loading v2 is fine; the snapshot after the install is its first save_state.
+  auto asked = Clock::now();
+  const auto reload = d.ctl({"reload", "faulty"});
+  CHECK(Clock::now() - asked < 1500ms);
+  CHECK(reload.exit_code == 0);
+  CHECK_THAT(reload.out, Catch::Contains("faulty v1 -> v2: succeeded"));
+  CHECK_THAT(d.log(), Catch::Contains("[faulty] upgrade snapshot not written: faulty v2: snapshot: save_state did not "
+                                      "return within 500 ms; the module stays suspended until it does"));
+
+  // Another snapshot waits for that one, up to host.quiesce_timeout_ms.
+  asked = Clock::now();
+  const auto save = d.ctl({"save"});
+  CHECK(Clock::now() - asked < 1500ms);
+  CHECK(save.exit_code == 1);
+  CHECK(save.out.empty());
+  CHECK(save.err == "moltctl: snapshot failed for 1 module(s) (the last snapshot of each stands): faulty: an upgrade "
+                    "or another snapshot was still in progress after 500 ms\n");
+
+  const auto status = ctl_within_a_second(d, {"status"});
+  CHECK(status.exit_code == 0);
+  CHECK(oldest_call(d, "faulty")["what"] == "save_state");
+  CHECK_THAT(status.out, Catch::Contains("stuck? faulty: save_state has run for "));
+
+  CHECK(d.stop() == 1);
+  const std::string log = d.log();
+  CHECK_THAT(log, Catch::Contains("shutdown: faulty: ") && Catch::Contains("its last snapshot stands"));
+  CHECK_THAT(log, Catch::Contains("exiting without stopping the modules (1 module(s) not saved); exit status 1"));
+
+  // The release was on probation: v1 boots, from the state kept in schema 1
+  // before the upgrade (v2 never wrote a snapshot).
+  d.start(fault_environment());
+  CHECK_THAT(d.log(), Catch::Contains("release 'initial+faulty-v2' was on probation when moltd stopped"));
+  CHECK_THAT(d.log(), Catch::Contains("faulty: booting v1 from the state kept in schema 1 at ") &&
+                          Catch::Contains("; no snapshot was written after it"));
+  CHECK(d.get_json("/faulty") == kKeptOnV1);
+  CHECK(d.stop() == 0);
+}
