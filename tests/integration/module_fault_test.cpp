@@ -518,3 +518,24 @@ TEST_CASE("a save_state that never returns: the reload succeeds, its snapshot an
   CHECK(d.get_json("/faulty") == kKeptOnV1);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("a stop() that never returns: the reload away from it succeeds, v1 serves the state, a warning says what "
+          "stays loaded, SIGTERM exits",
+          "[faults][hang]") {
+  FaultyDaemon f("faulty-2-hang-stop.so", "rehearse = \"never\"\nstop_timeout_ms = 500", 0);
+  Daemon& d = f.d;
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);  // v1's stop() returns
+  REQUIRE(d.http_code("POST", "/faulty/add?item=on-v2") == "200");
+  const auto asked = Clock::now();
+  const auto back = d.ctl({"reload", "faulty", (d.plugin_dir() / "faulty-1.so").string()});
+  CHECK(back.exit_code == 0);
+  CHECK_THAT(back.out, Catch::Contains("faulty v2 -> v1: succeeded"));
+  CHECK(Clock::now() - asked < 3s);
+  CHECK_THAT(d.log(), Catch::Contains("[faulty] v2: stop() or its destructor did not return within 500 ms; the "
+                                      "instance and its image stay loaded"));
+  CHECK(d.get_json("/faulty") == Json{{"items", {"kept", "on-v2"}}, {"version", 1}});
+  CHECK(maps_faulty_v2(d.pid()));  // kept loaded: a thread is still inside its stop()
+  CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+  CHECK(d.stop() == 0);
+  CHECK_THAT(d.log(), Catch::Contains("stopped"));
+}
