@@ -539,3 +539,40 @@ TEST_CASE("a stop() that never returns: the reload away from it succeeds, v1 ser
   CHECK(d.stop() == 0);
   CHECK_THAT(d.log(), Catch::Contains("stopped"));
 }
+
+TEST_CASE("new code that throws while it is loaded (constructor, start, load_state): the reload fails with one line, "
+          "v1 serves its state byte for byte, nothing is quarantined",
+          "[faults][throw]") {
+  struct Case {
+    const char* variant;
+    const char* outcome;  ///< refused: before anything paused; rolled back: after
+    const char* error;    ///< the end of moltctl's line
+  };
+  const Case cases[] = {
+      {"faulty-2-throw-construct.so", "refused", "start: constructor threw: faulty: throw in construct, on purpose"},
+      {"faulty-2-throw-start.so", "refused", "start: start threw: faulty: throw in start, on purpose"},
+      {"faulty-2-throw-load_state.so", "rolled back",
+       "migrate: load_state threw: faulty: throw in load_state, on purpose"},
+      {"faulty-2-bad_alloc-load_state.so", "rolled back", "migrate: load_state threw: std::bad_alloc"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.variant);
+    FaultyDaemon f(c.variant, "rehearse = \"never\"");
+    Daemon& d = f.d;
+    const std::string before = d.curl({"/faulty"}).out;
+    const auto reload = d.ctl({"reload", "faulty"});
+    CHECK(reload.exit_code == 1);
+    INFO(reload.out << reload.err);
+    CHECK_THAT(reload.out, Catch::StartsWith(std::string("faulty v1 -> v2: ") + c.outcome + " (v1 keeps serving)\n"));
+    CHECK(occurrences(reload.err, "\n") == 1);
+    CHECK_THAT(reload.err, Catch::StartsWith(std::string("moltctl: faulty v1 -> v2 ") + c.outcome) &&
+                               Catch::EndsWith("; faulty v2 (" + (d.plugin_dir() / "faulty-2.so").string() + "): " +
+                                               c.error + "\n"));
+    CHECK(d.process().running());
+    CHECK(d.curl({"/faulty"}).out == before);
+    CHECK(d.get_json("/faulty") == kKeptOnV1);
+    CHECK(quarantined_files(d).empty());
+    CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+    CHECK(d.stop() == 0);
+  }
+}
