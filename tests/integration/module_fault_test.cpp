@@ -576,3 +576,45 @@ TEST_CASE("new code that throws while it is loaded (constructor, start, load_sta
     CHECK(d.stop() == 0);
   }
 }
+
+TEST_CASE("a destructor that aborts, live: the reload away from it kills moltd with SIGABRT in destructor; each "
+          "boot of the permanent release, v2, dies the same way until the third crash quarantines it, then v1 boots",
+          "[faults][crash]") {
+  FaultyDaemon f("faulty-2-abort-destroy.so", "rehearse = \"never\"", 0);
+  Daemon& d = f.d;
+  const std::string image = (d.plugin_dir() / "faulty-2.so").string();
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);  // permanent at once; v1's destructor is fine
+  REQUIRE(d.http_code("POST", "/faulty/add?item=on-v2") == "200");
+  const auto back = d.ctl({"reload", "faulty", (d.plugin_dir() / "faulty-1.so").string()});
+  CHECK(back.exit_code == 1);  // moltd died while it answered: v2's instance is destroyed after the switch to v1
+  CHECK(exit_status_once_dead(d) == 128 + SIGABRT);
+  CHECK_THAT(output(d), Catch::Contains("moltd: SIGABRT in faulty v2 (faulty-2.so) in destructor; crash record "));
+
+  // The reload back to v1 was never recorded: the permanent release is v2's.
+  // A boot starts v2, then restores its snapshot into a new instance and
+  // destroys the one it started with: SIGABRT again. A crash of an image of
+  // the permanent release counts towards a crash loop, and quarantines
+  // nothing before the third.
+  for (int crash = 2; crash <= 3; ++crash) {
+    INFO("crash " << crash);
+    d.spawn(fault_environment(), {}, {}, {});  // as systemd's Restart=on-failure would
+    CHECK(exit_status_once_dead(d) == 128 + SIGABRT);
+    CHECK(occurrences(d.log(), "…) in destructor: SIGABRT") == crash - 1);
+    CHECK_THAT(d.log(), !Catch::Contains("quarantined /"));
+  }
+  d.start(fault_environment());
+  const std::string log = d.log();
+  INFO(log);
+  CHECK(occurrences(log, "the previous run crashed in faulty v2 (faulty-2.so, sha256 ") == 3);
+  CHECK_THAT(log, Catch::Contains("quarantined " + image + " (sha256 ") &&
+                      Catch::Contains("crashed moltd 3 times within 10 minutes (the last in destructor, SIGABRT)"));
+  CHECK_THAT(log, Catch::Contains("faulty: " + image + " is quarantined (") &&
+                      Catch::Contains("booting v1 of release 'initial' instead, with the state it can read"));
+  CHECK(quarantined_files(d) == std::vector<std::string>{image});
+  // v1 reads only schema 1: the state kept before the upgrade to v2; what v2 added is lost.
+  CHECK_THAT(log, Catch::Contains("faulty: booting v1 from the state kept in schema 1 at "));
+  CHECK(d.get_json("/faulty") == kKeptOnV1);
+  CHECK_FALSE(maps_faulty_v2(d.pid()));
+  CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+  CHECK(d.stop() == 0);
+}
