@@ -285,7 +285,12 @@ ControlReply ControlHandler::answer(const Json& request) {
   }
   if (command == "save") {
     const auto failed = releases_.save_all();
-    if (!failed.empty()) return {error_reply("snapshot failed for " + std::to_string(failed.size()) + " module(s), see the log"), {}};
+    if (!failed.empty()) {  // one line, as moltctl prints it: each module and why
+      std::string why;
+      for (const auto& line : failed) why += (why.empty() ? "" : "; ") + line;
+      return {error_reply("snapshot failed for " + std::to_string(failed.size()) + " module(s) (the last snapshot of "
+                          "each stands): " + why), {}};
+    }
     return {Json{{"ok", true}, {"modules", table_.slots().size()}}, {}};
   }
   if (command == "commit") {

@@ -213,19 +213,27 @@ std::optional<StateBlob> ReleaseHandler::snapshot_of_locked(const std::string& m
 // running that release's code, which a boot never does. The state kept in
 // schema S when the module left it (keep_state_before) is what the
 // permanent version's own code can read; what it lacks is said in one line.
+// With no snapshot at all, the kept state is still the module's: moltd kept
+// it before an upgrade, then stopped (a crash in the new code, a save_state
+// that never returned) before that upgrade's first snapshot was written.
 std::optional<std::string> ReleaseHandler::restore_snapshot_locked(const std::string& module) {
   auto slot = table_.find(module);
   const ImageInfo running = slot->running().info;
   const fs::path path = snapshots_.path_of(module);
   auto loaded = snapshots_.load(module);
-  if (loaded && !loaded.value()) {
+  const bool no_snapshot = loaded && !loaded.value();
+  std::error_code ec;  // anything at the kept state's path counts (load_kept refuses what it cannot trust)
+  if (no_snapshot && !fs::exists(fs::symlink_status(snapshots_.path_of_kept(module, running.schema), ec))) {
     slot->log().info("no snapshot in {}: starts with its initial state (it never saved one)", path.string());
     return std::nullopt;
   }
 
   std::string why;         // why the snapshot is not what runs
   std::string aside_name;  // what the snapshot is called once set aside
-  if (!loaded) {
+  if (no_snapshot) {
+    why = "no snapshot was written";
+    aside_name = "none";  // nothing to set aside
+  } else if (!loaded) {
     why = loaded.error().to_string();
     aside_name = "corrupt";
   } else if (const StateBlob& blob = *loaded.value(); blob.schema > running.schema) {
@@ -263,7 +271,10 @@ std::optional<std::string> ReleaseHandler::restore_snapshot_locked(const std::st
                                 : replaced.value() ? "kept at " + replaced.value()->string()
                                                    : "gone";
       std::string snapshot;
-      if (!loaded)
+      if (no_snapshot)
+        snapshot = replaced ? "no snapshot was written after it"
+                            : "no snapshot was written after it, nor now (" + replaced.error().to_string() + ")";
+      else if (!loaded)
         snapshot = "the unreadable snapshot is " + where + " (" + why + ")";
       else if (loaded.value()->schema > running.schema)
         snapshot = "the newer snapshot (" + v(loaded.value()->version) + ", schema " +
@@ -282,9 +293,13 @@ std::optional<std::string> ReleaseHandler::restore_snapshot_locked(const std::st
   if (options_.allow_empty.contains(module)) {
     // Set aside, so that the first snapshot does not overwrite it and a
     // restart does not refuse the module again.
-    auto moved = snapshots_.move_aside(module, aside_name);
+    std::string snapshot = "none";
+    if (!no_snapshot) {
+      auto moved = snapshots_.move_aside(module, aside_name);
+      snapshot = moved ? "kept at " + moved->string() : "still at " + path.string();
+    }
     log_->warn("{}: started with its initial state (--allow-empty {}): {}; the snapshot is {}", module, module,
-               no_state, moved ? "kept at " + moved->string() : "still at " + path.string());
+               no_state, snapshot);
     return std::nullopt;
   }
   // The snapshot stays where it is: a restart refuses the module again
@@ -352,7 +367,7 @@ std::optional<std::string> ReleaseHandler::snapshot(const std::string& module, s
 std::vector<std::string> ReleaseHandler::save_all() {
   std::vector<std::string> failed;
   for (const auto& slot : table_.slots())
-    if (snapshot(slot->name(), "requested")) failed.push_back(slot->name());
+    if (auto why = snapshot(slot->name(), "requested")) failed.push_back(slot->name() + ": " + *why);
   return failed;
 }
 

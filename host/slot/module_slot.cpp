@@ -298,6 +298,7 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
   struct Saved {
     std::mutex mutex;
     std::condition_variable changed;
+    std::optional<CallGate::Clock::time_point> paused_at;  ///< set once calls in flight finished: save_state runs
     std::optional<Result<StateBlob>> taken;  ///< set once save_state returned (or failed before)
     bool kept = false;                       ///< set once `keep` ran, or will not
   };
@@ -328,6 +329,11 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
                                   .count()) + " ms,";
       return finish(fail(busy + " did not finish within " + std::to_string(quiesce_timeout.count()) + " ms"), true);
     }
+    {
+      std::lock_guard lock(saved->mutex);
+      saved->paused_at = CallGate::Clock::now();
+    }
+    saved->changed.notify_all();
     auto bytes = save_to_string(*live_, api::SaveTarget{info.schema, api::Direction::Same, {}}, UINT64_MAX);
     // In the same pause as the state: a job's record and its checkpoint agree.
     std::string host = host_part();
@@ -348,9 +354,18 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
   if (save_timeout == kNoDeadline) {
     save();
   } else {
-    const auto deadline = quiesce_deadline + save_timeout;
-    // The thread keeps the slot alive for as long as it runs.
-    if (!run_bounded(deadline, [self = shared_from_this(), save = std::move(save)] { save(); })) {
+    // save_timeout counts from the pause, once calls in flight finished:
+    // save_state gets that long whatever the quiesce took. Before the pause
+    // the thread gives up by itself, at quiesce_deadline. It keeps the slot
+    // alive for as long as it runs.
+    DeadlineThread thread([self = shared_from_this(), save = std::move(save)] { save(); });
+    auto deadline = quiesce_deadline + save_timeout;
+    {
+      std::unique_lock lock(saved->mutex);
+      saved->changed.wait_until(lock, deadline, [&] { return saved->taken || saved->paused_at; });
+      if (saved->paused_at) deadline = *saved->paused_at + save_timeout;
+    }
+    if (!thread.join_until(deadline)) {
       std::lock_guard lock(saved->mutex);
       if (!saved->taken) {
         const auto& info = running().info;

@@ -15,7 +15,9 @@ Daemon::Daemon(std::vector<ModuleSpec> modules, const std::string& host_config) 
   fs::create_directory(plugin_dir());
   std::ofstream config(this->config());
   config << "[host]\nrun_dir = \"" << run_dir().string() << "\"\nplugin_dir = \"" << plugin_dir().string()
-         << "\"\nhttp = \"127.0.0.1:0\"\nquiesce_timeout_ms = 2000\n" << host_config << '\n';
+         << "\"\nhttp = \"127.0.0.1:0\"\n";
+  if (host_config.find("quiesce_timeout_ms") == std::string::npos) config << "quiesce_timeout_ms = 2000\n";
+  config << host_config << '\n';
   for (const auto& module : modules) {
     install(module.image, module.name + '-' + std::to_string(module.version) + ".so");
     config << "[modules." << module.name << "]\nversion = " << module.version << '\n' << module.extra_config << '\n';

@@ -26,6 +26,7 @@ struct ModuleSpec {
 class Daemon {
  public:
   /// `host_config`: more TOML lines for [host], e.g. "probation_seconds = 2".
+  /// quiesce_timeout_ms is 2000 unless they set it.
   explicit Daemon(std::vector<ModuleSpec> modules = {{"counter", plugin_path("counter", 1), 1}},
                   const std::string& host_config = "");
   ~Daemon();

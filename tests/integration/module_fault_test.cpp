@@ -149,8 +149,9 @@ namespace {
 /// faulty v1 serving one item ("kept"), and `variant` installed as faulty-2.so.
 struct FaultyDaemon {
   Daemon d;
-  explicit FaultyDaemon(const std::string& variant, const std::string& host_config = "")
-      : d({{"faulty", test_image_path("faulty-1.so"), 1}}, "probation_seconds = 600\n" + host_config) {
+  explicit FaultyDaemon(const std::string& variant, const std::string& host_config = "", int probation_seconds = 600)
+      : d({{"faulty", test_image_path("faulty-1.so"), 1}},
+          "probation_seconds = " + std::to_string(probation_seconds) + "\n" + host_config) {
     d.start(fault_environment());
     REQUIRE(d.http_code("POST", "/faulty/add?item=kept") == "200");
     d.install(test_image_path(variant), "faulty-2.so");
@@ -163,6 +164,32 @@ bool maps_faulty_v2(pid_t pid) {
   const std::string text((std::istreambuf_iterator<char>(maps)), std::istreambuf_iterator<char>());
   return text.find("/faulty-2-") != std::string::npos;
 }
+
+/// moltd's stdout and stderr, all its runs: where the crash handler's line goes.
+std::string output(const Daemon& d) {
+  std::ifstream in(d.dir() / "moltd.out");
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+/// moltd's exit status once it has died of a module's fault (128 + the
+/// signal, as systemd sees it).
+int exit_status_once_dead(Daemon& d) {
+  const auto code = d.process().wait(10s);
+  REQUIRE(code.has_value());
+  return *code;
+}
+
+/// The files `moltctl quarantine --json` lists.
+std::vector<std::string> quarantined_files(const Daemon& d) {
+  const auto listed = ctl_within_a_second(d, {"quarantine", "--json"});
+  REQUIRE(listed.exit_code == 0);
+  const Json images = Json::parse(listed.out)["images"];  // kept: a range-for over a temporary's member would dangle
+  std::vector<std::string> files;
+  for (const auto& image : images) files.push_back(image["file"]);
+  return files;
+}
+
+const Json kKeptOnV1{{"items", {"kept"}}, {"version", 1}};
 
 }  // namespace
 
@@ -408,6 +435,270 @@ TEST_CASE("a boot that converts a snapshot into a newer schema rehearses the con
   REQUIRE(status["not_started"].size() == 1);
   CHECK(status["not_started"][0]["module"] == "faulty");
   CHECK(read_file(d.run_dir() / "snapshots" / "faulty.molt") == snapshot_before);  // kept for a restore
+TEST_CASE("new code that crashes moltd live: the crash names the hook, the next boot quarantines the image and boots "
+          "v1 with the state kept before the upgrade",
+          "[faults][crash]") {
+  struct Case {
+    const char* variant;
+    const char* host_config;
+    const char* trigger;  ///< POST that makes v2 crash; nullptr: the reload itself does
+    const char* hook;     ///< as the crash record names it (module_hook)
+    const char* cause;
+    int status;  ///< moltd's exit status
+  };
+  const Case cases[] = {
+      // The rehearsal makes no job step and fires no timer: it passes them.
+      {"faulty-2-segv-job_step.so", "", "/faulty/job?name=j", "run_job_step", "SIGSEGV", 128 + SIGSEGV},
+      {"faulty-2-segv-timer.so", "", "/faulty/timer?ms=1", "on_timer", "SIGSEGV", 128 + SIGSEGV},
+      // Without the rehearsal, the reload runs them in moltd.
+      {"faulty-2-exit-static_init.so", "rehearse = \"never\"", nullptr, "static initialisation", "exit(1)", 1},
+      {"faulty-2-throw-static_init.so", "rehearse = \"never\"", nullptr, "static initialisation", "SIGABRT",
+       128 + SIGABRT},
+      {"faulty-2-segv-start.so", "rehearse = \"never\"", nullptr, "start", "SIGSEGV", 128 + SIGSEGV},
+  };
+  for (const Case& c : cases) {
+    INFO(c.variant);
+    FaultyDaemon f(c.variant, c.host_config);
+    Daemon& d = f.d;
+    const std::string image = (d.plugin_dir() / "faulty-2.so").string();
+    const auto reload = d.ctl({"reload", "faulty"});
+    if (c.trigger != nullptr) {
+      REQUIRE(reload.exit_code == 0);
+      CHECK_THAT(reload.out, Catch::Contains("faulty v1 -> v2: succeeded") &&
+                                 Catch::Contains("rehearse") && Catch::Contains("in a child process: passed in "));
+      CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+      (void)d.http_code("POST", c.trigger);  // answered (the job or timer runs after), or cut off by the crash
+    } else {
+      CHECK(reload.exit_code == 1);  // moltd died while it answered
+    }
+    CHECK(exit_status_once_dead(d) == c.status);
+    CHECK_THAT(output(d), Catch::Contains(std::string("moltd: ") + c.cause + " in faulty v2 (faulty-2.so) in " + c.hook +
+                                          "; crash record " + (d.run_dir() / "crash.record").string()));
+
+    d.start(fault_environment());  // as systemd's Restart=on-failure would
+    const std::string log = d.log();
+    INFO(log);
+    CHECK_THAT(log, Catch::Contains("the previous run crashed in faulty v2 (faulty-2.so, sha256 ") &&
+                        Catch::Contains(std::string("…) in ") + c.hook + ": " + c.cause));
+    CHECK_THAT(log, Catch::Contains("quarantined " + image + " (sha256 ") &&
+                        Catch::Contains(std::string("crashed moltd in ") + c.hook + " (" + c.cause +
+                                        ") before it was ever permanent; moltd will not run it again until 'moltctl "
+                                        "quarantine clear " + image + "'"));
+    CHECK(quarantined_files(d) == std::vector<std::string>{image});
+    // v1, with the state it had before the upgrade (kept in its schema).
+    CHECK_THAT(log, Catch::Contains("faulty: booting v1 from the state kept in schema 1 at "));
+    CHECK(d.get_json("/faulty") == kKeptOnV1);
+    CHECK_FALSE(maps_faulty_v2(d.pid()));
+    CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+    CHECK(d.stop() == 0);
+  }
+}
+
+TEST_CASE("a health check that never returns while the release is on probation: the release fails probation, the "
+          "rollback says it cannot pause the module, the control plane answers, SIGTERM exits 1, the next boot runs v1",
+          "[faults][hang]") {
+  FaultyDaemon f("faulty-2-hang-health.so", "rehearse = \"never\"\nhealth_timeout_ms = 300\nquiesce_timeout_ms = 500");
+  Daemon& d = f.d;
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);
+  // The watcher's health check (once a second) gets no answer.
+  REQUIRE(wait_until([&] {
+    return d.log().find("release 'initial+faulty-v2' failed probation: faulty: health check: health() did not return "
+                        "within 300 ms; rolling back to 'initial'") != std::string::npos;
+  }));
+  // health() still holds faulty's turn (a Serial module): the rollback cannot
+  // pause it within host.quiesce_timeout_ms, and says so.
+  REQUIRE(wait_until([&] {
+    return d.log().find("rolling release 'initial+faulty-v2' back to 'initial' failed: ") != std::string::npos;
+  }));
+  CHECK_THAT(d.log(), Catch::Contains("failed: faulty v2 (" + (d.plugin_dir() / "faulty-2.so").string() +
+                                      "): quiesce: 1 call(s) still running after 500 ms; 'initial+faulty-v2' keeps "
+                                      "running: fix it and run moltctl upgrade --down"));
+
+  const auto status = ctl_within_a_second(d, {"status", "--json"});
+  REQUIRE(status.exit_code == 0);
+  CHECK(oldest_call(d, "faulty")["what"] == "health");
+  CHECK(ctl_within_a_second(d, {"releases"}).exit_code == 0);
+  http_within_a_second(d, "/-/status");
+
+  // SIGTERM: the shutdown snapshot cannot pause faulty either; moltd names it and exits 1.
+  const auto asked = Clock::now();
+  CHECK(d.stop() == 1);
+  CHECK(Clock::now() - asked < 10s);
+  const std::string log = d.log();
+  CHECK_THAT(log, Catch::Contains("shutdown: faulty: health, running for ") &&
+                      Catch::Contains("its last snapshot stands"));
+  CHECK_THAT(log, Catch::Contains("exiting without stopping the modules (1 module(s) not saved); exit status 1"));
+
+  // The release on probation is not booted again: v1, from the state kept in schema 1.
+  d.start(fault_environment());
+  CHECK_THAT(d.log(), Catch::Contains("release 'initial+faulty-v2' was on probation when moltd stopped"));
+  CHECK(d.get_json("/faulty") == kKeptOnV1);
+  CHECK(quarantined_files(d).empty());  // a hang is not a crash
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a health check that throws while the release is on probation: the release is rolled back with the "
+          "exception's text, and v1 serves its state",
+          "[faults][probation]") {
+  FaultyDaemon f("faulty-2-throw-health.so", "rehearse = \"never\"");
+  Daemon& d = f.d;
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);
+  REQUIRE(d.http_code("POST", "/faulty/add?item=on-v2") == "200");
+  REQUIRE(wait_until([&] {
+    return d.log().find("release 'initial+faulty-v2' failed probation: faulty: health check: health threw: faulty: "
+                        "throw in health, on purpose; rolling back to 'initial'") != std::string::npos;
+  }));
+  // The release record says so once the rollback is done (v1 serves a moment before).
+  REQUIRE(wait_until([&] {
+    return ctl_within_a_second(d, {"releases"}).out.find("initial+faulty-v2        rolled back") != std::string::npos;
+  }));
+  // v2 converts its state down: what it was given and what it added.
+  CHECK(d.get_json("/faulty") == Json{{"items", {"kept", "on-v2"}}, {"version", 1}});
+  CHECK_THAT(d.log(), !Catch::Contains("rolling release 'initial+faulty-v2' back to 'initial' failed"));
+  CHECK(quarantined_files(d).empty());
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a save_state that never returns: the reload succeeds, its snapshot and moltctl save fail with one line "
+          "naming faulty, status shows the stuck call, SIGTERM exits 1, the next boot runs v1 from the kept state",
+          "[faults][hang]") {
+  FaultyDaemon f("faulty-2-hang-save_state.so",
+                 "rehearse = \"never\"\nsave_timeout_ms = 500\nquiesce_timeout_ms = 500\ncall_warn_ms = 500\nhealth_timeout_ms = 300");
+  Daemon& d = f.d;
+  // Loading v2 is fine; the snapshot after the install is its first save_state.
+  auto asked = Clock::now();
+  const auto reload = d.ctl({"reload", "faulty"});
+  CHECK(Clock::now() - asked < 1500ms);
+  CHECK(reload.exit_code == 0);
+  CHECK_THAT(reload.out, Catch::Contains("faulty v1 -> v2: succeeded"));
+  CHECK_THAT(d.log(), Catch::Contains("[faulty] upgrade snapshot not written: faulty v2: snapshot: save_state did not "
+                                      "return within 500 ms; the module stays suspended until it does"));
+
+  // Another snapshot waits for that one, up to host.quiesce_timeout_ms.
+  asked = Clock::now();
+  const auto save = d.ctl({"save"});
+  CHECK(Clock::now() - asked < 1500ms);
+  CHECK(save.exit_code == 1);
+  CHECK(save.out.empty());
+  CHECK(save.err == "moltctl: snapshot failed for 1 module(s) (the last snapshot of each stands): faulty: an upgrade "
+                    "or another snapshot was still in progress after 500 ms\n");
+
+  const auto status = ctl_within_a_second(d, {"status"});
+  CHECK(status.exit_code == 0);
+  CHECK(oldest_call(d, "faulty")["what"] == "save_state");
+  CHECK_THAT(status.out, Catch::Contains("stuck? faulty: save_state has run for "));
+
+  CHECK(d.stop() == 1);
+  const std::string log = d.log();
+  CHECK_THAT(log, Catch::Contains("shutdown: faulty: ") && Catch::Contains("its last snapshot stands"));
+  CHECK_THAT(log, Catch::Contains("exiting without stopping the modules (1 module(s) not saved); exit status 1"));
+
+  // The release was on probation: v1 boots, from the state kept in schema 1
+  // before the upgrade (v2 never wrote a snapshot).
+  d.start(fault_environment());
+  CHECK_THAT(d.log(), Catch::Contains("release 'initial+faulty-v2' was on probation when moltd stopped"));
+  CHECK_THAT(d.log(), Catch::Contains("faulty: booting v1 from the state kept in schema 1 at ") &&
+                          Catch::Contains("; no snapshot was written after it"));
+  CHECK(d.get_json("/faulty") == kKeptOnV1);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a stop() that never returns: the reload away from it succeeds, v1 serves the state, a warning says what "
+          "stays loaded, SIGTERM exits",
+          "[faults][hang]") {
+  FaultyDaemon f("faulty-2-hang-stop.so", "rehearse = \"never\"\nstop_timeout_ms = 500", 0);
+  Daemon& d = f.d;
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);  // v1's stop() returns
+  REQUIRE(d.http_code("POST", "/faulty/add?item=on-v2") == "200");
+  const auto asked = Clock::now();
+  const auto back = d.ctl({"reload", "faulty", (d.plugin_dir() / "faulty-1.so").string()});
+  CHECK(back.exit_code == 0);
+  CHECK_THAT(back.out, Catch::Contains("faulty v2 -> v1: succeeded"));
+  CHECK(Clock::now() - asked < 3s);
+  CHECK_THAT(d.log(), Catch::Contains("[faulty] v2: stop() or its destructor did not return within 500 ms; the "
+                                      "instance and its image stay loaded"));
+  CHECK(d.get_json("/faulty") == Json{{"items", {"kept", "on-v2"}}, {"version", 1}});
+  CHECK(maps_faulty_v2(d.pid()));  // kept loaded: a thread is still inside its stop()
+  CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+  CHECK(d.stop() == 0);
+  CHECK_THAT(d.log(), Catch::Contains("stopped"));
+}
+
+TEST_CASE("new code that throws while it is loaded (constructor, start, load_state): the reload fails with one line, "
+          "v1 serves its state byte for byte, nothing is quarantined",
+          "[faults][throw]") {
+  struct Case {
+    const char* variant;
+    const char* outcome;  ///< refused: before anything paused; rolled back: after
+    const char* error;    ///< the end of moltctl's line
+  };
+  const Case cases[] = {
+      {"faulty-2-throw-construct.so", "refused", "start: constructor threw: faulty: throw in construct, on purpose"},
+      {"faulty-2-throw-start.so", "refused", "start: start threw: faulty: throw in start, on purpose"},
+      {"faulty-2-throw-load_state.so", "rolled back",
+       "migrate: load_state threw: faulty: throw in load_state, on purpose"},
+      {"faulty-2-bad_alloc-load_state.so", "rolled back", "migrate: load_state threw: std::bad_alloc"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.variant);
+    FaultyDaemon f(c.variant, "rehearse = \"never\"");
+    Daemon& d = f.d;
+    const std::string before = d.curl({"/faulty"}).out;
+    const auto reload = d.ctl({"reload", "faulty"});
+    CHECK(reload.exit_code == 1);
+    INFO(reload.out << reload.err);
+    CHECK_THAT(reload.out, Catch::StartsWith(std::string("faulty v1 -> v2: ") + c.outcome + " (v1 keeps serving)\n"));
+    CHECK(occurrences(reload.err, "\n") == 1);
+    CHECK_THAT(reload.err, Catch::StartsWith(std::string("moltctl: faulty v1 -> v2 ") + c.outcome) &&
+                               Catch::EndsWith("; faulty v2 (" + (d.plugin_dir() / "faulty-2.so").string() + "): " +
+                                               c.error + "\n"));
+    CHECK(d.process().running());
+    CHECK(d.curl({"/faulty"}).out == before);
+    CHECK(d.get_json("/faulty") == kKeptOnV1);
+    CHECK(quarantined_files(d).empty());
+    CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+    CHECK(d.stop() == 0);
+  }
+}
+
+TEST_CASE("a destructor that aborts, live: the reload away from it kills moltd with SIGABRT in destructor; each "
+          "boot of the permanent release, v2, dies the same way until the third crash quarantines it, then v1 boots",
+          "[faults][crash]") {
+  FaultyDaemon f("faulty-2-abort-destroy.so", "rehearse = \"never\"", 0);
+  Daemon& d = f.d;
+  const std::string image = (d.plugin_dir() / "faulty-2.so").string();
+  REQUIRE(d.ctl({"reload", "faulty"}).exit_code == 0);  // permanent at once; v1's destructor is fine
+  REQUIRE(d.http_code("POST", "/faulty/add?item=on-v2") == "200");
+  const auto back = d.ctl({"reload", "faulty", (d.plugin_dir() / "faulty-1.so").string()});
+  CHECK(back.exit_code == 1);  // moltd died while it answered: v2's instance is destroyed after the switch to v1
+  CHECK(exit_status_once_dead(d) == 128 + SIGABRT);
+  CHECK_THAT(output(d), Catch::Contains("moltd: SIGABRT in faulty v2 (faulty-2.so) in destructor; crash record "));
+
+  // The reload back to v1 was never recorded: the permanent release is v2's.
+  // A boot starts v2, then restores its snapshot into a new instance and
+  // destroys the one it started with: SIGABRT again. A crash of an image of
+  // the permanent release counts towards a crash loop, and quarantines
+  // nothing before the third.
+  for (int crash = 2; crash <= 3; ++crash) {
+    INFO("crash " << crash);
+    d.spawn(fault_environment(), {}, {}, {});  // as systemd's Restart=on-failure would
+    CHECK(exit_status_once_dead(d) == 128 + SIGABRT);
+    CHECK(occurrences(d.log(), "…) in destructor: SIGABRT") == crash - 1);
+    CHECK_THAT(d.log(), !Catch::Contains("quarantined /"));
+  }
+  d.start(fault_environment());
+  const std::string log = d.log();
+  INFO(log);
+  CHECK(occurrences(log, "the previous run crashed in faulty v2 (faulty-2.so, sha256 ") == 3);
+  CHECK_THAT(log, Catch::Contains("quarantined " + image + " (sha256 ") &&
+                      Catch::Contains("crashed moltd 3 times within 10 minutes (the last in destructor, SIGABRT)"));
+  CHECK_THAT(log, Catch::Contains("faulty: " + image + " is quarantined (") &&
+                      Catch::Contains("booting v1 of release 'initial' instead, with the state it can read"));
+  CHECK(quarantined_files(d) == std::vector<std::string>{image});
+  // v1 reads only schema 1: the state kept before the upgrade to v2; what v2 added is lost.
+  CHECK_THAT(log, Catch::Contains("faulty: booting v1 from the state kept in schema 1 at "));
+  CHECK(d.get_json("/faulty") == kKeptOnV1);
+  CHECK_FALSE(maps_faulty_v2(d.pid()));
   CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
   CHECK(d.stop() == 0);
 }

@@ -213,6 +213,33 @@ TEST_CASE("a restart boots the permanent version from the state kept in its sche
   CHECK(host::SnapshotStore(snapshots, 1u << 20).load("counter").value()->schema.value == 1);
 }
 
+TEST_CASE("with no snapshot but a state kept in its schema, a restart boots from the kept state, not empty",
+          "[boot][restart]") {
+  // moltd kept counter's state in schema 1, then stopped before the
+  // upgrade's first snapshot was written (a crash in the new code's
+  // start, a save_state that never returned): no counter.molt.
+  test::TempDir dir;
+  count_then_upgrade(dir.path());
+  const fs::path snapshots = dir.path() / "snapshots";
+  REQUIRE(fs::remove(snapshots / "counter.molt"));
+
+  std::ostringstream log;
+  Host h(dir.path(), log);
+  h.boot(kCounterAndProbe);
+  CHECK(h.version_of("counter") == 1);
+  CHECK(h.total() == 3);
+  CHECK(h.releases.not_started().empty());
+  const std::string text = log.str();
+  INFO(text);
+  CHECK_THAT(text, Catch::Contains("[moltd] warning counter: booting v1 from the state kept in schema 1 at ") &&
+                       Catch::Contains(" UTC: writes to counter since then are not in it; no snapshot was written "
+                                       "after it"));
+  CHECK_THAT(text, !Catch::Contains("it never saved one"));
+  // The kept state is now the snapshot; nothing was set aside.
+  CHECK(host::SnapshotStore(snapshots, 1u << 20).load("counter").value()->schema.value == 1);
+  CHECK(files_starting(snapshots, "counter.molt.").empty());
+}
+
 TEST_CASE("a restart with state no booted version can read and none kept does not start that module, restore starts it",
           "[boot][restart]") {
   test::TempDir dir;

@@ -78,6 +78,24 @@ TEST_CASE("a snapshot gives up while a call is stuck, and the module serves on",
   CHECK(kept == saved->bytes);
 }
 
+TEST_CASE("a save_state that never returns fails the snapshot save_timeout after the pause, however long the quiesce "
+          "could have taken, and the module stays suspended inside it",
+          "[host_calls]") {
+  test::Harness h;
+  auto slot = h.start(test::test_image_path("faulty-2-hang-save_state.so"), "faulty");
+  const auto asked = Clock::now();
+  auto blob = slot->save_state(5s, 300ms);  // nothing in flight: the pause is at once
+  const auto took = Clock::now() - asked;
+  CHECK(took >= 300ms);
+  CHECK(took < 2s);  // not the quiesce's 5 s on top
+  REQUIRE_FALSE(blob);
+  CHECK(blob.error().reason == "save_state did not return within 300 ms; the module stays suspended until it does");
+  const auto oldest = slot->stats().gate.oldest;
+  REQUIRE(oldest.has_value());
+  CHECK(std::string(oldest->what) == "save_state");
+  CHECK(slot->stats().gate.suspended);
+}
+
 TEST_CASE("the call watch logs a call that runs past host.call_warn_ms once, and once more when it returns",
           "[host_calls]") {
   test::Harness h;

@@ -119,7 +119,8 @@ class ReleaseHandler {
   /// reason, "module: why", of each module whose snapshot failed (its last
   /// snapshot stands).
   std::vector<std::string> shut_down();
-  /// Snapshots every module now; the modules whose snapshot failed.
+  /// Snapshots every module now: the reason, "module: why", of each module
+  /// whose snapshot failed (its last snapshot stands).
   std::vector<std::string> save_all();
 
   Result<UpgradeReport> reload(std::string_view module, const std::optional<std::filesystem::path>& file,
