@@ -285,7 +285,7 @@ TEST_CASE("a crash loop in the permanent release: three crashes in the same imag
     REQUIRE(died.has_value());
     CHECK(*died == 128 + SIGABRT);
     d.start(fault_environment());  // as systemd's Restart=on-failure would
-    REQUIRE(wait_until([&] { return occurrences(d.log(), "the previous run crashed in faulty v2") == crash; }));
+    REQUIRE(wait_until([&] { return occurrences(d.log(), "the previous run crashed in faulty v2") == static_cast<std::size_t>(crash); }));
     if (crash < 3) CHECK(d.get_json("/faulty")["version"] == 2);  // a permanent image: crashes are counted
   }
   const std::string log = d.log();
@@ -435,6 +435,10 @@ TEST_CASE("a boot that converts a snapshot into a newer schema rehearses the con
   REQUIRE(status["not_started"].size() == 1);
   CHECK(status["not_started"][0]["module"] == "faulty");
   CHECK(read_file(d.run_dir() / "snapshots" / "faulty.molt") == snapshot_before);  // kept for a restore
+  CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("new code that crashes moltd live: the crash names the hook, the next boot quarantines the image and boots "
           "v1 with the state kept before the upgrade",
           "[faults][crash]") {
