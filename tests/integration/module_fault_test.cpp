@@ -665,7 +665,7 @@ TEST_CASE("new code that throws while it is loaded (constructor, start, load_sta
   }
 }
 
-TEST_CASE("a destructor that aborts, live: the reload away from it kills moltd with SIGABRT in destructor; each "
+TEST_CASE("a destructor that aborts, live: the reload away from it kills moltd with SIGABRT in destructor, and each "
           "boot of the permanent release, v2, dies the same way until the third crash quarantines it, then v1 boots",
           "[faults][crash]") {
   FaultyDaemon f("faulty-2-abort-destroy.so", "rehearse = \"never\"", 0);
