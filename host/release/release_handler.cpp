@@ -14,6 +14,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+/// Whether `file` exists and was written after `than` (which exists too).
+bool written_after(const fs::path& file, const fs::path& than) {
+  std::error_code a, b;
+  const auto file_time = fs::last_write_time(file, a);
+  const auto than_time = fs::last_write_time(than, b);
+  return !a && !b && file_time > than_time;
+}
+
 Error release_error(std::string release, std::string reason) {
   return Error{{}, {}, {}, Phase::Release, "'" + release + "' " + std::move(reason)};  // "release: 'r1' is ..."
 }
@@ -239,6 +247,11 @@ std::optional<std::string> ReleaseHandler::restore_snapshot_locked(const std::st
   } else if (const StateBlob& blob = *loaded.value(); blob.schema > running.schema) {
     why = "the snapshot was written by " + v(blob.version) + " in schema " + std::to_string(blob.schema.value);
     aside_name = "unbooted";
+  } else if (written_after(snapshots_.path_of_kept(module, running.schema), path)) {
+    // Kept before an upgrade that never wrote a snapshot of its own (moltd
+    // stopped first): the newer of the two states this version reads.
+    why = "the snapshot is older than the state kept in schema " + std::to_string(running.schema.value);
+    aside_name = "older";
   } else {
     const UpgradeReport report = host::restore(*slot, table_.loader(), blob, {}, table_.options().upgrade);
     slot->forget_previous();  // a restore is not an upgrade: nothing to roll back to
@@ -280,6 +293,8 @@ std::optional<std::string> ReleaseHandler::restore_snapshot_locked(const std::st
         snapshot = "the newer snapshot (" + v(loaded.value()->version) + ", schema " +
                    std::to_string(loaded.value()->schema.value) + ") is " + where +
                    " for moltctl restore once a version that reads it runs";
+      else if (aside_name == "older")
+        snapshot = "the older snapshot is " + where;
       else
         snapshot = "the snapshot that could not be restored is " + where + " (" + why + ")";
       log_->warn("{}: booting {} from the state kept in schema {} at {}: writes to {} since then are not in it; {}",

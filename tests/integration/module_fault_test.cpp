@@ -706,3 +706,22 @@ TEST_CASE("a destructor that aborts, live: the reload away from it kills moltd w
   CHECK(ctl_within_a_second(d, {"status"}).exit_code == 0);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("a snapshot older than the state kept before the upgrade that crashed: the boot takes the newer one",
+          "[faults][crash][boot]") {
+  FaultyDaemon f("faulty-2-segv-start.so", "rehearse = \"never\"");
+  Daemon& d = f.d;
+  REQUIRE(d.ctl({"save"}).exit_code == 0);  // the snapshot: ["kept"]
+  REQUIRE(d.http_code("POST", "/faulty/add?item=later") == "200");
+  CHECK(d.ctl({"reload", "faulty"}).exit_code == 1);  // kept ["kept","later"] in schema 1, then v2's start crashed
+  CHECK(exit_status_once_dead(d) == 128 + SIGSEGV);
+
+  d.start(fault_environment());
+  const std::string log = d.log();
+  INFO(log);
+  CHECK(d.get_json("/faulty") == Json{{"items", {"kept", "later"}}, {"version", 1}});
+  CHECK_THAT(log, Catch::Contains("faulty: booting v1 from the state kept in schema 1 at ") &&
+                      Catch::Contains("the older snapshot is kept at " + (d.run_dir() / "snapshots").string() +
+                                      "/faulty.molt.older-"));
+  CHECK(d.stop() == 0);
+}
