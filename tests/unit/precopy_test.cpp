@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "molt/host/upgrade/progress.hpp"
 #include "molt/host/upgrade/transaction.hpp"
 #include "test_support.hpp"
 
@@ -126,23 +127,37 @@ TEST_CASE("pre-copy that does not converge: moved in the pause by default, or re
   fill(*slot, 5000);
   auto options = with_precopy(0ms);  // no round is ever short enough
   options.precopy.max_rounds = 2;
-  {
-    Writer writer(*slot);
-    REQUIRE(test::wait_until([&] { return writer.writes() > 100; }));
-    options.precopy.refuse_unconverged = true;
-    const auto refused = host::upgrade(*slot, h.loader, test::plugin_path("kv", 2), {}, options);
-    CHECK(refused.outcome == host::Outcome::Refused);
-    REQUIRE(refused.error);
-    CHECK_THAT(refused.error->reason, Catch::Contains("pre-copy did not converge: 2 rounds (host.precopy_max_rounds)") &&
-                                          Catch::Contains("(host.precopy_fallback = \"refuse\")"));
-    CHECK(slot->running().info.version.value == 1);
-    options.precopy.refuse_unconverged = false;
-    const auto moved = host::upgrade(*slot, h.loader, test::plugin_path("kv", 2), {}, options);
-    REQUIRE(moved.outcome == host::Outcome::Succeeded);
-    REQUIRE(moved.precopy);
-    CHECK_THAT(moved.precopy->ended, Catch::Contains("; the rest moved in the pause"));
-    writer.stop();
-    writer.check(*slot);
+  // Writes between every two parts, on the upgrade's own thread (its
+  // progress reports come between parts): every round has changes.
+  std::map<std::string, std::string> last;
+  int written = 0;
+  const host::ProgressScope writes([&](const host::UpgradeProgress& p) {
+    if (p.phase != "precopy") return;
+    for (int n = 0; n < 3; ++n, ++written) {
+      const std::string key = "k" + std::to_string(written % 5000), value = "w" + std::to_string(written);
+      if (command(*slot, {"SET", key, value}, 2) == "+OK\r\n") last[key] = value;
+    }
+  });
+
+  options.precopy.refuse_unconverged = true;
+  const auto refused = host::upgrade(*slot, h.loader, test::plugin_path("kv", 2), {}, options);
+  CHECK(refused.outcome == host::Outcome::Refused);
+  REQUIRE(refused.error);
+  CHECK_THAT(refused.error->reason, Catch::Contains("pre-copy did not converge: 2 rounds (host.precopy_max_rounds)") &&
+                                        Catch::Contains("(host.precopy_fallback = \"refuse\")"));
+  CHECK(slot->running().info.version.value == 1);
+
+  options.precopy.refuse_unconverged = false;
+  const auto moved = host::upgrade(*slot, h.loader, test::plugin_path("kv", 2), {}, options);
+  REQUIRE(moved.outcome == host::Outcome::Succeeded);
+  CHECK(slot->running().info.version.value == 2);
+  REQUIRE(moved.precopy);
+  CHECK_THAT(moved.precopy->ended, Catch::Contains("; the rest moved in the pause"));
+  CHECK(moved.precopy->final.entries > 0);
+  CHECK(written > 30);
+  for (const auto& [key, value] : last) {
+    INFO(key);
+    CHECK(command(*slot, {"GET", key}) == "$" + std::to_string(value.size()) + "\r\n" + value + "\r\n");
   }
 }
 
