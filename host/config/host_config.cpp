@@ -159,7 +159,8 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
                                      "client_output_buffer_soft_limit", "client_output_buffer_hard_limit",
                                      "max_connection_memory", "health_timeout_ms", "save_timeout_ms",
                                      "stop_timeout_ms", "call_warn_ms", "shutdown_grace_ms", "rehearse",
-                                     "rehearse_timeout_ms"});
+                                     "rehearse_timeout_ms", "precopy", "precopy_call_us", "precopy_pause_target_ms",
+                                     "precopy_max_rounds", "precopy_fallback"});
     check.client_limits(*host, "host.", config.clients);
     if (host->contains("max_stream_buffer_bytes") && host->contains("client_query_buffer_limit"))
       check.fail("host.max_stream_buffer_bytes", "is the old name of client_query_buffer_limit: give only one");
@@ -219,6 +220,18 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
       else check.fail("host.rehearse", "must be \"migrating\", \"always\" or \"never\"");
     }
     if (auto v = check.integer(*host, "host.", "rehearse_timeout_ms", 100, 3600000)) config.rehearse_timeout = std::chrono::milliseconds(*v);
+    if (auto v = check.string(*host, "host.", "precopy")) {
+      if (*v == "auto" || *v == "never") config.precopy = *v;
+      else check.fail("host.precopy", "must be \"auto\" or \"never\"");
+    }
+    if (auto v = check.integer(*host, "host.", "precopy_call_us", 10, 1000000)) config.precopy_call = std::chrono::microseconds(*v);
+    if (auto v = check.integer(*host, "host.", "precopy_pause_target_ms", 0, 60000))
+      config.precopy_pause_target = std::chrono::milliseconds(*v);
+    if (auto v = check.integer(*host, "host.", "precopy_max_rounds", 1, 1000)) config.precopy_max_rounds = static_cast<unsigned>(*v);
+    if (auto v = check.string(*host, "host.", "precopy_fallback")) {
+      if (*v == "pause" || *v == "refuse") config.precopy_fallback = *v;
+      else check.fail("host.precopy_fallback", "must be \"pause\" or \"refuse\"");
+    }
     if (auto v = check.integer(*host, "host.", "max_state_bytes", 1024, 1ll << 40)) config.max_state_bytes = *v;
     if (auto v = check.string(*host, "host.", "log_format")) {
       if (*v == "text" || *v == "json") config.log_format = *v;

@@ -231,7 +231,7 @@ ControlReply ControlHandler::handle(std::string_view line, const std::function<v
           last_phase = phase;
           last_sent = now;
           progress(Json{{"progress", {{"module", p.module}, {"phase", p.phase}, {"saved", p.saved},
-                                      {"loaded", p.loaded}, {"expected", p.expected}}}});
+                                      {"loaded", p.loaded}, {"expected", p.expected}, {"round", p.round}}}});
         } catch (...) {
           // A progress line is dropped: the next one tells the same story.
         }

@@ -137,14 +137,31 @@ void print_report(const Json& r) {
                 ("in a child process: " + r["rehearsal"].get<std::string>()).c_str());
   std::printf("  %-9s %10s   %s\n", "prepare", duration_text(phase("prepare")).c_str(),
               ("load, check and start " + to + " while " + from + " serves").c_str());
+  if (const auto it = r.find("precopy"); it != r.end() && it->is_object()) {
+    // Pre-copy: the state moved in rounds while the old version served.
+    const Json& precopy = *it;
+    std::printf("  %-9s %10s   %s\n", "precopy", duration_text(phase("precopy")).c_str(),
+                ("state moved while " + from + " serves: " + precopy["ended"].get<std::string>()).c_str());
+    unsigned k = 0;
+    for (const Json& round : precopy["rounds"]) {
+      std::printf("    round %-2u %10s   %llu %s in %llu call(s), %s; longest call %s\n", k,
+                  duration_text(round["us"].get<std::int64_t>()).c_str(), round["entries"].get<unsigned long long>(),
+                  k == 0 ? "entries" : "changed", round["parts"].get<unsigned long long>(),
+                  bytes_text(round["bytes"]).c_str(), duration_text(round["longest_call_us"].get<std::int64_t>()).c_str());
+      ++k;
+    }
+  }
   {
     std::printf("  %-9s %10s   %s\n", "quiesce", duration_text(phase("quiesce")).c_str(), "wait for calls in flight");
     const std::string schema =
         std::to_string(r["direction"] == "down" ? r["to_schema"].get<unsigned>() : r["from_schema"].get<unsigned>());
-    std::printf("  %-9s %10s   %s\n", "save", duration_text(phase("save")).c_str(),
-                r.value("state_transfer", "") == "memory"
-                    ? ("state object handed over in memory (same schema " + schema + ", same layout)").c_str()
-                    : (bytes_text(r["state_bytes"]) + " in schema " + schema).c_str());
+    std::string saved = r.value("state_transfer", "") == "memory"
+                            ? "state object handed over in memory (same schema " + schema + ", same layout)"
+                            : bytes_text(r["state_bytes"]) + " in schema " + schema;
+    if (const auto it = r.find("precopy"); it != r.end() && it->is_object())
+      saved = "the last " + std::to_string((*it)["final"]["entries"].get<std::uint64_t>()) + " change(s) and " +
+              "per-connection state, " + bytes_text((*it)["final"]["bytes"]) + " in schema " + schema;
+    std::printf("  %-9s %10s   %s\n", "save", duration_text(phase("save")).c_str(), saved.c_str());
     std::printf("  %-9s %10s\n", "migrate", duration_text(phase("migrate")).c_str());
     std::printf("  %-9s %10s\n", "resume", duration_text(phase("resume")).c_str());
     if (phase("rollback") > 0) std::printf("  %-9s %10s\n", "rollback", duration_text(phase("rollback")).c_str());
@@ -459,6 +476,9 @@ int run(int argc, char** argv, bool& json) {
         else
           text += " " + bytes_text(saved) + " saved, " + bytes_text(p.value("loaded", std::uint64_t{0})) + " loaded";
       }
+      if (p.value("phase", "") == "precopy" && saved > 0)
+        text += " round " + std::to_string(p.value("round", 0u)) + ", " + bytes_text(saved) +
+                (p.value("round", 0u) == 0 ? " of the state" : " changed");
       std::printf("\r\033[K%s", text.c_str());
       std::fflush(stdout);
       progress_shown = true;

@@ -41,6 +41,18 @@ int fail(const Error& error) {
   return 1;
 }
 
+/// How migrating upgrades pre-copy (host.precopy*).
+PrecopyOptions precopy_options(const HostConfig& config) {
+  PrecopyOptions options;
+  options.enabled = config.precopy == "auto";
+  options.budget.max_nanoseconds = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(config.precopy_call).count());
+  options.pause_target = config.precopy_pause_target;
+  options.max_rounds = config.precopy_max_rounds;
+  options.refuse_unconverged = config.precopy_fallback == "refuse";
+  return options;
+}
+
 timespec to_timespec(std::chrono::steady_clock::duration d) {
   const auto ns = std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
   return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
@@ -173,7 +185,8 @@ int main(int argc, char** argv) {
     fs::permissions(rehearsal.scratch_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   }
   ModuleTable table(loader, TableOptions{config->plugin_dir,
-                                         UpgradeOptions{config->quiesce_timeout, config->max_state_bytes, rehearsal},
+                                         UpgradeOptions{config->quiesce_timeout, config->max_state_bytes, rehearsal,
+                                                        precopy_options(*config)},
                                          [&logging](const std::string& name) { return logging.make(name); },
                                          config->job_threads,
                                          molt::api::StreamLimits{config->client_query_buffer_limit,

@@ -26,7 +26,8 @@ Result<std::shared_ptr<ModuleSlot>> ModuleTable::prepare(const ModuleConfig& mod
   if (!image) return std::move(image).error();
   auto slot = ModuleSlot::start(std::move(image.value()),
                                 SlotOptions{options_.make_logger(module.name), module.values, timers_, jobs_,
-                                            options_.stream_limits, options_.stop_timeout});
+                                            options_.stream_limits, options_.stop_timeout,
+                                            options_.upgrade.precopy});
   if (!slot) return std::move(slot).error();
   return std::shared_ptr<ModuleSlot>(std::move(slot.value()));
 }

@@ -1,5 +1,8 @@
 #include "molt/host/slot/module_slot.hpp"
 
+#include "molt/host/slot/precopy.hpp"
+#include "molt/host/slot/upgrade_access.hpp"
+
 #include <algorithm>
 #include <condition_variable>
 
@@ -93,6 +96,7 @@ ModuleSlot::ModuleSlot(std::string name, SlotOptions options, api::CallMode mode
       config_(std::move(options.config)),
       stream_limits_(options.stream_limits),
       stop_timeout_(options.stop_timeout),
+      precopy_(options.precopy),
       gate_(mode),
       timers_(options.timers ? std::move(options.timers) : std::make_shared<TimerService>(),
               [this](const std::string& timer, TimerService::Id id) { fire_timer(timer, id); }),
@@ -299,6 +303,9 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
     std::mutex mutex;
     std::condition_variable changed;
     std::optional<CallGate::Clock::time_point> paused_at;  ///< set once calls in flight finished: save_state runs
+    /// The last part of a pre-copy (before the pause): while parts keep
+    /// coming, the snapshot is making progress.
+    std::optional<CallGate::Clock::time_point> moved_at;
     std::optional<Result<StateBlob>> taken;  ///< set once save_state returned (or failed before)
     bool kept = false;                       ///< set once `keep` ran, or will not
   };
@@ -313,15 +320,46 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
       }
       saved->changed.notify_all();
     };
-    std::unique_lock upgrade(upgrade_mutex_, quiesce_deadline);  // the live instance must not change meanwhile
+    auto access = UpgradeAccess::take_until(*this, quiesce_deadline);  // the live instance must not change meanwhile
     const auto& info = running().info;
     auto fail = [&](std::string reason) {
       return Result<StateBlob>(Error{name_, info.version, {}, Phase::Snapshot, std::move(reason)});
     };
-    if (!upgrade.owns_lock())
+    if (!access)
       return finish(fail("an upgrade or another snapshot was still in progress after " +
                          std::to_string(quiesce_timeout.count()) + " ms"), true);
-    if (!gate_.suspend(quiesce_deadline, "save_state")) {
+    const api::SaveTarget target{info.schema, api::Direction::Same, {}};
+    // With pre-copy, the state moves into a second instance of the same
+    // image while the module serves, and is saved from there: the module
+    // pauses only for the last changes.
+    std::unique_ptr<Live> shadow;
+    std::optional<PreCopy> copy;
+    if (precopy_.enabled && access->can_transfer()) {
+      auto made = access->make_live(live_->image);
+      if (made) {
+        shadow = std::move(made.value());
+        copy.emplace(*access, *shadow, target, api::Migration{info.schema, info.version, api::Direction::Same, {}},
+                     precopy_, [&saved](unsigned, const PrecopyRound&) {
+                       {
+                         std::lock_guard lock(saved->mutex);
+                         saved->moved_at = CallGate::Clock::now();
+                       }
+                       saved->changed.notify_all();
+                     });
+        if (auto ran = copy->run(); !ran) {
+          logger_->warn("snapshot: pre-copy failed ({}); saving with the module paused", ran.error().to_string());
+          copy.reset();
+          shadow.reset();
+        }
+      } else {
+        logger_->warn("snapshot: no second instance for pre-copy ({}); saving with the module paused",
+                      made.error().to_string());
+      }
+    }
+    // The pre-copy took its time: the calls in progress get the whole
+    // quiesce timeout from now.
+    const auto pause_deadline = copy ? CallGate::Clock::now() + quiesce_timeout : quiesce_deadline;
+    if (!access->suspend(pause_deadline, "save_state")) {
       std::string busy = "calls in progress";
       if (const auto oldest = gate_.counts().oldest)
         busy = std::string(oldest->what) + ", running for " +
@@ -334,10 +372,20 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
       saved->paused_at = CallGate::Clock::now();
     }
     saved->changed.notify_all();
-    auto bytes = save_to_string(*live_, api::SaveTarget{info.schema, api::Direction::Same, {}}, UINT64_MAX);
+    std::optional<Error> final_failed;
+    if (copy) {
+      if (auto finished = copy->finish(); !finished) final_failed = std::move(finished).error();
+    }
+    auto bytes = copy ? Result<std::string>(std::string()) : save_to_string(*live_, target, UINT64_MAX);
     // In the same pause as the state: a job's record and its checkpoint agree.
     std::string host = host_part();
-    gate_.resume();
+    (void)access->resume();
+    if (copy) {
+      copy.reset();
+      if (final_failed) return finish(std::move(*final_failed), true);
+      bytes = save_to_string(*shadow, target, UINT64_MAX);  // the second instance serves nobody: no pause
+      shadow.reset();
+    }
     if (!bytes) return finish(std::move(bytes).error(), true);
     state_bytes_.store(bytes->size(), std::memory_order_relaxed);
     Result<StateBlob> blob(StateBlob{name_, info.version, info.schema, std::move(bytes.value()), std::move(host)});
@@ -361,8 +409,16 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
     DeadlineThread thread([self = shared_from_this(), save = std::move(save)] { save(); });
     auto deadline = quiesce_deadline + save_timeout;
     {
+      // A pre-copy before the pause extends the wait for as long as it
+      // moves parts (each within quiesce_timeout of the last).
       std::unique_lock lock(saved->mutex);
-      saved->changed.wait_until(lock, deadline, [&] { return saved->taken || saved->paused_at; });
+      for (;;) {
+        const auto moved = saved->moved_at;
+        saved->changed.wait_until(lock, deadline, [&] { return saved->taken || saved->paused_at || saved->moved_at != moved; });
+        if (saved->taken || saved->paused_at || !saved->moved_at) break;
+        if (saved->moved_at == moved && CallGate::Clock::now() >= deadline) break;
+        deadline = std::max(deadline, *saved->moved_at + quiesce_timeout + save_timeout);
+      }
       if (saved->paused_at) deadline = *saved->paused_at + save_timeout;
     }
     if (!thread.join_until(deadline)) {

@@ -1,7 +1,11 @@
 #include "molt/host/slot/upgrade_access.hpp"
 
+#include <optional>
 #include <stdexcept>
 #include <utility>
+
+#include "molt/host/common/log_context.hpp"
+#include "molt/host/slot/module_call.hpp"
 
 namespace molt::host {
 
@@ -21,7 +25,61 @@ Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::UpgradeAccess::make_live(s
   return slot_->make_live(std::move(image));
 }
 
-bool ModuleSlot::UpgradeAccess::suspend(CallGate::Clock::time_point deadline) { return slot_->gate_.suspend(deadline); }
+bool ModuleSlot::UpgradeAccess::suspend(CallGate::Clock::time_point deadline, const char* what) {
+  suspended_ = slot_->gate_.suspend(deadline, what);
+  return suspended_;
+}
+
+bool ModuleSlot::UpgradeAccess::can_transfer() const noexcept { return slot_->live_->hooks().can_transfer(); }
+
+template <class F>
+Result<api::TransferStep> ModuleSlot::UpgradeAccess::transfer_call(const char* what, std::streambuf* out, F&& call) {
+  std::optional<CallGate::Pass> pass;
+  if (!suspended_) pass.emplace(slot_->gate_.enter(what));
+  const Live& live = *slot_->live_;
+  const LogScope scope(live.image->info().version.value);
+  std::optional<api::StateWriter> writer;
+  if (out != nullptr) writer.emplace(*out);
+  api::TransferStep step;
+  if (auto failure = guard_module_call(what, [&] { step = call(live.hooks(), writer ? &*writer : nullptr); }))
+    return Error{slot_->name_, live.image->info().version, live.image->source().string(), Phase::Save,
+                 std::move(*failure)};
+  return step;
+}
+
+Result<void> ModuleSlot::UpgradeAccess::transfer_begin(const api::SaveTarget& target) {
+  auto began = transfer_call("transfer_begin", nullptr, [&](const Hooks& hooks, api::StateWriter*) {
+    hooks.transfer_begin(target);
+    return api::TransferStep{};
+  });
+  if (!began) return std::move(began).error();
+  return {};
+}
+
+Result<api::TransferStep> ModuleSlot::UpgradeAccess::transfer_chunk(const api::TransferBudget& budget,
+                                                                   std::streambuf& out) {
+  return transfer_call("transfer_chunk", &out,
+                       [&](const Hooks& hooks, api::StateWriter* writer) { return hooks.transfer_chunk(*writer, budget); });
+}
+
+Result<api::TransferStep> ModuleSlot::UpgradeAccess::transfer_delta(const api::TransferBudget& budget,
+                                                                   std::streambuf& out) {
+  return transfer_call("transfer_delta", &out,
+                       [&](const Hooks& hooks, api::StateWriter* writer) { return hooks.transfer_delta(*writer, budget); });
+}
+
+Result<api::TransferStep> ModuleSlot::UpgradeAccess::transfer_final(std::streambuf& out) {
+  if (!suspended_) throw std::logic_error("module " + slot_->name_ + ": transfer_final while the module serves");
+  return transfer_call("transfer_final", &out,
+                       [&](const Hooks& hooks, api::StateWriter* writer) { return hooks.transfer_final(*writer); });
+}
+
+void ModuleSlot::UpgradeAccess::transfer_end() noexcept {
+  (void)transfer_call("transfer_end", nullptr, [](const Hooks& hooks, api::StateWriter*) {
+    hooks.transfer_end();
+    return api::TransferStep{};
+  });
+}
 
 Result<void> ModuleSlot::UpgradeAccess::save(const api::SaveTarget& target, std::streambuf& out) const {
   return slot_->save_into(*slot_->live_, target, out);
@@ -43,6 +101,9 @@ void ModuleSlot::UpgradeAccess::set_state_bytes(std::uint64_t bytes) noexcept {
   slot_->state_bytes_.store(bytes, std::memory_order_relaxed);
 }
 
-std::uint64_t ModuleSlot::UpgradeAccess::resume(std::optional<api::CallMode> mode) { return slot_->gate_.resume(mode); }
+std::uint64_t ModuleSlot::UpgradeAccess::resume(std::optional<api::CallMode> mode) {
+  suspended_ = false;
+  return slot_->gate_.resume(mode);
+}
 
 }  // namespace molt::host

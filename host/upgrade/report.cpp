@@ -34,9 +34,29 @@ std::string UpgradeReport::summary() const {
            us(phases.migrate) + ", resume " + us(phases.resume) + "), state " +
            (state_in_memory ? std::string("in memory") : std::to_string(state_bytes) + " B");
     if (queued_calls > 0) out += ", " + std::to_string(queued_calls) + " calls queued";
+    if (precopy)
+      out += "; pre-copy " + std::to_string(precopy->rounds.size()) + " round(s) in " +
+             std::to_string(phases.precopy.count() / 1000) + " ms (" + precopy->ended + "), " +
+             std::to_string(precopy->final.entries) + " entries in the pause";
   }
   if (error) out += "; " + error->to_string();
   return out;
+}
+
+void to_json(nlohmann::json& out, const PrecopyRound& round) {
+  out = nlohmann::json{{"parts", round.parts},
+                       {"entries", round.entries},
+                       {"bytes", round.bytes},
+                       {"us", round.took.count()},
+                       {"longest_call_us", round.longest_call.count()}};
+}
+
+void to_json(nlohmann::json& out, const PrecopyReport& report) {
+  out = nlohmann::json{{"rounds", report.rounds},
+                       {"ended", report.ended},
+                       {"converged", report.converged},
+                       {"caught_up_us", report.caught_up.count()},
+                       {"final", report.final}};
 }
 
 void to_json(nlohmann::json& out, const UpgradeReport& report) {
@@ -56,6 +76,7 @@ void to_json(nlohmann::json& out, const UpgradeReport& report) {
       {"phases_us",
        {{"rehearse", us(report.phases.rehearse)},
         {"prepare", us(report.phases.prepare)},
+        {"precopy", us(report.phases.precopy)},
         {"quiesce", us(report.phases.quiesce)},
         {"save", us(report.phases.save)},
         {"migrate", us(report.phases.migrate)},
@@ -67,6 +88,7 @@ void to_json(nlohmann::json& out, const UpgradeReport& report) {
       {"state_transfer", report.outcome == Outcome::Refused ? "none" : report.state_in_memory ? "memory" : "serialized"},
       {"queued_calls", report.queued_calls},
       {"rehearsal", report.rehearsal.empty() ? nlohmann::json(nullptr) : nlohmann::json(report.rehearsal)},
+      {"precopy", report.precopy ? nlohmann::json(*report.precopy) : nlohmann::json(nullptr)},
       {"started_at_ms",
        std::chrono::duration_cast<std::chrono::milliseconds>(report.started_at.time_since_epoch()).count()},
   };

@@ -6,6 +6,10 @@
 //                start it. The old versions keep serving; nothing that
 //                callers can see has changed. Off the hot path on purpose:
 //                dlopen and constructors cost far more than the pause.
+//   1b. precopy  A migrating upgrade between versions that implement
+//                pre-copy moves the state in rounds while the old version
+//                serves (upgrade/precopy.hpp); the pause then holds only the
+//                last changes. Fails like prepare: nothing paused.
 //   2. quiesce   Close each module's call gate (in step order) and wait, up
 //                to quiesce_timeout, for calls inside to finish. From here
 //                new calls wait in line; none is refused or dropped.
@@ -95,6 +99,8 @@ class UpgradeTransaction {
     // Each phase runs in a log scope naming it, for the JSON log format.
     fault_point("upgrade.prepare");
     if (auto done = in_phase("prepare", [&] { return prepare(); }); !done) return roll_back(std::move(done).error());
+    fault_point("upgrade.precopy");
+    if (auto done = in_phase("precopy", [&] { return precopy(); }); !done) return roll_back(std::move(done).error());
     fault_point("upgrade.quiesce");
     if (auto done = in_phase("quiesce", [&] { return quiesce(); }); !done) return roll_back(std::move(done).error());
     fault_point("upgrade.migrate");
@@ -112,6 +118,7 @@ class UpgradeTransaction {
     const UpgradeTarget* step;
     std::optional<ModuleSlot::UpgradeAccess> access{};  ///< the slot's upgrade lock: held to the end once taken
     std::unique_ptr<ModuleSlot::Live> next{};     ///< the new instance, started, until resume
+    std::unique_ptr<PreCopy> precopy{};           ///< the state moving into `next` while the old one serves
     std::unique_ptr<ModuleSlot::Live> replaced{}; ///< the old instance, from resume until clean up
     api::ModuleVersion state_version{};           ///< version that writes the state handed over
     api::SchemaVersion state_schema{};            ///< schema of the state handed over
@@ -329,6 +336,33 @@ class UpgradeTransaction {
     return {};
   }
 
+  // 1b. pre-copy ------------------------------------------------------------
+  // A migrating upgrade between two versions that implement pre-copy moves
+  // the state while the old version serves, in rounds (upgrade/precopy.hpp);
+  // the pause then holds only the final part, taken in migrate.
+  Result<void> precopy() {
+    for (auto& move : moves_) {
+      failing_ = &move;
+      const bool transfers = options_.precopy.enabled && !move.handoff && !move.step->state &&
+                             move.access->can_transfer() && move.next->hooks().can_transfer();
+      if (!transfers) continue;
+      const auto started = Clock::now();
+      report_progress({move.slot().name(), "precopy"});
+      move.precopy = std::make_unique<PreCopy>(
+          *move.access, *move.next, api::SaveTarget{move.state_schema, move.report.direction, move.step->extra},
+          migration_of(move), options_.precopy, [name = move.slot().name()](unsigned round, const PrecopyRound& so_far) {
+            report_progress({name, "precopy", so_far.bytes, 0, 0, round});
+          });
+      auto ran = move.precopy->run();
+      move.report.phases.precopy = since(started);
+      move.report.precopy = move.precopy->report();
+      if (!ran) return move.error(ran.error().phase, ran.error().reason);
+      move.slot().log().debug("precopy: {} round(s) in {} us, {}", move.report.precopy->rounds.size(),
+                              move.report.phases.precopy.count(), move.report.precopy->ended);
+    }
+    return {};
+  }
+
   // 2. quiesce ------------------------------------------------------------
   Result<void> quiesce() {
     for (auto& move : moves_) {
@@ -363,6 +397,10 @@ class UpgradeTransaction {
       failing_ = &move;
       move.slot().log().debug("save: start, schema {}", move.state_schema.value);
       if (move.handoff && hand_over(move)) continue;
+      if (move.precopy) {
+        if (auto moved = finish_precopy(move); !moved) return moved;
+        continue;
+      }
       if (auto moved = move.step->state ? load_given(move) : stream(move); !moved) return moved;
       move.slot().log().debug("migrate: {} bytes, save {} us, load {} us", move.report.state_bytes,
                               move.report.phases.save.count(), move.report.phases.migrate.count());
@@ -387,6 +425,21 @@ class UpgradeTransaction {
     move.report.phases.migrate = since(attaching);
     move.report.state_in_memory = true;
     return true;
+  }
+
+  /// Pre-copy: the final part, in the pause (save: writing it; migrate:
+  /// the new instance applying it).
+  Result<void> finish_precopy(Move& move) {
+    auto done = move.precopy->finish();
+    const PrecopyReport& precopy = move.precopy->report();
+    move.report.precopy = precopy;
+    move.report.phases.save = precopy.final.took;
+    std::uint64_t bytes = precopy.final.bytes;
+    for (const auto& round : precopy.rounds) bytes += round.bytes;
+    move.report.state_bytes = bytes;
+    if (!done) return move.error(done.error().phase, done.error().reason);
+    move.precopy.reset();  // its receiver is idle: every part applied
+    return {};
   }
 
   /// What the new instance's load_state is told.
@@ -511,7 +564,8 @@ class UpgradeTransaction {
         move.access->live().hooks().attach_state(move.object);
         move.object_at = Move::Object::InOld;
       }
-      move.next.reset();  // stop() and destroy the new instance; its image unloads
+      move.precopy.reset();  // ends the transfer; its receiver lets go of the new instance
+      move.next.reset();     // stop() and destroy the new instance; its image unloads
       if (move.paused) {
         move.report.queued_calls = move.access->resume();  // they run on the old version
         move.paused = false;

@@ -38,7 +38,7 @@ struct Kv {
     kv::add_expiry_commands(server.table());
   }
   std::size_t process(std::string_view input, FakeOutput& out, api::ConnectionId connection = 1) {
-    return server.process(connection, input, out, kv::ExpiryTraits::db(state), state.clients);
+    return server.process(connection, input, out, kv::ExpiryTraits::db(state, nullptr), state.clients);
   }
   /// Sends `input` whole; returns what came back.
   std::string send(std::string_view input, api::ConnectionId connection = 1) {

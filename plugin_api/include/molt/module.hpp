@@ -33,6 +33,7 @@
 #include "molt/state.hpp"
 #include "molt/state_rules.hpp"
 #include "molt/stream.hpp"
+#include "molt/transfer.hpp"
 #include "molt/types.hpp"
 
 extern "C" {
@@ -85,6 +86,7 @@ enum class Feature : std::uint64_t {
   Health = 1u << 3,         ///< health
   RefusalReply = 1u << 4,   ///< refusal_reply
   StateInMemory = 1u << 5,  ///< detach_state and attach_state (StatefulModule)
+  Transfer = 1u << 6,       ///< the pre-copy hooks: transfer_begin ... receive_part (ABI 7)
 };
 
 /// A set of Feature bits.
@@ -184,6 +186,36 @@ class Module {
   /// schema and layout fingerprint equal this one's. Replaces load_state.
   virtual void attach_state(void* /*state*/) noexcept {}
 
+  // Pre-copy (ABI 7; Feature::Transfer; molt/transfer.hpp): the state
+  // transferred while the module serves. Implement all six or none. The
+  // host calls the sending hooks on the running version through its call
+  // gate, like any call (clients wait for one call at most), and the
+  // receiving hook on the new version before it serves.
+
+  /// Begins a transfer of the state in `target.schema` (as save_state would
+  /// write it): from now until transfer_end, note every entry written or
+  /// removed. At most one transfer runs at a time.
+  virtual void transfer_begin(const SaveTarget& /*target*/) {}
+  /// Writes the next entries of the whole state as one part, within
+  /// `budget`; `done` once every entry has been written.
+  virtual TransferStep transfer_chunk(StateWriter& /*out*/, const TransferBudget& /*budget*/) { return {0, true}; }
+  /// Writes, within `budget`, entries noted as changed (their value now, or
+  /// that they are gone) as one part of the current round; `done` once the
+  /// round's entries are written. A round is what was noted when it began.
+  virtual TransferStep transfer_delta(StateWriter& /*out*/, const TransferBudget& /*budget*/) { return {0, true}; }
+  /// Called while the module is paused: every change not written yet, and
+  /// the state that is not entries (per-connection state), as the last part.
+  virtual TransferStep transfer_final(StateWriter& /*out*/) { return {0, true}; }
+  /// Stops noting changes: the transfer is complete, or abandoned. Must not
+  /// throw.
+  virtual void transfer_end() noexcept {}
+  /// On the new version, before it serves: applies one part, written by
+  /// `migration.from_version` in `migration.from_schema` (converting from an
+  /// older schema entry by entry, as load_state does for a whole state).
+  /// Parts arrive in the order they were written, starting from this
+  /// instance's initial state. Throwing fails the upgrade (MigrationRefused).
+  virtual void receive_part(StateReader& /*in*/, const Migration& /*migration*/, TransferPart /*part*/) {}
+
   // Hooks added by a later ABI go here, after every existing one, never
   // between: an image built for an older ABI has a vtable without their
   // slots. Give each a default, a Feature bit, and a row in the host's hook
@@ -266,6 +298,10 @@ constexpr Features features_of() {
   if (MOLT_DETAIL_OVERRIDES(M, refusal_reply)) features.add(Feature::RefusalReply);
   if (MOLT_DETAIL_OVERRIDES(M, detach_state) || MOLT_DETAIL_OVERRIDES(M, attach_state))
     features.add(Feature::StateInMemory);
+  if (MOLT_DETAIL_OVERRIDES(M, transfer_begin) || MOLT_DETAIL_OVERRIDES(M, transfer_chunk) ||
+      MOLT_DETAIL_OVERRIDES(M, transfer_delta) || MOLT_DETAIL_OVERRIDES(M, transfer_final) ||
+      MOLT_DETAIL_OVERRIDES(M, transfer_end) || MOLT_DETAIL_OVERRIDES(M, receive_part))
+    features.add(Feature::Transfer);
   return features;
 }
 #undef MOLT_DETAIL_OVERRIDES

@@ -45,7 +45,9 @@ namespace molt::api {
 ///    bounds-checked StateArchive.
 /// 6: versioned loading (kAbiOldest); MoltModuleInfo::features. Minor: an
 ///    ABI-5 image loads unchanged.
-inline constexpr std::uint32_t kAbiVersion = 6;
+/// 7: pre-copy (Module::transfer_begin ... receive_part, Feature::Transfer,
+///    molt/transfer.hpp). Minor.
+inline constexpr std::uint32_t kAbiVersion = 7;
 
 /// The oldest plugin ABI a host built from these headers loads. Raised only
 /// by a major bump; every ABI from here to kAbiVersion loads.

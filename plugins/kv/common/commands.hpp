@@ -34,6 +34,9 @@ struct Command {
   std::string_view name;  ///< lowercase, as in Redis's error messages
   int arity;              ///< Redis's: N exactly N arguments (name included), -N at least N
   Handler handler;
+  /// It may write the keyspace, also through a value it looks up (Redis's
+  /// "write" flag): a transfer notes every key it looks up (db.hpp).
+  bool writes = false;
 };
 
 struct CommandTable {

@@ -51,6 +51,7 @@ void Server::execute(Call& call) {
   const auto argc = static_cast<std::int64_t>(call.args.size());
   if ((command->arity > 0 && argc != command->arity) || (command->arity < 0 && argc < -command->arity))
     return wrong_arity(call.reply, command->name);
+  call.db.set_writing(command->writes);
   command->handler(call);
 }
 

@@ -9,8 +9,8 @@ struct V1 {
 
   static void add_commands(CommandTable& table) { add_core_commands(table); }
   static void start(molt::api::Context&) {}
-  static Db db(State& state) { return Db(state.keys, nullptr, now_ms()); }
-  static void on_timer(std::string_view, State&, std::size_t&) {}
+  static Db db(State& state, Changes* changes) { return Db(state.keys, nullptr, now_ms(), changes); }
+  static void on_timer(std::string_view, State&, std::size_t&, Changes*) {}
 
   static void save(molt::api::StateWriter& out, const molt::api::SaveTarget& target, const State& state) {
     molt::api::save_one_schema(out, target, State::kSchema, state);

@@ -98,13 +98,13 @@ struct SchemaOneView {
 }  // namespace
 
 void add_expiry_commands(CommandTable& table) {
-  for (const Command& command : {Command{"expire", -3, expire}, Command{"pexpire", -3, pexpire},
-                                 Command{"expireat", -3, expireat}, Command{"pexpireat", -3, pexpireat},
-                                 Command{"ttl", 2, ttl}, Command{"pttl", 2, pttl}, Command{"persist", 2, persist}})
+  for (const Command& command : {Command{"expire", -3, expire, true}, Command{"pexpire", -3, pexpire, true},
+                                 Command{"expireat", -3, expireat, true}, Command{"pexpireat", -3, pexpireat, true},
+                                 Command{"ttl", 2, ttl}, Command{"pttl", 2, pttl}, Command{"persist", 2, persist, true}})
     table.add(command);
 }
 
-void remove_expired(StateV2& state, std::int64_t now, std::size_t& cursor, std::size_t budget) {
+void remove_expired(StateV2& state, std::int64_t now, std::size_t& cursor, std::size_t budget, Changes* changes) {
   auto& expires = state.expires;
   if (expires.empty()) return;
   std::vector<std::string> expired;
@@ -116,6 +116,7 @@ void remove_expired(StateV2& state, std::int64_t now, std::size_t& cursor, std::
       if (it->second <= now) expired.push_back(it->first);
   }
   for (const auto& key : expired) {
+    if (changes != nullptr) changes->key(key);
     expires.erase(key);
     state.keys.erase(key);
   }

@@ -13,8 +13,10 @@ namespace kv {
 /// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, TTL, PTTL, PERSIST.
 void add_expiry_commands(CommandTable& table);
 
-/// Removes expired keys, examining at most `budget` deadlines from `cursor` on.
-void remove_expired(StateV2& state, std::int64_t now, std::size_t& cursor, std::size_t budget);
+/// Removes expired keys, examining at most `budget` deadlines from `cursor`
+/// on; notes each removed key in `changes` (when a transfer runs).
+void remove_expired(StateV2& state, std::int64_t now, std::size_t& cursor, std::size_t budget,
+                    Changes* changes = nullptr);
 
 /// Everything of a version over schema 2 except its version number and
 /// command list.
@@ -23,9 +25,9 @@ struct ExpiryTraits {
   static constexpr std::chrono::milliseconds kSweepPeriod{100};
 
   static void start(molt::api::Context& context) { context.set_timer("expire", kSweepPeriod); }
-  static Db db(State& state) { return Db(state.keys, &state.expires, now_ms()); }
-  static void on_timer(std::string_view name, State& state, std::size_t& cursor) {
-    if (name == "expire") remove_expired(state, now_ms(), cursor, 2000);
+  static Db db(State& state, Changes* changes) { return Db(state.keys, &state.expires, now_ms(), changes); }
+  static void on_timer(std::string_view name, State& state, std::size_t& cursor, Changes* changes) {
+    if (name == "expire") remove_expired(state, now_ms(), cursor, 2000, changes);
   }
   /// Schema 2; or schema 1 for a downgrade: the keys that have not expired,
   /// without deadlines.

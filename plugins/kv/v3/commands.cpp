@@ -23,7 +23,7 @@ void type(Call& c) {
 }  // namespace
 
 void add_v3_commands(CommandTable& table) {
-  table.add(Command{"getdel", 2, getdel});
+  table.add(Command{"getdel", 2, getdel, true});
   table.add(Command{"type", 2, type});
 }
 

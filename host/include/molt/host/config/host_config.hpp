@@ -102,6 +102,12 @@ struct HostConfig {
   /// "migrating" (upgrades that convert state), "always", "never".
   std::string rehearse = "migrating";
   std::chrono::milliseconds rehearse_timeout{30000};  ///< for the whole rehearsal
+  /// Pre-copy (upgrade/precopy.hpp): "auto" (modules that implement it) or "never".
+  std::string precopy = "auto";
+  std::chrono::microseconds precopy_call{1000};         ///< the module's time per pre-copy call
+  std::chrono::milliseconds precopy_pause_target{10};   ///< a round this short ends the rounds
+  unsigned precopy_max_rounds = 16;
+  std::string precopy_fallback = "pause";  ///< rounds that do not converge: "pause" (move the rest) or "refuse"
   std::uint64_t max_state_bytes = 1ull << 30;
   std::string log_level = "info";
   std::string log_format = "text";  ///< "text" or "json" (one object per line)

@@ -38,6 +38,12 @@ enum class Hook : std::uint8_t {
   Health,
   RunJobStep,
   RefusalReply,
+  TransferBegin,
+  TransferChunk,
+  TransferDelta,
+  TransferFinal,
+  TransferEnd,
+  ReceivePart,
 };
 
 struct HookSpec {
@@ -48,7 +54,7 @@ struct HookSpec {
 };
 
 /// Every hook, with the ABI that added it (see the history at kAbiVersion).
-inline constexpr std::array<HookSpec, 14> kHooks{{
+inline constexpr std::array<HookSpec, 20> kHooks{{
     {Hook::Start, "start", 1, std::nullopt},
     {Hook::Handle, "handle", 1, std::nullopt},
     {Hook::SaveState, "save_state", 1, std::nullopt},
@@ -63,6 +69,12 @@ inline constexpr std::array<HookSpec, 14> kHooks{{
     {Hook::Health, "health", 3, api::Feature::Health},
     {Hook::RunJobStep, "run_job_step", 4, api::Feature::Jobs},
     {Hook::RefusalReply, "refusal_reply", 5, api::Feature::RefusalReply},
+    {Hook::TransferBegin, "transfer_begin", 7, api::Feature::Transfer},
+    {Hook::TransferChunk, "transfer_chunk", 7, api::Feature::Transfer},
+    {Hook::TransferDelta, "transfer_delta", 7, api::Feature::Transfer},
+    {Hook::TransferFinal, "transfer_final", 7, api::Feature::Transfer},
+    {Hook::TransferEnd, "transfer_end", 7, api::Feature::Transfer},
+    {Hook::ReceivePart, "receive_part", 7, api::Feature::Transfer},
 }};
 
 /// Its row in kHooks, which lists the hooks in the order Hook declares them.

@@ -93,6 +93,34 @@ class Hooks {
     const Scope scope(site_, module_hook::kDetachState);
     return has(Hook::DetachState) ? module_.detach_state() : nullptr;
   }
+  /// Whether the image implements pre-copy (all six transfer hooks).
+  [[nodiscard]] bool can_transfer() const noexcept { return has(Hook::TransferBegin); }
+  // Pre-copy. Precondition: can_transfer(), checked by the caller, which
+  // otherwise saves and loads the whole state.
+  void transfer_begin(const api::SaveTarget& target) const {
+    const Scope scope(site_, module_hook::kTransferBegin);
+    module_.transfer_begin(target);
+  }
+  [[nodiscard]] api::TransferStep transfer_chunk(api::StateWriter& out, const api::TransferBudget& budget) const {
+    const Scope scope(site_, module_hook::kTransferChunk);
+    return module_.transfer_chunk(out, budget);
+  }
+  [[nodiscard]] api::TransferStep transfer_delta(api::StateWriter& out, const api::TransferBudget& budget) const {
+    const Scope scope(site_, module_hook::kTransferDelta);
+    return module_.transfer_delta(out, budget);
+  }
+  [[nodiscard]] api::TransferStep transfer_final(api::StateWriter& out) const {
+    const Scope scope(site_, module_hook::kTransferFinal);
+    return module_.transfer_final(out);
+  }
+  void transfer_end() const noexcept {
+    const Scope scope(site_, module_hook::kTransferEnd);
+    if (has(Hook::TransferEnd)) module_.transfer_end();
+  }
+  void receive_part(api::StateReader& in, const api::Migration& migration, api::TransferPart part) const {
+    const Scope scope(site_, module_hook::kReceivePart);
+    module_.receive_part(in, migration, part);
+  }
   /// Precondition: has(Hook::AttachState), checked by the transaction before
   /// it hands an object over; without it the object would be lost.
   void attach_state(void* state) const noexcept {

@@ -22,6 +22,7 @@
 #include "molt/host/common/histogram.hpp"
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/call_gate.hpp"
+#include "molt/host/slot/precopy_report.hpp"
 #include "molt/host/slot/hooks.hpp"
 #include "molt/host/slot/jobs.hpp"
 #include "molt/host/slot/module_jobs.hpp"
@@ -45,6 +46,10 @@ struct SlotOptions {
   /// (after an upgrade, at removal, at shutdown); past it the instance and
   /// its image are left loaded, with a warning.
   std::chrono::milliseconds stop_timeout{5000};
+  /// How a snapshot moves the state of a module that implements pre-copy:
+  /// into a second instance while the module serves, then saved from there
+  /// (save_state). Not enabled: save_state pauses the module for all of it.
+  PrecopyOptions precopy{};
 };
 
 /// What a slot runs now, for status output. A copy: it does not keep the
@@ -213,6 +218,7 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   const api::Values config_;
   const api::StreamLimits stream_limits_;
   const std::chrono::milliseconds stop_timeout_;
+  const PrecopyOptions precopy_;
   CallGate gate_;
   /// The slot's, not an instance's: they keep firing across upgrades, into
   /// whichever version runs. Emptied (cancel_all) before live_ goes.

@@ -47,11 +47,26 @@ class ModuleSlot::UpgradeAccess {
 
   /// Closes the gate and waits, until `deadline`, for the calls inside.
   /// True: drained, and closed until resume(). False: open again, as before.
-  [[nodiscard]] bool suspend(CallGate::Clock::time_point deadline);
+  [[nodiscard]] bool suspend(CallGate::Clock::time_point deadline, const char* what = "upgrade");
 
   /// The serving instance's state in `target.schema`, written to `out`.
   /// Only while suspended. Errors name the module and Phase::Save.
   Result<void> save(const api::SaveTarget& target, std::streambuf& out) const;
+
+  // Pre-copy (molt/transfer.hpp), on the serving instance. The calls made
+  // while the module serves go through its gate like a client's (a client
+  // waits for one of them at most); transfer_final is made in the pause.
+  // Errors name the module and Phase::Save.
+
+  /// Whether the serving instance's image implements pre-copy.
+  [[nodiscard]] bool can_transfer() const noexcept;
+  Result<void> transfer_begin(const api::SaveTarget& target);
+  Result<api::TransferStep> transfer_chunk(const api::TransferBudget& budget, std::streambuf& out);
+  Result<api::TransferStep> transfer_delta(const api::TransferBudget& budget, std::streambuf& out);
+  /// Only while suspended.
+  Result<api::TransferStep> transfer_final(std::streambuf& out);
+  /// Ends the transfer (complete or abandoned); while suspended or not.
+  void transfer_end() noexcept;
 
   /// Makes `next` the serving instance and running(), and returns the one
   /// it replaces, still started (stop it after resume(), outside the pause).
@@ -69,8 +84,14 @@ class ModuleSlot::UpgradeAccess {
  private:
   UpgradeAccess(ModuleSlot& slot, std::unique_lock<std::timed_mutex> lock);
 
+  /// Runs `write(hooks, writer)` on the serving instance, as a call through
+  /// the gate unless this access holds it suspended.
+  template <class F>
+  Result<api::TransferStep> transfer_call(const char* what, std::streambuf* out, F&& call);
+
   ModuleSlot* slot_;                   ///< never null
   std::unique_lock<std::timed_mutex> lock_;  ///< owns slot_->upgrade_mutex_ for as long as this access lives
+  bool suspended_ = false;             ///< by suspend(), until resume()
 };
 
 }  // namespace molt::host

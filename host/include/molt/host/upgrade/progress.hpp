@@ -18,10 +18,11 @@ namespace molt::host {
 
 struct UpgradeProgress {
   std::string module;
-  std::string_view phase;      ///< "prepare", "quiesce", "migrate" (state saved and loaded), "resume", "cleanup", "rollback"
+  std::string_view phase;      ///< "prepare", "precopy", "quiesce", "migrate" (state saved and loaded), "resume", "cleanup", "rollback"
   std::uint64_t saved = 0;     ///< state bytes saved so far (phase "save")
   std::uint64_t loaded = 0;    ///< of those, loaded by the new version
   std::uint64_t expected = 0;  ///< the state's size at its last save, 0 if unknown: an estimate
+  std::uint32_t round = 0;     ///< phase "precopy": the round (0: the whole state; `saved`: its bytes so far)
 };
 
 using ProgressListener = std::function<void(const UpgradeProgress&)>;

@@ -17,6 +17,7 @@
 
 #include "molt/host/common/error.hpp"
 #include "molt/host/common/histogram.hpp"
+#include "molt/host/slot/precopy_report.hpp"
 #include "molt/types.hpp"
 
 namespace molt::host {
@@ -36,6 +37,7 @@ inline constexpr std::array<Outcome, 3> kOutcomes{Outcome::Succeeded, Outcome::R
 struct PhaseTimes {
   std::chrono::microseconds rehearse{};  ///< the new image run in a child first (module serving, but for taking a state)
   std::chrono::microseconds prepare{};   ///< load image, create and start the new instance (module serving)
+  std::chrono::microseconds precopy{};   ///< the state moved while the old version serves (upgrade/precopy.hpp)
   std::chrono::microseconds quiesce{};   ///< wait for in-flight calls (module paused from here…)
   std::chrono::microseconds save{};      ///< old version writes its state
   std::chrono::microseconds migrate{};   ///< new version reads it
@@ -65,12 +67,17 @@ struct UpgradeReport {
   /// How the new image's rehearsal went, on which state ("passed in 183 ms
   /// on a state taken for it (2100000 B, pause 41 ms)"); empty: not rehearsed.
   std::string rehearsal;
+  /// The pre-copy rounds, when the state moved that way (else stop-and-copy,
+  /// or in memory).
+  std::optional<PrecopyReport> precopy;
 
   /// One line: "counter v1 -> v2 succeeded: pause 350 us (quiesce 4, save 31, migrate 45, resume 2), state 61 B";
   /// a code-only upgrade says "state in memory" instead of its size.
   [[nodiscard]] std::string summary() const;
 };
 
+void to_json(nlohmann::json& out, const PrecopyRound& round);
+void to_json(nlohmann::json& out, const PrecopyReport& report);
 void to_json(nlohmann::json& out, const UpgradeReport& report);
 
 /// What the upgrades of one module added up to since the host started, for

@@ -13,6 +13,7 @@
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/slot/module_slot.hpp"
 #include "molt/host/state/state_blob.hpp"
+#include "molt/host/slot/precopy.hpp"
 #include "molt/host/upgrade/report.hpp"
 
 namespace molt::host {
@@ -48,6 +49,9 @@ struct UpgradeOptions {
   /// Largest state the transaction hands over; a larger one fails it.
   std::uint64_t max_state_bytes = 1ull << 30;
   RehearsalOptions rehearsal;
+  /// How a migrating upgrade moves the state of a module that implements
+  /// pre-copy (upgrade/precopy.hpp).
+  PrecopyOptions precopy;
 };
 
 /// One module's part in an upgrade.
