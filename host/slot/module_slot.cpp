@@ -358,12 +358,7 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
       // flight get the whole quiesce timeout from now.
       const bool tried = precopy_.enabled && access->can_transfer();
       if (!access->suspend(tried ? CallGate::Clock::now() + quiesce_timeout : quiesce_deadline, "save_state")) {
-        std::string busy = "calls in progress";
-        if (const auto oldest = gate_.counts().oldest)
-          busy = std::string(oldest->what) + ", running for " +
-                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(CallGate::Clock::now() - oldest->since)
-                                    .count()) + " ms,";
-        return finish(fail(busy + " did not finish within " + std::to_string(quiesce_timeout.count()) + " ms"), true);
+        return finish(fail(not_drained_reason(quiesce_timeout)), true);
       }
       paused();
       bytes = save_to_string(*live_, target, UINT64_MAX);
@@ -419,6 +414,16 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
   std::unique_lock lock(saved->mutex);
   saved->changed.wait(lock, [&] { return saved->kept; });  // host code: writing what was taken
   return std::move(*saved->taken);
+}
+
+std::string ModuleSlot::not_drained_reason(std::chrono::milliseconds timeout) const {
+  std::string busy = "calls in progress";
+  if (const auto oldest = gate_.counts().oldest)
+    busy = std::string(oldest->what) + ", running for " +
+           std::to_string(
+               std::chrono::duration_cast<std::chrono::milliseconds>(CallGate::Clock::now() - oldest->since).count()) +
+           " ms,";
+  return busy + " did not finish within " + std::to_string(timeout.count()) + " ms";
 }
 
 RunningVersion ModuleSlot::running() const {

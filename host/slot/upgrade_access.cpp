@@ -127,13 +127,8 @@ std::optional<Result<std::string>> ModuleSlot::UpgradeAccess::save_by_precopy(
     return std::nullopt;
   }
   if (!suspend(CallGate::Clock::now() + quiesce_timeout, "save_state")) {
-    std::string busy = "calls in progress";
-    if (const auto oldest = slot_->gate_.counts().oldest)
-      busy = std::string(oldest->what) + ", running for " +
-             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(CallGate::Clock::now() - oldest->since)
-                                .count()) + " ms,";
-    return Result<std::string>(Error{slot_->name_, info.version, {}, Phase::Snapshot,
-                                     busy + " did not finish within " + std::to_string(quiesce_timeout.count()) + " ms"});
+    return Result<std::string>(
+        Error{slot_->name_, info.version, {}, Phase::Snapshot, slot_->not_drained_reason(quiesce_timeout)});
   }
   auto finished = copy->finish();
   if (in_pause) in_pause();
