@@ -329,66 +329,46 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
       return finish(fail("an upgrade or another snapshot was still in progress after " +
                          std::to_string(quiesce_timeout.count()) + " ms"), true);
     const api::SaveTarget target{info.schema, api::Direction::Same, {}};
+    const auto paused = [&saved] {
+      {
+        std::lock_guard lock(saved->mutex);
+        saved->paused_at = CallGate::Clock::now();
+      }
+      saved->changed.notify_all();
+    };
+    std::string host;
     // With pre-copy, the state moves into a second instance of the same
     // image while the module serves, and is saved from there: the module
-    // pauses only for the last changes.
-    std::unique_ptr<Live> shadow;
-    std::optional<PreCopy> copy;
-    if (precopy_.enabled && access->can_transfer()) {
-      auto made = access->make_live(live_->image);
-      if (made) {
-        shadow = std::move(made.value());
-        copy.emplace(*access, *shadow, target, api::Migration{info.schema, info.version, api::Direction::Same, {}},
-                     precopy_, [&saved](unsigned, const PrecopyRound&) {
-                       {
-                         std::lock_guard lock(saved->mutex);
-                         saved->moved_at = CallGate::Clock::now();
-                       }
-                       saved->changed.notify_all();
-                     });
-        if (auto ran = copy->run(); !ran) {
-          logger_->warn("snapshot: pre-copy failed ({}); saving with the module paused", ran.error().to_string());
-          copy.reset();
-          shadow.reset();
-        }
-      } else {
-        logger_->warn("snapshot: no second instance for pre-copy ({}); saving with the module paused",
-                      made.error().to_string());
+    // pauses only for the last changes. A pre-copy that makes parts extends
+    // the caller's wait (moved_at).
+    auto bytes = access->save_by_precopy(target, precopy_, quiesce_timeout,
+                                         [&] {
+                                           paused();
+                                           host = host_part();  // in the same pause as the state
+                                         },
+                                         [&saved] {
+                                           {
+                                             std::lock_guard lock(saved->mutex);
+                                             saved->moved_at = CallGate::Clock::now();
+                                           }
+                                           saved->changed.notify_all();
+                                         });
+    if (!bytes) {
+      // A pre-copy that could not be used took its time: the calls in
+      // flight get the whole quiesce timeout from now.
+      const bool tried = precopy_.enabled && access->can_transfer();
+      if (!access->suspend(tried ? CallGate::Clock::now() + quiesce_timeout : quiesce_deadline, "save_state")) {
+        return finish(fail(not_drained_reason(quiesce_timeout)), true);
       }
+      paused();
+      bytes = save_to_string(*live_, target, UINT64_MAX);
+      // In the same pause as the state: a job's record and its checkpoint agree.
+      host = host_part();
+      (void)access->resume();
     }
-    // The pre-copy took its time: the calls in progress get the whole
-    // quiesce timeout from now.
-    const auto pause_deadline = copy ? CallGate::Clock::now() + quiesce_timeout : quiesce_deadline;
-    if (!access->suspend(pause_deadline, "save_state")) {
-      std::string busy = "calls in progress";
-      if (const auto oldest = gate_.counts().oldest)
-        busy = std::string(oldest->what) + ", running for " +
-               std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(CallGate::Clock::now() - oldest->since)
-                                  .count()) + " ms,";
-      return finish(fail(busy + " did not finish within " + std::to_string(quiesce_timeout.count()) + " ms"), true);
-    }
-    {
-      std::lock_guard lock(saved->mutex);
-      saved->paused_at = CallGate::Clock::now();
-    }
-    saved->changed.notify_all();
-    std::optional<Error> final_failed;
-    if (copy) {
-      if (auto finished = copy->finish(); !finished) final_failed = std::move(finished).error();
-    }
-    auto bytes = copy ? Result<std::string>(std::string()) : save_to_string(*live_, target, UINT64_MAX);
-    // In the same pause as the state: a job's record and its checkpoint agree.
-    std::string host = host_part();
-    (void)access->resume();
-    if (copy) {
-      copy.reset();
-      if (final_failed) return finish(std::move(*final_failed), true);
-      bytes = save_to_string(*shadow, target, UINT64_MAX);  // the second instance serves nobody: no pause
-      shadow.reset();
-    }
-    if (!bytes) return finish(std::move(bytes).error(), true);
-    state_bytes_.store(bytes->size(), std::memory_order_relaxed);
-    Result<StateBlob> blob(StateBlob{name_, info.version, info.schema, std::move(bytes.value()), std::move(host)});
+    if (!*bytes) return finish(std::move(*bytes).error(), true);
+    state_bytes_.store(bytes->value().size(), std::memory_order_relaxed);
+    Result<StateBlob> blob(StateBlob{name_, info.version, info.schema, std::move(bytes->value()), std::move(host)});
     if (!keep) return finish(std::move(blob), true);
     finish(std::move(blob), false);
     // The caller reads the state only once `kept` is set: no copy of it here.
@@ -434,6 +414,16 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
   std::unique_lock lock(saved->mutex);
   saved->changed.wait(lock, [&] { return saved->kept; });  // host code: writing what was taken
   return std::move(*saved->taken);
+}
+
+std::string ModuleSlot::not_drained_reason(std::chrono::milliseconds timeout) const {
+  std::string busy = "calls in progress";
+  if (const auto oldest = gate_.counts().oldest)
+    busy = std::string(oldest->what) + ", running for " +
+           std::to_string(
+               std::chrono::duration_cast<std::chrono::milliseconds>(CallGate::Clock::now() - oldest->since).count()) +
+           " ms,";
+  return busy + " did not finish within " + std::to_string(timeout.count()) + " ms";
 }
 
 RunningVersion ModuleSlot::running() const {

@@ -6,6 +6,8 @@
 
 #include "molt/host/common/log_context.hpp"
 #include "molt/host/slot/module_call.hpp"
+#include "molt/host/slot/precopy.hpp"
+#include "molt/host/slot/state_hooks.hpp"
 
 namespace molt::host {
 
@@ -99,6 +101,41 @@ std::unique_ptr<ModuleSlot::Live> ModuleSlot::UpgradeAccess::swap(std::unique_pt
 
 void ModuleSlot::UpgradeAccess::set_state_bytes(std::uint64_t bytes) noexcept {
   slot_->state_bytes_.store(bytes, std::memory_order_relaxed);
+}
+
+std::optional<Result<std::string>> ModuleSlot::UpgradeAccess::save_by_precopy(
+    const api::SaveTarget& target, const PrecopyOptions& options, std::chrono::milliseconds quiesce_timeout,
+    const std::function<void()>& in_pause, std::function<void()> on_part) {
+  if (!options.enabled || !can_transfer()) return std::nullopt;
+  const ImageInfo& info = slot_->live_->image->info();
+  auto made = make_live(slot_->live_->image);
+  if (!made) {
+    slot_->logger_->warn("no second instance for pre-copy ({}); saving with the module paused", made.error().to_string());
+    return std::nullopt;
+  }
+  std::unique_ptr<Live> copy_of = std::move(made.value());
+  // The second instance receives the state in its own schema; it writes
+  // `target` (another schema on a downgrade) once it holds all of it.
+  auto copy = std::make_optional<PreCopy>(
+      *this, *copy_of, api::SaveTarget{info.schema, api::Direction::Same, {}},
+      api::Migration{info.schema, info.version, api::Direction::Same, {}}, options,
+      [on_part = std::move(on_part)](unsigned, const PrecopyRound&) {
+        if (on_part) on_part();
+      });
+  if (auto ran = copy->run(); !ran) {
+    slot_->logger_->warn("pre-copy failed ({}); saving with the module paused", ran.error().to_string());
+    return std::nullopt;
+  }
+  if (!suspend(CallGate::Clock::now() + quiesce_timeout, "save_state")) {
+    return Result<std::string>(
+        Error{slot_->name_, info.version, {}, Phase::Snapshot, slot_->not_drained_reason(quiesce_timeout)});
+  }
+  auto finished = copy->finish();
+  if (in_pause) in_pause();
+  (void)resume();
+  copy.reset();
+  if (!finished) return Result<std::string>(std::move(finished).error());
+  return slot_->save_to_string(*copy_of, target, UINT64_MAX);  // the second instance serves nobody: no pause
 }
 
 std::uint64_t ModuleSlot::UpgradeAccess::resume(std::optional<api::CallMode> mode) {

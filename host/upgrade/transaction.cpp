@@ -241,32 +241,44 @@ class UpgradeTransaction {
       request.state = *recent;
       on = "its last snapshot (" + recent->filename().string() + ")";
     } else {
-      // A state taken for the purpose: the old version pauses as for a
-      // snapshot. On a downgrade to an older schema, in that schema, as the
-      // upgrade itself will hand it over (the newer code converts down).
+      // A state taken for the purpose, as a snapshot is: by pre-copy into a
+      // second instance when the module has it (a pause only for the last
+      // changes), else with the module paused. On a downgrade to an older
+      // schema, in that schema, as the upgrade itself will hand it over
+      // (the newer code converts down).
       const bool down = to.schema < from.schema;
       const api::SchemaVersion schema = down ? to.schema : from.schema;
+      const api::SaveTarget target{schema, down ? api::Direction::Down : api::Direction::Same,
+                                   down ? move.step->extra : api::Values{}};
       const auto paused = Clock::now();
-      if (!move.access->suspend(paused + options_.quiesce_timeout))
-        return move.error(Phase::Prepare, "calls in progress did not finish within " +
-                                              std::to_string(options_.quiesce_timeout.count()) +
-                                              " ms, to take a state to rehearse with");
-      StringSink sink(options_.max_state_bytes);
-      auto saved = move.access->save(
-          api::SaveTarget{schema, down ? api::Direction::Down : api::Direction::Same, down ? move.step->extra : api::Values{}},
-          sink);
-      move.access->resume();
-      const auto pause = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - paused);
-      if (sink.over_limit())
+      bool precopied = true;
+      auto bytes = move.access->save_by_precopy(target, options_.precopy, options_.quiesce_timeout);
+      if (!bytes) {
+        precopied = false;
+        if (!move.access->suspend(paused + options_.quiesce_timeout))
+          return move.error(Phase::Prepare, "calls in progress did not finish within " +
+                                                std::to_string(options_.quiesce_timeout.count()) +
+                                                " ms, to take a state to rehearse with");
+        StringSink sink(options_.max_state_bytes);
+        auto saved = move.access->save(target, sink);
+        move.access->resume();
+        if (sink.over_limit())
+          return move.error(Phase::Prepare, "state is larger than the limit of " +
+                                                std::to_string(options_.max_state_bytes) + " bytes, to rehearse with");
+        if (!saved) return std::move(saved).error();
+        bytes = sink.take();
+      }
+      if (!*bytes) return std::move(*bytes).error();
+      if (bytes->value().size() > options_.max_state_bytes)
         return move.error(Phase::Prepare, "state is larger than the limit of " +
                                               std::to_string(options_.max_state_bytes) + " bytes, to rehearse with");
-      if (!saved) return std::move(saved).error();
-      const StateBlob blob{move.slot().name(), from.version, schema, sink.take()};
+      const auto pause = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - paused);
+      const StateBlob blob{move.slot().name(), from.version, schema, std::move(bytes->value())};
       scratch = options.scratch_dir / (move.slot().name() + ".rehearsal.molt");
       if (auto written = write_state_file(*scratch, blob); !written) return written;
       request.state = scratch;
-      on = "a state taken for it (" + std::to_string(blob.bytes.size()) + " B, pause " + std::to_string(pause.count()) +
-           " ms)";
+      on = "a state taken for it (" + std::to_string(blob.bytes.size()) + " B, " +
+           (precopied ? "by pre-copy in " : "module paused ") + std::to_string(pause.count()) + " ms)";
     }
     const RehearsalResult result = host::rehearse(request);
     if (scratch) {

@@ -16,6 +16,7 @@
 #include "molt/host/slot/state_hooks.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
 #include "molt/host/state/buffers.hpp"
+#include "resp_client.hpp"
 #include "test_support.hpp"
 
 using namespace molt;
@@ -29,15 +30,9 @@ struct Discard final : api::StreamOutput {
   bool has_room() const override { return true; }
 };
 
-std::string encode(const std::vector<std::string>& args) {
-  std::string out = "*" + std::to_string(args.size()) + "\r\n";
-  for (const auto& arg : args) out += "$" + std::to_string(arg.size()) + "\r\n" + arg + "\r\n";
-  return out;
-}
-
 void send(host::ModuleSlot& slot, const std::vector<std::string>& command, api::ConnectionId connection = 1) {
   Discard out;
-  const std::string bytes = encode(command);
+  const std::string bytes = test::RespClient::encode(command);
   auto consumed = slot.stream_data(connection, bytes, out);
   REQUIRE(consumed);
   REQUIRE(consumed.value() == bytes.size());

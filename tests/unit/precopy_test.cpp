@@ -10,6 +10,7 @@
 
 #include "molt/host/upgrade/progress.hpp"
 #include "molt/host/upgrade/transaction.hpp"
+#include "resp_client.hpp"
 #include "test_support.hpp"
 
 using namespace molt;
@@ -24,16 +25,10 @@ struct Capture final : api::StreamOutput {
   bool has_room() const override { return true; }
 };
 
-std::string encode(const std::vector<std::string>& args) {
-  std::string out = "*" + std::to_string(args.size()) + "\r\n";
-  for (const auto& arg : args) out += "$" + std::to_string(arg.size()) + "\r\n" + arg + "\r\n";
-  return out;
-}
-
 /// One command on connection `connection`; its reply.
 std::string command(host::ModuleSlot& slot, const std::vector<std::string>& args, api::ConnectionId connection = 1) {
   Capture out;
-  const std::string bytes = encode(args);
+  const std::string bytes = test::RespClient::encode(args);
   auto consumed = slot.stream_data(connection, bytes, out);
   if (!consumed || consumed.value() != bytes.size()) return "(failed)";
   return out.bytes;

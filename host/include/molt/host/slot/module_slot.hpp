@@ -204,6 +204,10 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   /// Runs timer `name` (firing `id`) in the running version, as a call.
   void fire_timer(const std::string& name, TimerService::Id id) noexcept;
 
+  /// Why the gate could not be drained within `timeout`: the oldest call
+  /// inside and how long it has run, "... did not finish within N ms".
+  [[nodiscard]] std::string not_drained_reason(std::chrono::milliseconds timeout) const;
+
   /// A started instance of `image`, not yet serving.
   Result<std::unique_ptr<Live>> make_live(std::shared_ptr<const Image> image);
 

@@ -11,7 +11,9 @@
 // its public calls (name, running, stats, log).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -67,6 +69,19 @@ class ModuleSlot::UpgradeAccess {
   Result<api::TransferStep> transfer_final(std::streambuf& out);
   /// Ends the transfer (complete or abandoned); while suspended or not.
   void transfer_end() noexcept;
+
+  /// The serving instance's state in `target`, without pausing the module
+  /// for all of it: a second instance of its image receives the state by
+  /// pre-copy while the module serves, the module pauses (within
+  /// `quiesce_timeout`) only for the last changes, during which `in_pause`
+  /// runs too (to take what must agree with the state), and the second
+  /// instance writes `target` after the module resumed. Nothing when the
+  /// image has no pre-copy, `options` disable it, or it could not begin:
+  /// the caller then saves with the module paused. Not while suspended.
+  std::optional<Result<std::string>> save_by_precopy(const api::SaveTarget& target, const PrecopyOptions& options,
+                                                     std::chrono::milliseconds quiesce_timeout,
+                                                     const std::function<void()>& in_pause = {},
+                                                     std::function<void()> on_part = {});
 
   /// Makes `next` the serving instance and running(), and returns the one
   /// it replaces, still started (stop it after resume(), outside the pause).

@@ -65,7 +65,7 @@ struct UpgradeReport {
   std::uint64_t queued_calls = 0;     ///< calls that waited during the pause
   std::chrono::system_clock::time_point started_at;
   /// How the new image's rehearsal went, on which state ("passed in 183 ms
-  /// on a state taken for it (2100000 B, pause 41 ms)"); empty: not rehearsed.
+  /// on a state taken for it (2100000 B, by pre-copy in 41 ms)"); empty: not rehearsed.
   std::string rehearsal;
   /// The pre-copy rounds, when the state moved that way (else stop-and-copy,
   /// or in memory).
