@@ -1,6 +1,7 @@
 #include <atomic>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -160,4 +161,66 @@ TEST_CASE("the gate names the longest-running call inside, or what holds it susp
   CHECK(std::string(counts.oldest->what) == "snapshot");
   gate.resume();
   CHECK_FALSE(gate.counts().oldest.has_value());
+}
+
+TEST_CASE("a serial gate: the calls that find it busy keep their order, and each call inside is named with its own id",
+          "[call_gate]") {
+  CallGate gate(CallMode::Serial);
+  const auto before = CallGate::Clock::now();
+  std::optional<CallGate::Pass> first(gate.enter("handle"));  // the idle gate: no line to join
+  CHECK(first->alone());
+  auto counts = gate.counts();
+  REQUIRE(counts.oldest.has_value());
+  CHECK(std::string(counts.oldest->what) == "handle");
+  // `since` on the idle path is the coarse clock: at most a few ticks old.
+  CHECK(counts.oldest->since >= before - 20ms);
+  CHECK(counts.oldest->since <= CallGate::Clock::now());
+  const auto first_id = counts.oldest->id;
+
+  std::mutex order_mutex;
+  std::vector<int> order;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      auto pass = gate.enter("on_data");
+      std::lock_guard lock(order_mutex);
+      order.push_back(i);
+    });
+    REQUIRE(wait_until([&] { return gate.counts().waiting == static_cast<std::uint64_t>(i + 1); }));
+  }
+  CHECK(gate.counts().inside == 1);
+  first.reset();  // leaving wakes the line
+  for (auto& t : threads) t.join();
+  CHECK(order == std::vector<int>{0, 1, 2, 3});
+  counts = gate.counts();
+  CHECK(counts.waiting == 0);
+  CHECK(counts.inside == 0);
+  CHECK_FALSE(counts.oldest.has_value());
+
+  // The line is empty again: the next call comes straight in, as another call.
+  const CallGate::Pass again = gate.enter("handle");
+  counts = gate.counts();
+  REQUIRE(counts.oldest.has_value());
+  CHECK(counts.oldest->id != first_id);
+  CHECK(counts.inside == 1);
+}
+
+TEST_CASE("a serial gate switched to concurrent on resume admits overlapping calls, and back", "[call_gate]") {
+  CallGate gate(CallMode::Serial);
+  REQUIRE(gate.suspend(in(1s)));
+  gate.resume(CallMode::Concurrent);
+  {
+    auto first = gate.enter();
+    CHECK_FALSE(first.alone());
+    auto second = std::async(std::launch::async, [&] { auto pass = gate.enter(); return true; });
+    REQUIRE(second.wait_for(10s) == std::future_status::ready);
+  }
+  REQUIRE(gate.suspend(in(1s)));
+  gate.resume(CallMode::Serial);
+  auto only = gate.enter();
+  CHECK(only.alone());
+  auto blocked = std::async(std::launch::async, [&] { auto pass = gate.enter(); return true; });
+  CHECK(blocked.wait_for(50ms) == std::future_status::timeout);  // a bound on how long it may not enter, not a wait for it
+  { auto gone = std::move(only); }
+  REQUIRE(blocked.wait_for(10s) == std::future_status::ready);
 }
