@@ -2,9 +2,6 @@
 
 namespace molt::host {
 
-LogContext& log_context() noexcept {
-  thread_local LogContext context;
-  return context;
-}
+constinit thread_local LogContext detail::log_context{};
 
 }  // namespace molt::host

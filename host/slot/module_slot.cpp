@@ -43,18 +43,56 @@ class ModuleSlot::InstanceContext final : public api::Context {
 
 namespace {
 
-/// Times one call, from its construction to its destruction, into a histogram.
-/// Declared before the call's gate pass, it covers the wait for the gate too.
+/// Times one call into a histogram: from before it waits for the gate (the
+/// wait counts) until just before it leaves the gate, so that in a serial
+/// module it updates the histogram alone, without atomic read-modify-writes.
+/// Not every call reads the clock (histogram.hpp, CallSampler); the others
+/// count as the last one timed.
+///
+///   const CallTimer timer(histogram, sampler);      // before the gate
+///   const CallGate::Pass pass = gate_.enter(what, timer.started());
+///   const CallTimer::Count count(timer, pass);      // destroyed before the pass
 class CallTimer {
  public:
-  explicit CallTimer(DurationHistogram& histogram) noexcept : histogram_(histogram) {}
+  CallTimer(DurationHistogram& histogram, CallSampler& sampler) noexcept
+      : histogram_(histogram),
+        sampler_(sampler),
+        timed_(sampler.time_this_call() || !histogram.observed_any()),
+        started_(timed_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{}) {}
   CallTimer(const CallTimer&) = delete;
   CallTimer& operator=(const CallTimer&) = delete;
-  ~CallTimer() { histogram_.observe(std::chrono::steady_clock::now() - started_); }
+
+  /// When the call began, if it is timed; else Clock::time_point{} (for
+  /// CallGate::enter, which then finds out if anyone asks).
+  [[nodiscard]] std::chrono::steady_clock::time_point started() const noexcept { return started_; }
+
+  class Count {
+   public:
+    Count(const CallTimer& timer, const CallGate::Pass& pass) noexcept : timer_(timer), pass_(pass) {}
+    Count(const Count&) = delete;
+    Count& operator=(const Count&) = delete;
+    ~Count() {
+      const auto writers = pass_.alone() ? DurationHistogram::Writers::One : DurationHistogram::Writers::Many;
+      DurationHistogram& histogram = timer_.histogram_;
+      if (!timer_.timed_) {
+        histogram.repeat_last(writers);
+        return;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      histogram.observe(now - timer_.started_, writers);
+      timer_.sampler_.timed(now, [&] { return histogram.snapshot().count(); });
+    }
+
+   private:
+    const CallTimer& timer_;
+    const CallGate::Pass& pass_;
+  };
 
  private:
   DurationHistogram& histogram_;
-  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  CallSampler& sampler_;
+  const bool timed_;
+  const std::chrono::steady_clock::time_point started_;
 };
 
 }  // namespace
@@ -201,20 +239,17 @@ Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
 
 Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::string_view input,
                                             api::StreamOutput& out) {
-  const CallTimer timer(call_durations_);
-  const CallGate::Pass pass = gate_.enter("on_data");
+  const CallTimer timer(call_durations_, call_sampler_);
+  const CallGate::Pass pass = gate_.enter("on_data", timer.started());
+  const CallTimer::Count count(timer, pass);
   const Live& live = *live_;
   const LogScope scope(live.image->info().version.value);
-  calls_.fetch_add(1, std::memory_order_relaxed);
-  auto fail = [&](std::string reason) {
-    failed_calls_.fetch_add(1, std::memory_order_relaxed);
-    return Error{name_, live.image->info().version, {}, Phase::Call, std::move(reason)};
-  };
   std::size_t consumed = 0;
   if (auto failure = guard_module_call("on_data", [&] { consumed = live.hooks().on_data(connection, input, out); }))
-    return fail(std::move(*failure));
+    return call_failed(live, std::move(*failure));
   if (consumed > input.size())
-    return fail("on_data consumed " + std::to_string(consumed) + " of " + std::to_string(input.size()) + " bytes");
+    return call_failed(live, "on_data consumed " + std::to_string(consumed) + " of " + std::to_string(input.size()) +
+                                 " bytes");
   return consumed;
 }
 
@@ -280,19 +315,22 @@ Result<std::string> ModuleSlot::save_to_string(const Live& live, const api::Save
 }
 
 Result<api::Response> ModuleSlot::call(const api::Request& request) {
-  const CallTimer timer(call_durations_);
-  const CallGate::Pass pass = gate_.enter("handle");
+  const CallTimer timer(call_durations_, call_sampler_);
+  const CallGate::Pass pass = gate_.enter("handle", timer.started());
+  const CallTimer::Count count(timer, pass);
   const Live& live = *live_;
   const LogScope scope(live.image->info().version.value);
-  calls_.fetch_add(1, std::memory_order_relaxed);
-  auto fail = [&](std::string reason) {
-    failed_calls_.fetch_add(1, std::memory_order_relaxed);
-    return Error{name_, live.image->info().version, {}, Phase::Call, std::move(reason)};
-  };
-  api::Response response;
-  if (auto failure = guard_module_call("handler", [&] { response = live.hooks().handle(request); }))
-    return fail(request.method + ' ' + request.path + ": " + *failure);
-  return response;
+  return guard_module_value<Result<api::Response>>(
+      "handler", [&]() -> Result<api::Response> { return live.hooks().handle(request); },
+      [&](const std::string& failure) -> Result<api::Response> {
+        return call_failed(live, request.method + ' ' + request.path + ": " + failure);
+      });
+}
+
+// Out of line and cold: the error path's strings stay out of every call's frame.
+Error ModuleSlot::call_failed(const Live& live, std::string reason) {
+  failed_calls_.fetch_add(1, std::memory_order_relaxed);
+  return Error{name_, live.image->info().version, {}, Phase::Call, std::move(reason)};
 }
 
 Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeout,
@@ -451,7 +489,7 @@ std::optional<RunningVersion> ModuleSlot::previous() const {
 
 SlotStats ModuleSlot::stats() const {
   const std::uint64_t state_bytes = state_bytes_.load(std::memory_order_relaxed);
-  return SlotStats{calls_.load(std::memory_order_relaxed), failed_calls_.load(std::memory_order_relaxed),
+  return SlotStats{call_durations_.snapshot().count(), failed_calls_.load(std::memory_order_relaxed),
                    state_bytes == kUnknown ? std::nullopt : std::optional(state_bytes), gate_.counts()};
 }
 

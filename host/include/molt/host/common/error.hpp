@@ -49,7 +49,10 @@ struct Error {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}          // NOLINT: implicit by design
+  // Two overloads rather than one by value: a value moved in is moved once
+  // (a module call's api::Response, on every call through a slot).
+  Result(const T& value) : v_(std::in_place_index<0>, value) {}             // NOLINT: implicit by design
+  Result(T&& value) : v_(std::in_place_index<0>, std::move(value)) {}       // NOLINT
   Result(Error error) : v_(std::in_place_index<1>, std::move(error)) {}      // NOLINT
 
   [[nodiscard]] bool ok() const noexcept { return v_.index() == 0; }

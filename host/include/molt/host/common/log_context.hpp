@@ -16,8 +16,14 @@ struct LogContext {
   std::string_view phase;     ///< a string literal ("prepare", "save", ...), or empty
 };
 
+namespace detail {
+/// This thread's context. Initial-exec and constinit, as in module_site.hpp:
+/// one load relative to %fs, inlined into every call through a slot.
+extern constinit thread_local LogContext log_context __attribute__((tls_model("initial-exec")));
+}  // namespace detail
+
 /// This thread's context.
-[[nodiscard]] LogContext& log_context() noexcept;
+[[nodiscard]] inline LogContext& log_context() noexcept { return detail::log_context; }
 
 /// Sets this thread's context for its lifetime, then restores the one before.
 class LogScope {

@@ -203,6 +203,8 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
 
   /// Runs timer `name` (firing `id`) in the running version, as a call.
   void fire_timer(const std::string& name, TimerService::Id id) noexcept;
+  /// A call() or stream_data() that failed: counted, and its error.
+  [[gnu::cold, gnu::noinline]] Error call_failed(const Live& live, std::string reason);
 
   /// Why the gate could not be drained within `timeout`: the oldest call
   /// inside and how long it has run, "... did not finish within N ms".
@@ -239,9 +241,9 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   RunningVersion running_;
   std::string too_many_clients_reply_;  ///< the running instance's, copied from its Live
   std::optional<RunningVersion> previous_;
-  std::atomic<std::uint64_t> calls_{0};
   std::atomic<std::uint64_t> failed_calls_{0};
-  DurationHistogram call_durations_;  ///< of call() and stream_data(), as counted in calls_
+  DurationHistogram call_durations_;  ///< of call() and stream_data(); its count is the calls made
+  CallSampler call_sampler_;          ///< which of them call_durations_ times
   static constexpr std::uint64_t kUnknown = UINT64_MAX;
   std::atomic<std::uint64_t> state_bytes_{kUnknown};
 };
