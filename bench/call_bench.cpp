@@ -4,7 +4,13 @@
 //  - a counter GET through ModuleSlot::call against handle() directly;
 //  - a whole GET round trip over loopback TCP through the host's stream server;
 //  - a ModuleCodeScope around a call (what the crash handler's bookkeeping
-//    adds to every call into a module) against the bare call.
+//    adds to every call into a module) against the bare call;
+//  - the ways a call's duration can be measured for the histogram (every
+//    call with steady_clock, every call with the TSC, one call in 64 at
+//    random as ModuleSlot does above 50,000 calls a second), and the
+//    coarse clock (what reading a cheaper clock would cost), each around
+//    the same bare call;
+//  - the call gate alone: entering and leaving an idle serial gate.
 // Each reports allocations per call ("allocs"): this binary counts every
 // operator new, so a steady-state dispatch path must show 0.
 #include <arpa/inet.h>
@@ -13,6 +19,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <time.h>
+#include <x86intrin.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <new>
@@ -20,6 +29,7 @@
 #include <benchmark/benchmark.h>
 #include <spdlog/sinks/null_sink.h>
 
+#include "molt/host/common/histogram.hpp"
 #include "molt/host/common/module_site.hpp"
 #include "molt/host/loader/loader.hpp"
 #include "molt/host/net/stream_server.hpp"
@@ -185,6 +195,61 @@ void BM_Call_ModuleCodeScope(benchmark::State& state) {
   }
 }
 
+// How to time a call for the histogram: each around the same bare call.
+
+void BM_Timing_EveryCall_SteadyClock(benchmark::State& state) {
+  host::DurationHistogram histogram;
+  int x = 0;
+  for (auto _ : state) {
+    const auto started = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(x = module_hook_stand_in(x));
+    histogram.observe(std::chrono::steady_clock::now() - started, host::DurationHistogram::Writers::One);
+  }
+}
+
+void BM_Timing_EveryCall_Tsc(benchmark::State& state) {
+  // The TSC's rate, taken as 1 GHz here: what is measured is the cost of
+  // reading it, not the conversion a real use would calibrate.
+  host::DurationHistogram histogram;
+  int x = 0;
+  for (auto _ : state) {
+    const auto started = __rdtsc();
+    benchmark::DoNotOptimize(x = module_hook_stand_in(x));
+    histogram.observe(std::chrono::nanoseconds(__rdtsc() - started), host::DurationHistogram::Writers::One);
+  }
+}
+
+void BM_Timing_OneIn64(benchmark::State& state) {
+  host::DurationHistogram histogram;
+  int x = 0;
+  for (auto _ : state) {
+    const bool timed = host::CallSampler::pick() || !histogram.observed_any();
+    const auto started = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    benchmark::DoNotOptimize(x = module_hook_stand_in(x));
+    if (timed)
+      histogram.observe(std::chrono::steady_clock::now() - started, host::DurationHistogram::Writers::One);
+    else
+      histogram.repeat_last(host::DurationHistogram::Writers::One);
+  }
+}
+
+void BM_Clock_Coarse(benchmark::State& state) {
+  for (auto _ : state) {
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    benchmark::DoNotOptimize(now);
+  }
+}
+
+void BM_Gate_SerialIdle(benchmark::State& state) {
+  host::CallGate gate(api::CallMode::Serial);
+  int x = 0;
+  for (auto _ : state) {
+    const host::CallGate::Pass pass = gate.enter("handle");
+    benchmark::DoNotOptimize(x = module_hook_stand_in(x));
+  }
+}
+
 /// A GET sent and answered over loopback TCP through the host's stream
 /// server (one I/O thread) into the kv slot. The client side allocates
 /// nothing, so "allocs" is the host's dispatch path plus kv's.
@@ -235,4 +300,9 @@ BENCHMARK(BM_CounterGet_Slot);
 BENCHMARK(BM_KvGet_Tcp)->UseRealTime();
 BENCHMARK(BM_Call_Bare);
 BENCHMARK(BM_Call_ModuleCodeScope);
+BENCHMARK(BM_Timing_EveryCall_SteadyClock);
+BENCHMARK(BM_Timing_EveryCall_Tsc);
+BENCHMARK(BM_Timing_OneIn64);
+BENCHMARK(BM_Clock_Coarse);
+BENCHMARK(BM_Gate_SerialIdle);
 BENCHMARK_MAIN();
