@@ -105,6 +105,15 @@ struct Setup {
     Collector out;
     (void)kv_slot->stream_data(1, kSet, out);
     kv_direct->on_data(1, kSet, out);
+    // Called as a busy server calls them, for a while: the slots time one
+    // call in 64 from the first window (CallSampler) on, as they would then.
+    const api::Request get{"GET", "/counter", "", {}, {}};
+    for (const auto until = std::chrono::steady_clock::now() + 2 * host::CallSampler::kWindow + std::chrono::milliseconds(50);
+         std::chrono::steady_clock::now() < until;) {
+      out.written.clear();
+      (void)kv_slot->stream_data(1, kGet, out);
+      (void)counter_slot->call(get);
+    }
   }
   ~Setup() {
     kv_direct.reset();
