@@ -30,6 +30,23 @@ std::future<void> stuck_call(host::ModuleSlot& slot, int ms) {
   return call;
 }
 
+/// How a snapshot of faulty (which has pre-copy) takes its state.
+enum class Snapshots {
+  Paused,     ///< save_state in the module itself, paused
+  PreCopied,  ///< pre-copied into a second instance, saved from there
+};
+
+/// faulty-2-hang-save_state.so, in a slot whose snapshots are taken `snapshots`.
+std::shared_ptr<host::ModuleSlot> hanging_save_state(test::Harness& h, Snapshots snapshots) {
+  auto image = h.loader.load(test::test_image_path("faulty-2-hang-save_state.so"), "faulty");
+  if (!image) FAIL(image.error().to_string());
+  host::SlotOptions options{test::test_logger("faulty"), {}, nullptr, nullptr};
+  options.precopy.enabled = snapshots == Snapshots::PreCopied;
+  auto slot = host::ModuleSlot::start(std::move(image.value()), std::move(options));
+  if (!slot) FAIL(slot.error().to_string());
+  return std::move(slot.value());
+}
+
 }  // namespace
 
 TEST_CASE("a health check gives up at its deadline while a call is stuck, naming the call", "[host_calls]") {
@@ -82,7 +99,7 @@ TEST_CASE("a save_state that never returns fails the snapshot save_timeout after
           "could have taken, and the module stays suspended inside it",
           "[host_calls]") {
   test::Harness h;
-  auto slot = h.start(test::test_image_path("faulty-2-hang-save_state.so"), "faulty");
+  auto slot = hanging_save_state(h, Snapshots::Paused);
   const auto asked = Clock::now();
   auto blob = slot->save_state(5s, 300ms);  // nothing in flight: the pause is at once
   const auto took = Clock::now() - asked;
