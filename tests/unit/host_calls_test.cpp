@@ -113,6 +113,30 @@ TEST_CASE("a save_state that never returns fails the snapshot save_timeout after
   CHECK(slot->stats().gate.suspended);
 }
 
+TEST_CASE("a save_state that never returns in the second instance a snapshot pre-copied the state into fails the "
+          "snapshot with one line that says so, and the module serves on",
+          "[host_calls][precopy]") {
+  test::Harness h;
+  auto slot = hanging_save_state(h, Snapshots::PreCopied);
+  call_ok(*slot, "POST", "/faulty/add?item=kept");
+  const auto asked = Clock::now();
+  auto blob = slot->save_state(5s, 300ms);
+  const auto took = Clock::now() - asked;
+  CHECK(took >= 300ms);
+  CHECK(took < 2s);
+  REQUIRE_FALSE(blob);
+  CHECK(blob.error().to_string() ==
+        "faulty v2: snapshot: save_state did not return within 300 ms; it runs in the second instance the state was "
+        "pre-copied into: the module serves on, but no upgrade or snapshot of it can start until it returns");
+  CHECK_FALSE(slot->stats().gate.suspended);
+  CHECK_FALSE(slot->stats().gate.oldest.has_value());
+  CHECK_THAT(call_ok(*slot, "GET", "/faulty"), Catch::Contains("kept"));
+  // The second instance holds the upgrade lock: the next snapshot waits for it, and gives up.
+  auto again = slot->save_state(200ms, 300ms);
+  REQUIRE_FALSE(again);
+  CHECK(again.error().reason == "an upgrade or another snapshot was still in progress after 200 ms");
+}
+
 TEST_CASE("the call watch logs a call that runs past host.call_warn_ms once, and once more when it returns",
           "[host_calls]") {
   test::Harness h;
