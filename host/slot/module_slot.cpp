@@ -341,6 +341,9 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
     std::mutex mutex;
     std::condition_variable changed;
     std::optional<CallGate::Clock::time_point> paused_at;  ///< set once calls in flight finished: save_state runs
+    /// Pre-copy: save_state runs in the second instance, after the pause;
+    /// the module serves on whatever it does.
+    bool in_second_instance = false;
     /// The last part of a pre-copy (before the pause): while parts keep
     /// coming, the snapshot is making progress.
     std::optional<CallGate::Clock::time_point> moved_at;
@@ -367,10 +370,11 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
       return finish(fail("an upgrade or another snapshot was still in progress after " +
                          std::to_string(quiesce_timeout.count()) + " ms"), true);
     const api::SaveTarget target{info.schema, api::Direction::Same, {}};
-    const auto paused = [&saved] {
+    const auto paused = [&saved](bool in_second_instance) {
       {
         std::lock_guard lock(saved->mutex);
         saved->paused_at = CallGate::Clock::now();
+        saved->in_second_instance = in_second_instance;
       }
       saved->changed.notify_all();
     };
@@ -381,7 +385,7 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
     // the caller's wait (moved_at).
     auto bytes = access->save_by_precopy(target, precopy_, quiesce_timeout,
                                          [&] {
-                                           paused();
+                                           paused(true);
                                            host = host_part();  // in the same pause as the state
                                          },
                                          [&saved] {
@@ -398,7 +402,7 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
       if (!access->suspend(tried ? CallGate::Clock::now() + quiesce_timeout : quiesce_deadline, "save_state")) {
         return finish(fail(not_drained_reason(quiesce_timeout)), true);
       }
-      paused();
+      paused(false);
       bytes = save_to_string(*live_, target, UINT64_MAX);
       // In the same pause as the state: a job's record and its checkpoint agree.
       host = host_part();
@@ -443,9 +447,14 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
       std::lock_guard lock(saved->mutex);
       if (!saved->taken) {
         const auto& info = running().info;
+        // A pre-copy's second instance holds only the upgrade lock: the
+        // module serves, but is neither upgraded nor saved until it returns.
         return Error{name_, info.version, {}, Phase::Snapshot,
-                     "save_state did not return within " + std::to_string(save_timeout.count()) +
-                         " ms; the module stays suspended until it does"};
+                     "save_state did not return within " + std::to_string(save_timeout.count()) + " ms; " +
+                         (saved->in_second_instance
+                              ? "it runs in the second instance the state was pre-copied into: the module serves "
+                                "on, but no upgrade or snapshot of it can start until it returns"
+                              : "the module stays suspended until it does")};
       }
     }
   }

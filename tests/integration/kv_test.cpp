@@ -1,11 +1,18 @@
 // kv through the real moltd, with real Redis clients: its replies are
 // compared byte for byte with a real redis-server's, data loaded with
-// redis-cli survives upgrades and downgrades, a connection survives 100.
+// redis-cli survives upgrades and downgrades, a connection survives 100,
+// and a client's writes during a pre-copied upgrade are all kept.
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <fstream>
+#include <map>
+#include <mutex>
+#include <regex>
 #include <sstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
@@ -417,4 +424,177 @@ TEST_CASE("kv v2 removes expired keys in the background, on a host timer, withou
   CHECK(d.get_json("/kv")["expiring"] == 0);
   const auto status = d.status()["modules"][0];
   CHECK(status["timers"] == Json::array({"expire"}));
+}
+
+namespace {
+
+/// SETs on a connection of its own until stopped: key w<seq % 2000>, value
+/// <seq>. Remembers each key's last acknowledged value, and when each
+/// acknowledgement came (to see it write during an upgrade's pre-copy).
+class SequenceWriter {
+ public:
+  using SystemClock = std::chrono::system_clock;
+
+  explicit SequenceWriter(std::uint16_t port) : client_(port) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~SequenceWriter() { stop(); }
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  [[nodiscard]] std::uint64_t acknowledged() const { return acknowledged_; }
+  [[nodiscard]] bool failed() const { return failed_; }
+  /// After stop(): the first reply that was not +OK, if any.
+  [[nodiscard]] const std::string& failure() const { return failure_; }
+  [[nodiscard]] const std::map<std::string, std::uint64_t>& last() const { return last_; }
+  /// How many acknowledgements came within [from, to].
+  [[nodiscard]] std::size_t acknowledged_between(SystemClock::time_point from, SystemClock::time_point to) const {
+    std::lock_guard lock(mutex_);
+    return static_cast<std::size_t>(std::count_if(times_.begin(), times_.end(),
+                                                  [&](auto at) { return at >= from && at <= to; }));
+  }
+
+ private:
+  void run() {
+    // Bounded in count and time whatever happens to the test.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+    for (std::uint64_t seq = 0; !stop_ && seq < 20'000'000 && std::chrono::steady_clock::now() < deadline; ++seq) {
+      const std::string key = "w" + std::to_string(seq % 2000), value = std::to_string(seq);
+      const std::string reply = client_.call({"SET", key, value});
+      if (reply != "+OK\r\n") {
+        failure_ = "SET " + key + " " + value + " => " + Json(reply).dump();
+        failed_ = true;
+        return;
+      }
+      last_[key] = seq;
+      {
+        std::lock_guard lock(mutex_);
+        times_.push_back(SystemClock::now());
+      }
+      acknowledged_ = seq + 1;
+    }
+  }
+
+  RespClient client_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> acknowledged_{0};
+  std::atomic<bool> failed_{false};
+  std::string failure_;  ///< set before failed_
+  std::map<std::string, std::uint64_t> last_;  ///< read after stop()
+  mutable std::mutex mutex_;
+  std::vector<SystemClock::time_point> times_;
+};
+
+/// When an upgrade report's pre-copy began and ended (from the time it
+/// started and the phases before).
+std::pair<SequenceWriter::SystemClock::time_point, SequenceWriter::SystemClock::time_point> precopy_window(
+    const Json& report) {
+  using std::chrono::microseconds, std::chrono::milliseconds;
+  const auto started = SequenceWriter::SystemClock::time_point(milliseconds(report["started_at_ms"].get<std::int64_t>()));
+  const auto& phases = report["phases_us"];
+  const auto from = started + microseconds(phases["rehearse"].get<std::int64_t>() + phases["prepare"].get<std::int64_t>());
+  return {from, from + microseconds(phases["precopy"].get<std::int64_t>()) + milliseconds(1)};  // started_at is in ms
+}
+
+/// Checks a report's pre-copy: round 0 moved the whole state (at least
+/// `entries`), and a pause took the last changes.
+void check_precopied(const Json& report, std::uint64_t entries) {
+  INFO(report.dump());
+  CHECK(report["outcome"] == "succeeded");
+  REQUIRE(report["precopy"].is_object());
+  const Json& rounds = report["precopy"]["rounds"];
+  REQUIRE(rounds.size() >= 1);
+  CHECK(rounds[0]["entries"].get<std::uint64_t>() >= entries);
+  CHECK(rounds[0]["parts"].get<std::uint64_t>() > 1);
+  CHECK(report["precopy"]["final"]["parts"] == 1);
+  CHECK(report["pause_us"].get<std::int64_t>() > 0);
+  CHECK(report["pause_us"].get<std::int64_t>() < report["phases_us"]["precopy"].get<std::int64_t>());
+}
+
+}  // namespace
+
+TEST_CASE("kv with 50 000 keys is pre-copied through moltd while a client writes: every acknowledged SET survives "
+          "an upgrade and a downgrade",
+          "[kv][precopy]") {
+  constexpr int kKeys = 50000;
+  auto d = kv_daemon(1);
+  d.install(plugin_path("kv", 2), "kv-2.so");
+  d.start();
+  const std::uint16_t port = d.stream_port("kv");
+  const std::string port_text = std::to_string(port);
+
+  // The keys, loaded with redis-cli --pipe; and MGETs that read them back.
+  const fs::path load = d.dir() / "load.txt", check = d.dir() / "check.txt";
+  std::string want;
+  {
+    std::ofstream commands(load, std::ios::binary), reads(check);
+    for (int i = 0; i < kKeys; ++i) {
+      commands << RespClient::encode({"SET", "key:" + std::to_string(i), "value " + std::to_string(i)});
+      reads << (i % 1000 == 0 ? "MGET" : "") << " key:" << i << (i % 1000 == 999 ? "\n" : "");
+      want += "value " + std::to_string(i) + "\n";
+    }
+  }
+  const auto loaded = run_process({"sh", "-c", "redis-cli -p " + port_text + " --pipe < " + load.string()});
+  INFO(loaded.out << loaded.err);
+  REQUIRE(loaded.exit_code == 0);
+  REQUIRE_THAT(loaded.out, Catch::Contains("errors: 0, replies: " + std::to_string(kKeys)));
+  const auto read_keys = [&] { return run_process({"sh", "-c", "redis-cli -p " + port_text + " < " + check.string()}).out; };
+
+  SequenceWriter writer(port);
+  REQUIRE(wait_until([&] { return writer.acknowledged() > 1000 || writer.failed(); }));
+
+  // 1 -> 2, as an operator would, in text.
+  const auto up = d.ctl({"reload", "kv"});
+  INFO(up.out << up.err);
+  REQUIRE(up.exit_code == 0);
+  CHECK_THAT(up.out, Catch::StartsWith("kv v1 -> v2: succeeded\n"));
+  CHECK_THAT(up.out, Catch::Contains("\n  precopy ") && Catch::Contains("state moved while v1 serves: "));
+  std::smatch round0;
+  REQUIRE(std::regex_search(up.out, round0, std::regex("\n    round 0 [^\n]* (\\d+) entries in (\\d+) call\\(s\\), ")));
+  CHECK(std::stoull(round0[1]) >= kKeys);
+  CHECK(std::stoull(round0[2]) > 1);
+  CHECK_THAT(up.out, Catch::Contains("change(s) and per-connection state, "));
+  const Json history = Json::parse(d.ctl({"history", "kv", "--json"}).out)["reports"];
+  REQUIRE(history.size() == 1);
+  check_precopied(history[0], kKeys);
+  const auto [up_from, up_to] = precopy_window(history[0]);
+  CHECK(writer.acknowledged_between(up_from, up_to) > 0);
+  CHECK(d.get_json("/kv")["version"] == 2);
+
+  const std::uint64_t between = writer.acknowledged();
+  REQUIRE(wait_until([&] { return writer.acknowledged() > between + 1000 || writer.failed(); }));
+
+  // 2 -> 1: v2 converts each part down to schema 1; as JSON.
+  const auto down = d.ctl({"reload", "kv", (d.plugin_dir() / "kv-1.so").string(), "--json"});
+  INFO(down.out << down.err);
+  REQUIRE(down.exit_code == 0);
+  const Json reply = Json::parse(down.out);
+  CHECK(reply["ok"] == true);
+  const Json& report = reply["report"];
+  CHECK(report["direction"] == "down");
+  check_precopied(report, kKeys);
+  const auto [down_from, down_to] = precopy_window(report);
+  CHECK(writer.acknowledged_between(down_from, down_to) > 0);
+  CHECK(d.get_json("/kv")["version"] == 1);
+
+  writer.stop();
+  CHECK(writer.failure().empty());
+  CHECK(writer.acknowledged() > 2000);
+  // Every key the writer was acknowledged for holds its last value; the
+  // keys loaded before are as they were.
+  const fs::path gets = d.dir() / "gets.txt";
+  std::string written;
+  {
+    std::ofstream out(gets);
+    for (const auto& [key, seq] : writer.last()) {
+      out << "GET " << key << "\n";
+      written += std::to_string(seq) + "\n";
+    }
+  }
+  CHECK(run_process({"sh", "-c", "redis-cli -p " + port_text + " < " + gets.string()}).out == written);
+  CHECK(read_keys() == want);
+  CHECK(run_process({"redis-cli", "-p", port_text, "DBSIZE"}).out ==
+        std::to_string(kKeys + writer.last().size()) + "\n");
 }

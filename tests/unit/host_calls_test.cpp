@@ -30,6 +30,23 @@ std::future<void> stuck_call(host::ModuleSlot& slot, int ms) {
   return call;
 }
 
+/// How a snapshot of faulty (which has pre-copy) takes its state.
+enum class Snapshots {
+  Paused,     ///< save_state in the module itself, paused
+  PreCopied,  ///< pre-copied into a second instance, saved from there
+};
+
+/// faulty-2-hang-save_state.so, in a slot whose snapshots are taken `snapshots`.
+std::shared_ptr<host::ModuleSlot> hanging_save_state(test::Harness& h, Snapshots snapshots) {
+  auto image = h.loader.load(test::test_image_path("faulty-2-hang-save_state.so"), "faulty");
+  if (!image) FAIL(image.error().to_string());
+  host::SlotOptions options{test::test_logger("faulty"), {}, nullptr, nullptr};
+  options.precopy.enabled = snapshots == Snapshots::PreCopied;
+  auto slot = host::ModuleSlot::start(std::move(image.value()), std::move(options));
+  if (!slot) FAIL(slot.error().to_string());
+  return std::move(slot.value());
+}
+
 }  // namespace
 
 TEST_CASE("a health check gives up at its deadline while a call is stuck, naming the call", "[host_calls]") {
@@ -82,7 +99,7 @@ TEST_CASE("a save_state that never returns fails the snapshot save_timeout after
           "could have taken, and the module stays suspended inside it",
           "[host_calls]") {
   test::Harness h;
-  auto slot = h.start(test::test_image_path("faulty-2-hang-save_state.so"), "faulty");
+  auto slot = hanging_save_state(h, Snapshots::Paused);
   const auto asked = Clock::now();
   auto blob = slot->save_state(5s, 300ms);  // nothing in flight: the pause is at once
   const auto took = Clock::now() - asked;
@@ -94,6 +111,30 @@ TEST_CASE("a save_state that never returns fails the snapshot save_timeout after
   REQUIRE(oldest.has_value());
   CHECK(std::string(oldest->what) == "save_state");
   CHECK(slot->stats().gate.suspended);
+}
+
+TEST_CASE("a save_state that never returns in the second instance a snapshot pre-copied the state into fails the "
+          "snapshot with one line that says so, and the module serves on",
+          "[host_calls][precopy]") {
+  test::Harness h;
+  auto slot = hanging_save_state(h, Snapshots::PreCopied);
+  call_ok(*slot, "POST", "/faulty/add?item=kept");
+  const auto asked = Clock::now();
+  auto blob = slot->save_state(5s, 300ms);
+  const auto took = Clock::now() - asked;
+  CHECK(took >= 300ms);
+  CHECK(took < 2s);
+  REQUIRE_FALSE(blob);
+  CHECK(blob.error().to_string() ==
+        "faulty v2: snapshot: save_state did not return within 300 ms; it runs in the second instance the state was "
+        "pre-copied into: the module serves on, but no upgrade or snapshot of it can start until it returns");
+  CHECK_FALSE(slot->stats().gate.suspended);
+  CHECK_FALSE(slot->stats().gate.oldest.has_value());
+  CHECK_THAT(call_ok(*slot, "GET", "/faulty"), Catch::Contains("kept"));
+  // The second instance holds the upgrade lock: the next snapshot waits for it, and gives up.
+  auto again = slot->save_state(200ms, 300ms);
+  REQUIRE_FALSE(again);
+  CHECK(again.error().reason == "an upgrade or another snapshot was still in progress after 200 ms");
 }
 
 TEST_CASE("the call watch logs a call that runs past host.call_warn_ms once, and once more when it returns",

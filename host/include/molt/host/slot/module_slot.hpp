@@ -102,9 +102,11 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   /// it saves; fails if calls in progress do not finish within
   /// `quiesce_timeout`, or if save_state does not return within
   /// `save_timeout` (then the module stays suspended inside save_state, and
-  /// shows so in stats().gate.oldest, until it returns, if ever). With a
-  /// deadline the module's code runs on a thread of its own. `keep` runs
-  /// after the module resumed, only when the save succeeded.
+  /// shows so in stats().gate.oldest, until it returns, if ever; or, when
+  /// the state was pre-copied into a second instance, the module serves on
+  /// and that instance stays inside it, holding the slot's upgrade lock).
+  /// With a deadline the module's code runs on a thread of its own. `keep`
+  /// runs after the module resumed, only when the save succeeded.
   Result<StateBlob> save_state(std::chrono::milliseconds quiesce_timeout, std::chrono::milliseconds save_timeout,
                                KeepState keep = {});
   Result<StateBlob> save_state(std::chrono::milliseconds quiesce_timeout) {
