@@ -204,12 +204,12 @@ TEST_CASE("the metrics of a table show its calls, versions, upgrades and loaded 
 TEST_CASE("calls timed one in 64 at random: the count is exact, the buckets and the sum within a few percent",
           "[metrics]") {
   // What ModuleSlot does with each call when sampling (CallSampler, repeat_last), for
-  // 1,000,000 calls of known durations: 90% fast (3 us), 9% slower (80 us),
+  // 8,000,000 calls of known durations: 90% fast (3 us), 9% slower (80 us),
   // 1% slow (4 ms), interleaved in a fixed pattern the sampling must not
   // line up with.
   DurationHistogram histogram;
   DurationHistogram::Counts truth;
-  constexpr int kCalls = 1000000;
+  constexpr int kCalls = 8000000;
   auto duration_of = [](int call) {
     const int k = call % 100;
     return k == 37 ? std::chrono::nanoseconds(4ms) : k % 11 == 5 ? std::chrono::nanoseconds(80us) : 3us;
@@ -236,7 +236,10 @@ TEST_CASE("calls timed one in 64 at random: the count is exact, the buckets and 
     CHECK(share == Approx(true_share).margin(0.01));
     if (truth.buckets[bucket] == 0) CHECK(counts.buckets[bucket] == 0);  // nothing where nothing was
   }
-  CHECK(static_cast<double>(counts.sum.count()) == Approx(static_cast<double>(truth.sum.count())).epsilon(0.10));
+  // The sum is mostly the 1% slow calls, of which about 1,250 are timed,
+  // each standing for the run of untimed calls after it: about 4% apart
+  // from the truth (one standard deviation), so 15% is a bound, not luck.
+  CHECK(static_cast<double>(counts.sum.count()) == Approx(static_cast<double>(truth.sum.count())).epsilon(0.15));
 }
 
 TEST_CASE("every call is timed until a module is called more than 50,000 times a second, and again when it slows",
