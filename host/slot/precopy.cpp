@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "molt/host/common/elapsed.hpp"
 #include "molt/host/common/module_site.hpp"
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
@@ -13,9 +14,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::microseconds;
 
-microseconds since(Clock::time_point start) {
-  return std::chrono::duration_cast<microseconds>(Clock::now() - start);
-}
 
 /// No part is larger than this: a module that ignores its byte budget is
 /// refused rather than allowed to take the host's memory.

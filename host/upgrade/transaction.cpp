@@ -57,6 +57,7 @@
 
 #include <thread>
 
+#include "molt/host/common/elapsed.hpp"
 #include "molt/host/common/module_site.hpp"
 #include "molt/host/common/fault.hpp"
 #include "molt/host/common/log_context.hpp"
@@ -73,9 +74,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::microseconds;
 
-microseconds since(Clock::time_point start) {
-  return std::chrono::duration_cast<microseconds>(Clock::now() - start);
-}
 
 }  // namespace
 
