@@ -137,16 +137,22 @@ Result<void> PreCopy::run() {
   for (unsigned k = 0;; ++k) {
     auto done = round(k == 0);
     if (!done) return std::move(done).error();
-    if (auto failure = receiver_.failure()) return Error{module_, {}, {}, Phase::Migrate, *failure};
+    // The new instance catches up while the old one still serves. What is
+    // written meanwhile is the next round's (or the pause's): a round is
+    // short only if it and the wait after it are.
+    const auto waiting = Clock::now();
+    if (auto failure = receiver_.drain()) return Error{module_, {}, {}, Phase::Migrate, *failure};
+    done->caught_up = since(waiting);
+    report_.caught_up += done->caught_up;
     report_.rounds.push_back(*done);
     const PrecopyRound& last = report_.rounds.back();
     if (k == 0) continue;  // the whole state: then what changed meanwhile
-    if (last.entries == 0) {
+    if (last.entries == 0) {  // the round before was applied before it began: nothing to wait for
       report_.ended = "nothing changed";
       report_.converged = true;
       break;
     }
-    if (last.took <= options_.pause_target) {
+    if (last.took + last.caught_up <= options_.pause_target) {
       report_.ended = "converged";
       report_.converged = true;
       break;
@@ -159,7 +165,7 @@ Result<void> PreCopy::run() {
             std::to_string(k) + " after " + std::to_string(before.entries);
     else if (k >= options_.max_rounds)
       why = std::to_string(k) + " rounds (host.precopy_max_rounds), the last " + std::to_string(last.entries) +
-            " entries in " + std::to_string(last.took.count() / 1000) + " ms";
+            " entries in " + std::to_string((last.took + last.caught_up).count() / 1000) + " ms";
     if (!why.empty()) {
       report_.ended = "did not converge: " + why;
       if (options_.refuse_unconverged) return failed("pre-copy " + report_.ended + " (host.precopy_fallback = \"refuse\")");
@@ -167,11 +173,6 @@ Result<void> PreCopy::run() {
       break;
     }
   }
-  // The new instance catches up while the old one still serves: the pause
-  // then holds only the final part.
-  const auto waiting = Clock::now();
-  if (auto failure = receiver_.drain()) return Error{module_, {}, {}, Phase::Migrate, *failure};
-  report_.caught_up = since(waiting);
   return {};
 }
 

@@ -48,7 +48,8 @@ void to_json(nlohmann::json& out, const PrecopyRound& round) {
                        {"entries", round.entries},
                        {"bytes", round.bytes},
                        {"us", round.took.count()},
-                       {"longest_call_us", round.longest_call.count()}};
+                       {"longest_call_us", round.longest_call.count()},
+                       {"caught_up_us", round.caught_up.count()}};
 }
 
 void to_json(nlohmann::json& out, const PrecopyReport& report) {

@@ -33,6 +33,9 @@ struct PrecopyRound {
   std::uint64_t bytes = 0;
   std::chrono::microseconds took{};
   std::chrono::microseconds longest_call{};  ///< the longest any client waited behind one call
+  /// After the round's last call, until the new instance applied all of it:
+  /// writes meanwhile go into the next round like those during the round.
+  std::chrono::microseconds caught_up{};
 };
 
 struct PrecopyReport {
@@ -42,7 +45,7 @@ struct PrecopyReport {
   std::string ended;
   bool converged = false;
   PrecopyRound final;  ///< in the pause
-  std::chrono::microseconds caught_up{};  ///< waiting for the new instance to apply what was sent, before the pause
+  std::chrono::microseconds caught_up{};  ///< the rounds' caught_up, summed
 };
 
 }  // namespace molt::host
