@@ -67,6 +67,7 @@ struct Options {
   std::string sections = "abcde";
   std::string json_path;
   bool quick = false;  ///< (d) with a very short minimum time: a smoke test, not a measurement
+  bool trace_stalls = false;  ///< (e): every round trip over 5 ms, with its wall time; moltd logs at info, kept
 };
 
 fs::path bin(const std::string& name) { return fs::path(MOLT_BIN_DIR) / name; }
@@ -144,13 +145,14 @@ class RedisServer {
 class Moltd {
  public:
   /// kv `version` (its images 1, 2 and 3 in the plugin directory); `host_config`: more [host] lines.
-  Moltd(const fs::path& dir, unsigned io_threads, unsigned version = 2, const std::string& host_config = "")
+  Moltd(const fs::path& dir, unsigned io_threads, unsigned version = 2, const std::string& host_config = "",
+        const char* log_level = "warn")
       : dir_(dir), port_(test::free_port()) {
     fs::create_directories(dir / "plugins");
     for (unsigned v : {1u, 2u, 3u}) fs::copy_file(plugin(v), dir / "plugins" / plugin(v).filename(), fs::copy_options::overwrite_existing);
     std::ofstream(dir / "moltd.toml") << "[host]\nrun_dir = \"" << (dir / "run").string() << "\"\nplugin_dir = \""
                                       << (dir / "plugins").string() << "\"\nhttp = \"127.0.0.1:0\"\nio_threads = "
-                                      << io_threads << "\nlog_level = \"warn\"\n" << host_config
+                                      << io_threads << "\nlog_level = \"" << log_level << "\"\n" << host_config
                                       << "\n[modules.kv]\nversion = " << version << "\nlisten = \"127.0.0.1:"
                                       << port_ << "\"\n";
     process_ = std::make_unique<Process>(std::vector<std::string>{bin("moltd"), "--config", (dir / "moltd.toml").string()},
@@ -535,16 +537,21 @@ class Pinger {
   }
   ~Pinger() { (void)stop(); }
 
+  struct Stall {
+    std::int64_t sent_ms = 0;  ///< wall clock, ms since the epoch
+    double us = 0;
+  };
   struct Seen {
     double longest_us = 0;
     std::uint64_t pings = 0;
     std::uint64_t errors = 0;
+    std::vector<Stall> stalls;  ///< every round trip over 5 ms
   };
   /// Stops after the PING in flight has its answer.
   Seen stop() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
-    return {longest_us_, pings_.load(), errors_};
+    return {longest_us_, pings_.load(), errors_, stalls_};
   }
   /// Forgets the round trips so far: what follows is what is measured.
   void restart_measure() { reset_ = true; }
@@ -553,10 +560,18 @@ class Pinger {
   void run() {
     auto next = Clock::now();
     while (!stop_) {
-      if (reset_.exchange(false)) longest_us_ = 0;
+      if (reset_.exchange(false)) {
+        longest_us_ = 0;
+        stalls_.clear();
+      }
       const auto sent = Clock::now();
+      const auto sent_wall = std::chrono::system_clock::now();
       if (client_.call({"PING"}) != "+PONG\r\n") ++errors_;
-      longest_us_ = std::max(longest_us_, std::chrono::duration<double, std::micro>(Clock::now() - sent).count());
+      const double us = std::chrono::duration<double, std::micro>(Clock::now() - sent).count();
+      longest_us_ = std::max(longest_us_, us);
+      if (us > 5000)
+        stalls_.push_back(
+            {std::chrono::duration_cast<std::chrono::milliseconds>(sent_wall.time_since_epoch()).count(), us});
       ++pings_;
       next += std::chrono::microseconds(500);
       if (const auto now = Clock::now(); next < now) next = now;
@@ -571,6 +586,7 @@ class Pinger {
   std::atomic<std::uint64_t> pings_{0};
   double longest_us_ = 0;
   std::uint64_t errors_ = 0;
+  std::vector<Stall> stalls_;
 };
 
 /// SETs `keys` string keys into kv over TCP, pipelined.
@@ -686,7 +702,7 @@ std::uint64_t process_kib(pid_t pid, const char* field) {
 /// One moltctl command against `moltd`, timed, with a PING client and a
 /// writer on their own connections from a second before the command until
 /// after it returns: the row of table (e).
-Json client_seen(Moltd& moltd, const std::vector<std::string>& command) {
+Json client_seen(Moltd& moltd, const std::vector<std::string>& command, bool trace_stalls) {
   Writer writer(moltd.port());
   Pinger pinger(moltd.port());
   std::this_thread::sleep_for(std::chrono::seconds(1));  // the writer's steady rate, before the command
@@ -701,6 +717,13 @@ Json client_seen(Moltd& moltd, const std::vector<std::string>& command) {
   const auto result = run_process(argv);
   const double command_us = std::chrono::duration<double, std::micro>(Clock::now() - started).count();
   const Pinger::Seen seen = pinger.stop();
+  if (trace_stalls) {
+    std::fprintf(stderr, "    moltctl %s: started at %lld ms (wall); round trips over 5 ms:\n", command.front().c_str(),
+                 static_cast<long long>(started_ms));
+    for (const auto& stall : seen.stalls)
+      std::fprintf(stderr, "      sent at +%lld ms: %.1f ms\n", static_cast<long long>(stall.sent_ms - started_ms),
+                   stall.us / 1000);
+  }
   const std::uint64_t peak_rss = std::max(process_kib(moltd.pid(), "VmHWM:") * 1024, steady_rss);
   writer.stop();
   if (result.exit_code != 0) throw std::runtime_error("moltctl " + command.front() + ": " + result.out + result.err);
@@ -782,13 +805,15 @@ Json section_e(const Options& o, const fs::path& scratch) {
                           Case{"pre-copy, rehearsed", "rehearse = \"migrating\"", false, 1000000}}) {
       if (keys > c.up_to_keys) continue;
       const fs::path dir = scratch / ("moltd-e-" + std::to_string(keys) + "-" + std::to_string(rows.size()));
-      Moltd moltd(dir, o.io_threads, 1, std::string("probation_seconds = 0\n") + c.host_config);
+      Moltd moltd(dir, o.io_threads, 1, std::string("probation_seconds = 0\n") + c.host_config,
+                  o.trace_stalls ? "info" : "warn");
+      if (o.trace_stalls) std::fprintf(stderr, "    moltd's log: %s\n", (dir / "moltd.out").c_str());
       fill_over_tcp(moltd.port(), keys);
       print(keys, std::string("reload 1->2 migrating, ") + c.name,
-            client_seen(moltd, {"reload", "kv", (moltd.plugins() / "kv-2.so").string()}));
+            client_seen(moltd, {"reload", "kv", (moltd.plugins() / "kv-2.so").string()}, o.trace_stalls));
       if (c.others) {
-        print(keys, "reload 2->3 code-only", client_seen(moltd, {"reload", "kv", (moltd.plugins() / "kv-3.so").string()}));
-        print(keys, "save (every module's snapshot)", client_seen(moltd, {"save"}));
+        print(keys, "reload 2->3 code-only", client_seen(moltd, {"reload", "kv", (moltd.plugins() / "kv-3.so").string()}, o.trace_stalls));
+        print(keys, "save (every module's snapshot)", client_seen(moltd, {"save"}, o.trace_stalls));
       }
     }
   }
@@ -951,6 +976,8 @@ int main(int argc, char** argv) {
   app.add_option("--stall-sizes", o.stall_sizes, "state sizes for (e), in keys")->delimiter(',');
   app.add_option("--sections", o.sections, "which of a, b, c, d, e to run");
   app.add_option("--json", o.json_path, "write every figure as JSON to this file");
+  app.add_flag("--trace-stalls", o.trace_stalls,
+               "(e): print every client round trip over 5 ms with its wall time, keep moltd's logs (at info)");
   app.add_flag("--quick", o.quick, "shortest runs of the micro-benchmarks (a smoke test; use small sizes too)");
   CLI11_PARSE(app, argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
@@ -983,6 +1010,9 @@ int main(int argc, char** argv) {
   }
   results["targets"] = check_targets(results);
   if (!o.json_path.empty()) std::ofstream(o.json_path) << results.dump(2) << '\n';
-  fs::remove_all(scratch);
+  if (o.trace_stalls)
+    std::fprintf(stderr, "molt-bench-kv: kept %s for its logs\n", scratch.c_str());
+  else
+    fs::remove_all(scratch);
   return 0;
 }
