@@ -1,4 +1,5 @@
 #include "molt/host/common/bounded_call.hpp"
+#include "molt/host/common/threads.hpp"
 
 #include <pthread.h>
 
@@ -17,7 +18,7 @@ bool run_bounded(std::chrono::steady_clock::time_point deadline, std::function<v
   };
   auto done = std::make_shared<Done>();
   std::thread([done, work = std::move(work)]() mutable {
-    pthread_setname_np(pthread_self(), "molt-hostcall");
+    name_this_thread("molt-hostcall");
     work();
     work = nullptr;  // what it captured goes before the caller hears it is done
     {

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "molt/host/common/json_text.hpp"
+#include "molt/host/common/threads.hpp"
 
 namespace molt::host {
 namespace {
@@ -120,7 +121,10 @@ Result<void> ControlServer::start() {
   spare_fd_ = open_spare();
   if (spare_fd_ < 0) return control_error(path, "cannot open /dev/null (the spare descriptor): " + errno_text(errno));
   stopping_ = false;
-  acceptor_ = std::thread([this] { accept_loop(); });
+  acceptor_ = std::thread([this] {
+    name_this_thread("molt-ctl-accept");
+    accept_loop();
+  });
   return {};
 }
 
@@ -343,6 +347,7 @@ void ControlServer::dispatch(int fd, pid_t pid, std::string request) {
     listed = true;
     ++running_;
     connection.thread = DeadlineThread([this, fd, pid, request = std::move(request), &connection] {
+      name_this_thread("molt-control");
       run(fd, pid, request);
       ::close(fd);
       --running_;

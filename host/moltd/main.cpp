@@ -31,6 +31,7 @@
 #include "molt/host/runtime/call_watch.hpp"
 #include "molt/host/runtime/module_table.hpp"
 #include "molt/host/upgrade/rehearsal.hpp"
+#include "molt/host/common/threads.hpp"
 
 using namespace molt::host;
 namespace fs = std::filesystem;
@@ -340,6 +341,7 @@ int main(int argc, char** argv) {
   // From here a second SIGTERM or SIGINT exits at once, whatever is still
   // running: the operator has decided.
   std::thread([&handled, log] {
+    name_this_thread("molt-signals");
     while (true) {
       int sig = 0;
       if (sigwait(&handled, &sig) != 0 || sig == SIGHUP) continue;

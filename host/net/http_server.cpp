@@ -19,6 +19,7 @@
 
 #include "molt/host/net/client_limits.hpp"
 #include "molt/host/net/listen_socket.hpp"
+#include "molt/host/common/threads.hpp"
 
 namespace molt::host {
 
@@ -274,7 +275,10 @@ Result<void> HttpServer::Impl::listen() {
 
 void HttpServer::Impl::serve() {
   accept();
-  for (unsigned i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { io_.run(); });
+  for (unsigned i = 0; i < options_.threads; ++i) threads_.emplace_back([this] {
+    name_this_thread("molt-http");
+    io_.run();
+  });
 }
 
 void HttpServer::Impl::accept() {

@@ -41,6 +41,7 @@
 
 #include "molt/host/net/client_limits.hpp"
 #include "molt/host/net/listen_socket.hpp"
+#include "molt/host/common/threads.hpp"
 
 namespace molt::host {
 
@@ -1028,7 +1029,10 @@ void StreamServer::serve() {
   for (auto& worker : impl_->workers_) {
     for (auto& acceptor : worker->acceptors) worker->accept(*acceptor);
     worker->sweep();  // arms its timer; runs on the worker's thread from now on
-    worker->thread = DeadlineThread([&io = worker->io] { io.run(); });
+    worker->thread = DeadlineThread([&io = worker->io] {
+      name_this_thread("molt-io");
+      io.run();
+    });
   }
 }
 

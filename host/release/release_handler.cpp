@@ -8,6 +8,7 @@
 #include "molt/host/common/atomic_file.hpp"
 #include "molt/host/common/fault.hpp"
 #include "molt/host/upgrade/transaction.hpp"
+#include "molt/host/common/threads.hpp"
 
 namespace molt::host {
 namespace fs = std::filesystem;
@@ -730,7 +731,10 @@ void ReleaseHandler::roll_back_locked(const std::string& why) {
 }
 
 void ReleaseHandler::start_watching() {
-  watcher_ = std::thread([this] { watch(); });
+  watcher_ = std::thread([this] {
+    name_this_thread("molt-release");
+    watch();
+  });
 }
 
 std::optional<std::string> ReleaseHandler::check_probation(const Probation& probation) {

@@ -1,4 +1,5 @@
 #include "molt/host/runtime/call_watch.hpp"
+#include "molt/host/common/threads.hpp"
 
 #include <algorithm>
 
@@ -15,6 +16,7 @@ CallWatch::CallWatch(const ModuleTable& table, std::chrono::milliseconds warn_af
   const auto period = std::clamp<std::chrono::milliseconds>(warn_after_ / 4, std::chrono::milliseconds(10),
                                                             std::chrono::seconds(1));
   thread_ = std::thread([this, period] {
+    name_this_thread("molt-callwatch");
     std::unique_lock lock(mutex_);
     while (!wake_.wait_for(lock, period, [this] { return stopping_; })) {
       lock.unlock();

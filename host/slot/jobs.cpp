@@ -1,6 +1,7 @@
 #include "molt/host/slot/jobs.hpp"
 
 #include "molt/host/slot/module_slot.hpp"
+#include "molt/host/common/threads.hpp"
 
 namespace molt::host {
 
@@ -38,7 +39,10 @@ void from_json(const nlohmann::json& in, JobRecord& record) {
 
 JobRunner::JobRunner(JobRunnerOptions options) : options_(std::move(options)) {
   const unsigned threads = options_.threads == 0 ? 1 : options_.threads;
-  for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] {
+    name_this_thread("molt-jobs");
+    work();
+  });
 }
 
 JobRunner::~JobRunner() { stop(); }

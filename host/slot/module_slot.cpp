@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <condition_variable>
 
+#include "molt/host/common/threads.hpp"
 #include "molt/host/common/bounded_call.hpp"
 #include "molt/host/common/log_context.hpp"
 #include "molt/host/slot/host_part.hpp"
@@ -107,6 +108,7 @@ ModuleSlot::Live::~Live() {
   auto parts = std::make_shared<Parts>(Parts{std::move(instance), std::move(context), image});
   const api::ModuleVersion version = image->info().version;
   const bool returned = run_bounded(std::chrono::steady_clock::now() + stop_timeout, [parts] {
+    run_in_background();  // freeing a large state: the new instance serves meanwhile
     const LogScope scope(parts->image->info().version.value, "stop");
     Hooks(*parts->instance, *parts->image).stop();
     parts->instance.reset();  // the module's destructor, then (if last) the image unloads
@@ -352,7 +354,9 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
   };
   auto saved = std::make_shared<Saved>();
   const auto quiesce_deadline = CallGate::Clock::now() + quiesce_timeout;
-  auto save = [this, saved, quiesce_deadline, quiesce_timeout, keep = std::move(keep)] {
+  // With a deadline the save runs on a thread of its own (below).
+  const bool own_thread = save_timeout != kNoDeadline;
+  auto save = [this, saved, quiesce_deadline, quiesce_timeout, own_thread, keep = std::move(keep)] {
     auto finish = [&](std::optional<Result<StateBlob>> taken, bool kept) {
       {
         std::lock_guard lock(saved->mutex);
@@ -387,6 +391,9 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
                                          [&] {
                                            paused(true);
                                            host = host_part();  // in the same pause as the state
+                                           // What is left (the second instance saves, the file is
+                                           // written) keeps no client waiting.
+                                           if (own_thread) run_in_background();
                                          },
                                          [&saved] {
                                            {
@@ -428,7 +435,10 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
     // save_state gets that long whatever the quiesce took. Before the pause
     // the thread gives up by itself, at quiesce_deadline. It keeps the slot
     // alive for as long as it runs.
-    DeadlineThread thread([self = shared_from_this(), save = std::move(save)] { save(); });
+    DeadlineThread thread([self = shared_from_this(), save = std::move(save)] {
+      name_this_thread("molt-save");
+      save();
+    });
     auto deadline = quiesce_deadline + save_timeout;
     {
       // A pre-copy before the pause extends the wait for as long as it

@@ -67,6 +67,7 @@
 #include "molt/host/slot/state_hooks.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
 #include "molt/host/state/state_pipe.hpp"
+#include "molt/host/common/threads.hpp"
 
 namespace molt::host {
 namespace {
@@ -485,6 +486,7 @@ class UpgradeTransaction {
       const HostCodeScope host_code;
       load_started = Clock::now();
       reader = std::thread([&] {
+        name_this_thread("molt-load");
         load_failure = load(move, pipe.source(), options_.max_state_bytes);
         move.report.phases.migrate = since(load_started);
         pipe.finish_reading();
