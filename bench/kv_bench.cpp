@@ -702,7 +702,9 @@ std::uint64_t process_kib(pid_t pid, const char* field) {
 /// One moltctl command against `moltd`, timed, with a PING client and a
 /// writer on their own connections from a second before the command until
 /// after it returns: the row of table (e).
-Json client_seen(Moltd& moltd, const std::vector<std::string>& command, bool trace_stalls) {
+/// `hold`: the clients go on that long after the command returned.
+Json client_seen(Moltd& moltd, const std::vector<std::string>& command, bool trace_stalls,
+                 std::chrono::milliseconds hold = {}) {
   Writer writer(moltd.port());
   Pinger pinger(moltd.port());
   std::this_thread::sleep_for(std::chrono::seconds(1));  // the writer's steady rate, before the command
@@ -716,6 +718,7 @@ Json client_seen(Moltd& moltd, const std::vector<std::string>& command, bool tra
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   const auto result = run_process(argv);
   const double command_us = std::chrono::duration<double, std::micro>(Clock::now() - started).count();
+  std::this_thread::sleep_for(hold);
   const Pinger::Seen seen = pinger.stop();
   if (trace_stalls) {
     std::fprintf(stderr, "    moltctl %s: started at %lld ms (wall); round trips over 5 ms:\n", command.front().c_str(),
@@ -812,6 +815,10 @@ Json section_e(const Options& o, const fs::path& scratch) {
       print(keys, std::string("reload 1->2 migrating, ") + c.name,
             client_seen(moltd, {"reload", "kv", (moltd.plugins() / "kv-2.so").string()}, o.trace_stalls));
       if (c.others) {
+        // What a client sees when nothing moves: the floor of this machine
+        // with the writer, the pinger and moltd on its cores.
+        print(keys, "status + 1 s (the floor: nothing moves)",
+              client_seen(moltd, {"status"}, o.trace_stalls, std::chrono::seconds(1)));
         print(keys, "reload 2->3 code-only", client_seen(moltd, {"reload", "kv", (moltd.plugins() / "kv-3.so").string()}, o.trace_stalls));
         print(keys, "save (every module's snapshot)", client_seen(moltd, {"save"}, o.trace_stalls));
       }
