@@ -3,6 +3,8 @@
 #include "molt/host/slot/precopy.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <condition_variable>
 
@@ -113,6 +115,11 @@ ModuleSlot::Live::~Live() {
     Hooks(*parts->instance, *parts->image).stop();
     parts->instance.reset();  // the module's destructor, then (if last) the image unloads
     parts->context.reset();
+    // The state just freed stays in moltd's RSS otherwise: glibc returns only
+    // the top of a heap, and the next large state (an upgrade's new instance,
+    // a snapshot's second one) is built by another thread, from another
+    // arena. kv at 1M keys: 290 MiB after one upgrade instead of 115.
+    ::malloc_trim(0);
   });
   if (!returned && log)
     log->warn("v{}: stop() or its destructor did not return within {} ms; the instance and its image stay loaded",
