@@ -716,7 +716,20 @@ Json client_seen(Moltd& moltd, const std::vector<std::string>& command, bool tra
   const auto started = Clock::now();
   const std::int64_t started_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  // --trace-stalls: moltd's RSS every 20 ms while the command runs.
+  std::atomic<bool> sampling{trace_stalls};
+  std::vector<std::pair<std::int64_t, std::uint64_t>> rss_trace;  // ms from the start, KiB
+  std::thread sampler([&] {
+    while (sampling) {
+      rss_trace.emplace_back(
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count(),
+          process_kib(moltd.pid(), "VmRSS:"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
   const auto result = run_process(argv);
+  sampling = false;
+  sampler.join();
   const double command_us = std::chrono::duration<double, std::micro>(Clock::now() - started).count();
   std::this_thread::sleep_for(hold);
   const Pinger::Seen seen = pinger.stop();
@@ -726,6 +739,14 @@ Json client_seen(Moltd& moltd, const std::vector<std::string>& command, bool tra
     for (const auto& stall : seen.stalls)
       std::fprintf(stderr, "      sent at +%lld ms: %.1f ms\n", static_cast<long long>(stall.sent_ms - started_ms),
                    stall.us / 1000);
+    std::fprintf(stderr, "    moltd's RSS (MiB) at +ms, each change of 5%% or more:");
+    std::uint64_t shown = 0;
+    for (const auto& [ms, kib] : rss_trace)
+      if (kib * 20 > shown * 21 || kib * 21 < shown * 20) {
+        std::fprintf(stderr, " %lld:%llu", static_cast<long long>(ms), static_cast<unsigned long long>(kib / 1024));
+        shown = kib;
+      }
+    std::fprintf(stderr, "\n");
   }
   const std::uint64_t peak_rss = std::max(process_kib(moltd.pid(), "VmHWM:") * 1024, steady_rss);
   writer.stop();
