@@ -110,7 +110,6 @@ ModuleSlot::Live::~Live() {
   auto parts = std::make_shared<Parts>(Parts{std::move(instance), std::move(context), image});
   const api::ModuleVersion version = image->info().version;
   const bool returned = run_bounded(std::chrono::steady_clock::now() + stop_timeout, [parts] {
-    run_in_background();  // freeing a large state: the new instance serves meanwhile
     const LogScope scope(parts->image->info().version.value, "stop");
     Hooks(*parts->instance, *parts->image).stop();
     parts->instance.reset();  // the module's destructor, then (if last) the image unloads
@@ -361,9 +360,7 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
   };
   auto saved = std::make_shared<Saved>();
   const auto quiesce_deadline = CallGate::Clock::now() + quiesce_timeout;
-  // With a deadline the save runs on a thread of its own (below).
-  const bool own_thread = save_timeout != kNoDeadline;
-  auto save = [this, saved, quiesce_deadline, quiesce_timeout, own_thread, keep = std::move(keep)] {
+  auto save = [this, saved, quiesce_deadline, quiesce_timeout, keep = std::move(keep)] {
     auto finish = [&](std::optional<Result<StateBlob>> taken, bool kept) {
       {
         std::lock_guard lock(saved->mutex);
@@ -398,9 +395,6 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
                                          [&] {
                                            paused(true);
                                            host = host_part();  // in the same pause as the state
-                                           // What is left (the second instance saves, the file is
-                                           // written) keeps no client waiting.
-                                           if (own_thread) run_in_background();
                                          },
                                          [&saved] {
                                            {

@@ -66,7 +66,6 @@ std::optional<std::string> PartReceiver::failure() const {
 
 void PartReceiver::run() {
   name_this_thread("molt-receive");
-  run_in_background();
   std::unique_lock lock(mutex_);
   for (;;) {
     changed_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
