@@ -144,10 +144,11 @@ void print_report(const Json& r) {
                 ("state moved while " + from + " serves: " + precopy["ended"].get<std::string>()).c_str());
     unsigned k = 0;
     for (const Json& round : precopy["rounds"]) {
-      std::printf("    round %-2u %10s   %llu %s in %llu call(s), %s; longest call %s\n", k,
+      std::printf("    round %-2u %10s   %llu %s in %llu call(s), %s; longest call %s; applied %s later\n", k,
                   duration_text(round["us"].get<std::int64_t>()).c_str(), round["entries"].get<unsigned long long>(),
                   k == 0 ? "entries" : "changed", round["parts"].get<unsigned long long>(),
-                  bytes_text(round["bytes"]).c_str(), duration_text(round["longest_call_us"].get<std::int64_t>()).c_str());
+                  bytes_text(round["bytes"]).c_str(), duration_text(round["longest_call_us"].get<std::int64_t>()).c_str(),
+                  duration_text(round.value("caught_up_us", std::int64_t{0})).c_str());
       ++k;
     }
   }

@@ -17,9 +17,10 @@
 
 #include "molt/host/common/atomic_file.hpp"
 #include "molt/host/common/crash_record.hpp"
-#include "molt/host/daemon/crash_handler.hpp"
+#include "molt/host/common/threads.hpp"
 #include "molt/host/config/host_config.hpp"
 #include "molt/host/control/control_server.hpp"
+#include "molt/host/daemon/crash_handler.hpp"
 #include "molt/host/daemon/logging.hpp"
 #include "molt/host/daemon/run_dir.hpp"
 #include "molt/host/daemon/systemd.hpp"
@@ -31,7 +32,6 @@
 #include "molt/host/runtime/call_watch.hpp"
 #include "molt/host/runtime/module_table.hpp"
 #include "molt/host/upgrade/rehearsal.hpp"
-#include "molt/host/common/threads.hpp"
 
 using namespace molt::host;
 namespace fs = std::filesystem;

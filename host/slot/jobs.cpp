@@ -1,7 +1,7 @@
 #include "molt/host/slot/jobs.hpp"
 
-#include "molt/host/slot/module_slot.hpp"
 #include "molt/host/common/threads.hpp"
+#include "molt/host/slot/module_slot.hpp"
 
 namespace molt::host {
 

@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <condition_variable>
 
-#include "molt/host/common/threads.hpp"
 #include "molt/host/common/bounded_call.hpp"
 #include "molt/host/common/log_context.hpp"
+#include "molt/host/common/threads.hpp"
 #include "molt/host/slot/host_part.hpp"
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/slot/state_hooks.hpp"

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <thread>
 
-#include "molt/host/common/threads.hpp"
 #include "molt/host/common/elapsed.hpp"
 #include "molt/host/common/module_site.hpp"
+#include "molt/host/common/threads.hpp"
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
 #include "molt/host/state/buffers.hpp"
