@@ -41,6 +41,7 @@
 
 #include "molt/host/net/client_limits.hpp"
 #include "molt/host/net/listen_socket.hpp"
+#include "op_memory.hpp"
 #include "molt/host/common/threads.hpp"
 
 namespace molt::host {
@@ -536,10 +537,10 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     waiting_for_memory_ = false;
     reading_ = true;
     socket_.async_read_some(asio::buffer(input_.data() + input_.size(), input_.room()),
-                            [self = shared_from_this()](error_code ec, std::size_t n) {
+                            with_op_memory([self = shared_from_this()](error_code ec, std::size_t n) {
                               self->reading_ = false;
                               self->on_read(ec, n);
-                            });
+                            }));
   }
 
   void on_read(error_code ec, std::size_t n) {
@@ -621,7 +622,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     filling_.swap(sending_);
     writing_ = true;
     asio::async_write(socket_, asio::buffer(sending_.data(), sending_.size()),
-                      [self = shared_from_this()](error_code ec, std::size_t) { self->on_written(ec); });
+                      with_op_memory([self = shared_from_this()](error_code ec, std::size_t) { self->on_written(ec); }));
   }
 
   void on_written(error_code ec) {
