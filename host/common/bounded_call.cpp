@@ -1,12 +1,11 @@
 #include "molt/host/common/bounded_call.hpp"
-#include "molt/host/common/threads.hpp"
-
-#include <pthread.h>
 
 #include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <thread>
+
+#include "molt/host/common/threads.hpp"
 
 namespace molt::host {
 

@@ -36,6 +36,9 @@ struct PrecopyRound {
   /// After the round's last call, until the new instance applied all of it:
   /// writes meanwhile go into the next round like those during the round.
   std::chrono::microseconds caught_up{};
+  /// What the round cost before the next could begin: its calls and the wait
+  /// for the new instance. Short enough, and the round's changes fit a pause.
+  [[nodiscard]] std::chrono::microseconds with_catch_up() const noexcept { return took + caught_up; }
 };
 
 struct PrecopyReport {
