@@ -59,7 +59,7 @@ struct Options {
   unsigned rounds = 3;
   unsigned baseline_s = 15;
   unsigned io_threads = 1;
-  unsigned upgrades = 1000;  ///< issue 5: >= 1000; each writes a snapshot by pre-copy, about 1.5 s each here under (b)'s load
+  unsigned upgrades = 1000;  ///< issue 5: >= 1000; their snapshots are coalesced (install_snapshot_delay_ms, at most one per 30 s)
   unsigned period_ms = 50;
   std::vector<std::uint64_t> sizes{1000, 100000, 1000000, 10000000};
   unsigned pause_rounds = 200;
@@ -728,9 +728,22 @@ Json client_seen(Moltd& moltd, const std::vector<std::string>& command, bool tra
     }
   });
   const auto result = run_process(argv);
+  const double command_us = std::chrono::duration<double, std::micro>(Clock::now() - started).count();
+  // An install's snapshot is written in the background after the command
+  // answered (host.install_snapshot_delay_ms, 0 here): the clients' window
+  // goes on until it is, so that what it costs them counts.
+  const auto pending = [&] {
+    auto status = host::control_call(moltd.socket(), {{"command", "status"}});
+    if (!status) return false;
+    for (const auto& m : status->body["modules"])
+      if (!m["snapshot_pending"].is_null()) return true;
+    return false;
+  };
+  const auto give_up = Clock::now() + std::chrono::minutes(10);
+  while (pending() && Clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const double written_us = std::chrono::duration<double, std::micro>(Clock::now() - started).count();
   sampling = false;
   sampler.join();
-  const double command_us = std::chrono::duration<double, std::micro>(Clock::now() - started).count();
   std::this_thread::sleep_for(hold);
   const Pinger::Seen seen = pinger.stop();
   if (trace_stalls) {
@@ -754,6 +767,7 @@ Json client_seen(Moltd& moltd, const std::vector<std::string>& command, bool tra
   const double steady_rate = writer.rate(started_ms - 1000, started_ms);
   Json row{{"command", "moltctl " + command.front()},
            {"command_us", command_us},
+           {"snapshot_written_us", written_us},
            {"client_stall_us", seen.longest_us},
            {"pings", seen.pings},
            {"ping_errors", seen.errors},
@@ -789,10 +803,11 @@ Json client_seen(Moltd& moltd, const std::vector<std::string>& command, bool tra
 Json section_e(const Options& o, const fs::path& scratch) {
   std::printf("\n(e) An upgrade through a real moltd, as a client sees it: kv with N keys; a client on its own\n"
               "    connection sends PING every 0.5 ms, and a writer on another SETs as fast as it is answered,\n"
-              "    from a second before the command until after it returns. moltd's RSS: peak during / before.\n");
+              "    from a second before the command until after it returns and the snapshot an install takes\n"
+              "    (in the background, install_snapshot_delay_ms = 0) is written. moltd's RSS: peak during / before.\n");
   std::printf("    %-9s %-43s | %9s %9s | %9s | %10s | %9s | %15s | %4s | %5s\n", "keys", "command", "pause", "pre-copy",
               "command", "client", "pings", "SET/s before", "lost", "RSS");
-  std::printf("    %-9s %-43s | %9s %9s | %9s | %10s | %9s | %15s | %4s | %5s\n", "", "", "", "", "", "stall", "",
+  std::printf("    %-9s %-43s | %9s %9s | %9s | %10s | %9s | %15s | %4s | %5s\n", "", "", "", "", "+snapshot", "stall", "",
               "-> in pre-copy", "", "peak/");
   Json rows = Json::array();
   auto print = [&](std::uint64_t keys, const std::string& what, Json row) {
@@ -806,7 +821,7 @@ Json section_e(const Options& o, const fs::path& scratch) {
       rates += " -> " + fixed(row["writer_during_precopy_per_s"].get<double>());
     std::printf("    %-9llu %-43s | %9s %9s | %9s | %10s | %9llu | %15s | %4llu | %4.2fx%s\n",
                 static_cast<unsigned long long>(keys), what.c_str(), us("pause_us").c_str(), us("precopy_us").c_str(),
-                us("command_us").c_str(), us("client_stall_us").c_str(),
+                us("snapshot_written_us").c_str(), us("client_stall_us").c_str(),
                 static_cast<unsigned long long>(row["pings"].get<std::uint64_t>()), rates.c_str(),
                 static_cast<unsigned long long>(row["writes_lost"].get<std::uint64_t>()),
                 row["peak_over_steady"].get<double>(),
@@ -829,7 +844,7 @@ Json section_e(const Options& o, const fs::path& scratch) {
                           Case{"pre-copy, rehearsed", "rehearse = \"migrating\"", false, 1000000}}) {
       if (keys > c.up_to_keys) continue;
       const fs::path dir = scratch / ("moltd-e-" + std::to_string(keys) + "-" + std::to_string(rows.size()));
-      Moltd moltd(dir, o.io_threads, 1, std::string("probation_seconds = 0\n") + c.host_config,
+      Moltd moltd(dir, o.io_threads, 1, std::string("probation_seconds = 0\ninstall_snapshot_delay_ms = 0\n") + c.host_config,
                   o.trace_stalls ? "info" : "warn");
       if (o.trace_stalls) std::fprintf(stderr, "    moltd's log: %s\n", (dir / "moltd.out").c_str());
       fill_over_tcp(moltd.port(), keys);
@@ -955,7 +970,8 @@ Json check_targets(const Json& r) {
         check(targets, "migrating 1->2 at " + size(keys) + " keys: client stall <= " + duration(limit),
               (*precopy)["client_stall_us"].get<double>() <= limit, duration((*precopy)["client_stall_us"].get<double>()));
         if (const Json* base = find("reload 1->2 migrating, stop-and-copy", keys)) {
-          const double ratio = (*precopy)["command_us"].get<double>() / (*base)["command_us"].get<double>();
+          // With the snapshot the install takes (in the background, after the command answered).
+          const double ratio = (*precopy)["snapshot_written_us"].get<double>() / (*base)["snapshot_written_us"].get<double>();
           check(targets, "pre-copy reload total <= 2x stop-and-copy at " + size(keys) + " keys", ratio <= 2.0,
                 fixed(ratio, 2) + "x");
         }

@@ -155,6 +155,7 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
                                      "max_stream_buffer_bytes", "max_request_bytes", "quiesce_timeout_ms",
                                      "max_state_bytes", "log_level", "log_format", "release", "probation_seconds",
                                      "probation_max_error_rate", "probation_min_calls", "snapshot_interval_seconds",
+                                     "install_snapshot_delay_ms",
                                      "job_threads", "maxclients", "timeout", "client_query_buffer_limit",
                                      "client_output_buffer_soft_limit", "client_output_buffer_hard_limit",
                                      "max_connection_memory", "health_timeout_ms", "save_timeout_ms",
@@ -190,6 +191,8 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
     if (auto v = check.integer(*host, "host.", "probation_min_calls", 1, 1ll << 40)) config.probation_min_calls = *v;
     if (auto v = check.integer(*host, "host.", "snapshot_interval_seconds", 0, 7 * 24 * 3600))
       config.snapshot_interval = std::chrono::seconds(*v);
+    if (auto v = check.integer(*host, "host.", "install_snapshot_delay_ms", 0, 3600 * 1000))
+      config.install_snapshot_delay = std::chrono::milliseconds(*v);
     if (const auto* rate = host->get("probation_max_error_rate")) {
       const auto* number = rate->as_floating_point();
       const auto* whole = rate->as_integer();

@@ -95,6 +95,12 @@ void print_status(const Json& reply) {
   }
   for (const auto& line : stuck) std::printf("\nstuck? %s", line.c_str());
   if (!stuck.empty()) std::printf("\n");
+  // A snapshot after an install is written in the background, a moment later.
+  std::string pending;
+  for (const Json& m : reply["modules"])
+    if (const auto it = m.find("snapshot_pending"); it != m.end() && it->is_string())
+      pending += (pending.empty() ? "" : ", ") + m["name"].get<std::string>() + " (" + it->get<std::string>() + ")";
+  if (!pending.empty()) std::printf("\nsnapshot pending: %s\n", pending.c_str());
   // Modules of the release that boot refused: no state their version can read.
   if (const auto it = reply.find("not_started"); it != reply.end() && !it->empty()) {
     std::printf("\n");

@@ -231,6 +231,7 @@ int main(int argc, char** argv) {
                                  config->probation, config->probation_max_error_rate,
                                  config->probation_min_calls, config->snapshot_interval,
                                  config->quiesce_timeout, config->save_timeout, config->health_timeout, {}};
+  release_options.install_snapshot_delay = config->install_snapshot_delay;
   release_options.crash = crash;
   release_options.quarantine = quarantine.value().get();
   release_options.crash_log = crash_log ? crash_log.value().get() : nullptr;
@@ -262,6 +263,7 @@ int main(int argc, char** argv) {
   info.max_connection_memory = streams.memory_budget();
   info.call_warn = config->call_warn;
   info.not_started = [&releases] { return releases.not_started(); };
+  info.pending_snapshots = [&releases] { return releases.pending_snapshots(); };
   HttpRouter router(table, info);
   HttpOptions http_options{config->http, config->http_threads, config->max_request_bytes};
   http_options.listen_fd = http_fd;

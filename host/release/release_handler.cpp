@@ -362,9 +362,17 @@ void ReleaseHandler::keep_state_before(ModuleSlot& slot, const ImageInfo& to) {
 
 // --- snapshots --------------------------------------------------------------
 
-std::optional<std::string> ReleaseHandler::snapshot(const std::string& module, std::string_view why) {
+std::optional<std::string> ReleaseHandler::snapshot(const std::string& module, std::string_view why,
+                                                    ModuleSlot::Yield yield) {
   auto slot = table_.find(module);
-  if (!slot) return "no such module";
+  if (!slot) {
+    // Removed since it was asked for: nothing left to take, and a request
+    // left pending would be due for ever.
+    std::lock_guard lock(watch_mutex_);
+    pending_snapshots_.erase(module);
+    return "no such module";
+  }
+  const auto started = std::chrono::steady_clock::now();
   const auto keep = [&](const StateBlob& blob) -> Result<void> {
     if (auto saved = snapshots_.save(blob); !saved) return saved;
     // Shutdown and requested snapshots are what an operator looks for in the log; periodic ones would flood it.
@@ -372,12 +380,70 @@ std::optional<std::string> ReleaseHandler::snapshot(const std::string& module, s
     else slot->log().info("{} snapshot written: {} bytes of state in {}", why, blob.bytes.size(), snapshots_.path_of(module).string());
     return {};
   };
-  auto blob = slot->save_state(options_.save_timeout, options_.save_run_timeout, keep);
+  auto blob = slot->save_state(options_.save_timeout, options_.save_run_timeout, keep, yield);
+  if (!blob && blob.error().reason == kGaveWayToUpgrade) {
+    slot->log().debug("{} snapshot {}", why, kGaveWayToUpgrade);
+    return blob.error().reason;
+  }
+  {
+    // Written (or failed: logged, and the next request tries again): what
+    // was asked for before it began is done.
+    std::lock_guard lock(watch_mutex_);
+    if (auto it = pending_snapshots_.find(module); it != pending_snapshots_.end() && it->second.requested <= started)
+      pending_snapshots_.erase(it);
+  }
   if (!blob) {
     slot->log().error("{} snapshot not written: {}", why, blob.error().to_string());
     return blob.error().reason;
   }
   return std::nullopt;
+}
+
+void ReleaseHandler::schedule_snapshot(const std::string& module, std::string_view why,
+                                       std::chrono::steady_clock::time_point due) {
+  {
+    std::lock_guard lock(watch_mutex_);
+    auto [it, added] = pending_snapshots_.try_emplace(module, PendingSnapshot{std::string(why), std::chrono::steady_clock::now(), due});
+    if (!added) {
+      PendingSnapshot& pending = it->second;
+      if (pending.why != "upgrade") pending.why = why;  // an install's is the one an operator looks for
+      pending.due = std::min(std::max(pending.due, due), pending.requested + kMaxSnapshotDefer);
+    }
+    rescheduled_ = true;
+  }
+  wake_.notify_all();
+}
+
+std::map<std::string, std::string> ReleaseHandler::pending_snapshots() const {
+  std::lock_guard lock(watch_mutex_);
+  std::map<std::string, std::string> out;
+  for (const auto& [module, pending] : pending_snapshots_) out.emplace(module, pending.why);
+  return out;
+}
+
+void ReleaseHandler::take_due_snapshots() {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::pair<std::string, PendingSnapshot>> due;
+  {
+    std::lock_guard lock(watch_mutex_);
+    for (const auto& [module, pending] : pending_snapshots_)
+      if (pending.due <= now) due.emplace_back(module, pending);
+  }
+  for (const auto& [module, pending] : due) {
+    if (stopping()) return;
+    const auto yield = now - pending.requested < kMaxSnapshotDefer ? ModuleSlot::Yield::ToUpgrades : ModuleSlot::Yield::Never;
+    if (auto failed = snapshot(module, pending.why, yield); failed && *failed == kGaveWayToUpgrade) {
+      // After the upgrade it gave way to (whose install asks again, if it installs).
+      std::lock_guard lock(watch_mutex_);
+      if (auto it = pending_snapshots_.find(module); it != pending_snapshots_.end())
+        it->second.due = std::max(it->second.due, std::chrono::steady_clock::now() + options_.install_snapshot_delay);
+    }
+  }
+}
+
+bool ReleaseHandler::stopping() const {
+  std::lock_guard lock(watch_mutex_);
+  return stopping_;
 }
 
 std::vector<std::string> ReleaseHandler::save_all() {
@@ -533,7 +599,10 @@ void ReleaseHandler::installed_locked(Release next, const std::vector<std::strin
   record_.note(next.name, "installed", detail);
   if (next.permanent_at_ms) record_.note(next.name, "permanent", "no probation configured");
   write_record_locked();
-  for (const auto& module : changed) (void)snapshot(module, "upgrade");  // logs its own failure
+  // In the background, after the installs that follow within the delay (a
+  // crash before then boots from the last snapshot or kept state, as ever).
+  for (const auto& module : changed)
+    schedule_snapshot(module, "upgrade", std::chrono::steady_clock::now() + options_.install_snapshot_delay);
   if (next.permanent_at_ms) {
     probation_.reset();
     publish_locked();
@@ -756,41 +825,49 @@ std::optional<std::string> ReleaseHandler::check_probation(const Probation& prob
 // Each second: checks the release on probation (without any lock: a module
 // that does not answer costs its health check's deadline, nothing more),
 // then acts on the result under the change lock if that probation is still
-// the current one; and takes the periodic snapshots.
+// the current one; and asks for the periodic snapshots. Whenever one is
+// due: takes the snapshots asked for.
 void ReleaseHandler::watch() {
-  next_snapshot_ = std::chrono::steady_clock::now() + options_.snapshot_interval;
-  const auto stopping = [this] {
-    std::lock_guard lock(watch_mutex_);
-    return stopping_;
-  };
+  using Clock = std::chrono::steady_clock;
+  next_snapshot_ = Clock::now() + options_.snapshot_interval;
+  auto next_check = Clock::now() + std::chrono::seconds(1);
   while (true) {
     {
       std::unique_lock lock(watch_mutex_);
-      wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+      auto until = next_check;
+      for (const auto& [module, pending] : pending_snapshots_) until = std::min(until, pending.due);
+      wake_.wait_until(lock, until, [this] { return stopping_ || rescheduled_; });
       if (stopping_) break;
+      rescheduled_ = false;  // its due time is in the next wait's
     }
-    std::optional<Probation> probation;
-    if (std::unique_lock lock(mutex_, std::try_to_lock); lock.owns_lock()) probation = probation_;
-    if (probation) {
-      const auto failure = check_probation(*probation);
-      const bool passed = !failure && std::chrono::steady_clock::now() >= probation->until;
-      if (failure || passed) {
-        // A change in progress (an install, a commit) may end this probation first.
-        std::unique_lock lock(mutex_, std::defer_lock);
-        while (!stopping() && !lock.try_lock_for(std::chrono::seconds(1))) {
-        }
-        if (lock.owns_lock() && probation_ && probation_->number == probation->number) {
-          const ChangeLock named(*this, std::move(lock), failure ? "rolling back a release that failed probation"
-                                                                 : "making a release permanent");
-          if (failure) roll_back_locked(*failure);
-          else make_permanent_locked("probation passed");
-        }
+    if (Clock::now() >= next_check) {
+      check_probation_now();
+      if (options_.snapshot_interval.count() > 0 && Clock::now() >= next_snapshot_) {
+        for (const auto& slot : table_.slots()) schedule_snapshot(slot->name(), "periodic", Clock::now());
+        next_snapshot_ = Clock::now() + options_.snapshot_interval;
       }
+      next_check = Clock::now() + std::chrono::seconds(1);
     }
-    if (options_.snapshot_interval.count() > 0 && std::chrono::steady_clock::now() >= next_snapshot_) {
-      for (const auto& slot : table_.slots()) (void)snapshot(slot->name(), "periodic");  // each logs its failure
-      next_snapshot_ = std::chrono::steady_clock::now() + options_.snapshot_interval;
-    }
+    take_due_snapshots();  // each logs its failure
+  }
+}
+
+void ReleaseHandler::check_probation_now() {
+  std::optional<Probation> probation;
+  if (std::unique_lock lock(mutex_, std::try_to_lock); lock.owns_lock()) probation = probation_;
+  if (!probation) return;
+  const auto failure = check_probation(*probation);
+  const bool passed = !failure && std::chrono::steady_clock::now() >= probation->until;
+  if (!failure && !passed) return;
+  // A change in progress (an install, a commit) may end this probation first.
+  std::unique_lock lock(mutex_, std::defer_lock);
+  while (!stopping() && !lock.try_lock_for(std::chrono::seconds(1))) {
+  }
+  if (lock.owns_lock() && probation_ && probation_->number == probation->number) {
+    const ChangeLock named(*this, std::move(lock), failure ? "rolling back a release that failed probation"
+                                                           : "making a release permanent");
+    if (failure) roll_back_locked(*failure);
+    else make_permanent_locked("probation passed");
   }
 }
 

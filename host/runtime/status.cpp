@@ -25,8 +25,10 @@ std::int64_t epoch_ms(std::chrono::system_clock::time_point t) {
 Json status_json(const ModuleTable& table, const HostInfo& host) {
   const auto now = std::chrono::system_clock::now();
   const auto listeners = host.listeners ? host.listeners() : std::vector<ListenerInfo>{};
+  const auto pending = host.pending_snapshots ? host.pending_snapshots() : std::map<std::string, std::string>{};
   Json modules = Json::array();
   for (const auto& slot : table.slots()) {
+    const auto snapshot_pending = pending.find(slot->name());
     Json listen = Json::array();
     std::size_t connections = 0;
     std::uint64_t refused = 0;
@@ -62,6 +64,8 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
         {"queued", stats.gate.waiting},
         {"oldest_call", oldest_call_json(stats.gate)},
         {"state_bytes", stats.state_bytes ? Json(*stats.state_bytes) : Json(nullptr)},
+        // A snapshot asked for and not yet written: "upgrade" (after an install) or "periodic".
+        {"snapshot_pending", snapshot_pending != pending.end() ? Json(snapshot_pending->second) : Json(nullptr)},
         {"listen", listen},
         {"connections", connections},
         {"maxclients", maxclients ? Json(*maxclients) : Json(nullptr)},

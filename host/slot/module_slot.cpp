@@ -118,7 +118,10 @@ ModuleSlot::Live::~Live() {
     // the top of a heap, and the next large state (an upgrade's new instance,
     // a snapshot's second one) is built by another thread, from another
     // arena. kv at 1M keys: 290 MiB after one upgrade instead of 115.
-    ::malloc_trim(0);
+    // malloc_trim walks every arena's free chunks: only when there is much
+    // to give back (not after each of (b)'s upgrades of a small state).
+    constexpr std::size_t kTrimAbove = 32u << 20;
+    if (::mallinfo2().fordblks > kTrimAbove) ::malloc_trim(0);
   });
   if (!returned && log)
     log->warn("v{}: stop() or its destructor did not return within {} ms; the instance and its image stay loaded",
@@ -342,7 +345,7 @@ Error ModuleSlot::call_failed(const Live& live, std::string reason) {
 }
 
 Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeout,
-                                         std::chrono::milliseconds save_timeout, KeepState keep) {
+                                         std::chrono::milliseconds save_timeout, KeepState keep, Yield yield) {
   // The upgrade lock is taken and let go on the thread that saves: with a
   // deadline, that thread may outlive this call, still holding it.
   struct Saved {
@@ -360,7 +363,7 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
   };
   auto saved = std::make_shared<Saved>();
   const auto quiesce_deadline = CallGate::Clock::now() + quiesce_timeout;
-  auto save = [this, saved, quiesce_deadline, quiesce_timeout, keep = std::move(keep)] {
+  auto save = [this, saved, quiesce_deadline, quiesce_timeout, keep = std::move(keep), yield] {
     auto finish = [&](std::optional<Result<StateBlob>> taken, bool kept) {
       {
         std::lock_guard lock(saved->mutex);
@@ -369,7 +372,9 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
       }
       saved->changed.notify_all();
     };
-    auto access = UpgradeAccess::take_until(*this, quiesce_deadline);  // the live instance must not change meanwhile
+    // The live instance must not change meanwhile.
+    auto access = yield == Yield::Never ? UpgradeAccess::take_ahead_of_snapshots(*this, quiesce_deadline)
+                                        : UpgradeAccess::take_until(*this, quiesce_deadline);
     const auto& info = running().info;
     auto fail = [&](std::string reason) {
       return Result<StateBlob>(Error{name_, info.version, {}, Phase::Snapshot, std::move(reason)});
@@ -402,6 +407,10 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
                                              saved->moved_at = CallGate::Clock::now();
                                            }
                                            saved->changed.notify_all();
+                                         },
+                                         [this, yield] {
+                                           return yield == Yield::ToUpgrades &&
+                                                  waiting_ahead_of_snapshots_.load(std::memory_order_relaxed) > 0;
                                          });
     if (!bytes) {
       // A pre-copy that could not be used took its time: the calls in

@@ -128,6 +128,10 @@ Result<PrecopyRound> PreCopy::round(bool chunks) {
     if (progress_) progress_(static_cast<unsigned>(report_.rounds.size()), round);
     if (!receiver_.push(sink.take(), chunks ? api::TransferPart::Chunk : api::TransferPart::Delta))
       break;  // the receiver failed: run() reports it
+    if (give_way_ && give_way_()) {
+      gave_way_ = true;
+      return failed("pre-copy gave way after " + std::to_string(round.parts) + " parts");
+    }
     // A serving thread woken on this core while the part was taken would
     // otherwise wait for this thread's time slice to end (perf sched: up to
     // 5 ms): the next part can wait for it instead.
@@ -159,7 +163,7 @@ Result<void> PreCopy::run() {
       report_.converged = true;
       break;
     }
-    if (last.took + last.caught_up <= options_.pause_target) {
+    if (last.with_catch_up() <= options_.pause_target) {
       report_.ended = "converged";
       report_.converged = true;
       break;
@@ -172,7 +176,7 @@ Result<void> PreCopy::run() {
             std::to_string(k) + " after " + std::to_string(before.entries);
     else if (k >= options_.max_rounds)
       why = std::to_string(k) + " rounds (host.precopy_max_rounds), the last " + std::to_string(last.entries) +
-            " entries in " + std::to_string((last.took + last.caught_up).count() / 1000) + " ms";
+            " entries in " + std::to_string(last.with_catch_up().count() / 1000) + " ms";
     if (!why.empty()) {
       report_.ended = "did not converge: " + why;
       if (options_.refuse_unconverged) return failed("pre-copy " + report_.ended + " (host.precopy_fallback = \"refuse\")");

@@ -21,6 +21,17 @@ std::optional<ModuleSlot::UpgradeAccess> ModuleSlot::UpgradeAccess::take_until(M
   return UpgradeAccess(slot, std::move(lock));
 }
 
+std::optional<ModuleSlot::UpgradeAccess> ModuleSlot::UpgradeAccess::take_ahead_of_snapshots(
+    ModuleSlot& slot, CallGate::Clock::time_point deadline) {
+  std::unique_lock lock(slot.upgrade_mutex_, std::try_to_lock);
+  if (lock.owns_lock()) return UpgradeAccess(slot, std::move(lock));
+  slot.waiting_ahead_of_snapshots_.fetch_add(1, std::memory_order_relaxed);
+  const bool taken = lock.try_lock_until(deadline);
+  slot.waiting_ahead_of_snapshots_.fetch_sub(1, std::memory_order_relaxed);
+  if (!taken) return std::nullopt;
+  return UpgradeAccess(slot, std::move(lock));
+}
+
 const ModuleSlot::Live& ModuleSlot::UpgradeAccess::live() const noexcept { return *slot_->live_; }
 
 Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::UpgradeAccess::make_live(std::shared_ptr<const Image> image) {
@@ -105,7 +116,7 @@ void ModuleSlot::UpgradeAccess::set_state_bytes(std::uint64_t bytes) noexcept {
 
 std::optional<Result<std::string>> ModuleSlot::UpgradeAccess::save_by_precopy(
     const api::SaveTarget& target, const PrecopyOptions& options, std::chrono::milliseconds quiesce_timeout,
-    const std::function<void()>& in_pause, std::function<void()> on_part) {
+    const std::function<void()>& in_pause, std::function<void()> on_part, std::function<bool()> give_way) {
   if (!options.enabled || !can_transfer()) return std::nullopt;
   const ImageInfo& info = slot_->live_->image->info();
   auto made = make_live(slot_->live_->image);
@@ -122,7 +133,10 @@ std::optional<Result<std::string>> ModuleSlot::UpgradeAccess::save_by_precopy(
       [on_part = std::move(on_part)](unsigned, const PrecopyRound&) {
         if (on_part) on_part();
       });
+  if (give_way) copy->give_way_when(std::move(give_way));
   if (auto ran = copy->run(); !ran) {
+    if (copy->gave_way())
+      return Result<std::string>(Error{slot_->name_, info.version, {}, Phase::Snapshot, std::string(kGaveWayToUpgrade)});
     slot_->logger_->warn("pre-copy failed ({}); saving with the module paused", ran.error().to_string());
     return std::nullopt;
   }

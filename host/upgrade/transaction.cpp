@@ -159,7 +159,7 @@ class UpgradeTransaction {
       move.report.to_file = move.step->file.empty() ? move.report.from_file : move.step->file.string();
       if (!seen.insert(&slot).second) return move.error(Phase::Prepare, "appears twice in one upgrade");
       // A snapshot being taken ends soon: wait for it as for calls to finish.
-      move.access = ModuleSlot::UpgradeAccess::take_until(slot, Clock::now() + options_.quiesce_timeout);
+      move.access = ModuleSlot::UpgradeAccess::take_ahead_of_snapshots(slot, Clock::now() + options_.quiesce_timeout);
       if (!move.access)
         return move.error(Phase::Prepare, "another upgrade or a snapshot of this module was still in progress after " +
                                               std::to_string(options_.quiesce_timeout.count()) + " ms");

@@ -51,7 +51,8 @@ bool maps_image_of(Daemon& d, const std::string& module, unsigned version) {
 
 /// Starts `d`, sets "before" in kv v1, saves that state to <dir>/kv-v1.molt
 /// (an archive v1 reads), reloads kv to v2 (a release on probation: kv's
-/// state in schema 1 is kept first), sets "after" on v2, and SIGKILLs moltd.
+/// state in schema 1 is kept first), sets "after" on v2, waits for the
+/// install's snapshot, and SIGKILLs moltd.
 void write_then_upgrade_then_crash(Daemon& d) {
   d.install(plugin_path("kv", 2), "kv-2.so");
   d.start();
@@ -68,6 +69,9 @@ void write_then_upgrade_then_crash(Daemon& d) {
                           Catch::Contains(" bytes in "));
   RespClient kv(d.stream_port("kv"));
   REQUIRE(kv.call({"SET", "after", "2"}) == kOk);
+  // The install's snapshot, in the background: written by v2, in schema 2.
+  REQUIRE(wait_until([&] { return d.snapshots_written(); }));
+  CHECK_THAT(d.log(), Catch::Contains("[kv] upgrade snapshot written: "));
   d.kill9();
 }
 

@@ -103,6 +103,13 @@ nlohmann::json Daemon::status() const {
   return nlohmann::json::parse(result.out);
 }
 
+bool Daemon::snapshots_written() const {
+  const nlohmann::json now = status();  // not status()["modules"] in the loop: the temporary would be gone
+  for (const auto& m : now["modules"])
+    if (!m["snapshot_pending"].is_null()) return false;
+  return true;
+}
+
 void Daemon::install(const fs::path& image, const std::string& file_name) const {
   const auto result = run_process({"install", "-m", "644", image.string(), (plugin_dir() / file_name).string()});
   INFO(result.err);

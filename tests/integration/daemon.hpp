@@ -56,6 +56,9 @@ class Daemon {
   /// GET path, as JSON (fails the test unless it answers 200).
   nlohmann::json get_json(const std::string& path) const;
   nlohmann::json status() const;
+  /// Whether every snapshot moltd takes by itself (an install's, periodic)
+  /// is written: no module's status says "snapshot_pending".
+  [[nodiscard]] bool snapshots_written() const;
 
   /// install -m 644 <image> <plugins>/<file_name>, as an operator would.
   void install(const std::filesystem::path& image, const std::string& file_name) const;

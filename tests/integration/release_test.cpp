@@ -12,6 +12,7 @@
 using namespace molt::test;
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -490,6 +491,9 @@ TEST_CASE("during probation the host rolls a release back by itself: a failed he
   const std::string script =
       write_script(d, "both.toml", script_text("both", {upgrade_step("counter", 1, 2), upgrade_step("probe", 1, 2)}));
   REQUIRE(d.ctl({"upgrade", script}).exit_code == 0);
+  // The rollback is rehearsed on the install's snapshot, taken in the
+  // background: before the sick item (v1 rehearsed on it would be sick too).
+  REQUIRE(wait_until([&] { return d.snapshots_written(); }));
   REQUIRE(d.http_code("POST", "/counter/incr") == "200");  // on v2, during probation
   REQUIRE(d.http_code("POST", "/probe/add?item=sick") == "200");
 
@@ -667,5 +671,55 @@ TEST_CASE("a module added back whose snapshot is corrupt starts empty, the snaps
     moved = moved || entry.path().filename().string().starts_with("stash.molt.corrupt-");
   CHECK(moved);
   CHECK_THAT(d.log(), Catch::Contains("truncated") && Catch::Contains("moltctl restore stash FILE"));
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("an install's snapshot is taken in the background after the installs that follow within "
+          "install_snapshot_delay_ms: status says it is pending, one snapshot for an upgrade and its rollback",
+          "[releases][snapshot]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}},
+           "probation_seconds = 0\nrehearse = \"never\"\ninstall_snapshot_delay_ms = 3000");
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  d.start();
+  REQUIRE(d.http_code("POST", "/counter/incr") == "200");
+  const auto asked = std::chrono::steady_clock::now();
+  const auto up = d.ctl({"reload", "counter"});
+  INFO(up.out << up.err);
+  REQUIRE(up.exit_code == 0);
+  const auto back = d.ctl({"rollback", "counter"});
+  REQUIRE(back.exit_code == 0);
+  const auto answered = std::chrono::steady_clock::now() - asked;
+  const bool within_delay = answered < 2500ms;  // else the first snapshot may be written before the rollback
+  // Pending, as both forms of status say, until the delay after the rollback.
+  const Json status = d.status();
+  CHECK(status["modules"][0]["snapshot_pending"] == "upgrade");
+  const auto text = d.ctl({"status"});
+  CHECK_THAT(text.out, Catch::Contains("\nsnapshot pending: counter (upgrade)\n"));
+  CHECK_FALSE(fs::exists(d.run_dir() / "snapshots" / "counter.molt"));
+
+  REQUIRE(wait_until([&] { return d.snapshots_written(); }, 20s));
+  CHECK(fs::exists(d.run_dir() / "snapshots" / "counter.molt"));
+  if (within_delay) CHECK(occurrences(d.log(), "[counter] upgrade snapshot written: ") == 1);
+  CHECK_THAT(d.ctl({"status"}).out, !Catch::Contains("snapshot pending"));
+
+  // What it holds is the state after the rollback: v1's, with the count.
+  d.kill9();
+  d.start();
+  CHECK(version_of(d, "counter") == 1);
+  CHECK(d.get_json("/counter")["total"] == 1);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("moltctl save writes a pending install snapshot's state at once, and the pending one is dropped",
+          "[releases][snapshot]") {
+  Daemon d({{"counter", plugin_path("counter", 1), 1}},
+           "probation_seconds = 0\nrehearse = \"never\"\ninstall_snapshot_delay_ms = 600000");
+  d.install(plugin_path("counter", 2), "counter-2.so");
+  d.start();
+  REQUIRE(d.ctl({"reload", "counter"}).exit_code == 0);
+  CHECK(d.status()["modules"][0]["snapshot_pending"] == "upgrade");
+  REQUIRE(d.ctl({"save"}).exit_code == 0);
+  CHECK(d.status()["modules"][0]["snapshot_pending"].is_null());
+  CHECK_THAT(d.log(), Catch::Contains("[counter] requested snapshot written: "));
   CHECK(d.stop() == 0);
 }

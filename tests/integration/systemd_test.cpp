@@ -162,6 +162,8 @@ TEST_CASE("SIGHUP's upgrades, and a rollback the host makes itself during probat
                                Catch::EndsWith("\nSTATUS=reloading the modules whose file changed"));
   CHECK(notify.next() == "READY=1\nSTATUS=serving 1 module: probe v2; release initial+reload (on probation)");
 
+  // The rollback is rehearsed on the install's snapshot (in the background): before the sick item.
+  REQUIRE(wait_until([&] { return d.snapshots_written(); }));
   REQUIRE(d.http_code("POST", "/probe/add?item=sick") == "200");  // fails its health check: the host rolls back
   CHECK_THAT(notify.next(), Catch::StartsWith("RELOADING=1\nMONOTONIC_USEC=") &&
                                Catch::EndsWith("\nSTATUS=rolling release initial+reload back to initial (failed probation)"));

@@ -24,6 +24,7 @@ plugin_dir = "/srv/plugins"
 http = "0.0.0.0:9000"
 http_threads = 8
 quiesce_timeout_ms = 250
+install_snapshot_delay_ms = 0
 [modules.counter]
 version = 2
 [modules.counter.config]
@@ -38,6 +39,7 @@ file = "kv-custom.so"
   CHECK(config->http.to_string() == "0.0.0.0:9000");
   CHECK(config->http_threads == 8);
   CHECK(config->quiesce_timeout == std::chrono::milliseconds(250));
+  CHECK(config->install_snapshot_delay == std::chrono::milliseconds(0));
   REQUIRE(config->modules.size() == 2);
   CHECK(config->modules[0].name == "counter");
   CHECK(config->modules[0].file == "/srv/plugins/counter-2.so");
@@ -67,6 +69,8 @@ TEST_CASE("configuration errors name the key and the reason", "[config]") {
       {"[modules.counter]\nversion = 1\nconfig = { nested = { a = 1 } }\n", "modules.counter.config.nested: must be a string, number or boolean"},
       {"[host]\nhttp_threads = 0\n[modules.counter]\nversion = 1\n", "host.http_threads: must be an integer from 1 to 256"},
       {"[host]\nlog_level = \"loud\"\n[modules.counter]\nversion = 1\n", "host.log_level: must be one of"},
+      {"[host]\ninstall_snapshot_delay_ms = -1\n[modules.counter]\nversion = 1\n",
+       "host.install_snapshot_delay_ms: must be an integer from 0 to 3600000"},
       {"[host]\nrun_dir = 5\n[modules.counter]\nversion = 1\n", "host.run_dir: must be a string"},
       {"extra = 1\n[modules.counter]\nversion = 1\n", "extra: unknown key"},
       {"[host]\nhttp_treads = 2\n[modules.counter]\nversion = 1\n", "host.http_treads: unknown key"},

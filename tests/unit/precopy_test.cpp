@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "molt/host/slot/upgrade_access.hpp"
 #include "molt/host/upgrade/progress.hpp"
 #include "molt/host/upgrade/transaction.hpp"
 #include "resp_client.hpp"
@@ -177,4 +178,42 @@ TEST_CASE("a snapshot of a module with pre-copy pauses it only for the last chan
   auto again = h.start(test::plugin_path("kv", 2), "kv");
   REQUIRE(host::restore(*again, h.loader, quiet.value()).outcome == host::Outcome::Succeeded);
   writer.check(*again);
+}
+
+TEST_CASE("a snapshot moltd takes by itself gives way to an upgrade that waits for the slot, and is whole when nothing "
+          "waits",
+          "[precopy][snapshot]") {
+  test::Harness h;
+  auto slot = h.start(test::plugin_path("kv", 2), "kv");
+  fill(*slot, 300000);  // a pre-copy of many parts: the upgrade below comes in the middle of it
+  const std::string dbsize = command(*slot, {"DBSIZE"});
+
+  std::optional<host::Result<host::StateBlob>> saved;
+  std::atomic<bool> returned{false};
+  std::thread snapshot([&] {
+    saved.emplace(slot->save_state(5s, 10s, {}, host::ModuleSlot::Yield::ToUpgrades));
+    returned = true;
+  });
+  // Once the snapshot holds the slot, an upgrade asks for it.
+  REQUIRE(test::wait_until([&] { return !host::ModuleSlot::UpgradeAccess::try_take(*slot).has_value() || returned; }));
+  const auto asked = std::chrono::steady_clock::now();
+  auto access = host::ModuleSlot::UpgradeAccess::take_ahead_of_snapshots(*slot, asked + 5s);
+  const auto waited = std::chrono::steady_clock::now() - asked;
+  snapshot.join();
+  REQUIRE(access);
+  REQUIRE(saved);
+  REQUIRE_FALSE(saved->ok());
+  CHECK(saved->error().reason == host::kGaveWayToUpgrade);
+  CHECK(saved->error().to_string() == "kv v2: snapshot: " + std::string(host::kGaveWayToUpgrade));
+  CHECK(waited < 1s);  // one part at most, not the whole pre-copy
+  access.reset();
+
+  // The module served on, untouched; a snapshot with nothing waiting is whole.
+  CHECK(command(*slot, {"DBSIZE"}) == dbsize);
+  auto whole = slot->save_state(5s, 10s, {}, host::ModuleSlot::Yield::ToUpgrades);
+  REQUIRE(whole);
+  auto restored = h.start(test::plugin_path("kv", 2), "kv");
+  REQUIRE(host::restore(*restored, h.loader, whole.value()).outcome == host::Outcome::Succeeded);
+  CHECK(command(*restored, {"DBSIZE"}) == dbsize);
+  CHECK(command(*restored, {"GET", "k299999"}) == "$2\r\nv0\r\n");
 }

@@ -116,6 +116,9 @@ struct HostConfig {
   double probation_max_error_rate = 0.05;   ///< failed calls / calls during probation that rolls back
   std::uint64_t probation_min_calls = 20;   ///< calls needed before that rate counts
   std::chrono::seconds snapshot_interval{0};  ///< 0: snapshots only after upgrades and at shutdown
+  /// How long after an install its snapshot is taken (in the background):
+  /// the installs within it (an upgrade and its rollback, a script) share one.
+  std::chrono::milliseconds install_snapshot_delay{1000};
   std::vector<ModuleConfig> modules;
   /// Things that work but should change (a deprecated key), for the log.
   std::vector<std::string> warnings;

@@ -18,7 +18,12 @@
 //   - probation: the new release is watched for a while (error rate, health);
 //     it becomes permanent when that passes or on `moltctl commit`, and is
 //     rolled back to the previous release by the host itself when not;
-//   - snapshots: after every install, periodically, and at shutdown.
+//   - snapshots: after every install, periodically, and at shutdown. The
+//     first two are the watcher's: taken in the background, an install's
+//     host.install_snapshot_delay_ms after it (the installs in between
+//     share it), each giving way to an upgrade that waits for the module
+//     (ModuleSlot::Yield) and taken again after it; an upgrade never waits
+//     for a snapshot moltd takes by itself.
 //
 // Nothing here holds a lock of the control plane while module code runs:
 // changes of what runs take the change lock (one at a time; a second one
@@ -36,6 +41,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -89,7 +95,16 @@ struct ReleaseOptions {
   /// Modules a boot starts with their initial state when it has no state
   /// they can read (moltd --allow-empty MODULE), instead of not starting them.
   std::set<std::string, std::less<>> allow_empty = {};
+  /// An install's snapshot is taken this long after it, by the watcher
+  /// (start_watching); a later install of the module before then pushes it
+  /// back, up to kMaxSnapshotDefer after the first.
+  std::chrono::milliseconds install_snapshot_delay{1000};
 };
+
+/// How long a snapshot moltd takes by itself may wait: past this since it
+/// was first asked for, it no longer gives way to upgrades (a steady stream
+/// of them would otherwise put it off for ever).
+inline constexpr std::chrono::seconds kMaxSnapshotDefer{30};
 
 /// The release record and the probation, as `moltctl releases` shows them.
 struct ReleaseView {
@@ -113,8 +128,12 @@ class ReleaseHandler {
   Result<void> boot(const HostConfig& config);
   /// The modules boot did not start, and why; each until `moltctl restore` starts it.
   [[nodiscard]] std::vector<NotStartedModule> not_started() const;
-  /// Starts the thread that runs probation and periodic snapshots.
+  /// Starts the thread that runs probation and the snapshots moltd takes
+  /// by itself (after installs, periodic).
   void start_watching();
+  /// Those snapshots, asked for and not yet written: module -> why
+  /// ("upgrade", "periodic").
+  [[nodiscard]] std::map<std::string, std::string> pending_snapshots() const;
   /// Stops that thread and snapshots every module it can (shutdown): the
   /// reason, "module: why", of each module whose snapshot failed (its last
   /// snapshot stands).
@@ -224,7 +243,17 @@ class ReleaseHandler {
   void keep_state_before(ModuleSlot& slot, const ImageInfo& to);
   /// Snapshots `module` (no lock needed: the slot orders its snapshots and
   /// upgrades). The reason it failed, if it did.
-  std::optional<std::string> snapshot(const std::string& module, std::string_view why);
+  std::optional<std::string> snapshot(const std::string& module, std::string_view why,
+                                      ModuleSlot::Yield yield = ModuleSlot::Yield::Never);
+  /// Asks the watcher for a snapshot of `module` at `due`: with one already
+  /// asked for, the later of the two, but no later than kMaxSnapshotDefer
+  /// after the first request.
+  void schedule_snapshot(const std::string& module, std::string_view why, std::chrono::steady_clock::time_point due);
+  /// The watcher's: takes the snapshots that are due.
+  void take_due_snapshots();
+  [[nodiscard]] bool stopping() const;
+  /// The watcher's, each second: ends the probation if it failed or passed.
+  void check_probation_now();
   void write_record_locked();
   void watch();
 
@@ -251,8 +280,15 @@ class ReleaseHandler {
   std::string changing_;  ///< the change holding the change lock, if any
   std::chrono::steady_clock::time_point changing_since_;
 
-  std::mutex watch_mutex_;  ///< guards stopping_
+  struct PendingSnapshot {
+    std::string why;
+    std::chrono::steady_clock::time_point requested;  ///< the first request since the last one written
+    std::chrono::steady_clock::time_point due;
+  };
+  mutable std::mutex watch_mutex_;  ///< guards stopping_, pending_snapshots_ and rescheduled_
   bool stopping_ = false;
+  std::map<std::string, PendingSnapshot, std::less<>> pending_snapshots_;
+  bool rescheduled_ = false;  ///< a snapshot was asked for since the watcher last looked
   std::condition_variable wake_;
   std::chrono::steady_clock::time_point next_snapshot_;  ///< the watcher's
   std::thread watcher_;

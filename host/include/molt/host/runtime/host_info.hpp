@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,6 +69,9 @@ struct HostInfo {
   std::chrono::milliseconds call_warn{5000};
   /// The modules boot refused to start, until restored; empty when not known.
   std::function<std::vector<NotStartedModule>()> not_started = {};
+  /// The snapshots moltd takes by itself, asked for and not yet written:
+  /// module -> why ("upgrade", "periodic").
+  std::function<std::map<std::string, std::string>()> pending_snapshots = {};
 };
 
 }  // namespace molt::host

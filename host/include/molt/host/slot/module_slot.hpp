@@ -74,6 +74,10 @@ struct SlotStats {
   CallGate::Counts gate;  ///< including the oldest call in progress
 };
 
+/// The reason of a snapshot's error when it gave way to an upgrade
+/// (ModuleSlot::Yield::ToUpgrades): take it again after.
+inline constexpr std::string_view kGaveWayToUpgrade = "gave way to an upgrade or a snapshot asked for meanwhile; taken again after it";
+
 /// No deadline: save_state runs the module's code on the caller's thread.
 inline constexpr std::chrono::milliseconds kNoDeadline = std::chrono::milliseconds::max();
 
@@ -98,6 +102,12 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   /// states were taken): write it, for instance. Host code, no deadline.
   using KeepState = std::function<Result<void>(const StateBlob&)>;
 
+  /// Whether a snapshot gives way to an upgrade of the module.
+  enum class Yield {
+    Never,       ///< an upgrade waits for it (requested, shutdown)
+    ToUpgrades,  ///< one moltd takes by itself: an upgrade (or a Never snapshot) that waits stops its pre-copy
+  };
+
   /// The running version's state in its own schema. Holds calls back while
   /// it saves; fails if calls in progress do not finish within
   /// `quiesce_timeout`, or if save_state does not return within
@@ -106,9 +116,12 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   /// the state was pre-copied into a second instance, the module serves on
   /// and that instance stays inside it, holding the slot's upgrade lock).
   /// With a deadline the module's code runs on a thread of its own. `keep`
-  /// runs after the module resumed, only when the save succeeded.
+  /// runs after the module resumed, only when the save succeeded. With
+  /// Yield::ToUpgrades, an upgrade that waits for the slot while the state
+  /// is pre-copied ends the snapshot: its error's reason is then
+  /// kGaveWayToUpgrade, and nothing was kept.
   Result<StateBlob> save_state(std::chrono::milliseconds quiesce_timeout, std::chrono::milliseconds save_timeout,
-                               KeepState keep = {});
+                               KeepState keep = {}, Yield yield = Yield::Never);
   Result<StateBlob> save_state(std::chrono::milliseconds quiesce_timeout) {
     return save_state(quiesce_timeout, kNoDeadline);
   }
@@ -236,6 +249,9 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   /// Held by an UpgradeAccess (a transaction's whole run) or by save_state:
   /// one upgrade or snapshot per slot at a time.
   std::timed_mutex upgrade_mutex_;
+  /// Transactions and Yield::Never snapshots waiting for upgrade_mutex_
+  /// (UpgradeAccess::take_ahead_of_snapshots).
+  std::atomic<unsigned> waiting_ahead_of_snapshots_{0};
   /// The serving instance. Read by calls holding a gate pass; replaced only
   /// by UpgradeAccess::swap, while the gate is suspended and drained.
   std::unique_ptr<Live> live_;

@@ -93,6 +93,12 @@ class PreCopy {
   /// In the pause (the access suspended): the final part, applied.
   Result<void> finish();
 
+  /// Checked after each part run() takes: when it turns true, run() stops
+  /// and fails, and gave_way() says so (a snapshot moltd takes by itself
+  /// gives way to an upgrade that waits for the slot).
+  void give_way_when(std::function<bool()> predicate) { give_way_ = std::move(predicate); }
+  [[nodiscard]] bool gave_way() const noexcept { return gave_way_; }
+
   [[nodiscard]] const PrecopyReport& report() const noexcept { return report_; }
 
  private:
@@ -105,6 +111,8 @@ class PreCopy {
   std::string module_;
   api::SaveTarget target_;
   Progress progress_;
+  std::function<bool()> give_way_;
+  bool gave_way_ = false;
   bool begun_ = false;
   bool ended_ = false;
   PartReceiver receiver_;

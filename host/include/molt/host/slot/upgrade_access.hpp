@@ -35,6 +35,11 @@ class ModuleSlot::UpgradeAccess {
   /// snapshot still holds it at `deadline`. Not for a slot whose access
   /// this thread holds.
   [[nodiscard]] static std::optional<UpgradeAccess> take_until(ModuleSlot& slot, CallGate::Clock::time_point deadline);
+  /// take_until, for a transaction or a snapshot that was asked for: while
+  /// it waits, a snapshot moltd takes by itself (ModuleSlot::Yield::ToUpgrades)
+  /// stops its pre-copy and lets go of the lock.
+  [[nodiscard]] static std::optional<UpgradeAccess> take_ahead_of_snapshots(ModuleSlot& slot,
+                                                                     CallGate::Clock::time_point deadline);
   /// take_until(now): without waiting.
   [[nodiscard]] static std::optional<UpgradeAccess> try_take(ModuleSlot& slot) {
     return take_until(slot, CallGate::Clock::now());
@@ -78,10 +83,13 @@ class ModuleSlot::UpgradeAccess {
   /// instance writes `target` after the module resumed. Nothing when the
   /// image has no pre-copy, `options` disable it, or it could not begin:
   /// the caller then saves with the module paused. Not while suspended.
+  /// When `give_way` turns true between two parts, the pre-copy stops and
+  /// the result is an error whose reason is kGaveWayToUpgrade.
   std::optional<Result<std::string>> save_by_precopy(const api::SaveTarget& target, const PrecopyOptions& options,
                                                      std::chrono::milliseconds quiesce_timeout,
                                                      const std::function<void()>& in_pause = {},
-                                                     std::function<void()> on_part = {});
+                                                     std::function<void()> on_part = {},
+                                                     std::function<bool()> give_way = {});
 
   /// Makes `next` the serving instance and running(), and returns the one
   /// it replaces, still started (stop it after resume(), outside the pause).
