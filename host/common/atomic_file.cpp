@@ -31,6 +31,10 @@ bool write_all(int fd, std::string_view bytes) {
 }  // namespace
 
 std::optional<std::string> write_file_atomically(const fs::path& path, std::string_view bytes) {
+  return write_file_atomically(path, std::span<const std::string_view>(&bytes, 1));
+}
+
+std::optional<std::string> write_file_atomically(const fs::path& path, std::span<const std::string_view> pieces) {
   const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
   std::error_code exists_error;
   if (!fs::is_directory(dir, exists_error)) return "directory " + dir.string() + " does not exist";
@@ -38,7 +42,8 @@ std::optional<std::string> write_file_atomically(const fs::path& path, std::stri
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return "cannot create " + temp.string() + ": " + errno_text(errno);
   fault_point("write.temp-open", path.native());
-  bool written = write_all(fd, bytes);
+  bool written = true;
+  for (const std::string_view piece : pieces) written = written && write_all(fd, piece);
   fault_point("write.temp-written", path.native());
   written = written && ::fsync(fd) == 0;
   const int err = errno;

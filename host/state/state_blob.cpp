@@ -23,7 +23,7 @@ Error snapshot_error(std::string module, std::string file, std::string reason) {
 
 }  // namespace
 
-std::string encode_state_file(const StateBlob& blob) {
+std::string encode_state_header(const StateBlob& blob) {
   nlohmann::ordered_json header = {
       {"format", kStateFormat},        {"module", blob.module}, {"version", blob.version.value},
       {"schema", blob.schema.value},   {"length", blob.bytes.size()}, {"sha256", sha256_hex(blob.bytes)},
@@ -36,9 +36,10 @@ std::string encode_state_file(const StateBlob& blob) {
   }
   std::string out = json_text(header);
   out += '\n';
-  out += blob.bytes;
   return out;
 }
+
+std::string encode_state_file(const StateBlob& blob) { return encode_state_header(blob) + blob.bytes; }
 
 namespace {
 
@@ -150,7 +151,11 @@ Result<StateBlob> read_state_file(const fs::path& path, std::uint64_t max_state_
 }
 
 Result<void> write_state_file(const fs::path& path, const StateBlob& blob) {
-  if (auto why = write_file_atomically(path, encode_state_file(blob)))
+  // The state is written from the blob: a copy behind the header would add
+  // its size to the host's peak memory, and a state may be most of it.
+  const std::string header = encode_state_header(blob);
+  const std::string_view pieces[] = {header, blob.bytes};
+  if (auto why = write_file_atomically(path, pieces))
     return snapshot_error(blob.module, path.string(), *why);
   return {};
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <optional>
+#include <span>
 #include <cstdint>
 #include <vector>
 
@@ -17,6 +18,10 @@ namespace molt::host {
 /// Writes `bytes` to `path` atomically; on failure, why (the target is then
 /// untouched and no temporary file is left).
 [[nodiscard]] std::optional<std::string> write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
+/// The same for a file made of `pieces`, written one after the other: a
+/// large state is written from where it lies, not copied behind its header.
+[[nodiscard]] std::optional<std::string> write_file_atomically(const std::filesystem::path& path,
+                                                               std::span<const std::string_view> pieces);
 
 /// Removes the temporary files a crash in write_file_atomically left in
 /// `dir` (".NAME.tmp.PID"), and returns their names. Only for a directory no

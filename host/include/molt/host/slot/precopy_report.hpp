@@ -18,8 +18,10 @@ struct PrecopyOptions {
   /// A round that took no longer than this is small enough for the pause.
   std::chrono::milliseconds pause_target{10};
   unsigned max_rounds = 16;
-  /// Parts sent but not yet applied by the new instance, at most.
-  std::uint64_t max_queued_bytes = 64ull << 20;
+  /// Parts sent but not yet applied by the new instance, at most: memory
+  /// beside the two instances, so a few parts (64 MiB was half the RSS of a
+  /// million-key kv, and the new instance is what sets the pace anyway).
+  std::uint64_t max_queued_bytes = 8ull << 20;
   /// When the rounds do not converge: move the rest in the pause (false),
   /// or refuse the upgrade (true).
   bool refuse_unconverged = false;

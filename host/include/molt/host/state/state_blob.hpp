@@ -39,6 +39,8 @@ inline constexpr std::size_t kMaxStateHeaderBytes = 1 << 20;  ///< room for the 
 
 /// The archive file's contents for `blob` (header line, then bytes).
 [[nodiscard]] std::string encode_state_file(const StateBlob& blob);
+/// Its header line alone, newline included: the bytes follow it.
+[[nodiscard]] std::string encode_state_header(const StateBlob& blob);
 
 /// Parses an archive file's contents. Refuses a malformed, oversized or
 /// deeply nested header, a length other than the bytes present, a length
