@@ -379,6 +379,9 @@ TEST_CASE("connections: out of file descriptors, the accept loops back off inste
   if (kSanitized) MOLT_SKIP("under the sanitizers: their runtime needs file descriptors of its own", SkipInCi::Allowed);
   Daemon d({kv()});
   d.start();
+  // The boot's snapshot, taken a second later in the background, would
+  // open a file (and spend CPU) while descriptors run out.
+  REQUIRE(wait_until([&] { return d.snapshots_written(); }, 30s));
   const auto port = d.stream_port("kv");
   const auto web = http_port(d);
   const pid_t pid = d.pid();
