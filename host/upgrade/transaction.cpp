@@ -158,7 +158,8 @@ class UpgradeTransaction {
       move.report.from_file = old.file;
       move.report.to_file = move.step->file.empty() ? move.report.from_file : move.step->file.string();
       if (!seen.insert(&slot).second) return move.error(Phase::Prepare, "appears twice in one upgrade");
-      // A snapshot being taken ends soon: wait for it as for calls to finish.
+      // A snapshot moltd takes by itself stops its pre-copy for us (within a
+      // part); a requested one ends soon: wait for it as for calls to finish.
       move.access = ModuleSlot::UpgradeAccess::take_ahead_of_snapshots(slot, Clock::now() + options_.quiesce_timeout);
       if (!move.access)
         return move.error(Phase::Prepare, "another upgrade or a snapshot of this module was still in progress after " +
