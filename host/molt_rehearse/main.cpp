@@ -211,7 +211,7 @@ class Rehearsal {
     state_bytes_ = blob->bytes.size();
     const api::Migration migration{blob->schema, blob->version, host::direction_between(blob->version, info_.version),
                                    options_.extra};
-    return host::load_state_from_bytes(hooks(), blob->bytes, migration);
+    return host::load_state_blob(hooks(), *blob, migration);
   }
 
   std::optional<std::string> health() {

@@ -341,8 +341,10 @@ void ReleaseHandler::keep_state_before(ModuleSlot& slot, const ImageInfo& to) {
   const auto began = std::chrono::steady_clock::now();
   // The thread that saves may outlive this call (a save past its deadline):
   // nothing of this frame in `keep`. The store outlives the handler.
-  auto kept = slot.save_state(options_.save_timeout, options_.save_run_timeout,
-                              [store = &snapshots_](const StateBlob& blob) { return store->save_kept(blob); });
+  auto kept = slot.save_state(
+      options_.save_timeout, options_.save_run_timeout,
+      [store = &snapshots_](const StateBlob& blob) { return store->save_kept(blob); }, ModuleSlot::Yield::Never,
+      [store = &snapshots_](const StateBlob& about) { return store->open_kept_parts(about); });
   if (!kept) {
     // An older kept state in this schema would now be taken for the state
     // the module left it with: set it aside.
@@ -355,8 +357,10 @@ void ReleaseHandler::keep_state_before(ModuleSlot& slot, const ImageInfo& to) {
     return;
   }
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began);
-  slot.log().info("kept {}'s state in schema {} before the upgrade to {} (schema {}): {} bytes in {} ms, in {}",
-                  slot.name(), from.schema.value, v(to.version), to.schema.value, kept->bytes.size(), ms.count(),
+  slot.log().info("kept {}'s state in schema {} before the upgrade to {} (schema {}): {} bytes in {} ms{}, in {}",
+                  slot.name(), from.schema.value, v(to.version), to.schema.value,
+                  slot.stats().state_bytes.value_or(0), ms.count(),
+                  kept->encoding == StateEncoding::Parts ? " as pre-copy parts" : "",
                   snapshots_.path_of_kept(slot.name(), from.schema).string());
 }
 
@@ -373,14 +377,10 @@ std::optional<std::string> ReleaseHandler::snapshot(const std::string& module, s
     return "no such module";
   }
   const auto started = std::chrono::steady_clock::now();
-  const auto keep = [&](const StateBlob& blob) -> Result<void> {
-    if (auto saved = snapshots_.save(blob); !saved) return saved;
-    // Shutdown and requested snapshots are what an operator looks for in the log; periodic ones would flood it.
-    if (why == "periodic") slot->log().debug("{} snapshot: {} bytes", why, blob.bytes.size());
-    else slot->log().info("{} snapshot written: {} bytes of state in {}", why, blob.bytes.size(), snapshots_.path_of(module).string());
-    return {};
-  };
-  auto blob = slot->save_state(options_.save_timeout, options_.save_run_timeout, keep, yield);
+  auto blob = slot->save_state(
+      options_.save_timeout, options_.save_run_timeout,
+      [store = &snapshots_](const StateBlob& taken) { return store->save(taken); }, yield,
+      [store = &snapshots_](const StateBlob& about) { return store->open_parts(about); });
   if (!blob && blob.error().reason == kGaveWayToUpgrade) {
     slot->log().debug("{} snapshot {}", why, kGaveWayToUpgrade);
     return blob.error().reason;
@@ -396,6 +396,11 @@ std::optional<std::string> ReleaseHandler::snapshot(const std::string& module, s
     slot->log().error("{} snapshot not written: {}", why, blob.error().to_string());
     return blob.error().reason;
   }
+  // Shutdown and requested snapshots are what an operator looks for in the log; periodic ones would flood it.
+  const auto bytes = slot->stats().state_bytes.value_or(0);
+  const char* parts = blob->encoding == StateEncoding::Parts ? " (pre-copy parts)" : "";
+  if (why == "periodic") slot->log().debug("{} snapshot: {} bytes{}", why, bytes, parts);
+  else slot->log().info("{} snapshot written: {} bytes of state{} in {}", why, bytes, parts, snapshots_.path_of(module).string());
   return std::nullopt;
 }
 

@@ -2,6 +2,7 @@
 
 #include "molt/host/slot/precopy.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
+#include "molt/host/state/part_file.hpp"
 
 #include <malloc.h>
 
@@ -345,16 +346,17 @@ Error ModuleSlot::call_failed(const Live& live, std::string reason) {
 }
 
 Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeout,
-                                         std::chrono::milliseconds save_timeout, KeepState keep, Yield yield) {
+                                         std::chrono::milliseconds save_timeout, KeepState keep, Yield yield,
+                                         OpenPartFile open_parts) {
   // The upgrade lock is taken and let go on the thread that saves: with a
   // deadline, that thread may outlive this call, still holding it.
   struct Saved {
     std::mutex mutex;
     std::condition_variable changed;
     std::optional<CallGate::Clock::time_point> paused_at;  ///< set once calls in flight finished: save_state runs
-    /// Pre-copy: save_state runs in the second instance, after the pause;
-    /// the module serves on whatever it does.
-    bool in_second_instance = false;
+    /// What runs after the pause when a pre-copy took the state: the module
+    /// serves on whatever it does.
+    enum class After { Nothing, SecondInstance, File } after = After::Nothing;
     /// The last part of a pre-copy (before the pause): while parts keep
     /// coming, the snapshot is making progress.
     std::optional<CallGate::Clock::time_point> moved_at;
@@ -363,7 +365,8 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
   };
   auto saved = std::make_shared<Saved>();
   const auto quiesce_deadline = CallGate::Clock::now() + quiesce_timeout;
-  auto save = [this, saved, quiesce_deadline, quiesce_timeout, keep = std::move(keep), yield] {
+  auto save = [this, saved, quiesce_deadline, quiesce_timeout, keep = std::move(keep), yield,
+               open_parts = std::move(open_parts)] {
     auto finish = [&](std::optional<Result<StateBlob>> taken, bool kept) {
       {
         std::lock_guard lock(saved->mutex);
@@ -383,35 +386,51 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
       return finish(fail("an upgrade or another snapshot was still in progress after " +
                          std::to_string(quiesce_timeout.count()) + " ms"), true);
     const api::SaveTarget target{info.schema, api::Direction::Same, {}};
-    const auto paused = [&saved](bool in_second_instance) {
+    const auto paused = [&saved](Saved::After after) {
       {
         std::lock_guard lock(saved->mutex);
         saved->paused_at = CallGate::Clock::now();
-        saved->in_second_instance = in_second_instance;
+        saved->after = after;
       }
       saved->changed.notify_all();
     };
     std::string host;
-    // With pre-copy, the state moves into a second instance of the same
-    // image while the module serves, and is saved from there: the module
-    // pauses only for the last changes. A pre-copy that makes parts extends
-    // the caller's wait (moved_at).
-    auto bytes = access->save_by_precopy(target, precopy_, quiesce_timeout,
-                                         [&] {
-                                           paused(true);
-                                           host = host_part();  // in the same pause as the state
-                                         },
-                                         [&saved] {
-                                           {
-                                             std::lock_guard lock(saved->mutex);
-                                             saved->moved_at = CallGate::Clock::now();
-                                           }
-                                           saved->changed.notify_all();
-                                         },
-                                         [this, yield] {
-                                           return yield == Yield::ToUpgrades &&
-                                                  waiting_ahead_of_snapshots_.load(std::memory_order_relaxed) > 0;
-                                         });
+    const bool to_file = open_parts && precopy_.enabled && access->can_transfer();
+    const auto in_pause = [&] {
+      paused(to_file ? Saved::After::File : Saved::After::SecondInstance);
+      host = host_part();  // in the same pause as the state
+    };
+    // A pre-copy that makes parts extends the caller's wait (moved_at).
+    const auto on_part = [&saved] {
+      {
+        std::lock_guard lock(saved->mutex);
+        saved->moved_at = CallGate::Clock::now();
+      }
+      saved->changed.notify_all();
+    };
+    const auto give_way = [this, yield] {
+      return yield == Yield::ToUpgrades && waiting_ahead_of_snapshots_.load(std::memory_order_relaxed) > 0;
+    };
+    // With pre-copy and a file to write, the parts go into the file as they
+    // are taken while the module serves, which pauses only for the last
+    // changes; nothing but the module holds the whole state.
+    if (to_file) {
+      auto file = open_parts(StateBlob{name_, info.version, info.schema, {}, {}, StateEncoding::Parts});
+      if (!file) return finish(std::move(file).error(), true);
+      if (auto moved = access->save_by_precopy_to(*file.value(), precopy_, quiesce_timeout, in_pause, on_part, give_way)) {
+        if (!*moved) return finish(std::move(*moved).error(), true);
+        auto size = file.value()->commit(host);
+        if (!size) return finish(std::move(size).error(), true);
+        state_bytes_.store(size.value(), std::memory_order_relaxed);
+        return finish(StateBlob{name_, info.version, info.schema, {}, std::move(host), StateEncoding::Parts}, true);
+      }
+      // The pre-copy failed before the pause (said in the log): saved below
+      // with the module paused, as an archive, over the file abandoned here.
+    }
+    // With pre-copy and no file, the state moves into a second instance
+    // while the module serves, and is saved from there.
+    std::optional<Result<std::string>> bytes;
+    if (!to_file) bytes = access->save_by_precopy(target, precopy_, quiesce_timeout, in_pause, on_part, give_way);
     if (!bytes) {
       // A pre-copy that could not be used took its time: the calls in
       // flight get the whole quiesce timeout from now.
@@ -419,7 +438,7 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
       if (!access->suspend(tried ? CallGate::Clock::now() + quiesce_timeout : quiesce_deadline, "save_state")) {
         return finish(fail(not_drained_reason(quiesce_timeout)), true);
       }
-      paused(false);
+      paused(Saved::After::Nothing);
       bytes = save_to_string(*live_, target, UINT64_MAX);
       // In the same pause as the state: a job's record and its checkpoint agree.
       host = host_part();
@@ -469,9 +488,15 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
         const auto& info = running().info;
         // A pre-copy's second instance holds only the upgrade lock: the
         // module serves, but is neither upgraded nor saved until it returns.
+        using After = Saved::After;
+        if (saved->after == After::File)
+          return Error{name_, info.version, {}, Phase::Snapshot,
+                       "the snapshot's file was not written within " + std::to_string(save_timeout.count()) +
+                           " ms of the pause: the module serves on, but no upgrade or snapshot of it can start "
+                           "until the write ends"};
         return Error{name_, info.version, {}, Phase::Snapshot,
                      "save_state did not return within " + std::to_string(save_timeout.count()) + " ms; " +
-                         (saved->in_second_instance
+                         (saved->after == After::SecondInstance
                               ? "it runs in the second instance the state was pre-copied into: the module serves "
                                 "on, but no upgrade or snapshot of it can start until it returns"
                               : "the module stays suspended until it does")};

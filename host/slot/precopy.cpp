@@ -6,7 +6,7 @@
 #include "molt/host/common/elapsed.hpp"
 #include "molt/host/common/module_site.hpp"
 #include "molt/host/common/threads.hpp"
-#include "molt/host/slot/module_call.hpp"
+#include "molt/host/slot/state_hooks.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
 #include "molt/host/state/buffers.hpp"
 
@@ -25,10 +25,17 @@ constexpr std::uint64_t kMaxPartBytes = 256ull << 20;
 
 // --- PartReceiver ------------------------------------------------------------
 
-PartReceiver::PartReceiver(const ModuleSlot::Live& to, api::Migration migration, std::uint64_t max_queued_bytes)
-    : to_(to), migration_(std::move(migration)), max_queued_bytes_(max_queued_bytes) {
+PartReceiver::PartReceiver(Apply apply, std::uint64_t max_queued_bytes)
+    : apply_(std::move(apply)), max_queued_bytes_(max_queued_bytes) {
   thread_ = std::thread([this] { run(); });
 }
+
+PartReceiver::PartReceiver(const ModuleSlot::Live& to, api::Migration migration, std::uint64_t max_queued_bytes)
+    : PartReceiver(
+          [&to, migration = std::move(migration)](std::string_view bytes, api::TransferPart part) {
+            return receive_part_from_bytes(to.hooks(), bytes, migration, part);
+          },
+          max_queued_bytes) {}
 
 PartReceiver::~PartReceiver() {
   {
@@ -74,12 +81,7 @@ void PartReceiver::run() {
     queue_.pop_front();
     applying_ = true;
     lock.unlock();
-    ViewSource source(bytes);
-    api::StateReader reader(source, bytes.size());
-    auto failure = guard_module_call("receive_part", [&] { to_.hooks().receive_part(reader, migration_, part); });
-    if (!failure && reader.remaining() != 0)
-      failure = "receive_part left " + std::to_string(reader.remaining()) + " of the part's " +
-                std::to_string(bytes.size()) + " bytes unread";
+    auto failure = apply_(bytes, part);
     lock.lock();
     applying_ = false;
     queued_bytes_ -= bytes.size();
@@ -93,12 +95,20 @@ void PartReceiver::run() {
 PreCopy::PreCopy(ModuleSlot::UpgradeAccess& access, const ModuleSlot::Live& to, const api::SaveTarget& target,
                  api::Migration migration, const PrecopyOptions& options, Progress progress)
     : access_(access),
-      to_(to),
       options_(options),
       module_(access.live().image->info().name),
       target_(target),
       progress_(std::move(progress)),
       receiver_(to, std::move(migration), options.max_queued_bytes) {}
+
+PreCopy::PreCopy(ModuleSlot::UpgradeAccess& access, PartReceiver::Apply apply, const api::SaveTarget& target,
+                 const PrecopyOptions& options, Progress progress)
+    : access_(access),
+      options_(options),
+      module_(access.live().image->info().name),
+      target_(target),
+      progress_(std::move(progress)),
+      receiver_(std::move(apply), options.max_queued_bytes) {}
 
 PreCopy::~PreCopy() {
   if (begun_ && !ended_) access_.transfer_end();

@@ -2,6 +2,7 @@
 
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/state/buffers.hpp"
+#include "molt/host/state/part_file.hpp"
 
 namespace molt::host {
 
@@ -36,6 +37,28 @@ std::optional<std::string> load_state_from_bytes(const Hooks& hooks, std::string
   if (auto failure = load_state_from(hooks, source, bytes.size(), migration)) return failure;
   if (source.remaining() != 0) return unread_reason(source.remaining(), bytes.size());
   return std::nullopt;
+}
+
+std::optional<std::string> receive_part_from_bytes(const Hooks& hooks, std::string_view bytes,
+                                                   const api::Migration& migration, api::TransferPart part) {
+  ViewSource source(bytes);
+  api::StateReader reader(source, bytes.size());
+  if (auto failure = guard_module_call("receive_part", [&] { hooks.receive_part(reader, migration, part); }))
+    return failure;
+  if (reader.remaining() != 0)
+    return "receive_part left " + std::to_string(reader.remaining()) + " of the part's " + std::to_string(bytes.size()) +
+           " bytes unread";
+  return std::nullopt;
+}
+
+std::optional<std::string> load_state_blob(const Hooks& hooks, const StateBlob& blob, const api::Migration& migration) {
+  if (blob.encoding == StateEncoding::Archive) return load_state_from_bytes(hooks, blob.bytes, migration);
+  if (!hooks.can_transfer())
+    return "the state is pre-copy parts (written by " + blob.module + " " + std::to_string(blob.version.value) +
+           " while it served), and this version does not implement receive_part (Feature::Transfer) to read them";
+  return for_each_part(blob.bytes, [&](api::TransferPart part, std::string_view bytes) {
+    return receive_part_from_bytes(hooks, bytes, migration, part);
+  });
 }
 
 std::string unread_reason(std::uint64_t left, std::uint64_t total) {

@@ -8,6 +8,7 @@
 #include "molt/host/slot/module_call.hpp"
 #include "molt/host/slot/precopy.hpp"
 #include "molt/host/slot/state_hooks.hpp"
+#include "molt/host/state/part_file.hpp"
 
 namespace molt::host {
 
@@ -114,6 +115,37 @@ void ModuleSlot::UpgradeAccess::set_state_bytes(std::uint64_t bytes) noexcept {
   slot_->state_bytes_.store(bytes, std::memory_order_relaxed);
 }
 
+std::optional<Result<void>> ModuleSlot::UpgradeAccess::precopy_then_pause(PreCopy& copy,
+                                                                          std::chrono::milliseconds quiesce_timeout,
+                                                                          const std::function<void()>& in_pause,
+                                                                          std::function<bool()> give_way) {
+  const ImageInfo& info = slot_->live_->image->info();
+  if (give_way) copy.give_way_when(std::move(give_way));
+  if (auto ran = copy.run(); !ran) {
+    if (copy.gave_way())
+      return Result<void>(Error{slot_->name_, info.version, {}, Phase::Snapshot, std::string(kGaveWayToUpgrade)});
+    slot_->logger_->warn("pre-copy failed ({}); saving with the module paused", ran.error().to_string());
+    return std::nullopt;
+  }
+  if (!suspend(CallGate::Clock::now() + quiesce_timeout, "save_state"))
+    return Result<void>(Error{slot_->name_, info.version, {}, Phase::Snapshot, slot_->not_drained_reason(quiesce_timeout)});
+  auto finished = copy.finish();
+  if (in_pause) in_pause();
+  (void)resume();
+  if (!finished) return Result<void>(std::move(finished).error());
+  return Result<void>();
+}
+
+namespace {
+
+PreCopy::Progress each_part(std::function<void()> on_part) {
+  return [on_part = std::move(on_part)](unsigned, const PrecopyRound&) {
+    if (on_part) on_part();
+  };
+}
+
+}  // namespace
+
 std::optional<Result<std::string>> ModuleSlot::UpgradeAccess::save_by_precopy(
     const api::SaveTarget& target, const PrecopyOptions& options, std::chrono::milliseconds quiesce_timeout,
     const std::function<void()>& in_pause, std::function<void()> on_part, std::function<bool()> give_way) {
@@ -127,29 +159,27 @@ std::optional<Result<std::string>> ModuleSlot::UpgradeAccess::save_by_precopy(
   std::unique_ptr<Live> copy_of = std::move(made.value());
   // The second instance receives the state in its own schema; it writes
   // `target` (another schema on a downgrade) once it holds all of it.
-  auto copy = std::make_optional<PreCopy>(
-      *this, *copy_of, api::SaveTarget{info.schema, api::Direction::Same, {}},
-      api::Migration{info.schema, info.version, api::Direction::Same, {}}, options,
-      [on_part = std::move(on_part)](unsigned, const PrecopyRound&) {
-        if (on_part) on_part();
-      });
-  if (give_way) copy->give_way_when(std::move(give_way));
-  if (auto ran = copy->run(); !ran) {
-    if (copy->gave_way())
-      return Result<std::string>(Error{slot_->name_, info.version, {}, Phase::Snapshot, std::string(kGaveWayToUpgrade)});
-    slot_->logger_->warn("pre-copy failed ({}); saving with the module paused", ran.error().to_string());
-    return std::nullopt;
+  std::optional<Result<void>> moved;
+  {
+    PreCopy copy(*this, *copy_of, api::SaveTarget{info.schema, api::Direction::Same, {}},
+                 api::Migration{info.schema, info.version, api::Direction::Same, {}}, options,
+                 each_part(std::move(on_part)));
+    moved = precopy_then_pause(copy, quiesce_timeout, in_pause, std::move(give_way));
   }
-  if (!suspend(CallGate::Clock::now() + quiesce_timeout, "save_state")) {
-    return Result<std::string>(
-        Error{slot_->name_, info.version, {}, Phase::Snapshot, slot_->not_drained_reason(quiesce_timeout)});
-  }
-  auto finished = copy->finish();
-  if (in_pause) in_pause();
-  (void)resume();
-  copy.reset();
-  if (!finished) return Result<std::string>(std::move(finished).error());
+  if (!moved) return std::nullopt;
+  if (!*moved) return Result<std::string>(std::move(*moved).error());
   return slot_->save_to_string(*copy_of, target, UINT64_MAX);  // the second instance serves nobody: no pause
+}
+
+std::optional<Result<void>> ModuleSlot::UpgradeAccess::save_by_precopy_to(
+    PartFile& file, const PrecopyOptions& options, std::chrono::milliseconds quiesce_timeout,
+    const std::function<void()>& in_pause, std::function<void()> on_part, std::function<bool()> give_way) {
+  if (!options.enabled || !can_transfer()) return std::nullopt;
+  const ImageInfo& info = slot_->live_->image->info();
+  PreCopy copy(
+      *this, [&file](std::string_view bytes, api::TransferPart part) { return file.append(part, bytes); },
+      api::SaveTarget{info.schema, api::Direction::Same, {}}, options, each_part(std::move(on_part)));
+  return precopy_then_pause(copy, quiesce_timeout, in_pause, std::move(give_way));
 }
 
 std::uint64_t ModuleSlot::UpgradeAccess::resume(std::optional<api::CallMode> mode) {

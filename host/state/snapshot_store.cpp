@@ -56,11 +56,30 @@ Result<void> SnapshotStore::write(const fs::path& path, const StateBlob& blob) c
                      std::to_string(max_state_bytes_) +
                      "), which a boot could not read back: not written, the previous snapshot stands; raise "
                      "host.max_state_bytes"};
+  if (auto made = make_dir(blob); !made) return made;
+  return write_state_file(path, blob);
+}
+
+Result<void> SnapshotStore::make_dir(const StateBlob& about) const {
   std::error_code ec;
   // Owner-only, like the run directory: states may hold users' data.
   if (fs::create_directories(dir_, ec) && !ec) fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::replace, ec);
-  if (ec) return Error{blob.module, blob.version, dir_.string(), Phase::Snapshot, "cannot create: " + ec.message()};
-  return write_state_file(path, blob);
+  if (ec) return Error{about.module, about.version, dir_.string(), Phase::Snapshot, "cannot create: " + ec.message()};
+  return {};
+}
+
+Result<std::unique_ptr<PartFile>> SnapshotStore::open_parts(const StateBlob& about) const {
+  return open_parts_at(path_of(about.module), about);
+}
+
+Result<std::unique_ptr<PartFile>> SnapshotStore::open_kept_parts(const StateBlob& about) const {
+  return open_parts_at(path_of_kept(about.module, about.schema), about);
+}
+
+Result<std::unique_ptr<PartFile>> SnapshotStore::open_parts_at(const fs::path& path, const StateBlob& about) const {
+  if (auto made = make_dir(about); !made) return std::move(made).error();
+  // The same limit as write(): a body a boot could not read is not written.
+  return PartFile::create(path, about, max_state_bytes_);
 }
 
 Result<std::optional<StateBlob>> SnapshotStore::load(std::string_view module) const {

@@ -12,6 +12,7 @@
 #include "molt/host/common/atomic_file.hpp"
 #include "molt/host/common/json_text.hpp"
 #include "molt/host/common/sha256.hpp"
+#include "molt/host/state/part_file.hpp"
 
 namespace molt::host {
 namespace fs = std::filesystem;
@@ -24,10 +25,17 @@ Error snapshot_error(std::string module, std::string file, std::string reason) {
 }  // namespace
 
 std::string encode_state_header(const StateBlob& blob) {
+  return encode_state_header(blob, blob.bytes.size(), sha256_hex(blob.bytes));
+}
+
+std::string encode_state_header(const StateBlob& blob, std::uint64_t length, std::string_view sha256) {
   nlohmann::ordered_json header = {
-      {"format", kStateFormat},        {"module", blob.module}, {"version", blob.version.value},
-      {"schema", blob.schema.value},   {"length", blob.bytes.size()}, {"sha256", sha256_hex(blob.bytes)},
+      {"format", kStateFormat}, {"module", blob.module}, {"version", blob.version.value}, {"schema", blob.schema.value},
   };
+  // Absent for an archive: files written before there were parts read the same.
+  if (blob.encoding == StateEncoding::Parts) header["encoding"] = kPartsEncoding;
+  header["length"] = length;
+  header["sha256"] = sha256;
   if (!blob.host.empty()) {
     // The checksum is of the compact dump with sorted keys: what the reader computes.
     const std::string host = json_text(nlohmann::json::parse(blob.host));
@@ -108,6 +116,14 @@ Result<std::size_t> decode_header(std::string_view contents, std::uint64_t max_s
                         std::to_string(body.size()),
                     blob.module);
     if (sha256_hex(body) != checksum) return refuse("checksum mismatch: the state bytes were altered", blob.module);
+    if (const auto encoding = header.find("encoding"); encoding != header.end()) {
+      if (*encoding != kPartsEncoding)
+        return refuse("unknown encoding " + encoding->dump() + " (this moltd reads \"" + std::string(kPartsEncoding) +
+                          "\" or none)",
+                      blob.module);
+      blob.encoding = StateEncoding::Parts;
+      if (auto malformed = check_parts(body)) return refuse("malformed parts: " + *malformed, blob.module);
+    }
     if (const auto host = header.find("host"); host != header.end()) {
       const auto host_checksum = header.at("host_sha256").get<std::string>();
       if (!host->is_object()) return refuse("the host's part (jobs, timers) is not a JSON object", blob.module);

@@ -235,7 +235,10 @@ class UpgradeTransaction {
       if (auto written = write_state_file(*scratch, *given); !written) return written;
       request.state = scratch;
       on = "the state given";
-    } else if (auto recent = options.recent_snapshot && !(to.schema < from.schema)
+    } else if (auto recent = options.recent_snapshot && !(to.schema < from.schema) &&
+                                     // A snapshot of a module with pre-copy may be parts, which
+                                     // only a version with receive_part reads.
+                                     (has_hook(to, Hook::ReceivePart) || !has_hook(from, Hook::TransferBegin))
                                  ? options.recent_snapshot(move.slot())
                                  : std::nullopt) {
       request.state = *recent;
@@ -469,7 +472,7 @@ class UpgradeTransaction {
   Result<void> load_given(Move& move) {
     move.report.state_bytes = move.step->state->bytes.size();
     const auto started = Clock::now();
-    const auto failure = load_state_from_bytes(move.next->hooks(), move.step->state->bytes, migration_of(move));
+    const auto failure = load_state_blob(move.next->hooks(), *move.step->state, migration_of(move));
     move.report.phases.migrate = since(started);
     if (failure) return move.error(Phase::Migrate, *failure);
     return {};

@@ -16,6 +16,8 @@
 #include "molt/host/slot/state_hooks.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
 #include "molt/host/state/buffers.hpp"
+#include "molt/host/state/snapshot_store.hpp"
+#include "molt/host/upgrade/transaction.hpp"
 #include "resp_client.hpp"
 #include "test_support.hpp"
 
@@ -299,4 +301,52 @@ TEST_CASE("kv's key table keeps its buckets while the load factor is raised, and
   CHECK(keys.bucket_count() == buckets);
   keys.emplace("one more", kv::Value{});
   CHECK(keys.bucket_count() >= keys.size());  // back to its own load factor
+}
+
+TEST_CASE("kv snapshot as a file of pre-copy parts: written while kv serves, it reads back the state a one-shot "
+          "save_state gives, with no second instance",
+          "[kv][transfer][snapshot]") {
+  test::Harness h;
+  auto slot = h.start(test::plugin_path("kv", 2), "kv");
+  fill(*slot, 2000, true);
+  const host::SnapshotStore store(h.dir.path() / "snapshots", 1ull << 30);
+  auto blob = slot->save_state(5s, host::kNoDeadline, {}, host::ModuleSlot::Yield::Never,
+                               [&](const host::StateBlob& about) { return store.open_parts(about); });
+  REQUIRE(blob);
+  CHECK(blob->encoding == host::StateEncoding::Parts);
+  CHECK(blob->bytes.empty());  // written to the file as the parts came, never held here
+
+  auto file = store.load("kv");
+  REQUIRE(file);
+  REQUIRE(file.value());
+  const host::StateBlob& written = *file.value();
+  CHECK(written.encoding == host::StateEncoding::Parts);
+  CHECK(written.version.value == 2);
+  CHECK(written.bytes.size() == slot->stats().state_bytes.value_or(0));
+  const std::string text = test::read_file(store.path_of("kv"));
+  CHECK(text.find('\n') == host::PartFile::kHeaderRoom - 1);  // the header filled the room kept for it
+  CHECK(text.substr(0, text.find('\n')).find(R"("encoding":"parts")") != std::string::npos);
+
+  auto restored = h.start(test::plugin_path("kv", 2), "kv");
+  const auto report = host::restore(*restored, h.loader, written);
+  INFO(report.summary());
+  REQUIRE(report.outcome == host::Outcome::Succeeded);
+  const api::SchemaVersion schema{2};
+  CHECK(now_saved(*restored, schema) == now_saved(*slot, schema));
+  CHECK(now_saved(*restored, schema).keys.size() == 2000);
+}
+
+TEST_CASE("a state of pre-copy parts given to a version without pre-copy is refused with the reason",
+          "[transfer][snapshot]") {
+  test::Harness h;
+  auto counter = h.start(test::plugin_path("counter", 1), "counter");
+  auto access = host::ModuleSlot::UpgradeAccess::try_take(*counter);
+  REQUIRE(access);
+  const host::StateBlob parts{"counter", api::ModuleVersion{1}, api::SchemaVersion{1},
+                              host::part_frame(api::TransferPart::Final, 0), {}, host::StateEncoding::Parts};
+  const auto failure = host::load_state_blob(access->live().hooks(), parts,
+                                             api::Migration{api::SchemaVersion{1}, api::ModuleVersion{1}, api::Direction::Same, {}});
+  REQUIRE(failure);
+  CHECK(*failure == "the state is pre-copy parts (written by counter 1 while it served), and this version does not "
+                    "implement receive_part (Feature::Transfer) to read them");
 }

@@ -13,6 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include "molt/host/state/buffers.hpp"
+#include "molt/host/state/part_file.hpp"
 #include "molt/host/state/state_blob.hpp"
 #include "molt/state.hpp"
 #include "test_support.hpp"
@@ -564,4 +565,123 @@ TEST_CASE("a state file's bytes are read into memory once", "[state]") {
   REQUIRE(back.ok());
   CHECK(back->bytes == blob.bytes);
   CHECK(peak.bytes() < blob.bytes.size() + kReaderOverhead);
+}
+
+namespace {
+
+host::StateBlob kv_about() { return host::StateBlob{"kv", api::ModuleVersion{2}, api::SchemaVersion{2}, {}}; }
+
+/// A parts body: a chunk, a delta, the final part.
+std::string three_parts() {
+  return host::part_frame(api::TransferPart::Chunk, 5) + "chunk" + host::part_frame(api::TransferPart::Delta, 3) +
+         "new" + host::part_frame(api::TransferPart::Final, 0);
+}
+
+/// A state file with `body` as its parts (checksum and length right).
+std::string parts_file(const std::string& body) {
+  host::StateBlob blob = kv_about();
+  blob.encoding = host::StateEncoding::Parts;
+  return host::encode_state_header(blob, body.size(), host::sha256_hex(body)) + body;
+}
+
+}  // namespace
+
+TEST_CASE("a file of pre-copy parts is written a part at a time, its header last, and read back part by part",
+          "[state][parts]") {
+  test::TempDir dir;
+  const fs::path path = dir.path() / "kv.molt";
+  const std::string host_small = R"({"jobs":[]})";
+  // A host part larger than the room kept for the header: the parts move along.
+  const std::string host_large = R"({"jobs":[{"name":")" + std::string(6000, 'j') + R"("}]})";
+  for (const std::string& host_part : {host_small, host_large}) {
+    INFO("host part of " << host_part.size() << " bytes");
+    auto file = host::PartFile::create(path, kv_about(), 1 << 20);
+    REQUIRE(file);
+    REQUIRE_FALSE((*file)->append(api::TransferPart::Chunk, "chunk"));
+    REQUIRE_FALSE((*file)->append(api::TransferPart::Delta, "new"));
+    if (host_part == host_small) CHECK_FALSE(fs::exists(path));  // not in place before commit
+    REQUIRE_FALSE((*file)->append(api::TransferPart::Final, ""));
+    CHECK((*file)->append(api::TransferPart::Delta, "late") == "a part after the final one");
+    auto size = (*file)->commit(host_part);
+    INFO((size ? std::string() : size.error().to_string()));
+    REQUIRE(size);
+    CHECK(size.value() == three_parts().size());
+    CHECK(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()) == 1);  // no temporary left
+
+    const std::string text = slurp(path);
+    const auto newline = text.find('\n');
+    if (host_part == host_small) {
+      CHECK(newline == host::PartFile::kHeaderRoom - 1);
+      CHECK(text[newline - 1] == ' ');  // padded
+    } else {
+      CHECK(newline > host::PartFile::kHeaderRoom);
+      CHECK(text[newline - 1] == '}');
+    }
+    CHECK(text.substr(newline + 1) == three_parts());
+    auto back = host::read_state_file(path, 1 << 20);
+    REQUIRE(back);
+    CHECK(back->encoding == host::StateEncoding::Parts);
+    CHECK(back->module == "kv");
+    CHECK(back->host == host_part);
+    CHECK(back->bytes == three_parts());
+    std::vector<std::pair<api::TransferPart, std::string>> parts;
+    CHECK_FALSE(host::for_each_part(back->bytes, [&](api::TransferPart kind, std::string_view bytes) {
+      parts.emplace_back(kind, bytes);
+      return std::optional<std::string>();
+    }));
+    CHECK(parts == std::vector<std::pair<api::TransferPart, std::string>>{
+                       {api::TransferPart::Chunk, "chunk"}, {api::TransferPart::Delta, "new"}, {api::TransferPart::Final, ""}});
+  }
+}
+
+TEST_CASE("a file of parts abandoned or over its limit leaves the previous snapshot in place", "[state][parts]") {
+  test::TempDir dir;
+  const fs::path path = dir.path() / "kv.molt";
+  REQUIRE(host::write_state_file(path, sample()));
+  const std::string before = slurp(path);
+  {
+    auto file = host::PartFile::create(path, kv_about(), 20);
+    REQUIRE(file);
+    REQUIRE_FALSE((*file)->append(api::TransferPart::Chunk, "chunk"));  // 9 + 5 bytes: under the limit
+    CHECK((*file)->append(api::TransferPart::Chunk, "chunk") ==
+          "state of more than 20 bytes is larger than host.max_state_bytes, which a boot could not read back: not "
+          "written, the previous snapshot stands; raise host.max_state_bytes");
+    const auto unfinished = (*file)->commit("");
+    REQUIRE_FALSE(unfinished);
+    CHECK(unfinished.error().to_string() == "kv v2 (" + path.string() + "): snapshot: the state has no final part: not written");
+  }
+  CHECK(slurp(path) == before);
+  CHECK(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()) == 1);  // the temporary went
+}
+
+TEST_CASE("a file of parts that is not a sequence ending with one final part is refused with the reason",
+          "[state][parts][hostile]") {
+  const std::string chunk = host::part_frame(api::TransferPart::Chunk, 5) + "chunk";
+  const std::string final_part = host::part_frame(api::TransferPart::Final, 0);
+  std::string unknown_kind = final_part;
+  unknown_kind[0] = 7;
+  const std::pair<std::string, std::string> cases[] = {
+      {"", "malformed parts: no parts"},
+      {chunk, "malformed parts: no final part: the parts end after 1"},
+      {chunk.substr(0, 4), "malformed parts: part 0 (at byte 0): 4 bytes, less than a part's frame"},
+      {host::part_frame(api::TransferPart::Chunk, 1ull << 40) + "x",
+       "malformed parts: part 0 (at byte 0): chunk of 1099511627776 bytes, but only 1 follow"},
+      {chunk + unknown_kind, "malformed parts: part 1 (at byte 14): unknown kind 7"},
+      {final_part + chunk, "malformed parts: part 0 (at byte 0): the final part is followed by 14 more bytes"},
+  };
+  for (const auto& [body, reason] : cases) {
+    INFO(reason);
+    auto r = host::decode_state_file(parts_file(body), 1 << 20);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().reason == reason);
+  }
+  auto good = host::decode_state_file(parts_file(chunk + final_part), 1 << 20);
+  REQUIRE(good.ok());
+  CHECK(good->encoding == host::StateEncoding::Parts);
+
+  std::string other = host::encode_state_file(sample());
+  other.replace(other.find(R"("length")"), 0, R"("encoding":"zstd",)");
+  auto unknown = host::decode_state_file(other, 1 << 20);
+  REQUIRE_FALSE(unknown.ok());
+  CHECK(unknown.error().reason == R"(unknown encoding "zstd" (this moltd reads "parts" or none))");
 }

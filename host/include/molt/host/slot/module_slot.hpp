@@ -33,6 +33,8 @@
 
 namespace molt::host {
 
+class PartFile;
+
 struct SlotOptions {
   std::shared_ptr<spdlog::logger> logger;  ///< named after the module; shared by all its versions
   api::Values config;                      ///< the module's configuration values
@@ -46,9 +48,9 @@ struct SlotOptions {
   /// (after an upgrade, at removal, at shutdown); past it the instance and
   /// its image are left loaded, with a warning.
   std::chrono::milliseconds stop_timeout{5000};
-  /// How a snapshot moves the state of a module that implements pre-copy:
-  /// into a second instance while the module serves, then saved from there
-  /// (save_state). Not enabled: save_state pauses the module for all of it.
+  /// How a snapshot takes the state of a module that implements pre-copy:
+  /// in parts while the module serves, into the snapshot's file or a second
+  /// instance (save_state). Not enabled: save_state pauses the module for all of it.
   PrecopyOptions precopy{};
 };
 
@@ -102,6 +104,10 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   /// states were taken): write it, for instance. Host code, no deadline.
   using KeepState = std::function<Result<void>(const StateBlob&)>;
 
+  /// Opens the file a snapshot taken by pre-copy is written into, a part at
+  /// a time (SnapshotStore::open_parts), for the state `about` describes.
+  using OpenPartFile = std::function<Result<std::unique_ptr<PartFile>>(const StateBlob& about)>;
+
   /// Whether a snapshot gives way to an upgrade of the module.
   enum class Yield {
     Never,       ///< an upgrade waits for it (requested, shutdown)
@@ -120,8 +126,14 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   /// Yield::ToUpgrades, an upgrade that waits for the slot while the state
   /// is pre-copied ends the snapshot: its error's reason is then
   /// kGaveWayToUpgrade, and nothing was kept.
+  /// With `open_parts`, a module that implements pre-copy is saved into the
+  /// file it opens, a part at a time while the module serves, with no second
+  /// instance and no copy of the whole state in memory: the blob returned
+  /// then has Parts encoding and no bytes (stats().state_bytes says how many
+  /// went to the file), and `keep` does not run. Other modules, or a
+  /// pre-copy that fails before the pause, are saved as an archive and kept.
   Result<StateBlob> save_state(std::chrono::milliseconds quiesce_timeout, std::chrono::milliseconds save_timeout,
-                               KeepState keep = {}, Yield yield = Yield::Never);
+                               KeepState keep = {}, Yield yield = Yield::Never, OpenPartFile open_parts = {});
   Result<StateBlob> save_state(std::chrono::milliseconds quiesce_timeout) {
     return save_state(quiesce_timeout, kNoDeadline);
   }

@@ -30,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -40,9 +41,15 @@
 
 namespace molt::host {
 
-/// Applies parts to an instance on a thread of its own, in order.
+/// Takes parts on a thread of its own, in order: applies them to an
+/// instance, or appends them to a state file (part_file.hpp).
 class PartReceiver {
  public:
+  /// What is done with each part: why it failed, if it did.
+  using Apply = std::function<std::optional<std::string>(std::string_view bytes, api::TransferPart part)>;
+
+  PartReceiver(Apply apply, std::uint64_t max_queued_bytes);
+  /// Applies each part to `to` (receive_part), told `migration`.
   PartReceiver(const ModuleSlot::Live& to, api::Migration migration, std::uint64_t max_queued_bytes);
   ~PartReceiver();  ///< abandons what is queued; waits for the part being applied
   PartReceiver(const PartReceiver&) = delete;
@@ -58,8 +65,7 @@ class PartReceiver {
  private:
   void run();
 
-  const ModuleSlot::Live& to_;
-  const api::Migration migration_;
+  const Apply apply_;
   const std::uint64_t max_queued_bytes_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;
@@ -82,6 +88,9 @@ class PreCopy {
   /// into `to` (run() begins the transfer).
   PreCopy(ModuleSlot::UpgradeAccess& access, const ModuleSlot::Live& to, const api::SaveTarget& target,
           api::Migration migration, const PrecopyOptions& options, Progress progress = {});
+  /// Will move it into `apply` (a state file, say) instead.
+  PreCopy(ModuleSlot::UpgradeAccess& access, PartReceiver::Apply apply, const api::SaveTarget& target,
+          const PrecopyOptions& options, Progress progress = {});
   ~PreCopy();  ///< ends the transfer if finish() did not (an abandoned upgrade)
   PreCopy(const PreCopy&) = delete;
   PreCopy& operator=(const PreCopy&) = delete;
@@ -106,7 +115,6 @@ class PreCopy {
   Error failed(std::string reason) const;
 
   ModuleSlot::UpgradeAccess& access_;
-  const ModuleSlot::Live& to_;
   const PrecopyOptions& options_;
   std::string module_;
   api::SaveTarget target_;

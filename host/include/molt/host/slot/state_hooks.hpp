@@ -17,6 +17,7 @@
 
 #include "molt/host/common/error.hpp"
 #include "molt/host/slot/hooks.hpp"
+#include "molt/host/state/state_blob.hpp"
 #include "molt/module.hpp"
 
 namespace molt::host {
@@ -51,6 +52,19 @@ namespace molt::host {
 /// load_state over all of `bytes`, which it must read to the end; why not.
 [[nodiscard]] std::optional<std::string> load_state_from_bytes(const Hooks& hooks, std::string_view bytes,
                                                                const api::Migration& migration);
+
+/// receive_part over all of `bytes` (one part of a pre-copy), which it must
+/// read to the end; why not.
+[[nodiscard]] std::optional<std::string> receive_part_from_bytes(const Hooks& hooks, std::string_view bytes,
+                                                                 const api::Migration& migration,
+                                                                 api::TransferPart part);
+
+/// A saved state read into a fresh instance, whatever its encoding: an
+/// archive by load_state, pre-copy parts by receive_part, each in order
+/// (part_file.hpp); why not. A module that does not implement pre-copy
+/// cannot read parts: that is said.
+[[nodiscard]] std::optional<std::string> load_state_blob(const Hooks& hooks, const StateBlob& blob,
+                                                         const api::Migration& migration);
 
 /// Why a load_state that returned with `left` of `total` bytes unread
 /// failed: it most likely read another schema than the one it was given.

@@ -23,6 +23,9 @@
 
 namespace molt::host {
 
+class PartFile;
+class PreCopy;
+
 class ModuleSlot::UpgradeAccess {
  public:
   /// What swap() records as the version before.
@@ -91,6 +94,18 @@ class ModuleSlot::UpgradeAccess {
                                                      std::function<void()> on_part = {},
                                                      std::function<bool()> give_way = {});
 
+  /// The same, with no second instance: the parts go into `file` as they
+  /// are taken, and once this returns success the file holds the state as it
+  /// was in the pause (the caller commits it, with what `in_pause` took).
+  /// Nothing when the image has no pre-copy, `options` disable it, or the
+  /// pre-copy failed before the pause: the caller then saves with the module
+  /// paused (and abandons `file`).
+  std::optional<Result<void>> save_by_precopy_to(PartFile& file, const PrecopyOptions& options,
+                                                 std::chrono::milliseconds quiesce_timeout,
+                                                 const std::function<void()>& in_pause = {},
+                                                 std::function<void()> on_part = {},
+                                                 std::function<bool()> give_way = {});
+
   /// Makes `next` the serving instance and running(), and returns the one
   /// it replaces, still started (stop it after resume(), outside the pause).
   /// Only while suspended and drained (std::logic_error otherwise, a bug in
@@ -111,6 +126,11 @@ class ModuleSlot::UpgradeAccess {
   /// the gate unless this access holds it suspended.
   template <class F>
   Result<api::TransferStep> transfer_call(const char* what, std::streambuf* out, F&& call);
+
+  /// `copy`'s rounds while the module serves, then its final part in a
+  /// pause (with `in_pause`): as save_by_precopy says.
+  std::optional<Result<void>> precopy_then_pause(PreCopy& copy, std::chrono::milliseconds quiesce_timeout,
+                                                 const std::function<void()>& in_pause, std::function<bool()> give_way);
 
   ModuleSlot* slot_;                   ///< never null
   std::unique_lock<std::timed_mutex> lock_;  ///< owns slot_->upgrade_mutex_ for as long as this access lives

@@ -13,11 +13,13 @@
 
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "molt/host/common/error.hpp"
+#include "molt/host/state/part_file.hpp"
 #include "molt/host/state/state_blob.hpp"
 
 namespace molt::host {
@@ -33,6 +35,10 @@ class SnapshotStore {
   /// Writes `blob` as the module's snapshot (temporary file, fsync, rename);
   /// refuses a state larger than max_state_bytes, which load() would refuse.
   Result<void> save(const StateBlob& blob) const;
+
+  /// Begins the module's snapshot as a file of pre-copy parts, written as
+  /// they come (part_file.hpp); its commit() puts it in place like save().
+  Result<std::unique_ptr<PartFile>> open_parts(const StateBlob& about) const;
 
   /// The module's snapshot; nothing if it has none; an Error if something is
   /// there but cannot be read or trusted (truncated, altered, another
@@ -62,6 +68,8 @@ class SnapshotStore {
   [[nodiscard]] std::filesystem::path path_of_kept(std::string_view module, api::SchemaVersion schema) const;
   /// Writes `blob` as the kept state of its schema, like save().
   Result<void> save_kept(const StateBlob& blob) const;
+  /// Begins the kept state of `about.schema` as a file of pre-copy parts, like open_parts().
+  Result<std::unique_ptr<PartFile>> open_kept_parts(const StateBlob& about) const;
   /// The module's kept state in `schema`; nothing if there is none; an Error
   /// if what is there cannot be read or trusted (as load(), and it must be
   /// in `schema`).
@@ -73,6 +81,9 @@ class SnapshotStore {
 
  private:
   Result<void> write(const std::filesystem::path& path, const StateBlob& blob) const;
+  Result<std::unique_ptr<PartFile>> open_parts_at(const std::filesystem::path& path, const StateBlob& about) const;
+  /// Creates the directory (owner-only) if it is missing.
+  Result<void> make_dir(const StateBlob& about) const;
   Result<std::optional<StateBlob>> read(const std::filesystem::path& path, std::string_view module) const;
 
   std::filesystem::path dir_;

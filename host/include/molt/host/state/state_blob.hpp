@@ -12,6 +12,15 @@
 // header also carries the host's part, when there is one: the module's job
 // records and timers ("host", with its own "host_sha256"), saved in the same
 // pause as the state.
+//
+// The bytes are what the module's save_state wrote (its load_state reads
+// them), unless the header says "encoding":"parts": then they are the parts
+// of a pre-copy as its transfer hooks wrote them, framed (part_file.hpp),
+// and a new instance's receive_part applies them in order. A snapshot of a
+// module that implements pre-copy is written that way, a part at a time
+// while the module serves, so it never holds the whole state in memory.
+// Such a header may end in spaces: it was written last, into room kept for
+// it before the parts.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +34,12 @@
 
 namespace molt::host {
 
+/// How a state's bytes are laid out.
+enum class StateEncoding {
+  Archive,  ///< written by save_state, read by load_state
+  Parts,    ///< pre-copy parts, framed (part_file.hpp), applied in order by receive_part
+};
+
 struct StateBlob {
   std::string module;
   api::ModuleVersion version;  ///< the module version that wrote it
@@ -32,15 +47,21 @@ struct StateBlob {
   std::string bytes;
   /// The host's part saved with it (ModuleSlot::host_part, host_part.hpp): JSON, or empty.
   std::string host = {};
+  StateEncoding encoding = StateEncoding::Archive;
 };
 
 inline constexpr std::string_view kStateFormat = "molt-state/1";
+inline constexpr std::string_view kPartsEncoding = "parts";  ///< the header's "encoding" for StateEncoding::Parts
 inline constexpr std::size_t kMaxStateHeaderBytes = 1 << 20;  ///< room for the host's part
 
 /// The archive file's contents for `blob` (header line, then bytes).
 [[nodiscard]] std::string encode_state_file(const StateBlob& blob);
 /// Its header line alone, newline included: the bytes follow it.
 [[nodiscard]] std::string encode_state_header(const StateBlob& blob);
+/// The header line for a state described by `about` (its bytes unused)
+/// whose bytes are `length` long with checksum `sha256`: for bytes that are
+/// not in memory.
+[[nodiscard]] std::string encode_state_header(const StateBlob& about, std::uint64_t length, std::string_view sha256);
 
 /// Parses an archive file's contents. Refuses a malformed, oversized or
 /// deeply nested header, a length other than the bytes present, a length
