@@ -417,7 +417,8 @@ Result<StateBlob> ModuleSlot::save_state(std::chrono::milliseconds quiesce_timeo
     if (to_file) {
       auto file = open_parts(StateBlob{name_, info.version, info.schema, {}, {}, StateEncoding::Parts});
       if (!file) return finish(std::move(file).error(), true);
-      if (auto moved = access->save_by_precopy_to(*file.value(), precopy_, quiesce_timeout, in_pause, on_part, give_way)) {
+      if (auto moved = access->save_by_precopy_to(*file.value(), target, precopy_, quiesce_timeout, in_pause,
+                                                on_part, give_way)) {
         if (!*moved) return finish(std::move(*moved).error(), true);
         auto size = file.value()->commit(host);
         if (!size) return finish(std::move(size).error(), true);

@@ -172,13 +172,13 @@ std::optional<Result<std::string>> ModuleSlot::UpgradeAccess::save_by_precopy(
 }
 
 std::optional<Result<void>> ModuleSlot::UpgradeAccess::save_by_precopy_to(
-    PartFile& file, const PrecopyOptions& options, std::chrono::milliseconds quiesce_timeout,
-    const std::function<void()>& in_pause, std::function<void()> on_part, std::function<bool()> give_way) {
+    PartFile& file, const api::SaveTarget& target, const PrecopyOptions& options,
+    std::chrono::milliseconds quiesce_timeout, const std::function<void()>& in_pause, std::function<void()> on_part,
+    std::function<bool()> give_way) {
   if (!options.enabled || !can_transfer()) return std::nullopt;
-  const ImageInfo& info = slot_->live_->image->info();
   PreCopy copy(
-      *this, [&file](std::string_view bytes, api::TransferPart part) { return file.append(part, bytes); },
-      api::SaveTarget{info.schema, api::Direction::Same, {}}, options, each_part(std::move(on_part)));
+      *this, [&file](std::string_view bytes, api::TransferPart part) { return file.append(part, bytes); }, target,
+      options, each_part(std::move(on_part)));
   return precopy_then_pause(copy, quiesce_timeout, in_pause, std::move(give_way));
 }
 

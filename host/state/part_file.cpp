@@ -75,9 +75,8 @@ Error PartFile::failed(std::string reason) const {
 std::optional<std::string> PartFile::append(api::TransferPart kind, std::string_view bytes) {
   if (final_) return "a part after the final one";
   if (length_ + kFrameBytes + bytes.size() > max_bytes_)
-    return "state of more than " + std::to_string(max_bytes_) +
-           " bytes is larger than host.max_state_bytes, which a boot could not read back: not written, the "
-           "previous snapshot stands; raise host.max_state_bytes";
+    return "state is larger than host.max_state_bytes (" + std::to_string(max_bytes_) +
+           " bytes), which a boot could not read back: not written; raise host.max_state_bytes";
   const std::string frame = part_frame(kind, bytes.size());
   if (auto why = file_.write(frame)) return why;
   if (auto why = file_.write(bytes)) return why;

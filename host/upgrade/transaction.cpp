@@ -66,6 +66,7 @@
 #include "molt/host/upgrade/rehearsal.hpp"
 #include "molt/host/slot/state_hooks.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
+#include "molt/host/state/part_file.hpp"
 #include "molt/host/state/state_pipe.hpp"
 #include "molt/host/common/threads.hpp"
 
@@ -200,6 +201,63 @@ class UpgradeTransaction {
   /// it: in a child (molt-rehearse), on the state the module has (its
   /// recent snapshot, or one taken now), saving back into the schema the
   /// old version reads. Refuses the step with the rehearsal's one line.
+  /// A state taken for a rehearsal, as a snapshot is, written to `file`;
+  /// which state, for the report. By pre-copy when the module has it (a
+  /// pause only for the last changes): as parts straight into the file when
+  /// the new version reads parts, else into a second instance saved whole.
+  /// Else with the module paused. On a downgrade to an older schema, in that
+  /// schema, as the upgrade itself will hand it over (the newer code
+  /// converts down).
+  Result<std::string> take_state_to_rehearse(Move& move, const ImageInfo& from, const ImageInfo& to,
+                                             const std::filesystem::path& file) {
+    const bool down = to.schema < from.schema;
+    const api::SchemaVersion schema = down ? to.schema : from.schema;
+    const api::SaveTarget target{schema, down ? api::Direction::Down : api::Direction::Same,
+                                 down ? move.step->extra : api::Values{}};
+    const StateBlob about{move.slot().name(), from.version, schema, {}};
+    const auto paused = Clock::now();
+    const auto ms = [&] {
+      return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - paused).count());
+    };
+    if (has_hook(to, Hook::ReceivePart)) {
+      auto parts = PartFile::create(file, about, options_.max_state_bytes);
+      if (!parts) return std::move(parts).error();
+      if (auto moved = move.access->save_by_precopy_to(*parts.value(), target, options_.precopy, options_.quiesce_timeout)) {
+        if (!*moved) return std::move(*moved).error();
+        auto size = parts.value()->commit({});
+        if (!size) return std::move(size).error();
+        return "a state taken for it (" + std::to_string(size.value()) + " B of parts, by pre-copy in " + ms() + " ms)";
+      }
+    }
+    bool precopied = true;
+    auto bytes = move.access->save_by_precopy(target, options_.precopy, options_.quiesce_timeout);
+    if (!bytes) {
+      precopied = false;
+      if (!move.access->suspend(paused + options_.quiesce_timeout))
+        return move.error(Phase::Prepare, "calls in progress did not finish within " +
+                                              std::to_string(options_.quiesce_timeout.count()) +
+                                              " ms, to take a state to rehearse with");
+      StringSink sink(options_.max_state_bytes);
+      auto saved = move.access->save(target, sink);
+      move.access->resume();
+      if (sink.over_limit())
+        return move.error(Phase::Prepare, "state is larger than the limit of " +
+                                              std::to_string(options_.max_state_bytes) + " bytes, to rehearse with");
+      if (!saved) return std::move(saved).error();
+      bytes = sink.take();
+    }
+    if (!*bytes) return std::move(*bytes).error();
+    if (bytes->value().size() > options_.max_state_bytes)
+      return move.error(Phase::Prepare, "state is larger than the limit of " +
+                                            std::to_string(options_.max_state_bytes) + " bytes, to rehearse with");
+    const std::string took = ms();
+    StateBlob blob = about;
+    blob.bytes = std::move(bytes->value());
+    if (auto written = write_state_file(file, blob); !written) return std::move(written).error();
+    return "a state taken for it (" + std::to_string(blob.bytes.size()) + " B, " +
+           (precopied ? "by pre-copy in " : "module paused ") + took + " ms)";
+  }
+
   Result<void> rehearse(Move& move, const RunningVersion& old) {
     const RehearsalOptions& options = options_.rehearsal;
     if (options.when == RehearseWhen::Never) return {};
@@ -244,44 +302,11 @@ class UpgradeTransaction {
       request.state = *recent;
       on = "its last snapshot (" + recent->filename().string() + ")";
     } else {
-      // A state taken for the purpose, as a snapshot is: by pre-copy into a
-      // second instance when the module has it (a pause only for the last
-      // changes), else with the module paused. On a downgrade to an older
-      // schema, in that schema, as the upgrade itself will hand it over
-      // (the newer code converts down).
-      const bool down = to.schema < from.schema;
-      const api::SchemaVersion schema = down ? to.schema : from.schema;
-      const api::SaveTarget target{schema, down ? api::Direction::Down : api::Direction::Same,
-                                   down ? move.step->extra : api::Values{}};
-      const auto paused = Clock::now();
-      bool precopied = true;
-      auto bytes = move.access->save_by_precopy(target, options_.precopy, options_.quiesce_timeout);
-      if (!bytes) {
-        precopied = false;
-        if (!move.access->suspend(paused + options_.quiesce_timeout))
-          return move.error(Phase::Prepare, "calls in progress did not finish within " +
-                                                std::to_string(options_.quiesce_timeout.count()) +
-                                                " ms, to take a state to rehearse with");
-        StringSink sink(options_.max_state_bytes);
-        auto saved = move.access->save(target, sink);
-        move.access->resume();
-        if (sink.over_limit())
-          return move.error(Phase::Prepare, "state is larger than the limit of " +
-                                                std::to_string(options_.max_state_bytes) + " bytes, to rehearse with");
-        if (!saved) return std::move(saved).error();
-        bytes = sink.take();
-      }
-      if (!*bytes) return std::move(*bytes).error();
-      if (bytes->value().size() > options_.max_state_bytes)
-        return move.error(Phase::Prepare, "state is larger than the limit of " +
-                                              std::to_string(options_.max_state_bytes) + " bytes, to rehearse with");
-      const auto pause = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - paused);
-      const StateBlob blob{move.slot().name(), from.version, schema, std::move(bytes->value())};
       scratch = options.scratch_dir / (move.slot().name() + ".rehearsal.molt");
-      if (auto written = write_state_file(*scratch, blob); !written) return written;
+      auto taken = take_state_to_rehearse(move, from, to, *scratch);
+      if (!taken) return std::move(taken).error();
       request.state = scratch;
-      on = "a state taken for it (" + std::to_string(blob.bytes.size()) + " B, " +
-           (precopied ? "by pre-copy in " : "module paused ") + std::to_string(pause.count()) + " ms)";
+      on = std::move(taken.value());
     }
     const RehearsalResult result = host::rehearse(request);
     if (scratch) {

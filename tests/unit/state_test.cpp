@@ -644,8 +644,8 @@ TEST_CASE("a file of parts abandoned or over its limit leaves the previous snaps
     REQUIRE(file);
     REQUIRE_FALSE((*file)->append(api::TransferPart::Chunk, "chunk"));  // 9 + 5 bytes: under the limit
     CHECK((*file)->append(api::TransferPart::Chunk, "chunk") ==
-          "state of more than 20 bytes is larger than host.max_state_bytes, which a boot could not read back: not "
-          "written, the previous snapshot stands; raise host.max_state_bytes");
+          "state is larger than host.max_state_bytes (20 bytes), which a boot could not read back: not written; "
+          "raise host.max_state_bytes");
     const auto unfinished = (*file)->commit("");
     REQUIRE_FALSE(unfinished);
     CHECK(unfinished.error().to_string() == "kv v2 (" + path.string() + "): snapshot: the state has no final part: not written");

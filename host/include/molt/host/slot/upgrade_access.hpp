@@ -94,13 +94,15 @@ class ModuleSlot::UpgradeAccess {
                                                      std::function<void()> on_part = {},
                                                      std::function<bool()> give_way = {});
 
-  /// The same, with no second instance: the parts go into `file` as they
-  /// are taken, and once this returns success the file holds the state as it
-  /// was in the pause (the caller commits it, with what `in_pause` took).
+  /// The same, with no second instance: the parts, in `target`, go into
+  /// `file` as they are taken, and once this returns success the file holds
+  /// the state as it was in the pause (the caller commits it, with what
+  /// `in_pause` took).
   /// Nothing when the image has no pre-copy, `options` disable it, or the
   /// pre-copy failed before the pause: the caller then saves with the module
   /// paused (and abandons `file`).
-  std::optional<Result<void>> save_by_precopy_to(PartFile& file, const PrecopyOptions& options,
+  std::optional<Result<void>> save_by_precopy_to(PartFile& file, const api::SaveTarget& target,
+                                                 const PrecopyOptions& options,
                                                  std::chrono::milliseconds quiesce_timeout,
                                                  const std::function<void()>& in_pause = {},
                                                  std::function<void()> on_part = {},
