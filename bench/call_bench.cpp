@@ -259,6 +259,15 @@ void BM_Gate_SerialIdle(benchmark::State& state) {
   }
 }
 
+/// One atomic read-modify-write on a cache line no other thread touches
+/// (x86: a locked instruction): the floor under a gate that keeps other
+/// threads out. BM_Gate_SerialIdle takes two (in, out), so on a machine
+/// where this costs c, the idle gate costs at least 2c.
+void BM_Atomic_Rmw(benchmark::State& state) {
+  std::atomic<std::uint64_t> word{0};
+  for (auto _ : state) benchmark::DoNotOptimize(word.fetch_add(1, std::memory_order_acq_rel));
+}
+
 /// A GET sent and answered over loopback TCP through the host's stream
 /// server (one I/O thread) into the kv slot. The client side allocates
 /// nothing, so "allocs" is the host's dispatch path plus kv's.
@@ -314,4 +323,5 @@ BENCHMARK(BM_Timing_EveryCall_Tsc);
 BENCHMARK(BM_Timing_OneIn64);
 BENCHMARK(BM_Clock_Coarse);
 BENCHMARK(BM_Gate_SerialIdle);
+BENCHMARK(BM_Atomic_Rmw);
 BENCHMARK_MAIN();
