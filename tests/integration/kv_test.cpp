@@ -515,6 +515,35 @@ void check_precopied(const Json& report, std::uint64_t entries) {
 
 }  // namespace
 
+namespace {
+
+/// Keys loaded into kv: a file of MGETs that reads them back, and what it prints.
+struct LoadedKeys {
+  fs::path check;
+  std::string want;
+};
+
+/// key:0 .. key:N-1 = "value I", loaded with redis-cli --pipe on `port`.
+LoadedKeys load_keys(const Daemon& d, const std::string& port, int keys) {
+  const fs::path load = d.dir() / "load.txt";
+  LoadedKeys loaded_keys{d.dir() / "check.txt", {}};
+  {
+    std::ofstream commands(load, std::ios::binary), reads(loaded_keys.check);
+    for (int i = 0; i < keys; ++i) {
+      commands << RespClient::encode({"SET", "key:" + std::to_string(i), "value " + std::to_string(i)});
+      reads << (i % 1000 == 0 ? "MGET" : "") << " key:" << i << (i % 1000 == 999 ? "\n" : "");
+      loaded_keys.want += "value " + std::to_string(i) + "\n";
+    }
+  }
+  const auto loaded = run_process({"sh", "-c", "redis-cli -p " + port + " --pipe < " + load.string()});
+  INFO(loaded.out << loaded.err);
+  REQUIRE(loaded.exit_code == 0);
+  REQUIRE_THAT(loaded.out, Catch::Contains("errors: 0, replies: " + std::to_string(keys)));
+  return loaded_keys;
+}
+
+}  // namespace
+
 TEST_CASE("kv with 50 000 keys is pre-copied through moltd while a client writes: every acknowledged SET survives "
           "an upgrade and a downgrade",
           "[kv][precopy]") {
@@ -525,21 +554,7 @@ TEST_CASE("kv with 50 000 keys is pre-copied through moltd while a client writes
   const std::uint16_t port = d.stream_port("kv");
   const std::string port_text = std::to_string(port);
 
-  // The keys, loaded with redis-cli --pipe; and MGETs that read them back.
-  const fs::path load = d.dir() / "load.txt", check = d.dir() / "check.txt";
-  std::string want;
-  {
-    std::ofstream commands(load, std::ios::binary), reads(check);
-    for (int i = 0; i < kKeys; ++i) {
-      commands << RespClient::encode({"SET", "key:" + std::to_string(i), "value " + std::to_string(i)});
-      reads << (i % 1000 == 0 ? "MGET" : "") << " key:" << i << (i % 1000 == 999 ? "\n" : "");
-      want += "value " + std::to_string(i) + "\n";
-    }
-  }
-  const auto loaded = run_process({"sh", "-c", "redis-cli -p " + port_text + " --pipe < " + load.string()});
-  INFO(loaded.out << loaded.err);
-  REQUIRE(loaded.exit_code == 0);
-  REQUIRE_THAT(loaded.out, Catch::Contains("errors: 0, replies: " + std::to_string(kKeys)));
+  const auto [check, want] = load_keys(d, port_text, kKeys);
   const auto read_keys = [&] { return run_process({"sh", "-c", "redis-cli -p " + port_text + " < " + check.string()}).out; };
 
   SequenceWriter writer(port);
@@ -606,17 +621,7 @@ TEST_CASE("kv's snapshot is written as pre-copy parts, a restart boots from it, 
   d.install(plugin_path("kv", 2), "kv-2.so");
   d.start();
   const std::string port = std::to_string(d.stream_port("kv"));
-  const fs::path load = d.dir() / "load.txt", check = d.dir() / "check.txt";
-  std::string want;
-  {
-    std::ofstream commands(load, std::ios::binary), reads(check);
-    for (int i = 0; i < kKeys; ++i) {
-      commands << RespClient::encode({"SET", "key:" + std::to_string(i), "value " + std::to_string(i)});
-      reads << (i % 1000 == 0 ? "MGET" : "") << " key:" << i << (i % 1000 == 999 ? "\n" : "");
-      want += "value " + std::to_string(i) + "\n";
-    }
-  }
-  REQUIRE(run_process({"sh", "-c", "redis-cli -p " + port + " --pipe < " + load.string()}).exit_code == 0);
+  const auto [check, want] = load_keys(d, port, kKeys);
   const auto read_keys = [&](const std::string& on) {
     return run_process({"sh", "-c", "redis-cli -p " + on + " < " + check.string()}).out;
   };
