@@ -18,6 +18,7 @@ std::string_view to_string(Phase phase) noexcept {
     case Phase::Control: return "control";
     case Phase::Script: return "script";
     case Phase::Release: return "release";
+    case Phase::HotRestart: return "hot-restart";
   }
   return "unknown";
 }

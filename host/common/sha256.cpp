@@ -3,6 +3,8 @@
 // check our figures with `sha256sum`.
 #include "molt/host/common/sha256.hpp"
 
+#include <fstream>
+
 #include <openssl/evp.h>
 
 #include <array>
@@ -57,6 +59,18 @@ std::string Sha256::hex() {
   if (EVP_DigestFinal_ex(as_context(context_), digest.data(), &length) != 1)
     throw std::runtime_error("EVP_DigestFinal_ex(sha256) failed");
   return to_hex(digest.data(), length);
+}
+
+std::string sha256_file_hex(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return {};
+  Sha256 digest;
+  std::string chunk(1 << 16, '\0');
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    digest.update(std::string_view(chunk.data(), static_cast<std::size_t>(in.gcount())));
+  }
+  return digest.hex();
 }
 
 }  // namespace molt::host

@@ -257,7 +257,7 @@ ControlReply ControlHandler::answer(const Json& request) {
   const std::string command = command_it->get<std::string>();
   static const std::set<std::string, std::less<>> kCommands{"status",  "reload",  "rollback", "history",
                                                             "snapshot", "restore", "upgrade",  "commit", "quarantine",
-                                                            "releases", "save",    "jobs"};
+                                                            "releases", "save",    "jobs", "hot-restart"};
   if (!kCommands.contains(command)) {
     std::string known;
     for (const auto& name : kCommands) known += (known.empty() ? "" : ", ") + name;
@@ -292,6 +292,17 @@ ControlReply ControlHandler::answer(const Json& request) {
                           "each stands): " + why), {}};
     }
     return {Json{{"ok", true}, {"modules", table_.slots().size()}}, {}};
+  }
+  if (command == "hot-restart") {
+    if (!host_.hot_restart) return {error_reply("hot-restart: not offered by this moltd"), {}};
+    std::optional<std::string> binary;
+    if (request.contains("binary")) {
+      if (!request["binary"].is_string()) return {error_reply("hot-restart: 'binary' must be a path"), {}};
+      binary = request["binary"].get<std::string>();
+    }
+    auto report = host_.hot_restart(binary);
+    if (!report) return {error_reply(report.error().to_string()), {}};
+    return {Json{{"ok", true}, {"report", Json::parse(report.value())}}, {}};
   }
   if (command == "commit") {
     auto committed = releases_.commit();

@@ -128,7 +128,7 @@ Result<void> ControlServer::start() {
   return {};
 }
 
-bool ControlServer::stop(std::chrono::milliseconds wait) {
+bool ControlServer::stop(std::chrono::milliseconds wait, bool remove_socket) {
   if (acceptor_.joinable()) {
     stopping_ = true;
     wake();
@@ -155,7 +155,7 @@ bool ControlServer::stop(std::chrono::milliseconds wait) {
     *fd = -1;
   }
   std::error_code ec;
-  if (!options_.socket_path.empty()) std::filesystem::remove(options_.socket_path, ec);
+  if (remove_socket && !options_.socket_path.empty()) std::filesystem::remove(options_.socket_path, ec);
   return all;
 }
 

@@ -37,12 +37,31 @@ Result<RunDir> RunDir::open(const fs::path& dir) {
     while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
     return refuse("in use by another moltd" + (holder.empty() ? std::string() : " (pid " + holder + ")"));
   }
+  RunDir run_dir(path, fd);
+  if (auto why = run_dir.write_pid()) return refuse(*why);
+  return run_dir;
+}
+
+Result<RunDir> RunDir::adopt(const fs::path& dir, int lock) {
+  auto refuse = [&](std::string reason) {
+    ::close(lock);
+    return Error{{}, {}, dir.string(), Phase::HotRestart, "run directory: " + std::move(reason)};
+  };
+  std::error_code ec;
+  const fs::path path = fs::absolute(dir, ec).lexically_normal();
+  struct stat held {}, named {};
+  if (::fstat(lock, &held) != 0 || ::stat((path / "moltd.pid").c_str(), &named) != 0 || held.st_dev != named.st_dev ||
+      held.st_ino != named.st_ino)
+    return refuse("the lock handed over is not " + (path / "moltd.pid").string());
+  if (::flock(lock, LOCK_EX | LOCK_NB) != 0) return refuse("the lock handed over is not held");
+  return RunDir(path, lock);
+}
+
+std::optional<std::string> RunDir::write_pid() const {
   const std::string pid = std::to_string(::getpid()) + '\n';
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
-    ::close(fd);
-    return refuse("cannot write " + pid_file.string());
-  }
-  return RunDir(path, fd);
+  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+    return "cannot write " + (path_ / "moltd.pid").string();
+  return std::nullopt;
 }
 
 RunDir::RunDir(RunDir&& other) noexcept : path_(std::move(other.path_)), lock_fd_(std::exchange(other.lock_fd_, -1)) {}

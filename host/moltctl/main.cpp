@@ -67,9 +67,12 @@ std::string uptime_text(std::int64_t s) {
 
 void print_status(const Json& reply) {
   const Json& host = reply["host"];
-  std::printf("moltd %s  pid %lld  up %s  http://%s/\n", host["version"].get<std::string>().c_str(),
-              host["pid"].get<long long>(), uptime_text(host["uptime_s"].get<std::int64_t>()).c_str(),
-              host["http"].get<std::string>().c_str());
+  std::printf("moltd %s  pid %lld  generation %llu  up %s  http://%s/\n", host["version"].get<std::string>().c_str(),
+              host["pid"].get<long long>(), host.value("generation", 1ull),
+              uptime_text(host["uptime_s"].get<std::int64_t>()).c_str(), host["http"].get<std::string>().c_str());
+  if (host.contains("binary_sha256"))
+    std::printf("binary %s  sha256 %.12s…\n", host.value("binary", std::string()).c_str(),
+                host.value("binary_sha256", std::string()).c_str());
   std::printf("plugin dir %s\n\n", host["plugin_dir"].get<std::string>().c_str());
   std::printf("%-16s %7s %6s %10s %7s %10s  %-20s  %-19s  %s\n", "MODULE", "VERSION", "SCHEMA", "CALLS", "FAILED",
               "STATE", "BUSY", "SINCE", "FILE");
@@ -390,6 +393,12 @@ int run(int argc, char** argv, bool& json) {
   auto* quarantine_clear = quarantine->add_subcommand("clear", "let moltd run FILE again (or the image with that sha256)");
   quarantine_clear->add_option("file", quarantined, "the image's file, or its sha256 (12 hex digits or more)")->required();
   auto* save = app.add_subcommand("save", "snapshot every module now, into the run directory, as at shutdown");
+  std::optional<std::string> binary;
+  auto* hot_restart = app.add_subcommand(
+      "hot-restart", "hand moltd over to a new process of its binary (or --binary PATH), with its listeners, open\n"
+                     "connections and module states, closing no connection (docs/operations.md, Upgrading moltd itself);\n"
+                     "same as SIGUSR2. Exit 1 if refused or rolled back: the old process then serves on");
+  hot_restart->add_option("--binary", binary, "the moltd to start (default: the file this moltd was started from)");
   auto* releases = app.add_subcommand("releases", "the current, previous and permanent releases, and what happened to them");
   std::string job;
   auto* jobs = app.add_subcommand("jobs", "the modules' jobs (all, or MODULE's): state, progress, steps, times (see docs/jobs.md)");
@@ -429,6 +438,10 @@ int run(int argc, char** argv, bool& json) {
       }
     }
     if (save->parsed()) request = {{"command", "save"}};
+    if (hot_restart->parsed()) {
+      request = {{"command", "hot-restart"}};
+      if (binary) request["binary"] = fs::absolute(*binary).lexically_normal().string();
+    }
     if (releases->parsed()) request = {{"command", "releases"}};
     if (jobs->parsed()) {
       request = {{"command", "jobs"}};
@@ -541,6 +554,16 @@ int run(int argc, char** argv, bool& json) {
       std::printf("%s  %s v%u  %s  sha256 %s…\n    %s\n", time_text(e["since_ms"].get<std::int64_t>()).c_str(),
                   e["module"].get<std::string>().c_str(), e["version"].get<unsigned>(), e["file"].get<std::string>().c_str(),
                   e["sha256"].get<std::string>().substr(0, 12).c_str(), e["reason"].get<std::string>().c_str());
+  } else if (ok && command == "hot-restart") {
+    const Json& r = reply["report"];
+    std::printf("moltd pid %lld handed over to pid %lld (generation %llu)\n", r["old_pid"].get<long long>(),
+                r["new_pid"].get<long long>(), r["generation"].get<unsigned long long>());
+    std::printf("  %zu listener(s), %zu connection(s), %zu idle HTTP connection(s), %s of state, %s of buffered bytes\n",
+                r["listeners"].get<std::size_t>(), r["connections"].get<std::size_t>(),
+                r["http_connections"].get<std::size_t>(), bytes_text(r["state_bytes"]).c_str(),
+                bytes_text(r["leftover_bytes"]).c_str());
+    for (const auto& p : r["phases"])
+      std::printf("  %-9s %10.1f ms\n", p["phase"].get<std::string>().c_str(), p["us"].get<double>() / 1000.0);
   } else if (ok && command == "save") {
     std::printf("saved %d module(s)\n", reply["modules"].get<int>());
   } else if (ok && (command == "releases" || command == "commit")) {

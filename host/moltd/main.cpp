@@ -17,10 +17,13 @@
 
 #include "molt/host/common/atomic_file.hpp"
 #include "molt/host/common/crash_record.hpp"
+#include "molt/host/common/json_text.hpp"
+#include "molt/host/common/sha256.hpp"
 #include "molt/host/common/threads.hpp"
 #include "molt/host/config/host_config.hpp"
 #include "molt/host/control/control_server.hpp"
 #include "molt/host/daemon/crash_handler.hpp"
+#include "molt/host/handover/hot_restart.hpp"
 #include "molt/host/daemon/logging.hpp"
 #include "molt/host/daemon/run_dir.hpp"
 #include "molt/host/daemon/systemd.hpp"
@@ -89,36 +92,79 @@ int main(int argc, char** argv) {
                  "(written by a release that was never permanent, or corrupt) and none kept in its schema; "
                  "without it such a module is not started (moltctl restore starts it). Repeatable")
       ->type_name("MODULE");
+  int successor_fd = -1;
+  app.add_option("--successor", successor_fd,
+                 "(internal) started by a moltd handing itself over (hot restart) on this socket")
+      ->group("");
   app.set_version_flag("--version", std::string("moltd ") + MOLT_VERSION);
   app.footer("Signals: SIGHUP reloads every module whose newest <module>-<N>.so in the plugin directory\n"
-             "differs from the running one; SIGTERM and SIGINT stop accepting, finish requests in flight, exit 0.");
+             "differs from the running one; SIGUSR2 hands moltd over to a new process of its binary without closing\n"
+             "a connection (moltctl hot-restart); SIGTERM and SIGINT stop accepting, finish requests in flight, exit 0.");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
+  // A hot restart's successor: hello first, so that a predecessor that
+  // cannot hand over to us says so at once; every failure after it is told.
+  std::optional<Successor> successor;
+  std::optional<Successor::Hello> handed;
+  if (successor_fd >= 0) {
+    successor.emplace(successor_fd);
+    auto hello = [&]() -> Result<Successor::Hello> {
+      try {
+        return successor->hello();
+      } catch (const std::exception& e) {  // a message not as protocol 1 has it
+        return Error{"(host)", {}, {}, Phase::HotRestart, std::string("hello: ") + e.what()};
+      }
+    }();
+    if (!hello) {
+      std::fprintf(stderr, "moltd: %s\n", hello.error().to_string().c_str());
+      return 1;
+    }
+    handed = std::move(hello.value());
+  }
+  const auto give_up = [&successor](const std::string& why, int status) {
+    if (successor) successor->failed(why);
+    return status;
+  };
+  // What a hot restart starts again: this program, this command line.
+  std::vector<std::string> arguments;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--successor" && i + 1 < argc) {
+      ++i;
+      continue;
+    }
+    if (std::string_view(argv[i]).starts_with("--successor=")) continue;
+    arguments.emplace_back(argv[i]);
+  }
+  std::error_code exe_error;
+  const fs::path binary = fs::read_symlink("/proc/self/exe", exe_error);
+
   auto config = load_host_config(config_path, overrides);
   if (!config) {
     std::fprintf(stderr, "moltd: %s\n", config.error().to_string().c_str());
-    return 2;
+    return give_up(config.error().to_string(), 2);
   }
 
   // Block the signals we handle before any thread starts, so that every
   // thread inherits the mask and only the sigwait loop below receives them.
   sigset_t handled;
   sigemptyset(&handled);
-  for (int sig : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&handled, sig);
+  for (int sig : {SIGHUP, SIGTERM, SIGINT, SIGUSR2}) sigaddset(&handled, sig);
   pthread_sigmask(SIG_BLOCK, &handled, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  auto run_dir = RunDir::open(config->run_dir);
-  if (!run_dir) return fail(run_dir.error());
+  auto run_dir = handed ? RunDir::adopt(config->run_dir, handed->lock.release()) : RunDir::open(config->run_dir);
+  if (!run_dir) return give_up(run_dir.error().to_string(), fail(run_dir.error()));
   const Logging logging(run_dir->log_file(), config->log_level,
                         config->log_format == "json" ? LogFormat::Json : LogFormat::Text);
   const auto log = logging.make("moltd");
   log->info("moltd {} starting (pid {}), config {}, run directory {}", MOLT_VERSION, ::getpid(), config_path.string(),
             run_dir->path().string());
+  if (handed)
+    log->info("hot restart: taking over from pid {} as generation {}", handed->predecessor_pid, handed->generation);
   for (const auto& warning : config->warnings) log->warn("{}: {}", config_path.string(), warning);
   // Every client is a descriptor: take all the kernel allows us (Redis does
   // the same); maxclients is fitted to it once the listeners are known.
@@ -143,7 +189,9 @@ int main(int argc, char** argv) {
   // The previous run's crash, if it left a record: read before the handler
   // is installed (a crash now would overwrite it), noted by the boot below.
   std::optional<CrashRecord> crash;
-  if (auto read = read_crash_record(crash_record_path(run_dir->path())); !read) {
+  if (handed) {
+    // The predecessor has read (and set aside) any crash record.
+  } else if (auto read = read_crash_record(crash_record_path(run_dir->path())); !read) {
     log->error("{}", read.error().to_string());
     const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
                          std::chrono::system_clock::now().time_since_epoch()).count();
@@ -170,10 +218,12 @@ int main(int argc, char** argv) {
     return "quarantined: " + entry->reason + " (moltctl quarantine clear " + entry->file + " to run it again)";
   };
   Loader loader(loader_options);
-  loader.remove_stale_copies();  // ours alone: we hold the run directory lock
-  for (const auto& dir : {run_dir->path(), run_dir->path() / "snapshots"})
-    for (const auto& name : remove_stale_temporaries(dir))
-      log->warn("removed {}: a write interrupted by a crash (the file it was replacing is intact)", (dir / name).string());
+  if (!handed) {  // a predecessor still maps its copies, and may resume
+    loader.remove_stale_copies();  // ours alone: we hold the run directory lock
+    for (const auto& dir : {run_dir->path(), run_dir->path() / "snapshots"})
+      for (const auto& name : remove_stale_temporaries(dir))
+        log->warn("removed {}: a write interrupted by a crash (the file it was replacing is intact)", (dir / name).string());
+  }
   SnapshotStore snapshots(run_dir->path() / "snapshots", config->max_state_bytes);
   RehearsalOptions rehearsal{config->rehearse == "never"    ? RehearseWhen::Never
                              : config->rehearse == "always" ? RehearseWhen::Always
@@ -243,21 +293,49 @@ int main(int argc, char** argv) {
       else notifier.status(text);
     };
   ReleaseHandler releases(table, streams, snapshots, std::move(release_options), log);
-  auto booted = releases.boot(*config);
+  // A successor is prepared: the predecessor freezes and hands over.
+  std::optional<Successor::Transfer> transfer;
+  if (successor) {
+    // The modules start now, while the predecessor serves; their states come after its freeze.
+    if (auto prepared = releases.prepare_take_over(*config, handed->images, handed->not_started); !prepared) {
+      log->critical("hot restart: {}", prepared.error().to_string());
+      return give_up(prepared.error().to_string(), 1);
+    }
+    auto received = successor->prepared();
+    if (!received) {
+      log->critical("hot restart: {}", received.error().to_string());
+      return 1;
+    }
+    transfer = std::move(received.value());
+    for (auto& listener : transfer->listeners) {
+      auto adopted = streams.adopt(listener.module, listener.fd.release());
+      if (!adopted) return give_up(adopted.error().to_string(), 1);
+    }
+    if (transfer->http.valid()) http_fd = transfer->http.release();
+  }
+  SnapshotStore handed_states(run_dir->path() / "handover", config->max_state_bytes);
+  auto booted = handed ? releases.take_over(handed_states, handed->probation_left) : releases.boot(*config);
   if (crash)  // noted by the boot, failed or not: kept in <run dir>/crashes/ for the operator
     if (auto moved = move_crash_record_aside(run_dir->path(), crash->time_ms); !moved)
       log->warn("{}", moved.error().to_string());
   if (!booted) {
     log->critical("{}", booted.error().to_string());
-    return 1;
+    return give_up(booted.error().to_string(), 1);
   }
   for (const auto& closed : streams.close_unclaimed())
     log->warn("socket activation: closed {}: no module of that name runs (FileDescriptorName= must name a module, or "
               "be \"http\")", closed);
 
-  HostInfo info{MOLT_VERSION, ::getpid(), std::chrono::system_clock::now(), {},
-                run_dir->path().string(), fs::absolute(config->plugin_dir).lexically_normal().string(),
-                run_dir->control_socket().string(), {}, {}};
+  HostInfo info{MOLT_VERSION, ::getpid(), std::chrono::system_clock::now()};
+  info.run_dir = run_dir->path().string();
+  info.plugin_dir = fs::absolute(config->plugin_dir).lexically_normal().string();
+  info.control_socket = run_dir->control_socket().string();
+  info.generation = handed ? handed->generation : 1;
+  info.binary = binary.string();
+  // Hashed once, when first asked: a binary with its debug information is
+  // large, and most starts never show it.
+  info.binary_sha256 = [digest = std::async(std::launch::deferred, [binary] { return sha256_file_hex(binary); })
+                                     .share()] { return digest.get(); };
   info.listeners = [&streams] { return streams.listeners(); };  // before the control socket answers status
   info.connection_buffer_bytes = [&streams] { return streams.buffered_bytes(); };
   info.max_connection_memory = streams.memory_budget();
@@ -289,11 +367,34 @@ int main(int argc, char** argv) {
                   log);
   if (auto listening = http.listen(); !listening) {
     log->critical("{}", listening.error().to_string());
-    return 1;
+    return give_up(listening.error().to_string(), 1);
   }
   info.http = http.local_endpoint().to_string();
   info.http_connections = [&http] { return http.connections(); };  // before serve(): the metrics read it
   info.http_refused = [&http] { return http.refused(); };
+  HotRestart::Options restart_options{binary, arguments, run_dir->path(), run_dir->lock_fd(), info.generation,
+                                      notifier.address()};
+  restart_options.max_state_bytes = config->max_state_bytes;
+  restart_options.quiesce_timeout = config->quiesce_timeout;
+  restart_options.watchdog = watchdog_interval;
+  if (notifier.enabled())
+    restart_options.on_committed = [&notifier](long pid) {
+      notifier.send("MAINPID=" + std::to_string(pid) + "\nSTATUS=handed over to pid " + std::to_string(pid) +
+                    " (hot restart)");
+    };
+  HotRestart hot_restart(std::move(restart_options), HotRestart::Parts{table, releases, streams, http}, log);
+  info.hot_restart = [&hot_restart](const std::optional<std::string>& path) -> Result<std::string> {
+    auto report = hot_restart.run(path ? std::optional<fs::path>(*path) : std::nullopt);
+    if (!report) return std::move(report).error();
+    ::kill(::getpid(), SIGUSR2);  // the main thread exits once this reply is written
+    return json_text(report->to_json());
+  };
+  if (successor) {  // the point of no return is the predecessor's: wait for its commit
+    if (auto committed = successor->ready(); !committed) {
+      log->critical("hot restart: {}; exiting (the previous moltd serves on)", committed.error().to_string());
+      return 1;
+    }
+  }
   ControlHandler handler(table, releases, info);
   ControlServer control(ControlServerOptions{run_dir->control_socket()}, handler, log);
   if (auto started = control.start(); !started) {
@@ -302,6 +403,21 @@ int main(int argc, char** argv) {
   }
   http.serve();
   streams.serve();
+  if (transfer) {  // their output first, then their input, in order
+    for (auto& connection : transfer->connections) {
+      const std::string module = connection.module;
+      if (auto adopted = streams.adopt_connection(std::move(connection)); !adopted)
+        log->error("hot restart: {}", adopted.error().to_string());
+    }
+    for (auto& [fd, input] : transfer->http_connections)
+      if (auto adopted = http.adopt_connection(fd.release(), input); !adopted)
+        log->error("hot restart: {}", adopted.error().to_string());
+    if (auto why = run_dir->write_pid()) log->warn("hot restart: {}", *why);
+    notifier.send("MAINPID=" + std::to_string(::getpid()));
+    successor->serving({{"pid", ::getpid()}});
+    log->info("hot restart: serving {} connection(s) and {} HTTP connection(s) taken over", transfer->connections.size(),
+              transfer->http_connections.size());
+  }
   releases.start_watching();
   const CallWatch call_watch(table, config->call_warn);
   log->info("ready: {} module(s), http://{}/, control socket {}", table.slots().size(), info.http,
@@ -327,6 +443,17 @@ int main(int argc, char** argv) {
       sig = sigtimedwait(&handled, nullptr, &timeout);
       if (sig < 0) continue;  // time for the next tick (or EINTR)
     } else if (sigwait(&handled, &sig) != 0) {
+      continue;
+    }
+    if (sig == SIGUSR2) {
+      if (!hot_restart.committed()) {
+        log->info("SIGUSR2: hot restart");
+        (void)hot_restart.run(std::nullopt);  // logs its outcome
+      }
+      if (hot_restart.committed()) {
+        control.stop(std::chrono::seconds(2), false);  // the reply to whoever asked is written; the path is the successor's
+        hot_restart.exit_now();
+      }
       continue;
     }
     if (sig == SIGHUP) {

@@ -8,6 +8,9 @@
 #include <array>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
+#include <future>
+#include <optional>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -100,6 +103,10 @@ class HttpServer::Impl {
   std::condition_variable sessions_changed_;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> freezing_{false};  ///< hot restart: no accept, no next request read
+  /// While frozen: io_.run() returns once no operation is pending, and a
+  /// frozen server has none.
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> frozen_work_;
   std::atomic<int> lingering_{0};  ///< refused connections still being closed
   asio::io_context io_;
   tcp::acceptor acceptor_;
@@ -173,6 +180,49 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  /// Hot restart, on the session's strand: an idle connection stops
+  /// reading now; a busy one once its response is written (write()).
+  void freeze() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      // Only between requests: once the parser has some of a request, it
+      // holds what it parsed (the bytes are gone from buffer_), so that
+      // request is answered here first (it is busy until then).
+      if (self->reading_ && !self->parser_->got_some() && self->buffer_.size() == 0) {
+        self->parked_ = true;
+        self->held_parked_ = self;  // no operation will be pending to keep it
+        beast::error_code ignored;
+        self->stream_.socket().cancel(ignored);
+      }
+    });
+  }
+
+  /// On the strand: the connection and its input once parked and its read
+  /// cancelled; nothing while it is busy.
+  std::optional<std::pair<int, std::string>> frozen() const {
+    if (!parked_ || reading_ || !stream_.socket().is_open()) return std::nullopt;
+    std::string input(beast::buffers_to_string(buffer_.data()));
+    return std::pair<int, std::string>{const_cast<beast::tcp_stream&>(stream_).socket().native_handle(), std::move(input)};
+  }
+
+  void thaw() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if (!self->parked_) return;
+      self->parked_ = false;
+      self->held_parked_.reset();  // `self` holds it until the read below does
+      if (!self->reading_ && self->stream_.socket().is_open()) self->read();
+    });
+  }
+
+  /// A predecessor's connection: `input` is the start of its next request.
+  void start_with(std::string_view input) {
+    auto room = buffer_.prepare(input.size());
+    std::memcpy(room.data(), input.data(), input.size());
+    buffer_.commit(input.size());
+    start();
+  }
+
+  [[nodiscard]] auto executor() { return stream_.get_executor(); }
+
   /// Called when the grace period is over.
   void close_now() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
@@ -199,6 +249,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_read(beast::error_code ec) {
+    if (parked_ && ec == asio::error::operation_aborted) return;  // frozen for a hot restart
     if (ec == http::error::body_limit || ec == http::error::header_limit) {
       return reply_and_close(413, "request larger than " + std::to_string(server_.options_.max_body_bytes) + " bytes");
     }
@@ -237,6 +288,11 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     stream_.expires_after(std::chrono::seconds(30));
     http::async_write(stream_, *response, [self = shared_from_this(), response](beast::error_code ec, std::size_t) {
       if (ec || !response->keep_alive()) return self->close();
+      if (self->server_.freezing_) {
+        self->parked_ = true;  // its next request goes to the successor, or here again after thaw()
+        self->held_parked_ = self;
+        return;
+      }
       self->read();
     });
   }
@@ -246,6 +302,8 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool reading_ = false;  ///< an async_read is pending (touched only on the strand)
+  bool parked_ = false;   ///< frozen for a hot restart: no read until thaw() (on the strand)
+  std::shared_ptr<Session> held_parked_;  ///< itself, while parked: nothing else holds it then
 };
 
 Result<void> HttpServer::Impl::listen() {
@@ -388,6 +446,76 @@ Endpoint HttpServer::local_endpoint() const {
 }
 
 bool HttpServer::stop(std::chrono::milliseconds grace) { return impl_->stop(grace); }
+
+HttpServer::Frozen HttpServer::freeze(std::chrono::steady_clock::time_point deadline) {
+  Impl& s = *impl_;
+  s.frozen_work_.emplace(s.io_.get_executor());
+  s.freezing_ = true;
+  Frozen out;
+  {
+    std::promise<void> done;
+    asio::dispatch(s.acceptor_.get_executor(), [&] {
+      beast::error_code ignored;
+      s.acceptor_.cancel(ignored);
+      s.backoff_timer_.cancel();
+      out.listen_fd = s.acceptor_.native_handle();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+  for (const auto& session : s.open_sessions()) session->freeze();
+  // Until every connection is parked (or the deadline): the busy ones park
+  // once their response is written.
+  while (true) {
+    out.connections.clear();
+    out.busy = 0;
+    for (const auto& session : s.open_sessions()) {
+      auto asked = std::make_shared<std::promise<std::optional<std::pair<int, std::string>>>>();
+      auto answer = asked->get_future();
+      asio::dispatch(session->executor(), [asked, session] { asked->set_value(session->frozen()); });
+      if (answer.wait_until(deadline) != std::future_status::ready) {
+        ++out.busy;  // its strand is inside a module call
+        continue;
+      }
+      if (auto frozen = answer.get()) out.connections.push_back(std::move(*frozen));
+      else ++out.busy;
+    }
+    if (out.busy == 0 || std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  return out;
+}
+
+void HttpServer::thaw() {
+  Impl& s = *impl_;
+  s.freezing_ = false;
+  asio::dispatch(s.acceptor_.get_executor(), [&s] {
+    if (s.acceptor_.is_open() && !s.stopping_) s.accept();
+  });
+  for (const auto& session : s.open_sessions()) session->thaw();
+  s.frozen_work_.reset();  // after the thawed sessions' reads are pending
+}
+
+Result<void> HttpServer::adopt_connection(int fd, std::string_view input) {
+  Impl& s = *impl_;
+  sockaddr_storage local{};
+  socklen_t length = sizeof local;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return Error{{}, {}, {}, Phase::HotRestart, std::string("http: a connection from the previous moltd: getsockname: ") +
+                                                    std::strerror(error)};
+  }
+  tcp::socket socket(asio::make_strand(s.io_));
+  beast::error_code ec;
+  socket.assign(local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    return Error{{}, {}, {}, Phase::HotRestart, "http: a connection from the previous moltd: " + ec.message()};
+  }
+  std::make_shared<Impl::Session>(s, std::move(socket))->start_with(input);
+  return {};
+}
 
 std::future<void> HttpServer::probe() {
   auto answered = std::make_shared<std::promise<void>>();

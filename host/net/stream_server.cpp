@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -214,6 +215,17 @@ class StreamServer::Impl {
     void close_idle();  ///< on this thread: stop accepting, close connections with nothing in progress
     void close_all();   ///< on this thread
     void sweep();       ///< closes the connections idle past their listener's timeout, and re-arms
+    // Hot restart, each on this worker's thread:
+    void freeze();         ///< stops accepting (worker 0) and reading; writes in progress go on
+    void stop_flushing();  ///< stops the writes still in progress where they are
+    [[nodiscard]] bool writing() const;  ///< whether a connection still has a write in progress
+    /// Appends every connection, or false while one still has an operation
+    /// to hear back from (freeze's and stop_flushing's cancellations).
+    bool capture(std::vector<FrozenConnection>& out);
+    void thaw();
+    /// Serves a connection a predecessor froze, on `listener`.
+    void adopt_frozen(Listener& listener, std::shared_ptr<ModuleSlot> slot, FrozenConnection frozen, tcp protocol);
+    bool is_frozen = false;  ///< between freeze() and thaw()
   };
 
   /// A listening socket handed over at start (StreamServer::adopt), kept
@@ -293,8 +305,12 @@ class StreamServer::Impl {
 class StreamServer::Impl::Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Worker& worker, Listener& listener, std::shared_ptr<ModuleSlot> slot, tcp::socket socket)
+      : Connection(worker, listener, std::move(slot), std::move(socket), next_id_++) {}
+  /// With the id it had in a predecessor (hot restart).
+  Connection(Worker& worker, Listener& listener, std::shared_ptr<ModuleSlot> slot, tcp::socket socket,
+             api::ConnectionId id)
       : worker_(worker), server_(worker.server), listener_(listener), slot_(std::move(slot)),
-        socket_(std::move(socket)), id_(next_id_++), quiet_since_(Clock::now()) {}
+        socket_(std::move(socket)), id_(id), quiet_since_(Clock::now()) {}
 
   ~Connection() {
     if (!closed_) close();  // not reached in normal operation: every path closes or has an operation pending
@@ -312,7 +328,11 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     server_.connection_closed();
   }
 
-  void start() {
+  void start() { start_with({}, {}); }
+
+  /// start(), for a connection with bytes already (a predecessor froze it):
+  /// sends `output`, then gives the module `input`, then reads on.
+  void start_with(std::string_view input, std::string_view output) {
     {
       std::lock_guard lock(server_.open_mutex_);
       ++server_.open_;
@@ -329,6 +349,67 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
       return close();
     }
     connected_ = true;
+    if (worker_.is_frozen) {
+      freeze_state_ = Freeze::Flushing;
+      held_frozen_ = shared_from_this();
+    }
+    if (!input.empty() || !output.empty()) {
+      const std::size_t capacity = std::max<std::size_t>(input.size(), kChunk);
+      if (!reserve(capacity, Growth::Output) || !reserve(std::max<std::size_t>(output.size(), kChunk), Growth::Output))
+        return;  // closed for memory
+      input_.reallocate(capacity);
+      input_.append(input);
+      filling_.reallocate(std::max<std::size_t>(output.size(), kChunk));
+      filling_.append(output);
+      send_pending();
+      if (!input.empty() && unsent() < server_.options_.output_soft_limit) return dispatch();
+      if (unsent() >= server_.options_.output_soft_limit) return pause();
+    }
+    read();
+  }
+
+  // --- hot restart ---------------------------------------------------------
+
+  /// Stops reading; a write in progress goes on (on_written), and the read
+  /// pending is cancelled once nothing is being written.
+  void freeze() {
+    if (closed_ || freeze_state_ != Freeze::None) return;
+    freeze_state_ = Freeze::Flushing;
+    held_frozen_ = shared_from_this();  // no operation will be pending to keep it
+    if (!writing_ && reading_) cancel_operations();
+  }
+
+  /// Stops the write in progress where it is (on_written keeps the rest).
+  void stop_flushing() {
+    if (closed_) return;
+    freeze_state_ = Freeze::Stopped;
+    if (reading_ || writing_) cancel_operations();
+  }
+
+  [[nodiscard]] bool writing() const noexcept { return !closed_ && writing_; }
+  /// Whether no operation is pending: the buffers are what the connection has.
+  [[nodiscard]] bool still() const noexcept { return closed_ || (!reading_ && !writing_); }
+
+  [[nodiscard]] std::optional<FrozenConnection> frozen() {
+    if (closed_) return std::nullopt;
+    FrozenConnection out{listener_.module, socket_.native_handle(), id_,
+                         std::string(input_.data() + begin_, input_.size() - begin_), {}, close_after_write_};
+    out.output.reserve(unsent());
+    out.output.append(sending_.data(), sending_.size());
+    out.output.append(filling_.data(), filling_.size());
+    return out;
+  }
+
+  void thaw() {
+    const auto self = std::move(held_frozen_);  // the operations started below hold it from here
+    if (closed_) return;
+    freeze_state_ = Freeze::None;
+    send_pending();
+    if (paused_) return;  // on_written resumes it once its output drains
+    if (close_after_write_) {
+      if (unsent() == 0) close();
+      return;
+    }
     read();
   }
 
@@ -340,6 +421,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   /// Chosen to be closed for the memory budget (any thread, under registry_mutex_).
   [[nodiscard]] bool evicting() const noexcept { return evicting_.load(std::memory_order_relaxed); }
   void mark_evicting() noexcept { evicting_.store(true, std::memory_order_relaxed); }
+  void close_after_write() noexcept { close_after_write_ = true; }
 
   /// At stop: close now unless bytes are being processed or sent.
   void close_if_idle() {
@@ -350,7 +432,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   /// was received or sent since `timeout` ago and nothing waits to be sent.
   void close_if_idle_since(Clock::time_point now) {
     const auto timeout = listener_.limits.timeout;
-    if (closed_ || timeout.count() == 0) return;
+    if (closed_ || timeout.count() == 0 || freeze_state_ != Freeze::None) return;
     if (activity_ != seen_activity_ || unsent() > 0 || waiting_for_memory_) {
       seen_activity_ = activity_;
       quiet_since_ = now;
@@ -526,7 +608,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   }
 
   void read() {
-    if (closed_ || reading_) return;
+    if (closed_ || reading_ || freeze_state_ != Freeze::None) return;
     if (evicting()) return evict();  // chosen by another connection's reservation: its thread posted this too
     if (server_.stopping_) close_after_write_ = true;
     if (close_after_write_) {
@@ -544,7 +626,13 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   }
 
   void on_read(error_code ec, std::size_t n) {
-    if (ec || closed_) return close();
+    if (closed_) return;
+    if (freeze_state_ != Freeze::None) {  // the read was cancelled; what it got, if anything, is kept
+      if (!ec) input_.grew(n);
+      else if (ec != asio::error::operation_aborted) close();
+      return;
+    }
+    if (ec) return close();
     input_.grew(n);
     ++activity_;
     dispatch();
@@ -570,6 +658,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     if (closed_) return;  // closed for memory while writing
     if (!writing_ && !filling_.empty()) start_write();
     if (server_.stopping_) close_after_write_ = true;
+    if (freeze_state_ != Freeze::None) return;  // a predecessor's input, given while frozen: no more
     if (close_after_write_) {
       if (unsent() == 0) close();
       return;
@@ -588,6 +677,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   /// Output drained below the soft limit: the unconsumed input first
   /// (replies the module held back), then new bytes.
   void resume() {
+    if (freeze_state_ != Freeze::None) return;  // thaw() resumes it
     paused_ = false;
     if (server_.stopping_) {
       close_after_write_ = true;
@@ -614,19 +704,40 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
       filling_.reallocate(capacity);
     }
     filling_.append(bytes);
-    if (!writing_ && filling_.size() >= kFlushAt) start_write();
+    if (!writing_ && filling_.size() >= kFlushAt && freeze_state_ != Freeze::Stopped) start_write();
+  }
+
+  /// Sends what waits: the rest of a write stopped by a freeze first.
+  void send_pending() {
+    if (writing_) return;
+    if (!sending_.empty()) {
+      writing_ = true;
+      async_send();
+    } else if (!filling_.empty()) {
+      start_write();
+    }
+  }
+
+  void async_send() {
+    asio::async_write(socket_, asio::buffer(sending_.data(), sending_.size()),
+                      with_op_memory([self = shared_from_this()](error_code ec, std::size_t n) { self->on_written(ec, n); }));
+  }
+
+  void cancel_operations() {
+    error_code ignored;
+    socket_.cancel(ignored);
   }
 
   /// Sends the filled buffer while the module may fill the other one.
   void start_write() {
     filling_.swap(sending_);
     writing_ = true;
-    asio::async_write(socket_, asio::buffer(sending_.data(), sending_.size()),
-                      with_op_memory([self = shared_from_this()](error_code ec, std::size_t) { self->on_written(ec); }));
+    async_send();
   }
 
-  void on_written(error_code ec) {
+  void on_written(error_code ec, std::size_t n) {
     writing_ = false;
+    if (freeze_state_ != Freeze::None && !closed_) return on_written_frozen(ec, n);
     sending_.clear();
     ++activity_;
     if (ec || closed_) return close();
@@ -641,6 +752,20 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
       return;
     }
     if (paused_ && unsent() < server_.options_.output_soft_limit) resume();
+  }
+
+  /// A write ended while frozen: flushing goes on until stop_flushing();
+  /// a write it stopped keeps its unsent rest in front of the output.
+  void on_written_frozen(error_code ec, std::size_t n) {
+    if (ec == asio::error::operation_aborted) {
+      sending_.drop_front(n);
+      return;
+    }
+    sending_.clear();
+    ++activity_;
+    if (ec) return close();
+    if (freeze_state_ == Freeze::Flushing && !filling_.empty()) return start_write();
+    if (reading_) cancel_operations();
   }
 
   Worker& worker_;
@@ -676,6 +801,11 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   bool paused_ = false;
   bool connected_ = false;
   bool closed_ = false;
+  /// Hot restart: Flushing after freeze() (writes go on, no reads or
+  /// calls), Stopped after stop_flushing() (nothing goes on).
+  enum class Freeze { None, Flushing, Stopped };
+  Freeze freeze_state_ = Freeze::None;
+  std::shared_ptr<Connection> held_frozen_;  ///< itself, while frozen: nothing else holds it then
 };
 
 StreamServer::Impl::Room StreamServer::Impl::make_room(Connection& asker, std::uint64_t bytes) {
@@ -848,6 +978,55 @@ void StreamServer::Impl::Worker::sweep() {
   sweep_timer.async_wait([this](error_code ec) {
     if (!ec && sweeping) sweep();
   });
+}
+
+void StreamServer::Impl::Worker::freeze() {
+  is_frozen = true;
+  for (auto& acceptor : acceptors) {  // the backlog keeps what arrives meanwhile
+    error_code ignored;
+    acceptor->socket.cancel(ignored);
+    acceptor->backoff_timer.cancel();
+  }
+  for (Connection* connection : std::vector<Connection*>(connections.begin(), connections.end())) connection->freeze();
+}
+
+bool StreamServer::Impl::Worker::writing() const {
+  return std::any_of(connections.begin(), connections.end(), [](const Connection* c) { return c->writing(); });
+}
+
+void StreamServer::Impl::Worker::stop_flushing() {
+  for (Connection* connection : std::vector<Connection*>(connections.begin(), connections.end()))
+    connection->stop_flushing();
+}
+
+bool StreamServer::Impl::Worker::capture(std::vector<FrozenConnection>& out) {
+  for (Connection* connection : connections)
+    if (!connection->still()) return false;
+  for (Connection* connection : connections)
+    if (auto frozen = connection->frozen()) out.push_back(std::move(*frozen));
+  return true;
+}
+
+void StreamServer::Impl::Worker::thaw() {
+  is_frozen = false;
+  for (auto& acceptor : acceptors)
+    if (acceptor->socket.is_open() && !acceptor->listener.closed) accept(*acceptor);
+  for (Connection* connection : std::vector<Connection*>(connections.begin(), connections.end())) connection->thaw();
+}
+
+void StreamServer::Impl::Worker::adopt_frozen(Listener& listener, std::shared_ptr<ModuleSlot> slot,
+                                              FrozenConnection frozen, tcp protocol) {
+  tcp::socket socket(io);
+  error_code ec;
+  socket.assign(protocol, frozen.fd, ec);
+  if (ec) {
+    ::close(frozen.fd);
+    --listener.open;
+    return;
+  }
+  auto connection = std::make_shared<Connection>(*this, listener, std::move(slot), std::move(socket), frozen.id);
+  if (frozen.close_after_write) connection->close_after_write();
+  connection->start_with(frozen.input, frozen.output);
 }
 
 StreamServer::StreamServer(StreamOptions options, std::shared_ptr<spdlog::logger> log)
@@ -1060,6 +1239,127 @@ bool StreamServer::stop(std::chrono::milliseconds grace) {
   for (auto& worker : s.workers_) all = worker->thread.join_until(deadline) && all;
   if (!all) s.log_->warn("streams: an I/O thread is still inside a module call; not waiting for it");
   return all;
+}
+
+Result<FrozenStreams> StreamServer::freeze(std::chrono::milliseconds flush,
+                                          std::chrono::steady_clock::time_point deadline) {
+  Impl& s = *impl_;
+  const auto unanswered = [&](const char* step) {
+    thaw();
+    return Error{"(host)", {}, {}, Phase::HotRestart,
+                 std::string("freezing connections: an I/O thread did not ") + step +
+                     " in time (it is inside a module call); connections thawed"};
+  };
+  // On every worker, and worker 0 (which accepts, and posts new connections
+  // to the others) first: what it posted before it froze reaches a worker
+  // before that worker's freeze.
+  // Each asks with a promise of its own: a worker that answers after the
+  // deadline must not touch this frame.
+  const auto on_each = [&](void (*step)(Impl::Worker&)) {
+    for (auto& worker : s.workers_) {
+      auto done = std::make_shared<std::promise<void>>();
+      auto answered = done->get_future();
+      asio::post(worker->io, [&w = *worker, step, done] {
+        step(w);
+        done->set_value();
+      });
+      if (answered.wait_until(deadline) != std::future_status::ready) return false;
+    }
+    return true;
+  };
+  if (!s.serving_) return Error{"(host)", {}, {}, Phase::HotRestart, "freezing connections: the server does not serve"};
+  if (!on_each([](Impl::Worker& w) { w.freeze(); })) return unanswered("stop reading");
+  // The writes in progress go on until they are done, or until `flush`.
+  const auto flush_until = std::min(deadline, std::chrono::steady_clock::now() + flush);
+  while (std::chrono::steady_clock::now() < flush_until) {
+    bool writing = false;
+    for (auto& worker : s.workers_) {
+      auto done = std::make_shared<std::promise<bool>>();
+      auto answered = done->get_future();
+      asio::post(worker->io, [&w = *worker, done] { done->set_value(w.writing()); });
+      if (answered.wait_until(flush_until) != std::future_status::ready || answered.get()) {
+        writing = true;
+        break;
+      }
+    }
+    if (!writing) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  if (!on_each([](Impl::Worker& w) { w.stop_flushing(); })) return unanswered("stop writing");
+  FrozenStreams frozen;
+  for (auto& worker : s.workers_) {
+    while (true) {  // until the cancelled operations have reported back
+      struct Captured {
+        std::vector<FrozenConnection> connections;
+        bool complete = false;
+      };
+      auto done = std::make_shared<std::promise<Captured>>();
+      auto answered = done->get_future();
+      asio::post(worker->io, [&w = *worker, done] {
+        Captured captured;
+        captured.complete = w.capture(captured.connections);
+        done->set_value(std::move(captured));
+      });
+      if (answered.wait_until(deadline) != std::future_status::ready) return unanswered("hand over its connections");
+      if (Captured captured = answered.get(); captured.complete) {
+        for (auto& c : captured.connections) frozen.connections.push_back(std::move(c));
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return unanswered("hand over its connections");
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+  {
+    auto done = std::make_shared<std::promise<std::vector<FrozenListener>>>();
+    auto answered = done->get_future();
+    Impl::Worker& first = *s.workers_.front();
+    asio::post(first.io, [&first, done] {
+      std::vector<FrozenListener> listeners;
+      for (auto& acceptor : first.acceptors)
+        if (acceptor->socket.is_open() && !acceptor->listener.closed)
+          listeners.push_back({acceptor->listener.module, acceptor->socket.native_handle(), acceptor->listener.endpoint});
+      done->set_value(std::move(listeners));
+    });
+    if (answered.wait_until(deadline) != std::future_status::ready) return unanswered("hand over its listeners");
+    frozen.listeners = answered.get();
+  }
+  return frozen;
+}
+
+void StreamServer::thaw() {
+  for (auto& worker : impl_->workers_) asio::post(worker->io, [&w = *worker] { w.thaw(); });
+}
+
+Result<void> StreamServer::adopt_connection(FrozenConnection frozen) {
+  Impl& s = *impl_;
+  const auto fail = [&](const std::string& why) {
+    ::close(frozen.fd);
+    return Error{frozen.module, {}, {}, Phase::Start,
+                 "connection " + std::to_string(frozen.id) + " from the previous moltd: " + why};
+  };
+  Impl::Listener* listener = nullptr;
+  {
+    std::lock_guard lock(s.listeners_mutex_);
+    for (auto& l : s.listeners_)
+      if (l->module == frozen.module && !l->closed && l->slot) {
+        listener = l.get();
+        break;
+      }
+  }
+  if (listener == nullptr) return fail("module " + frozen.module + " does not listen here");
+  sockaddr_storage local{};
+  socklen_t length = sizeof local;
+  if (::getsockname(frozen.fd, reinterpret_cast<sockaddr*>(&local), &length) != 0)
+    return fail(std::string("getsockname: ") + std::strerror(errno));
+  const tcp protocol = local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4();
+  for (api::ConnectionId next = Impl::next_id_.load(); next <= frozen.id;)  // new connections get ids after it
+    if (Impl::next_id_.compare_exchange_weak(next, frozen.id + 1)) break;
+  ++listener->open;
+  Impl::Worker& owner = *s.workers_[frozen.id % s.workers_.size()];
+  asio::post(owner.io, [&owner, listener, slot = listener->slot, frozen = std::move(frozen), protocol]() mutable {
+    owner.adopt_frozen(*listener, std::move(slot), std::move(frozen), protocol);
+  });
+  return {};
 }
 
 std::vector<ListenerInfo> StreamServer::listeners() const {

@@ -1,9 +1,12 @@
 #include "molt/host/release/release_handler.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <ctime>
 #include <functional>
 #include <set>
+#include <stdexcept>
 
 #include "molt/host/common/atomic_file.hpp"
 #include "molt/host/common/fault.hpp"
@@ -174,6 +177,91 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
   write_record_locked();  // and publishes it
   log_->info("release '{}' running ({} module(s))", boot.name, boot.modules.size());
   return {};
+}
+
+Result<void> ReleaseHandler::prepare_take_over(const HostConfig& config,
+                                               const std::map<std::string, std::string, std::less<>>& images,
+                                               std::vector<NotStartedModule> not_started) {
+  std::lock_guard lock(mutex_);
+  auto stored = read_release_record(options_.record_path);
+  if (!stored) return std::move(stored).error();
+  if (!stored.value()) return release_error("(none)", "hot restart: no release record in " + options_.record_path.string());
+  record_ = *stored.value();
+  Release running = record_.current;
+  for (auto& m : running.modules) {
+    for (const auto& c : config.modules)  // as boot(): the configuration's settings win where it names the module
+      if (c.name == m.name) {
+        m.listen = c.listen;
+        m.config = c.values;
+      }
+  }
+  for (const auto& entry : not_started) not_started_[entry.module] = entry.reason;
+  for (const auto& m : running.modules) {
+    if (not_started_.contains(m.name)) continue;
+    const auto image = images.find(m.name);
+    if (image == images.end())
+      return release_error(running.name, "hot restart: " + m.name + " is in release '" + running.name +
+                                             "' but the previous moltd does not run it");
+    auto checked = table_.loader().check(m.file, m.name);
+    if (!checked) return std::move(checked).error();
+    if (checked->sha256 != image->second)
+      return release_error(running.name, "hot restart: " + m.name + ": " + m.file + " is not the image the previous "
+                                             "moltd runs (sha256 " + checked->sha256.substr(0, 12) + ", running " +
+                                             image->second.substr(0, 12) + "); put it back");
+    if (auto started = table_.start(ModuleConfig{m.name, m.file, m.config, m.listen}); !started) return started;
+  }
+  taking_over_ = std::move(running);
+  return {};
+}
+
+Result<void> ReleaseHandler::take_over(SnapshotStore& handed, std::optional<std::chrono::milliseconds> probation_left) {
+  std::lock_guard lock(mutex_);
+  if (!taking_over_) throw std::logic_error("take_over without prepare_take_over");
+  const Release running = std::move(*taking_over_);
+  taking_over_.reset();
+  for (const auto& m : running.modules) {
+    auto slot = table_.find(m.name);
+    if (!slot) continue;  // not started in the predecessor either
+    auto state = handed.load(m.name);
+    if (!state) return std::move(state).error();
+    if (!state.value())
+      return release_error(running.name, "hot restart: " + m.name + ": the previous moltd handed over no state");
+    const StateBlob& blob = *state.value();
+    const UpgradeReport report = host::restore(*slot, table_.loader(), blob, {}, table_.options().upgrade);
+    slot->forget_previous();
+    if (report.outcome != Outcome::Succeeded)
+      return release_error(running.name, "hot restart: " + m.name + ": the state handed over could not be restored: " +
+                                             report.summary());
+    if (auto host = slot->restore_host_part(blob.host); !host) return std::move(host).error();
+    auto bound = listeners_.listen_module(m.listen, slot);
+    if (!bound) return std::move(bound).error();
+    for (const auto& endpoint : bound.value()) slot->log().info("listening on {} (taken over)", endpoint.to_string());
+    slot->log().info("taken over: {} with its state ({} bytes{})", v(slot->running().info.version),
+                     blob.encoding == StateEncoding::Parts ? slot->stats().state_bytes.value_or(0) : blob.bytes.size(),
+                     blob.encoding == StateEncoding::Parts ? " of pre-copy parts" : "");
+  }
+  if (probation_left) {
+    Probation probation{std::chrono::steady_clock::now() + *probation_left, {}, ++probations_};
+    for (const auto& slot : table_.slots()) probation.baseline.emplace(slot->name(), slot->stats());
+    probation_ = std::move(probation);
+  }
+  record_.current = running;  // as the predecessor had it, with this configuration's settings
+  record_.note(running.name, "hot restart", "moltd pid " + std::to_string(::getpid()) + " took over");
+  write_record_locked();  // and publishes it
+  log_->info("release '{}' taken over ({} module(s)){}", running.name, running.modules.size(),
+             probation_left ? ", on probation for " + std::to_string(probation_left->count() / 1000) + " s more" : "");
+  return {};
+}
+
+Result<void> ReleaseHandler::while_unchanged(
+    const std::string& what, const std::function<Result<void>(std::optional<std::chrono::milliseconds>)>& hand_over) {
+  auto lock = lock_change(what);
+  if (!lock) return std::move(lock).error();
+  std::optional<std::chrono::milliseconds> left;
+  if (probation_)
+    left = std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                      probation_->until - std::chrono::steady_clock::now()));
+  return hand_over(left);
 }
 
 void ReleaseHandler::note_crash_locked(const CrashRecord& crash) {

@@ -1,8 +1,12 @@
 #include "daemon.hpp"
 
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 
+#include <cerrno>
 #include <fstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
@@ -12,6 +16,7 @@ namespace fs = std::filesystem;
 fs::path program(const std::string& name) { return fs::path(MOLT_BIN_DIR) / name; }
 
 Daemon::Daemon(std::vector<ModuleSpec> modules, const std::string& host_config) {
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);  // a hot restart's successor becomes our child when its parent exits
   fs::create_directory(plugin_dir());
   std::ofstream config(this->config());
   config << "[host]\nrun_dir = \"" << run_dir().string() << "\"\nplugin_dir = \"" << plugin_dir().string()
@@ -25,6 +30,7 @@ Daemon::Daemon(std::vector<ModuleSpec> modules, const std::string& host_config) 
 }
 
 Daemon::~Daemon() {
+  if (followed_ > 0 && !stop_followed(SIGTERM, std::chrono::seconds(10))) stop_followed(SIGKILL, std::chrono::seconds(10));
   if (process_ && process_->running()) {
     process_->signal(SIGTERM);
     if (!process_->wait(std::chrono::seconds(10))) process_->signal(SIGKILL);
@@ -59,12 +65,52 @@ void Daemon::wait_ready() {
   http_ = answer["host"]["http"].get<std::string>();
 }
 
+void Daemon::follow(pid_t pid) { followed_ = pid; }
+
+std::optional<int> Daemon::stop_followed(int sig, std::chrono::milliseconds timeout) {
+  ::kill(followed_, sig);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    const pid_t reaped = ::waitpid(followed_, &status, WNOHANG);
+    if (reaped == followed_ || (reaped < 0 && errno == ECHILD)) {
+      followed_ = 0;
+      if (reaped < 0) return -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return std::nullopt;
+}
+
+nlohmann::json Daemon::hot_restart(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{"hot-restart", "--json"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const auto result = ctl(argv);
+  INFO(result.out << result.err);
+  auto reply = nlohmann::json::parse(result.out.empty() ? std::string("{}") : result.out, nullptr, false);
+  if (result.exit_code == 0 && reply.value("ok", false)) {
+    REQUIRE(process_->wait(std::chrono::seconds(20)) == std::optional<int>(0));  // the old process is done
+    follow(reply["report"]["new_pid"].get<pid_t>());
+  }
+  return reply;
+}
+
 void Daemon::kill9() {
+  if (followed_ > 0) {
+    REQUIRE(stop_followed(SIGKILL, std::chrono::seconds(20)).has_value());
+    return;
+  }
   process_->signal(SIGKILL);
   REQUIRE(process_->wait(std::chrono::seconds(20)).has_value());
 }
 
 int Daemon::stop() {
+  if (followed_ > 0) {
+    const auto code = stop_followed(SIGTERM, std::chrono::seconds(20));
+    REQUIRE(code.has_value());
+    return *code;
+  }
   process_->signal(SIGTERM);
   const auto code = process_->wait(std::chrono::seconds(20));
   REQUIRE(code.has_value());

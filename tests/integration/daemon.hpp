@@ -5,7 +5,9 @@
 #pragma once
 
 #include <filesystem>
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +46,14 @@ class Daemon {
   void wait_ready();
   /// SIGKILL, and waits for it to be gone.
   void kill9();
+  /// After a hot restart: moltd runs as `pid` now (the old process exits 0
+  /// by itself). stop(), kill9(), pid() and the destructor act on it. The
+  /// test process is a child subreaper, so the orphaned successor is its
+  /// child and its exit code can be waited for.
+  void follow(pid_t pid);
+  /// `moltctl hot-restart --json ARGS...`, and follow() the new process
+  /// when it succeeds (after the old one has exited); the reply.
+  nlohmann::json hot_restart(const std::vector<std::string>& args = {});
   /// SIGTERM, then its exit code (fails the test if it does not exit in time).
   int stop();
 
@@ -69,7 +79,7 @@ class Daemon {
   [[nodiscard]] std::filesystem::path run_dir() const { return tmp_.path() / "run"; }
   [[nodiscard]] std::filesystem::path socket() const { return run_dir() / "control.sock"; }
   [[nodiscard]] std::filesystem::path config() const { return tmp_.path() / "moltd.toml"; }
-  [[nodiscard]] pid_t pid() const { return process_->pid(); }
+  [[nodiscard]] pid_t pid() const { return followed_ > 0 ? followed_ : process_->pid(); }
   [[nodiscard]] Process& process() { return *process_; }
   [[nodiscard]] const std::string& http() const noexcept { return http_; }
   /// The port of `module`'s first listener, from the status.
@@ -78,7 +88,10 @@ class Daemon {
  private:
   TempDir tmp_;
   std::unique_ptr<Process> process_;
+  pid_t followed_ = 0;  ///< a hot restart's successor, once follow()ed
   std::string http_;
+  /// Signals the followed successor and reaps it within `timeout`: its exit code.
+  std::optional<int> stop_followed(int sig, std::chrono::milliseconds timeout);
 };
 
 /// Path of a built program (moltd, moltctl).

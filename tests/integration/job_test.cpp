@@ -237,3 +237,34 @@ TEST_CASE("moltctl jobs cancel stops a job at a step boundary, restart continues
   CHECK(listed["jobs"].size() == 2);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("a job in progress carries on through two hot restarts of moltd, every chunk recorded exactly once",
+          "[jobs][hot-restart]") {
+  Daemon d = batch_daemon();
+  d.start();
+  constexpr std::uint64_t kItems = 40000, kChunks = 200;
+  REQUIRE(d.http_code("POST", "/batch/start?job=sum&items=40000&chunk=200&pace_ms=30") == "200");
+  std::uint64_t seen = 0;
+  const auto moves_on = [&] {
+    const bool moved = wait_until([&] { return chunks_done(d, "sum") > seen; });
+    seen = chunks_done(d, "sum");
+    return moved;
+  };
+  for (int generation = 2; generation <= 3; ++generation) {
+    REQUIRE(moves_on());
+    REQUIRE(record(d, "sum")["state"] == "running");  // proves nothing once the job has ended
+    const Json reply = d.hot_restart();
+    INFO(reply.dump());
+    REQUIRE(reply.value("ok", false));
+    CHECK(d.status()["host"]["generation"] == generation);
+    CHECK(chunks_done(d, "sum") >= seen);  // nothing redone, nothing lost: the checkpoint moved with the state
+    CHECK(record(d, "sum")["state"] == "running");
+  }
+  REQUIRE(moves_on());
+  REQUIRE(d.http_code("POST", "/batch/pace?job=sum&ms=0") == "200");
+  const Json finished = wait_done(d, "sum");
+  CHECK(finished["state"] == "finished");
+  CHECK(finished["done"] == kChunks);
+  check_result(d, "sum", kItems, kChunks);
+  CHECK(d.stop() == 0);
+}

@@ -542,6 +542,21 @@ LoadedKeys load_keys(const Daemon& d, const std::string& port, int keys) {
   return loaded_keys;
 }
 
+/// Every key `writer` was acknowledged for holds its last value, read back
+/// with redis-cli (after writer.stop()).
+void check_last_values(const Daemon& d, const std::string& port, const SequenceWriter& writer) {
+  const fs::path gets = d.dir() / "gets.txt";
+  std::string written;
+  {
+    std::ofstream out(gets);
+    for (const auto& [key, seq] : writer.last()) {
+      out << "GET " << key << "\n";
+      written += std::to_string(seq) + "\n";
+    }
+  }
+  CHECK(run_process({"sh", "-c", "redis-cli -p " + port + " < " + gets.string()}).out == written);
+}
+
 }  // namespace
 
 TEST_CASE("kv with 50 000 keys is pre-copied through moltd while a client writes: every acknowledged SET survives "
@@ -599,16 +614,7 @@ TEST_CASE("kv with 50 000 keys is pre-copied through moltd while a client writes
   CHECK(writer.acknowledged() > 2000);
   // Every key the writer was acknowledged for holds its last value; the
   // keys loaded before are as they were.
-  const fs::path gets = d.dir() / "gets.txt";
-  std::string written;
-  {
-    std::ofstream out(gets);
-    for (const auto& [key, seq] : writer.last()) {
-      out << "GET " << key << "\n";
-      written += std::to_string(seq) + "\n";
-    }
-  }
-  CHECK(run_process({"sh", "-c", "redis-cli -p " + port_text + " < " + gets.string()}).out == written);
+  check_last_values(d, port_text, writer);
   CHECK(read_keys() == want);
   CHECK(run_process({"redis-cli", "-p", port_text, "DBSIZE"}).out ==
         std::to_string(kKeys + writer.last().size()) + "\n");
@@ -653,4 +659,96 @@ TEST_CASE("kv's snapshot is written as pre-copy parts, a restart boots from it, 
   CHECK_THAT(Json::parse(down.out)["report"]["rehearsal"].get<std::string>(),
              Catch::Matches("passed in \\d+ ms on a state taken for it \\(\\d+ B of parts, by pre-copy in \\d+ ms\\)"));
   CHECK(read_keys(port2) == want);
+}
+
+namespace {
+
+/// The inode of the socket listening on `port` in `pid`'s network namespace
+/// (/proc/PID/net/tcp, state 0A); 0 if none.
+unsigned long listening_inode(pid_t pid, std::uint16_t port) {
+  std::ifstream table("/proc/" + std::to_string(pid) + "/net/tcp");
+  std::string line;
+  std::getline(table, line);  // header
+  char wanted[8];
+  std::snprintf(wanted, sizeof wanted, ":%04X", port);
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout;
+    unsigned long inode = 0;
+    fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+    if (state == "0A" && local.size() >= 5 && local.substr(local.size() - 5) == wanted) return inode;
+  }
+  return 0;
+}
+
+/// Whether `pid` has the socket `inode` open (/proc/PID/fd).
+bool holds_socket(pid_t pid, unsigned long inode) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec))
+    if (fs::read_symlink(entry.path(), ec).string() == "socket:[" + std::to_string(inode) + "]") return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("moltd hot-restarts under a writing client: kv's connections, a half-sent command and every acknowledged "
+          "SET survive, on the same listening socket",
+          "[kv][hot-restart]") {
+  constexpr int kKeys = 20000;
+  auto d = kv_daemon(1);
+  d.start();
+  const std::uint16_t port = d.stream_port("kv");
+  const std::string port_text = std::to_string(port);
+  const auto [check, want] = load_keys(d, port_text, kKeys);
+  const pid_t first = d.pid();
+  const unsigned long listener = listening_inode(first, port);
+  REQUIRE(listener != 0);
+
+  RespClient half(port), idle(port);
+  half.send_raw("*3\r\n$3\r\nSET\r\n$4\r\nhalf\r\n$2\r\nv");  // the rest after the hot restart
+  CHECK(idle.call({"PING"}) == "+PONG\r\n");
+  SequenceWriter writer(port);
+  REQUIRE(wait_until([&] { return writer.acknowledged() > 1000 || writer.failed(); }));
+
+  const Json reply = d.hot_restart();
+  INFO(reply.dump());
+  REQUIRE(reply.value("ok", false));
+  const Json& report = reply["report"];
+  CHECK(report["old_pid"] == first);
+  CHECK(report["new_pid"] != first);
+  CHECK(report["generation"] == 2);
+  CHECK(report["listeners"] == 1);
+  CHECK(report["connections"].get<int>() >= 3);  // half, idle, the writer (load_keys' are gone)
+  CHECK(report["state_bytes"].get<std::uint64_t>() > 0);
+  std::vector<std::string> phases;
+  for (const auto& p : report["phases"]) phases.push_back(p["phase"]);
+  CHECK(phases == std::vector<std::string>{"hello", "prepare", "copy", "freeze", "transfer", "adopt", "commit", "frozen"});
+
+  const Json host = d.status()["host"];
+  CHECK(host["pid"] == d.pid());
+  CHECK(host["generation"] == 2);
+  CHECK(holds_socket(d.pid(), listener));  // the same kernel socket, in the new process
+  CHECK_FALSE(fs::exists(d.run_dir() / "handover"));
+
+  half.send_raw("1\r\n");
+  CHECK(half.read_reply() == std::optional<std::string>("+OK\r\n"));
+  CHECK(half.call({"GET", "half"}) == "$2\r\nv1\r\n");
+  CHECK(idle.call({"PING"}) == "+PONG\r\n");
+  const std::uint64_t after = writer.acknowledged();
+  REQUIRE(wait_until([&] { return writer.acknowledged() > after + 1000 || writer.failed(); }));
+
+  // And again: generation 3, from the successor.
+  const Json again = d.hot_restart();
+  INFO(again.dump());
+  REQUIRE(again.value("ok", false));
+  CHECK(again["report"]["generation"] == 3);
+  CHECK(holds_socket(d.pid(), listener));
+  const std::uint64_t later = writer.acknowledged();
+  REQUIRE(wait_until([&] { return writer.acknowledged() > later + 1000 || writer.failed(); }));
+
+  writer.stop();
+  CHECK(writer.failure().empty());
+  check_last_values(d, port_text, writer);
+  CHECK(run_process({"sh", "-c", "redis-cli -p " + port_text + " < " + check.string()}).out == want);
+  CHECK(d.stop() == 0);  // the successor stops as any moltd: snapshot, exit 0
 }

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -22,6 +23,7 @@
 using namespace molt::test;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using Json = nlohmann::json;
 
 namespace {
 
@@ -274,4 +276,36 @@ TEST_CASE("a module removed and added back serves the socket from systemd again,
   CHECK(waiting.read_reply() == "$1\r\nv\r\n");  // the same socket, served again, with kv's state from its removal
   CHECK(d.stream_port("kv") == kv.port());
   CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a hot restart under systemd: the old moltd names the new one MAINPID before it exits, the new one says "
+          "READY, and the watchdog goes on from the new process",
+          "[systemd][hot-restart]") {
+  Daemon d;  // counter v1
+  NotifySocket notify(d.dir() / "notify");
+  d.start({notify.env(), "WATCHDOG_USEC=400000"});
+  CHECK(notify.next() == "READY=1\nSTATUS=serving 1 module: counter v1; release initial (permanent)");
+  const Json reply = d.hot_restart();
+  INFO(reply.dump());
+  REQUIRE(reply.value("ok", false));
+  const std::string successor = std::to_string(d.pid());
+  // The old process's MAINPID=, the new one's own, and its READY=1 may
+  // arrive in either order; WATCHDOG=1 comes from both meanwhile.
+  std::vector<std::string> said;
+  REQUIRE(wait_until([&] {
+    if (auto message = notify.next(100ms); !message.empty() && message != "WATCHDOG=1") said.push_back(message);
+    return said.size() >= 3;
+  }));
+  CHECK(std::count(said.begin(), said.end(),
+                   "MAINPID=" + successor + "\nSTATUS=handed over to pid " + successor + " (hot restart)") == 1);
+  CHECK(std::count(said.begin(), said.end(), "MAINPID=" + successor) == 1);
+  CHECK(std::count(said.begin(), said.end(),
+                   "READY=1\nSTATUS=serving 1 module: counter v1; release initial (permanent)") == 1);
+  // The watchdog: the new process pings every half interval.
+  int pings = 0;
+  REQUIRE(wait_until([&] {
+    if (notify.next(300ms) == "WATCHDOG=1") ++pings;
+    return pings >= 3;
+  }));
+  REQUIRE(d.stop() == 0);
 }

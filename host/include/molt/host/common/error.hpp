@@ -30,6 +30,7 @@ enum class Phase {
   Control,   ///< a request on the control socket
   Script,    ///< reading or checking an upgrade script
   Release,   ///< installing, committing or rolling back a release
+  HotRestart,  ///< handing the host over to a new moltd process (handover/hot_restart.hpp)
 };
 
 [[nodiscard]] std::string_view to_string(Phase phase) noexcept;

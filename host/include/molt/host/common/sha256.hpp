@@ -1,12 +1,15 @@
 // SHA-256 of a byte range, as lowercase hex (the form sha256sum prints).
 #pragma once
 
+#include <filesystem>
 #include <string>
 #include <string_view>
 
 namespace molt::host {
 
 [[nodiscard]] std::string sha256_hex(std::string_view bytes);
+/// SHA-256 of a file's bytes, read a piece at a time; empty if it cannot be read.
+[[nodiscard]] std::string sha256_file_hex(const std::filesystem::path& path);
 
 /// SHA-256 of bytes given a piece at a time (a file written as it is made).
 class Sha256 {

@@ -17,6 +17,7 @@
 //   {"command":"commit"}
 //   {"command":"releases"}
 //   {"command":"save"}
+//   {"command":"hot-restart", "binary":"/abs/moltd"?}   hand moltd over to a new process
 //   {"command":"jobs",     "module":"batch"?, "action":"list"|"cancel"|"restart"?, "job":"sum"?}
 // Replies: {"ok":true, ...} or {"ok":false, "error":"<one line>"}. reload and
 // rollback reply with the upgrade "report", and "ok" false unless it succeeded;

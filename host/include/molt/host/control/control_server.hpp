@@ -72,8 +72,9 @@ class ControlServer {
   /// Stops accepting, closes connections still sending, waits up to `wait`
   /// for requests in progress, removes the socket. False when a request was
   /// still running then (inside a module call): its thread is left running,
-  /// so this server must then never be destroyed.
-  bool stop(std::chrono::milliseconds wait = std::chrono::seconds(1));
+  /// so this server must then never be destroyed. `remove_socket` false: the
+  /// path is left alone (a hot restart's successor has bound it anew).
+  bool stop(std::chrono::milliseconds wait = std::chrono::seconds(1), bool remove_socket = true);
 
  private:
   using Clock = std::chrono::steady_clock;

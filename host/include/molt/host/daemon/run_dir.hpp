@@ -3,6 +3,8 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
+#include <string>
 
 #include "molt/host/common/error.hpp"
 
@@ -15,11 +17,21 @@ class RunDir {
   /// moltd holds it.
   static Result<RunDir> open(const std::filesystem::path& dir);
 
+  /// Hot restart: the run directory whose lock the predecessor handed over
+  /// (`lock`, the same open file, so the same lock): checked to be `dir`'s
+  /// moltd.pid and locked. The pid file is rewritten by write_pid() once
+  /// this process serves.
+  static Result<RunDir> adopt(const std::filesystem::path& dir, int lock);
+
   RunDir(RunDir&& other) noexcept;
   RunDir& operator=(RunDir&&) = delete;
   ~RunDir();  ///< releases the lock and removes the pid file
 
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+  /// The lock's descriptor, for a successor (hot restart).
+  [[nodiscard]] int lock_fd() const noexcept { return lock_fd_; }
+  /// Writes this process's pid into moltd.pid; why not.
+  [[nodiscard]] std::optional<std::string> write_pid() const;
   [[nodiscard]] std::filesystem::path control_socket() const { return path_ / "control.sock"; }
   [[nodiscard]] std::filesystem::path log_file() const { return path_ / "moltd.log"; }
   [[nodiscard]] std::filesystem::path image_dir() const { return path_ / "images"; }

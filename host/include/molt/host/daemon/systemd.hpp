@@ -49,6 +49,8 @@ class Notifier {
   Notifier& operator=(const Notifier&) = delete;
 
   [[nodiscard]] bool enabled() const noexcept { return fd_ >= 0; }
+  /// NOTIFY_SOCKET as it was given (a hot restart's successor gets it again); empty when disabled.
+  [[nodiscard]] const std::string& address() const noexcept { return address_; }
 
   /// READY=1 and STATUS=`status`.
   void ready(std::string_view status);

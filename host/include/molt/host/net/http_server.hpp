@@ -53,6 +53,27 @@ class HttpServer {
   /// was still inside a module call a second later: it is left running
   /// (detached), so this server must then never be destroyed.
   bool stop(std::chrono::milliseconds grace);
+  // Hot restart (handover/hot_restart.hpp). Requests in progress finish here;
+  // connections waiting for their next request move.
+
+  /// Stops accepting (new connections wait in the backlog), lets the
+  /// requests in progress be answered until `deadline`, and returns the
+  /// listening socket and every connection then waiting for a request, with
+  /// the bytes of the next one already received. `busy`: how many were
+  /// still answering a request at the deadline (they stay here). Nothing is
+  /// closed: thaw() resumes as before. After serve().
+  struct Frozen {
+    int listen_fd = -1;  ///< the server's own
+    std::vector<std::pair<int, std::string>> connections;  ///< fd (the server's own), input received
+    std::size_t busy = 0;
+  };
+  [[nodiscard]] Frozen freeze(std::chrono::steady_clock::time_point deadline);
+  /// Undoes freeze(): accepts and reads again.
+  void thaw();
+  /// On a successor, after serve(): serves a connection a predecessor froze;
+  /// `input` is the start of its next request. Takes `fd` (closed on error).
+  [[nodiscard]] Result<void> adopt_connection(int fd, std::string_view input);
+
   /// Connections open now.
   [[nodiscard]] std::size_t connections() const;
   /// Connections turned away (503) past maxclients since start.

@@ -57,6 +57,29 @@ struct StreamOptions {
   std::map<std::string, ClientLimits, std::less<>> module_clients = {};
 };
 
+/// A connection freeze() took out of the server, as a successor adopts it
+/// (handover/hot_restart.hpp).
+struct FrozenConnection {
+  std::string module;
+  int fd = -1;  ///< the server's own: sent to the successor, not closed
+  api::ConnectionId id = 0;
+  std::string input;   ///< received, not consumed by the module
+  std::string output;  ///< written by the module, not sent
+  bool close_after_write = false;  ///< closes once `output` is sent
+};
+
+/// A listening socket freeze() stopped accepting on.
+struct FrozenListener {
+  std::string module;
+  int fd = -1;  ///< the server's own
+  Endpoint endpoint;
+};
+
+struct FrozenStreams {
+  std::vector<FrozenListener> listeners;
+  std::vector<FrozenConnection> connections;
+};
+
 class StreamServer final : public ModuleListeners {
  public:
   StreamServer(StreamOptions options, std::shared_ptr<spdlog::logger> log);
@@ -97,6 +120,26 @@ class StreamServer final : public ModuleListeners {
   /// later: it is left running (detached), so this server must then never
   /// be destroyed (moltd exits without its destructors).
   bool stop(std::chrono::milliseconds grace);
+
+  // Hot restart (handover/hot_restart.hpp). A connection is frozen between
+  // two module calls: its socket, its kernel queues and its buffers stay
+  // as they are, so that either this server goes on with it (thaw) or a
+  // successor adopts it and this process exits without closing anything.
+
+  /// Stops accepting (new connections wait in the backlogs, none refused)
+  /// and reading; lets the writes in progress go on for up to `flush`, then
+  /// stops them where they are; returns every listener and connection, the
+  /// latter with the bytes received and not consumed and written and not
+  /// sent. Fails, thawed again, when an I/O thread has not answered by
+  /// `deadline` (it is inside a module call). After serve().
+  [[nodiscard]] Result<FrozenStreams> freeze(std::chrono::milliseconds flush, std::chrono::steady_clock::time_point deadline);
+  /// Undoes freeze(): sends what waits, accepts and reads again.
+  void thaw();
+  /// On a successor, after serve() and after `frozen.module` listens (on the
+  /// sockets adopt() took): serves a connection a predecessor froze, with
+  /// its id: sends its output first, then gives the module its input, then
+  /// reads on. Takes `frozen.fd` (closed on error).
+  [[nodiscard]] Result<void> adopt_connection(FrozenConnection frozen);
 
   [[nodiscard]] std::vector<ListenerInfo> listeners() const;
   /// Bytes every connection's buffers hold now (reserved in the budget).

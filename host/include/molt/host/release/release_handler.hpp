@@ -126,6 +126,26 @@ class ReleaseHandler {
   /// A module with state its version cannot read is not started (see
   /// restore_snapshot_locked); the others are.
   Result<void> boot(const HostConfig& config);
+  /// Hot restart, in the successor, instead of boot(), in two halves. The
+  /// first, while the predecessor still serves: starts the release it runs
+  /// (the record's current one, on probation or not), each module from the
+  /// image whose sha256 `images` names (any other is refused), with its
+  /// initial state; `not_started`: the predecessor's, which stay so.
+  Result<void> prepare_take_over(const HostConfig& config,
+                                 const std::map<std::string, std::string, std::less<>>& images,
+                                 std::vector<NotStartedModule> not_started);
+  /// The second, once the predecessor has frozen: restores each module from
+  /// the state `handed` holds for it (with its jobs and timers), serves the
+  /// listening sockets adopted for it, and goes on with the probation for
+  /// `probation_left`. Fails on the first module it cannot take over: the
+  /// caller then exits and the predecessor resumes.
+  Result<void> take_over(SnapshotStore& handed, std::optional<std::chrono::milliseconds> probation_left);
+  /// Hot restart, in the process handing over: runs `hand_over` with the
+  /// change lock held (no reload, install, rollback or probation action
+  /// meanwhile; a change in progress makes this "busy"), told the probation
+  /// left, if any.
+  Result<void> while_unchanged(const std::string& what,
+                               const std::function<Result<void>(std::optional<std::chrono::milliseconds>)>& hand_over);
   /// The modules boot did not start, and why; each until `moltctl restore` starts it.
   [[nodiscard]] std::vector<NotStartedModule> not_started() const;
   /// Starts the thread that runs probation and the snapshots moltd takes
@@ -268,6 +288,7 @@ class ReleaseHandler {
   mutable std::timed_mutex mutex_;
   ReleaseRecord record_;
   std::optional<Probation> probation_;
+  std::optional<Release> taking_over_;  ///< between prepare_take_over and take_over
   std::uint64_t probations_ = 0;  ///< probations begun, to number them
   /// Modules of the current release that boot did not start -> why: in the
   /// record, not running, until moltctl restore starts them.

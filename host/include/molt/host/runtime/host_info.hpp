@@ -8,11 +8,13 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <map>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "molt/host/common/error.hpp"
 #include "molt/host/config/host_config.hpp"
 
 namespace molt::host {
@@ -50,7 +52,12 @@ struct NotStartedModule {
 struct HostInfo {
   std::string version;  ///< Molt's version
   long pid = 0;
-  std::chrono::system_clock::time_point started_at;
+  std::chrono::system_clock::time_point started_at;  ///< of this process
+  /// 1 for a moltd started by hand or by systemd; one more at each hot restart.
+  std::uint64_t generation = 1;
+  std::string binary;         ///< the program this process runs
+  /// The sha256 of that file as it was at start (computed when first asked).
+  std::function<std::string()> binary_sha256 = {};
   std::string http;  ///< bound address, e.g. 127.0.0.1:8080
   std::string run_dir;
   std::string plugin_dir;
@@ -72,6 +79,9 @@ struct HostInfo {
   /// The snapshots moltd takes by itself, asked for and not yet written:
   /// module -> why ("upgrade", "periodic").
   std::function<std::map<std::string, std::string>()> pending_snapshots = {};
+  /// Hands this moltd over to a new process (handover/hot_restart.hpp): the
+  /// report as JSON text, or the error. Empty: not offered.
+  std::function<Result<std::string>(const std::optional<std::string>& binary)> hot_restart = {};
 };
 
 }  // namespace molt::host

@@ -1,0 +1,196 @@
+// Hot restart: moltd hands itself over to a new moltd process, with its
+// listening sockets, its open connections and every module's state, without
+// closing a connection (docs/hot-restart.md).
+//
+// Steps, each with a deadline; the old process (the predecessor) drives:
+//   hello     the successor says its protocol and plugin ABI; the
+//             predecessor refuses one it cannot hand over to, else answers
+//             with what runs (modules and their images' sha256) and the run
+//             directory's lock;
+//   prepare   the successor reads the configuration and checks every image;
+//             the predecessor serves meanwhile;
+//   copy      the predecessor pre-copies each module's state into
+//             <run dir>/handover/ while it serves (modules with pre-copy);
+//   freeze    the predecessor stops accepting and reading, lets writes in
+//             progress and HTTP requests being answered finish (bounded),
+//             pauses every module and writes the last of its state;
+//   transfer  a manifest (listeners, connections with their unconsumed input
+//             and unsent output, idle HTTP keep-alive connections) and the
+//             descriptors (SCM_RIGHTS);
+//   adopt     the successor starts the modules from the states handed over,
+//             on the sockets handed over, and says ready without touching a
+//             client socket;
+//   commit    the point of no return: the predecessor exits; the successor
+//             sends the output, processes the input, serves.
+// Invariant: before commit the predecessor's sockets, buffers and module
+// states are untouched by the successor; any failure or timeout kills the
+// successor and thaws the predecessor as it was: clients see a stall.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+
+#include "molt/host/common/error.hpp"
+#include "molt/host/common/file_checks.hpp"
+#include "molt/host/net/stream_server.hpp"
+#include "molt/host/runtime/host_info.hpp"
+
+namespace molt::host {
+
+class HttpServer;
+class ModuleTable;
+class ReleaseHandler;
+class StreamServer;
+
+/// The hot restart protocol this moltd speaks; a successor must speak the same.
+inline constexpr int kHotRestartProtocol = 1;
+/// One message's bound (its connections' bytes ride on the transfer message).
+inline constexpr std::uint32_t kMaxHandoverMessage = 1u << 30;
+
+/// The socket pair between the two processes: messages are JSON objects,
+/// each sent as CBOR after its length (4 bytes, little-endian); a message
+/// with "fds": N is followed by N descriptors (fd_passing.hpp).
+class HandoverChannel {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit HandoverChannel(FileDescriptor socket) : socket_(std::move(socket)) {}
+
+  /// Why not, by `deadline`.
+  [[nodiscard]] std::optional<std::string> send(nlohmann::json message, std::span<const int> fds,
+                                                Clock::time_point deadline);
+  /// The next message (its descriptors into `fds`), or why not. A message
+  /// whose "step" is "failed" or "refused" is returned as its "reason".
+  Result<nlohmann::json> receive(Clock::time_point deadline, std::vector<FileDescriptor>* fds = nullptr);
+  [[nodiscard]] int fd() const noexcept { return socket_.get(); }
+
+ private:
+  FileDescriptor socket_;
+};
+
+/// What one hot restart did, for moltctl and the log.
+struct HotRestartReport {
+  long old_pid = 0;
+  long new_pid = 0;
+  std::uint64_t generation = 0;  ///< the successor's
+  std::string binary;
+  std::string sha256;
+  std::size_t listeners = 0;
+  std::size_t connections = 0;        ///< module connections handed over
+  std::size_t http_connections = 0;   ///< idle keep-alive connections handed over
+  std::size_t http_busy = 0;          ///< answering a request at the deadline: not handed over
+  std::uint64_t state_bytes = 0;      ///< written into <run dir>/handover/
+  std::uint64_t leftover_bytes = 0;   ///< unconsumed input and unsent output handed over
+  /// Phase timings, in order: hello, prepare, copy, freeze, transfer, adopt,
+  /// commit; "frozen" is from freeze to the successor's confirmation
+  /// (no client served meanwhile).
+  std::vector<std::pair<std::string, std::chrono::microseconds>> phases;
+  [[nodiscard]] nlohmann::json to_json() const;
+  [[nodiscard]] std::string summary() const;
+};
+
+/// The predecessor's side.
+class HotRestart {
+ public:
+  struct Options {
+    std::filesystem::path binary;         ///< the program moltd was started from (the default successor)
+    std::vector<std::string> arguments;   ///< moltd's command line, without argv[0]
+    std::filesystem::path run_dir;
+    int lock_fd = -1;                     ///< the run directory's lock (RunDir::lock_fd)
+    std::uint64_t generation = 1;         ///< this process's
+    std::string notify_socket;            ///< systemd's NOTIFY_SOCKET, given to the successor
+    std::optional<std::chrono::microseconds> watchdog;  ///< systemd's WATCHDOG_USEC, given to the successor
+    std::uint64_t max_state_bytes = 0;
+    std::chrono::milliseconds step_timeout{10000};  ///< hello, prepare, adopt: each
+    std::chrono::milliseconds flush{100};           ///< writes and HTTP requests in progress at freeze
+    std::chrono::milliseconds quiesce_timeout{2000};
+    /// Told the successor's pid once it serves (systemd's MAINPID=, sent by
+    /// the main process, which NotifyAccess=main accepts). May be empty.
+    std::function<void(long)> on_committed = {};
+  };
+  struct Parts {
+    ModuleTable& table;
+    ReleaseHandler& releases;
+    StreamServer& streams;
+    HttpServer& http;
+  };
+
+  HotRestart(Options options, Parts parts, std::shared_ptr<spdlog::logger> log);
+
+  /// Hands this moltd over to `binary` (default: options.binary). On
+  /// success this process must exit without closing anything (exit_now()),
+  /// after the caller has answered whoever asked; on failure it serves on
+  /// as before, and the error says which step failed and why.
+  Result<HotRestartReport> run(const std::optional<std::filesystem::path>& binary);
+  /// Whether a run reached commit: this process is done.
+  [[nodiscard]] bool committed() const noexcept { return committed_.load(); }
+  /// Ends this process now, closing nothing (the successor owns it all).
+  [[noreturn]] void exit_now();
+
+ private:
+  struct Handover;
+  Result<void> hand_over(Handover& h, std::optional<std::chrono::milliseconds> probation_left);
+
+  Options options_;
+  Parts parts_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::mutex running_;
+  std::atomic<bool> committed_{false};
+};
+
+/// The successor's side: moltd --successor FD.
+class Successor {
+ public:
+  using Clock = std::chrono::steady_clock;
+  /// What the predecessor said in its hello.
+  struct Hello {
+    long predecessor_pid = 0;
+    std::uint64_t generation = 0;  ///< ours
+    std::map<std::string, std::string, std::less<>> images;  ///< module -> sha256
+    std::vector<NotStartedModule> not_started;
+    std::optional<std::chrono::milliseconds> probation_left;
+    FileDescriptor lock;  ///< the run directory's lock
+  };
+  /// The manifest and descriptors of the transfer.
+  struct Transfer {
+    struct Listener {
+      std::string module;
+      FileDescriptor fd;
+    };
+    std::vector<Listener> listeners;
+    FileDescriptor http;
+    std::vector<FrozenConnection> connections;  ///< their fds are ours to adopt (or close)
+    std::vector<std::pair<FileDescriptor, std::string>> http_connections;     ///< with their input
+  };
+
+  explicit Successor(int fd) : channel_(FileDescriptor(fd)) {}
+  /// Says hello and reads the answer (refusals included).
+  Result<Hello> hello();
+  /// Done preparing; then the transfer.
+  Result<Transfer> prepared();
+  /// Ready to serve; waits for commit.
+  Result<void> ready();
+  /// Tells the predecessor this process serves (it may exit).
+  void serving(const nlohmann::json& detail);
+  /// Tells the predecessor why this process gives up (it resumes).
+  void failed(const std::string& reason);
+
+ private:
+  HandoverChannel channel_;
+};
+
+}  // namespace molt::host
