@@ -349,7 +349,7 @@ Result<void> HotRestart::hand_over(Handover& h, std::optional<std::chrono::milli
   fs::remove_all(dir, ec);
   fs::create_directories(dir, ec);
   fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
-  const SnapshotStore store(dir, options_.max_state_bytes);
+  const SnapshotStore store(dir, options_.max_state_bytes, Durability::InPlaceOnly);  // read at once, by the successor
   const PrecopyOptions& precopy = parts_.table.options().upgrade.precopy;
   const auto slots = parts_.table.slots();
   h.modules.reserve(slots.size());  // never moved: a PreCopy refers to its module's access

@@ -285,10 +285,10 @@ Result<std::shared_ptr<Image>> Loader::load(const fs::path& file, std::string_vi
   return image;
 }
 
-void Loader::remove_stale_copies() const {
+void Loader::remove_stale_copies(const std::set<fs::path>& keep) const {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(options_.image_dir, ec))
-    if (entry.path().extension() == ".so") fs::remove(entry.path(), ec);
+    if (entry.path().extension() == ".so" && !keep.contains(entry.path())) fs::remove(entry.path(), ec);
 }
 
 }  // namespace molt::host

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <future>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -413,6 +414,11 @@ int main(int argc, char** argv) {
       if (auto adopted = http.adopt_connection(fd.release(), input); !adopted)
         log->error("hot restart: {}", adopted.error().to_string());
     if (auto why = run_dir->write_pid()) log->warn("hot restart: {}", *why);
+    // The predecessor loads nothing more: its image copies may go (a mapped
+    // file stays mapped); ours stay.
+    std::set<fs::path> ours;
+    for (const auto& slot : table.slots()) ours.insert(slot->running().image);
+    loader.remove_stale_copies(ours);
     notifier.send("MAINPID=" + std::to_string(::getpid()));
     successor->serving({{"pid", ::getpid()}});
     log->info("hot restart: serving {} connection(s) and {} HTTP connection(s) taken over", transfer->connections.size(),

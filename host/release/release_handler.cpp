@@ -227,17 +227,16 @@ Result<void> ReleaseHandler::take_over(SnapshotStore& handed, std::optional<std:
     if (!state.value())
       return release_error(running.name, "hot restart: " + m.name + ": the previous moltd handed over no state");
     const StateBlob& blob = *state.value();
-    const UpgradeReport report = host::restore(*slot, table_.loader(), blob, {}, table_.options().upgrade);
-    slot->forget_previous();
-    if (report.outcome != Outcome::Succeeded)
-      return release_error(running.name, "hot restart: " + m.name + ": the state handed over could not be restored: " +
-                                             report.summary());
+    if (auto adopted = adopt_state(*slot, blob, table_.options().upgrade.quiesce_timeout); !adopted) {
+      Error error = std::move(adopted).error();
+      error.reason = "hot restart: the state handed over could not be restored: " + error.reason;
+      return error;
+    }
     if (auto host = slot->restore_host_part(blob.host); !host) return std::move(host).error();
     auto bound = listeners_.listen_module(m.listen, slot);
     if (!bound) return std::move(bound).error();
     for (const auto& endpoint : bound.value()) slot->log().info("listening on {} (taken over)", endpoint.to_string());
-    slot->log().info("taken over: {} with its state ({} bytes{})", v(slot->running().info.version),
-                     blob.encoding == StateEncoding::Parts ? slot->stats().state_bytes.value_or(0) : blob.bytes.size(),
+    slot->log().info("taken over: {} with its state ({} bytes{})", v(slot->running().info.version), blob.bytes.size(),
                      blob.encoding == StateEncoding::Parts ? " of pre-copy parts" : "");
   }
   if (probation_left) {

@@ -662,4 +662,29 @@ UpgradeReport restore(ModuleSlot& slot, Loader& loader, StateBlob state, const s
   return std::move(run_upgrade(std::span(&step, 1), loader, options).front());
 }
 
+Result<void> adopt_state(ModuleSlot& slot, const StateBlob& state, std::chrono::milliseconds quiesce_timeout) {
+  const ImageInfo info = slot.running().info;
+  const auto fail = [&](std::string why) { return Error{slot.name(), info.version, {}, Phase::Migrate, std::move(why)}; };
+  if (state.schema != info.schema)
+    return fail("the state handed over is in schema " + std::to_string(state.schema.value) + ", " +
+                "the running version's is " + std::to_string(info.schema.value));
+  auto access = ModuleSlot::UpgradeAccess::take_until(slot, Clock::now() + quiesce_timeout);
+  if (!access) return fail("an upgrade or a snapshot still ran after " + std::to_string(quiesce_timeout.count()) + " ms");
+  auto fresh = access->make_live(access->live().image);
+  if (!fresh) return std::move(fresh).error();
+  {
+    const LogScope scope(info.version.value);
+    if (auto why = load_state_blob(fresh.value()->hooks(), state,
+                                   api::Migration{state.schema, state.version, api::Direction::Same, {}}))
+      return fail(std::move(*why));
+  }
+  if (!access->suspend(Clock::now() + quiesce_timeout, "hot restart"))
+    return fail("calls still in progress after " + std::to_string(quiesce_timeout.count()) + " ms");
+  auto replaced = access->swap(std::move(fresh.value()), ModuleSlot::UpgradeAccess::Swap::Restore);
+  access->set_state_bytes(state.bytes.size());
+  access->resume();
+  replaced.reset();  // the instance started empty, stopped outside the pause
+  return {};
+}
+
 }  // namespace molt::host

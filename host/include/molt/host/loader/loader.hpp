@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -142,8 +143,10 @@ class Loader {
                                                     const std::optional<std::string>& pinned_sha256 = std::nullopt);
 
   /// Removes image copies left in the image directory by a host that did not
-  /// exit cleanly. Call only while no image from that directory is loaded.
-  void remove_stale_copies() const;
+  /// exit cleanly (or handed over: hot restart), but those in `keep` (the
+  /// copies this process has loaded). Call only while no other image from
+  /// that directory is loaded.
+  void remove_stale_copies(const std::set<std::filesystem::path>& keep = {}) const;
 
   /// Images this loader loaded that are still loaded: every module's running
   /// image; during an upgrade also the new one, and after it the old one

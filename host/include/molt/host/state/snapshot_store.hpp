@@ -26,8 +26,10 @@ namespace molt::host {
 
 class SnapshotStore {
  public:
-  SnapshotStore(std::filesystem::path dir, std::uint64_t max_state_bytes)
-      : dir_(std::move(dir)), max_state_bytes_(max_state_bytes) {}
+  /// `durability`: InPlaceOnly for states another process reads at once
+  /// and that are worthless after a crash (a hot restart's handover).
+  SnapshotStore(std::filesystem::path dir, std::uint64_t max_state_bytes, Durability durability = Durability::Durable)
+      : dir_(std::move(dir)), max_state_bytes_(max_state_bytes), durability_(durability) {}
 
   [[nodiscard]] const std::filesystem::path& dir() const noexcept { return dir_; }
   [[nodiscard]] std::filesystem::path path_of(std::string_view module) const;
@@ -88,6 +90,7 @@ class SnapshotStore {
 
   std::filesystem::path dir_;
   std::uint64_t max_state_bytes_;
+  Durability durability_;
 };
 
 }  // namespace molt::host

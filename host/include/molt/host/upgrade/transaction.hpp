@@ -85,4 +85,12 @@ struct UpgradeTarget {
 [[nodiscard]] UpgradeReport restore(ModuleSlot& slot, Loader& loader, StateBlob state,
                                     const std::filesystem::path& file = {}, const UpgradeOptions& options = {});
 
+/// A hot restart's: `state`, written by the same image in another process,
+/// read into a fresh instance of the image `slot` runs (no file read, no
+/// rehearsal: the image is the one that wrote it), which replaces the serving
+/// one in a pause. Its schema must be the running one's. Why not, naming the
+/// module.
+[[nodiscard]] Result<void> adopt_state(ModuleSlot& slot, const StateBlob& state,
+                                       std::chrono::milliseconds quiesce_timeout);
+
 }  // namespace molt::host
