@@ -21,8 +21,8 @@
 #include "molt/host/runtime/module_table.hpp"
 #include "molt/host/slot/precopy.hpp"
 #include "molt/host/slot/upgrade_access.hpp"
-#include "molt/host/state/part_file.hpp"
-#include "molt/host/state/snapshot_store.hpp"
+#include "molt/host/upgrade/transaction.hpp"
+#include "molt/host/slot/state_hooks.hpp"
 #include "molt/types.hpp"
 
 extern char** environ;
@@ -185,7 +185,6 @@ struct HotRestart::Handover {
   struct Module {
     std::shared_ptr<ModuleSlot> slot;
     std::optional<ModuleSlot::UpgradeAccess> access;
-    std::unique_ptr<PartFile> file;
     std::unique_ptr<PreCopy> copy;
     bool suspended = false;
   };
@@ -237,12 +236,9 @@ Result<HotRestartReport> HotRestart::run(const std::optional<fs::path>& binary) 
     it->copy.reset();  // ends the module's transfer
     if (it->suspended) it->access->resume();
     it->access.reset();
-    it->file.reset();  // removes its temporary file
   }
   if (h.streams_frozen) parts_.streams.thaw();
   if (h.http_frozen) parts_.http.thaw();
-  std::error_code ec;
-  fs::remove_all(options_.run_dir / "handover", ec);
   Error error = std::move(outcome).error();
   error.file = h.binary.string();
   log_->error("hot restart failed, this moltd (pid {}) serves on as before: {}", ::getpid(), error.to_string());
@@ -344,12 +340,9 @@ Result<void> HotRestart::hand_over(Handover& h, std::optional<std::chrono::milli
     return fail("prepare", prepared.error().reason);
   h.phase("prepare");
 
-  // copy: each module's state into <run dir>/handover/ by pre-copy while it serves.
-  const fs::path dir = options_.run_dir / "handover";
-  fs::remove_all(dir, ec);
-  fs::create_directories(dir, ec);
-  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
-  const SnapshotStore store(dir, options_.max_state_bytes, Durability::InPlaceOnly);  // read at once, by the successor
+  // copy: each module's state by pre-copy while it serves, a part per
+  // message; the successor applies each to a fresh instance as it comes
+  // (its reading is this side's backpressure).
   const PrecopyOptions& precopy = parts_.table.options().upgrade.precopy;
   const auto slots = parts_.table.slots();
   h.modules.reserve(slots.size());  // never moved: a PreCopy refers to its module's access
@@ -360,17 +353,22 @@ Result<void> HotRestart::hand_over(Handover& h, std::optional<std::chrono::milli
     if (!m.access) return fail("copy", slot->name() + ": an upgrade or a snapshot still ran after the quiesce timeout");
     const ImageInfo& info = slot->running().info;
     if (precopy.enabled && m.access->can_transfer()) {
-      auto file = store.open_parts(StateBlob{slot->name(), info.version, info.schema, {}, {}, StateEncoding::Parts});
-      if (!file) return fail("copy", file.error().to_string());
-      m.file = std::move(file.value());
-      PartFile* parts = m.file.get();
+      const Json about{{"module", slot->name()}, {"version", info.version.value}, {"schema", info.schema.value}};
+      std::uint64_t* sent = &h.report.state_bytes;
       m.copy = std::make_unique<PreCopy>(
-          *m.access, [parts](std::string_view bytes, api::TransferPart part) { return parts->append(part, bytes); },
+          *m.access,
+          [&channel, about, sent, this](std::string_view bytes, api::TransferPart part) {
+            Json message = about;
+            message["step"] = "part";
+            message["kind"] = static_cast<int>(part);
+            message["bytes"] = binary(bytes);
+            *sent += bytes.size();
+            return channel.send(std::move(message), {}, Clock::now() + options_.step_timeout);
+          },
           api::SaveTarget{info.schema, api::Direction::Same, {}}, precopy);
       if (auto ran = m.copy->run(); !ran) {
         slot->log().warn("hot restart: pre-copy failed ({}); its state is saved in the freeze", ran.error().to_string());
-        m.copy.reset();
-        m.file.reset();
+        m.copy.reset();  // the successor drops the parts it has when the whole state comes
       }
     }
   }
@@ -392,20 +390,21 @@ Result<void> HotRestart::hand_over(Handover& h, std::optional<std::chrono::milli
                                 std::to_string(options_.quiesce_timeout.count()) + " ms");
     m.suspended = true;
     const ImageInfo& info = m.slot->running().info;
-    std::string host = m.slot->host_part();  // jobs and timers, in the same pause as the state
-    if (m.copy) {
+    Json state{{"step", "state"},
+               {"module", m.slot->name()},
+               {"version", info.version.value},
+               {"schema", info.schema.value},
+               {"host", m.slot->host_part()}};  // jobs and timers, in the same pause as the state
+    if (m.copy) {  // the last part, then the host part
       if (auto finished = m.copy->finish(); !finished) return fail("freeze", finished.error().to_string());
-      auto size = m.file->commit(std::move(host));
-      if (!size) return fail("freeze", size.error().to_string());
-      h.report.state_bytes += size.value();
-    } else {
+    } else {  // the whole state
       std::stringbuf bytes;
       if (auto saved = m.access->save(api::SaveTarget{info.schema, api::Direction::Same, {}}, bytes); !saved)
         return fail("freeze", saved.error().to_string());
-      StateBlob blob{m.slot->name(), info.version, info.schema, bytes.str(), std::move(host)};
-      h.report.state_bytes += blob.bytes.size();
-      if (auto written = store.save(blob); !written) return fail("freeze", written.error().to_string());
+      h.report.state_bytes += bytes.str().size();
+      state["bytes"] = binary(bytes.str());
     }
+    if (auto why = channel.send(std::move(state), {}, step_deadline())) return fail("freeze", *why);
   }
   h.phase("freeze");
 
@@ -457,8 +456,6 @@ Result<void> HotRestart::hand_over(Handover& h, std::optional<std::chrono::milli
   h.phase("commit");
   h.report.phases.emplace_back("frozen",
                                std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - *h.frozen_at));
-  std::error_code ignored;
-  fs::remove_all(dir, ignored);  // the successor has loaded them
   return {};
 }
 
@@ -492,15 +489,97 @@ Result<Successor::Hello> Successor::hello() {
   return hello;
 }
 
-Result<Successor::Transfer> Successor::prepared() {
+/// A module's state as it arrives: pre-copy parts applied to a fresh
+/// instance (its slot's upgrade lock held meanwhile), or a whole state kept;
+/// then its host part.
+struct Successor::Handed {
+  std::optional<ModuleSlot::UpgradeAccess> access;
+  std::unique_ptr<ModuleSlot::Live> live;  ///< the parts so far applied to it
+  std::uint64_t part_bytes = 0;
+  std::optional<StateBlob> whole;
+  std::optional<std::string> host;  ///< set by the "state" message: nothing more comes
+};
+
+Successor::Successor(int fd) : channel_(FileDescriptor(fd)) {}
+Successor::~Successor() = default;
+
+Result<void> Successor::take_state(const Json& message,
+                                   const std::function<std::shared_ptr<ModuleSlot>(std::string_view)>& find) {
+  const std::string module = message.value("module", std::string());
+  const auto fail = [&](std::string why) { return Error{module, {}, {}, Phase::HotRestart, std::move(why)}; };
+  const auto slot = find(module);
+  if (!slot) return fail("state for a module this moltd did not start");
+  auto& handed = handed_[module];
+  if (!handed) handed = std::make_unique<Handed>();
+  const api::ModuleVersion version{message.value("version", 0u)};
+  const api::SchemaVersion schema{message.value("schema", 0u)};
+  if (message["step"] == "part") {
+    if (!handed->live) {
+      handed->access = ModuleSlot::UpgradeAccess::take_until(*slot, Clock::now() + std::chrono::seconds(10));
+      if (!handed->access) return fail("its slot is busy");
+      if (schema != slot->running().info.schema)
+        return fail("parts in schema " + std::to_string(schema.value) + ", the running version's is " +
+                    std::to_string(slot->running().info.schema.value));
+      auto fresh = handed->access->make_live(handed->access->live().image);
+      if (!fresh) return std::move(fresh).error();
+      handed->live = std::move(fresh.value());
+    }
+    const std::string bytes = from_binary(message["bytes"]);
+    handed->part_bytes += bytes.size();
+    if (auto why = receive_part_from_bytes(handed->live->hooks(), bytes,
+                                           api::Migration{schema, version, api::Direction::Same, {}},
+                                           static_cast<api::TransferPart>(message.value("kind", 0))))
+      return fail("a pre-copy part could not be applied: " + *why);
+    return {};
+  }
+  // "state": the last of it (a pre-copy's host part), or all of it.
+  handed->host = message.value("host", std::string());
+  if (message.contains("bytes")) {
+    handed->live.reset();  // a pre-copy that failed on the other side, if any
+    handed->access.reset();
+    handed->whole = StateBlob{module, version, schema, from_binary(message["bytes"]), *handed->host};
+  }
+  return {};
+}
+
+Result<void> Successor::restore(ModuleSlot& slot) {
+  const auto it = handed_.find(slot.name());
+  const auto fail = [&](std::string why) { return Error{slot.name(), {}, {}, Phase::HotRestart, std::move(why)}; };
+  if (it == handed_.end() || !it->second->host) return fail("the previous moltd handed over no state for it");
+  Handed& handed = *it->second;
+  if (handed.whole) {
+    if (auto adopted = adopt_state(slot, *handed.whole, std::chrono::seconds(10)); !adopted) return adopted;
+  } else {
+    if (!handed.live) return fail("the previous moltd handed over no state for it");
+    if (!handed.access->suspend(Clock::now() + std::chrono::seconds(10), "hot restart"))
+      return fail("calls still in progress after 10 s");
+    auto replaced = handed.access->swap(std::move(handed.live), ModuleSlot::UpgradeAccess::Swap::Restore);
+    handed.access->set_state_bytes(handed.part_bytes);
+    handed.access->resume();
+    handed.access.reset();
+    replaced.reset();  // the instance started empty, stopped outside the pause
+  }
+  return slot.restore_host_part(*handed.host);
+}
+
+Result<Successor::Transfer> Successor::prepared(
+    const std::function<std::shared_ptr<ModuleSlot>(std::string_view)>& find) {
   fault_point("successor.prepare");
   if (auto why = channel_.send(Json{{"step", "prepared"}}, {}, Clock::now() + std::chrono::seconds(10)))
     return Error{"(host)", {}, {}, Phase::HotRestart, "prepare: " + *why};
   std::vector<FileDescriptor> fds;
-  auto manifest = channel_.receive(Clock::now() + kSuccessorWait, &fds);
-  if (!manifest) return std::move(manifest).error();
+  Result<Json> manifest = Error{};
+  while (true) {  // the states, as they come, then the transfer
+    manifest = channel_.receive(Clock::now() + kSuccessorWait, &fds);
+    if (!manifest) return std::move(manifest).error();
+    const Json& message = manifest.value();
+    if (message["step"] != "part" && message["step"] != "state") break;
+    if (auto taken = take_state(message, find); !taken) return std::move(taken).error();
+  }
   fault_point("successor.transfer");
   const Json& m = manifest.value();
+  if (m["step"] != "transfer")
+    return Error{"(host)", {}, {}, Phase::HotRestart, "expected the transfer, got " + m.value("step", std::string("?"))};
   const auto bad = [](const std::string& why) {
     return Error{"(host)", {}, {}, Phase::HotRestart, "transfer: malformed manifest: " + why};
   };

@@ -302,7 +302,7 @@ int main(int argc, char** argv) {
       log->critical("hot restart: {}", prepared.error().to_string());
       return give_up(prepared.error().to_string(), 1);
     }
-    auto received = successor->prepared();
+    auto received = successor->prepared([&table](std::string_view name) { return table.find(name); });
     if (!received) {
       log->critical("hot restart: {}", received.error().to_string());
       return 1;
@@ -314,8 +314,9 @@ int main(int argc, char** argv) {
     }
     if (transfer->http.valid()) http_fd = transfer->http.release();
   }
-  SnapshotStore handed_states(run_dir->path() / "handover", config->max_state_bytes);
-  auto booted = handed ? releases.take_over(handed_states, handed->probation_left) : releases.boot(*config);
+  auto booted = handed ? releases.take_over([&successor](ModuleSlot& slot) { return successor->restore(slot); },
+                                            handed->probation_left)
+                       : releases.boot(*config);
   if (crash)  // noted by the boot, failed or not: kept in <run dir>/crashes/ for the operator
     if (auto moved = move_crash_record_aside(run_dir->path(), crash->time_ms); !moved)
       log->warn("{}", moved.error().to_string());
@@ -402,25 +403,27 @@ int main(int argc, char** argv) {
     log->critical("{}", started.error().to_string());
     return 1;
   }
-  http.serve();
+  // The module connections first: a hot restart's clients wait for them.
   streams.serve();
-  if (transfer) {  // their output first, then their input, in order
-    for (auto& connection : transfer->connections) {
-      const std::string module = connection.module;
+  if (transfer)  // their output first, then their input, in order
+    for (auto& connection : transfer->connections)
       if (auto adopted = streams.adopt_connection(std::move(connection)); !adopted)
         log->error("hot restart: {}", adopted.error().to_string());
-    }
+  http.serve();
+  if (transfer) {
     for (auto& [fd, input] : transfer->http_connections)
       if (auto adopted = http.adopt_connection(fd.release(), input); !adopted)
         log->error("hot restart: {}", adopted.error().to_string());
+    successor->serving({{"pid", ::getpid()}});  // the predecessor exits: clients wait no more
+    // Then what no client waits for.
     if (auto why = run_dir->write_pid()) log->warn("hot restart: {}", *why);
+    releases.record_take_over();
     // The predecessor loads nothing more: its image copies may go (a mapped
     // file stays mapped); ours stay.
     std::set<fs::path> ours;
     for (const auto& slot : table.slots()) ours.insert(slot->running().image);
     loader.remove_stale_copies(ours);
     notifier.send("MAINPID=" + std::to_string(::getpid()));
-    successor->serving({{"pid", ::getpid()}});
     log->info("hot restart: serving {} connection(s) and {} HTTP connection(s) taken over", transfer->connections.size(),
               transfer->http_connections.size());
   }

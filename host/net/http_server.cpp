@@ -467,21 +467,25 @@ HttpServer::Frozen HttpServer::freeze(std::chrono::steady_clock::time_point dead
   // Until every connection is parked (or the deadline): the busy ones park
   // once their response is written.
   while (true) {
+    // Every session asked at once, on its own strand; then the answers.
+    const auto sessions = s.open_sessions();
+    std::vector<std::future<std::optional<std::pair<int, std::string>>>> answers;
+    answers.reserve(sessions.size());
+    for (const auto& session : sessions) {
+      auto asked = std::make_shared<std::promise<std::optional<std::pair<int, std::string>>>>();
+      answers.push_back(asked->get_future());
+      asio::dispatch(session->executor(), [asked, session] { asked->set_value(session->frozen()); });
+    }
     out.connections.clear();
     out.busy = 0;
-    for (const auto& session : s.open_sessions()) {
-      auto asked = std::make_shared<std::promise<std::optional<std::pair<int, std::string>>>>();
-      auto answer = asked->get_future();
-      asio::dispatch(session->executor(), [asked, session] { asked->set_value(session->frozen()); });
-      if (answer.wait_until(deadline) != std::future_status::ready) {
-        ++out.busy;  // its strand is inside a module call
-        continue;
-      }
-      if (auto frozen = answer.get()) out.connections.push_back(std::move(*frozen));
+    for (auto& answer : answers) {
+      // Not answered by the deadline: its strand is inside a module call.
+      if (answer.wait_until(deadline) != std::future_status::ready) ++out.busy;
+      else if (auto frozen = answer.get()) out.connections.push_back(std::move(*frozen));
       else ++out.busy;
     }
     if (out.busy == 0 || std::chrono::steady_clock::now() >= deadline) break;
-    std::this_thread::sleep_for(std::chrono::microseconds(500));
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   return out;
 }

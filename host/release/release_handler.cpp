@@ -214,7 +214,8 @@ Result<void> ReleaseHandler::prepare_take_over(const HostConfig& config,
   return {};
 }
 
-Result<void> ReleaseHandler::take_over(SnapshotStore& handed, std::optional<std::chrono::milliseconds> probation_left) {
+Result<void> ReleaseHandler::take_over(const std::function<Result<void>(ModuleSlot&)>& restore,
+                                       std::optional<std::chrono::milliseconds> probation_left) {
   std::lock_guard lock(mutex_);
   if (!taking_over_) throw std::logic_error("take_over without prepare_take_over");
   const Release running = std::move(*taking_over_);
@@ -222,22 +223,16 @@ Result<void> ReleaseHandler::take_over(SnapshotStore& handed, std::optional<std:
   for (const auto& m : running.modules) {
     auto slot = table_.find(m.name);
     if (!slot) continue;  // not started in the predecessor either
-    auto state = handed.load(m.name);
-    if (!state) return std::move(state).error();
-    if (!state.value())
-      return release_error(running.name, "hot restart: " + m.name + ": the previous moltd handed over no state");
-    const StateBlob& blob = *state.value();
-    if (auto adopted = adopt_state(*slot, blob, table_.options().upgrade.quiesce_timeout); !adopted) {
-      Error error = std::move(adopted).error();
+    if (auto restored = restore(*slot); !restored) {
+      Error error = std::move(restored).error();
       error.reason = "hot restart: the state handed over could not be restored: " + error.reason;
       return error;
     }
-    if (auto host = slot->restore_host_part(blob.host); !host) return std::move(host).error();
     auto bound = listeners_.listen_module(m.listen, slot);
     if (!bound) return std::move(bound).error();
     for (const auto& endpoint : bound.value()) slot->log().info("listening on {} (taken over)", endpoint.to_string());
-    slot->log().info("taken over: {} with its state ({} bytes{})", v(slot->running().info.version), blob.bytes.size(),
-                     blob.encoding == StateEncoding::Parts ? " of pre-copy parts" : "");
+    slot->log().info("taken over: {} with its state ({} bytes)", v(slot->running().info.version),
+                     slot->stats().state_bytes.value_or(0));
   }
   if (probation_left) {
     Probation probation{std::chrono::steady_clock::now() + *probation_left, {}, ++probations_};
@@ -245,11 +240,16 @@ Result<void> ReleaseHandler::take_over(SnapshotStore& handed, std::optional<std:
     probation_ = std::move(probation);
   }
   record_.current = running;  // as the predecessor had it, with this configuration's settings
-  record_.note(running.name, "hot restart", "moltd pid " + std::to_string(::getpid()) + " took over");
-  write_record_locked();  // and publishes it
+  publish_locked();  // written by record_take_over(), once clients no longer wait
   log_->info("release '{}' taken over ({} module(s)){}", running.name, running.modules.size(),
              probation_left ? ", on probation for " + std::to_string(probation_left->count() / 1000) + " s more" : "");
   return {};
+}
+
+void ReleaseHandler::record_take_over() {
+  std::lock_guard lock(mutex_);
+  record_.note(record_.current.name, "hot restart", "moltd pid " + std::to_string(::getpid()) + " took over");
+  write_record_locked();
 }
 
 Result<void> ReleaseHandler::while_unchanged(

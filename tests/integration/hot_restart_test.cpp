@@ -4,16 +4,12 @@
 // any step of the protocol is refused or killed, and the old moltd serves on
 // with its connections and state. kv's writer test is in kv_test.cpp, the
 // job's in job_test.cpp.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <fstream>
 
 #include <catch2/catch.hpp>
 
 #include "daemon.hpp"
+#include "http_client.hpp"
 #include "resp_client.hpp"
 
 using namespace molt::test;
@@ -21,58 +17,6 @@ using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
-
-/// One HTTP/1.1 keep-alive connection, requests sent by hand.
-class KeepAlive {
- public:
-  explicit KeepAlive(const std::string& endpoint) {
-    const auto colon = endpoint.rfind(':');
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(std::stoi(endpoint.substr(colon + 1))));
-    ::inet_pton(AF_INET, endpoint.substr(0, colon).c_str(), &address.sin_addr);
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-    timeval timeout{10, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  }
-  ~KeepAlive() { ::close(fd_); }
-  KeepAlive(const KeepAlive&) = delete;
-  KeepAlive& operator=(const KeepAlive&) = delete;
-
-  void send(const std::string& bytes) { REQUIRE(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size())); }
-  /// Reads one response with a Content-Length body; empty if the connection closed.
-  std::string response() {
-    while (true) {
-      const auto head_end = buffer_.find("\r\n\r\n");
-      if (head_end != std::string::npos) {
-        const auto at = buffer_.find("Content-Length: ");
-        const std::size_t length = at < head_end ? std::stoul(buffer_.substr(at + 16)) : 0;
-        if (buffer_.size() >= head_end + 4 + length) {
-          std::string whole = buffer_.substr(0, head_end + 4 + length);
-          buffer_.erase(0, whole.size());
-          return whole;
-        }
-      }
-      char chunk[4096];
-      const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n <= 0) return {};
-      buffer_.append(chunk, static_cast<std::size_t>(n));
-    }
-  }
-  std::string get(const std::string& path) {
-    send("GET " + path + " HTTP/1.1\r\nHost: test\r\n\r\n");
-    return response();
-  }
-  std::string post(const std::string& path) {
-    send("POST " + path + " HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n");
-    return response();
-  }
-
- private:
-  int fd_ = -1;
-  std::string buffer_;
-};
 
 Daemon counter_and_kv() {
   return Daemon({{"counter", plugin_path("counter", 1), 1},
@@ -86,7 +30,7 @@ TEST_CASE("a hot restart keeps an HTTP keep-alive connection and the counter's s
           "[hot-restart]") {
   auto d = counter_and_kv();
   d.start();
-  KeepAlive http(d.http());
+  HttpClient http(d.http());
   for (int i = 0; i < 3; ++i) CHECK_THAT(http.post("/counter/incr"), Catch::StartsWith("HTTP/1.1 200"));
 
   const pid_t first = d.pid();
@@ -170,7 +114,7 @@ TEST_CASE("a successor killed at any step of the hot restart leaves the old molt
       RespClient client(port);
       REQUIRE(client.call({"SET", "k", "v"}) == "+OK\r\n");
       client.send_raw("*2\r\n$3\r\nGET\r\n$1\r\n");  // half a command, frozen with the connection
-      KeepAlive http(d.http());
+      HttpClient http(d.http());
       CHECK_THAT(http.post("/counter/incr"), Catch::StartsWith("HTTP/1.1 200"));
       const pid_t first = d.pid();
 

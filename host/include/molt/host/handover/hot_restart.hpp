@@ -53,6 +53,7 @@
 namespace molt::host {
 
 class HttpServer;
+class ModuleSlot;
 class ModuleTable;
 class ReleaseHandler;
 class StreamServer;
@@ -177,11 +178,19 @@ class Successor {
     std::vector<std::pair<FileDescriptor, std::string>> http_connections;     ///< with their input
   };
 
-  explicit Successor(int fd) : channel_(FileDescriptor(fd)) {}
+  explicit Successor(int fd);
+  ~Successor();
+  Successor(Successor&&) = delete;
   /// Says hello and reads the answer (refusals included).
   Result<Hello> hello();
-  /// Done preparing; then the transfer.
-  Result<Transfer> prepared();
+  /// Done preparing (the modules started, `find` finds them). Then the
+  /// modules' states, each applied as it comes to a fresh instance of the
+  /// image its slot runs (pre-copy parts), or kept (a whole state), and
+  /// last the transfer.
+  Result<Transfer> prepared(const std::function<std::shared_ptr<ModuleSlot>(std::string_view)>& find);
+  /// Puts the state handed over for `slot`'s module in place, with its jobs
+  /// and timers (ReleaseHandler::take_over calls it for each module).
+  Result<void> restore(ModuleSlot& slot);
   /// Ready to serve; waits for commit.
   Result<void> ready();
   /// Tells the predecessor this process serves (it may exit).
@@ -190,7 +199,13 @@ class Successor {
   void failed(const std::string& reason);
 
  private:
+  struct Handed;
+  /// One "part" or "state" message, applied or kept.
+  Result<void> take_state(const nlohmann::json& message,
+                          const std::function<std::shared_ptr<ModuleSlot>(std::string_view)>& find);
+
   HandoverChannel channel_;
+  std::map<std::string, std::unique_ptr<Handed>, std::less<>> handed_;
 };
 
 }  // namespace molt::host

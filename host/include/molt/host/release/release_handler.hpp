@@ -134,12 +134,16 @@ class ReleaseHandler {
   Result<void> prepare_take_over(const HostConfig& config,
                                  const std::map<std::string, std::string, std::less<>>& images,
                                  std::vector<NotStartedModule> not_started);
-  /// The second, once the predecessor has frozen: restores each module from
-  /// the state `handed` holds for it (with its jobs and timers), serves the
-  /// listening sockets adopted for it, and goes on with the probation for
-  /// `probation_left`. Fails on the first module it cannot take over: the
-  /// caller then exits and the predecessor resumes.
-  Result<void> take_over(SnapshotStore& handed, std::optional<std::chrono::milliseconds> probation_left);
+  /// The second, once the predecessor has frozen: `restore` puts each
+  /// module's state in place (with its jobs and timers: the state handed
+  /// over), then the module serves the listening sockets adopted for it;
+  /// the probation goes on for `probation_left`. Fails on the first module
+  /// it cannot take over: the caller then exits and the predecessor resumes.
+  Result<void> take_over(const std::function<Result<void>(ModuleSlot&)>& restore,
+                         std::optional<std::chrono::milliseconds> probation_left);
+  /// Once this process serves: notes the hot restart in the release record
+  /// and writes it (fsync: not while clients wait).
+  void record_take_over();
   /// Hot restart, in the process handing over: runs `hand_over` with the
   /// change lock held (no reload, install, rollback or probation action
   /// meanwhile; a change in progress makes this "busy"), told the probation
