@@ -175,6 +175,54 @@ std::string HotRestartReport::summary() const {
   return text;
 }
 
+// --- metrics -------------------------------------------------------------------
+
+nlohmann::json metrics_counters(const ModuleTable& table, const StreamServer& streams, const HttpServer& http) {
+  Json modules = Json::object();
+  for (const auto& slot : table.slots()) {
+    const auto durations = slot->call_durations();
+    modules[slot->name()] = {{"buckets", durations.buckets},
+                             {"sum_ns", durations.sum.count()},
+                             {"failed_calls", slot->stats().failed_calls}};
+  }
+  Json listeners = Json::array();
+  for (const auto& l : streams.listeners())
+    listeners.push_back({{"module", l.module},
+                         {"endpoint", l.endpoint.to_string()},
+                         {"accepted", l.accepted},
+                         {"refused", l.refused},
+                         {"closed_by_limit", l.closed_by_limit}});
+  return Json{{"modules", modules}, {"listeners", listeners}, {"http_refused", http.refused()}};
+}
+
+void carry_over_metrics(const nlohmann::json& counters, ModuleTable& table, StreamServer& streams, HttpServer& http) {
+  const Json modules = counters.value("modules", Json::object());  // items() must not outlive it
+  for (const auto& [name, m] : modules.items()) {
+    const auto slot = table.find(name);
+    if (!slot) continue;
+    DurationHistogram::Counts durations;
+    const auto buckets = m.value("buckets", std::vector<std::uint64_t>{});
+    for (std::size_t i = 0; i < durations.buckets.size() && i < buckets.size(); ++i) durations.buckets[i] = buckets[i];
+    durations.sum = std::chrono::nanoseconds(m.value("sum_ns", std::int64_t{0}));
+    slot->carry_over(durations, m.value("failed_calls", std::uint64_t{0}));
+  }
+  for (const auto& l : counters.value("listeners", Json::array())) {
+    ListenerInfo counted{};
+    counted.module = l.value("module", std::string());
+    const std::string endpoint = l.value("endpoint", std::string());
+    const auto colon = endpoint.rfind(':');
+    if (colon == std::string::npos) continue;
+    counted.endpoint = Endpoint{endpoint.substr(0, colon), static_cast<std::uint16_t>(std::stoul(endpoint.substr(colon + 1)))};
+    counted.accepted = l.value("accepted", std::uint64_t{0});
+    counted.refused = l.value("refused", std::uint64_t{0});
+    const auto closed = l.value("closed_by_limit", std::vector<std::uint64_t>{});
+    for (std::size_t i = 0; i < counted.closed_by_limit.size() && i < closed.size(); ++i)
+      counted.closed_by_limit[i] = closed[i];
+    streams.carry_over(counted);
+  }
+  http.carry_over_refused(counters.value("http_refused", std::uint64_t{0}));
+}
+
 // --- the predecessor -----------------------------------------------------------
 
 struct HotRestart::Handover {
@@ -409,7 +457,7 @@ Result<void> HotRestart::hand_over(Handover& h, std::optional<std::chrono::milli
   h.phase("freeze");
 
   // transfer
-  Json manifest{{"step", "transfer"}};
+  Json manifest{{"step", "transfer"}, {"metrics", metrics_counters(parts_.table, parts_.streams, parts_.http)}};
   std::vector<int> fds;
   Json listeners = Json::array();
   for (const auto& l : streams->listeners) {
@@ -589,6 +637,7 @@ Result<Successor::Transfer> Successor::prepared(
     return std::move(fds[next++]);
   };
   Transfer transfer;
+  transfer.metrics = m.value("metrics", Json::object());
   for (const auto& l : m.value("listeners", Json::array())) {
     auto fd = take();
     if (!fd) return bad("fewer descriptors than listeners");

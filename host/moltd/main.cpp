@@ -391,6 +391,7 @@ int main(int argc, char** argv) {
     ::kill(::getpid(), SIGUSR2);  // the main thread exits once this reply is written
     return json_text(report->to_json());
   };
+  if (transfer) carry_over_metrics(transfer->metrics, table, streams, http);  // counters go on from the predecessor's
   if (successor) {  // the point of no return is the predecessor's: wait for its commit
     if (auto committed = successor->ready(); !committed) {
       log->critical("hot restart: {}; exiting (the previous moltd serves on)", committed.error().to_string());

@@ -530,6 +530,8 @@ std::future<void> HttpServer::probe() {
 
 std::uint64_t HttpServer::refused() const { return impl_->refused_.load(std::memory_order_relaxed); }
 
+void HttpServer::carry_over_refused(std::uint64_t refused) { impl_->refused_ += refused; }
+
 std::size_t HttpServer::connections() const {
   std::lock_guard lock(impl_->sessions_mutex_);
   return impl_->sessions_.size();

@@ -1362,6 +1362,18 @@ Result<void> StreamServer::adopt_connection(FrozenConnection frozen) {
   return {};
 }
 
+void StreamServer::carry_over(const ListenerInfo& counted) {
+  std::lock_guard lock(impl_->listeners_mutex_);
+  for (auto& listener : impl_->listeners_) {
+    if (listener->closed || listener->module != counted.module || listener->endpoint.to_string() != counted.endpoint.to_string())
+      continue;
+    listener->accepted += counted.accepted;
+    listener->refused += counted.refused;
+    for (std::size_t i = 0; i < kLimitCloses; ++i) listener->closed_by_limit[i] += counted.closed_by_limit[i];
+    return;
+  }
+}
+
 std::vector<ListenerInfo> StreamServer::listeners() const {
   std::vector<ListenerInfo> out;
   std::lock_guard lock(impl_->listeners_mutex_);

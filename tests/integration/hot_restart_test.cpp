@@ -18,6 +18,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
+/// The value of one sample of /-/metrics, e.g. molt_module_calls_total{module="counter"}; -1 if absent.
+double metric(const Daemon& d, const std::string& sample) {
+  const std::string text = d.curl({"/-/metrics"}).out;
+  const auto at = text.find("\n" + sample + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + sample.size() + 2));
+}
+
 Daemon counter_and_kv() {
   return Daemon({{"counter", plugin_path("counter", 1), 1},
                  {"kv", plugin_path("kv", 1), 1, "listen = \"127.0.0.1:0\"\n"}});
@@ -33,6 +40,8 @@ TEST_CASE("a hot restart keeps an HTTP keep-alive connection and the counter's s
   HttpClient http(d.http());
   for (int i = 0; i < 3; ++i) CHECK_THAT(http.post("/counter/incr"), Catch::StartsWith("HTTP/1.1 200"));
 
+  const double calls_before = metric(d, "molt_module_calls_total{module=\"counter\"}");
+  CHECK(calls_before >= 3);
   const pid_t first = d.pid();
   const auto text = d.ctl({"hot-restart"});
   INFO(text.out << text.err);
@@ -58,6 +67,8 @@ TEST_CASE("a hot restart keeps an HTTP keep-alive connection and the counter's s
   CHECK_THAT(counted, Catch::StartsWith("HTTP/1.1 200"));
   CHECK_THAT(counted, Catch::Contains("\"total\":3"));
   CHECK_THAT(http.post("/counter/incr"), Catch::StartsWith("HTTP/1.1 200"));
+  // Prometheus sees no reset: the counters go on from the old process's.
+  CHECK(metric(d, "molt_module_calls_total{module=\"counter\"}") >= calls_before + 2);
   CHECK_THAT(d.log(), Catch::Contains("hot restart: serving ") && Catch::Contains("[kv] taken over: v1 with its state"));
   CHECK(d.stop() == 0);
 }

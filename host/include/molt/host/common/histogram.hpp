@@ -86,6 +86,12 @@ class DurationHistogram {
   [[nodiscard]] bool observed_any() const noexcept { return last_ns_.load(std::memory_order_relaxed) >= 0; }
 
   [[nodiscard]] Counts snapshot() const noexcept;
+  /// Adds what another histogram counted (a hot restart's predecessor's:
+  /// counters never go back). Lock-free.
+  void add_counts(const Counts& counts) noexcept {
+    for (std::size_t i = 0; i < kBuckets; ++i) buckets_[i].fetch_add(counts.buckets[i], std::memory_order_relaxed);
+    sum_ns_.fetch_add(static_cast<std::uint64_t>(std::max<std::int64_t>(0, counts.sum.count())), std::memory_order_relaxed);
+  }
 
   /// The bucket a duration falls into.
   [[nodiscard]] static std::size_t bucket_of(std::chrono::nanoseconds duration) noexcept;

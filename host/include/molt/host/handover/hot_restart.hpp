@@ -104,6 +104,15 @@ struct HotRestartReport {
   [[nodiscard]] std::string summary() const;
 };
 
+/// The counters of /-/metrics (module calls and their durations, failed
+/// calls, listeners' accepted, refused and closed connections, HTTP
+/// refusals), as a predecessor hands them over at its freeze...
+[[nodiscard]] nlohmann::json metrics_counters(const ModuleTable& table, const StreamServer& streams,
+                                              const HttpServer& http);
+/// ...and as its successor adds them to its own, so that Prometheus sees no
+/// counter reset.
+void carry_over_metrics(const nlohmann::json& counters, ModuleTable& table, StreamServer& streams, HttpServer& http);
+
 /// The predecessor's side.
 class HotRestart {
  public:
@@ -176,6 +185,7 @@ class Successor {
     FileDescriptor http;
     std::vector<FrozenConnection> connections;  ///< their fds are ours to adopt (or close)
     std::vector<std::pair<FileDescriptor, std::string>> http_connections;     ///< with their input
+    nlohmann::json metrics;  ///< the predecessor's counters (metrics_counters)
   };
 
   explicit Successor(int fd);

@@ -78,6 +78,8 @@ class HttpServer {
   [[nodiscard]] std::size_t connections() const;
   /// Connections turned away (503) past maxclients since start.
   [[nodiscard]] std::uint64_t refused() const;
+  /// On a successor: adds a predecessor's refused() (counters go on).
+  void carry_over_refused(std::uint64_t refused);
   /// Posts a no-op to the I/O threads; the future is ready once one of them
   /// has run it (the watchdog's proof that they are not all stuck).
   [[nodiscard]] std::future<void> probe();

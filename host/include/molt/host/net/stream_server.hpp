@@ -141,6 +141,11 @@ class StreamServer final : public ModuleListeners {
   /// reads on. Takes `frozen.fd` (closed on error).
   [[nodiscard]] Result<void> adopt_connection(FrozenConnection frozen);
 
+  /// On a successor: adds a predecessor's counters (accepted, refused,
+  /// closed by each limit) to those of `counted.module`'s listener on
+  /// `counted.endpoint`, so that /-/metrics counters go on from there.
+  void carry_over(const ListenerInfo& counted);
+
   [[nodiscard]] std::vector<ListenerInfo> listeners() const;
   /// Bytes every connection's buffers hold now (reserved in the budget).
   [[nodiscard]] std::uint64_t buffered_bytes() const;

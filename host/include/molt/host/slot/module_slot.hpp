@@ -193,6 +193,12 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   /// asked for its turn (so including the wait for the gate, and for an
   /// upgrade's pause) until the module returned.
   [[nodiscard]] DurationHistogram::Counts call_durations() const noexcept { return call_durations_.snapshot(); }
+  /// Hot restart: adds the calls the predecessor's slot counted, so that
+  /// the counters of /-/metrics go on from there.
+  void carry_over(const DurationHistogram::Counts& durations, std::uint64_t failed_calls) noexcept {
+    call_durations_.add_counts(durations);
+    failed_calls_.fetch_add(failed_calls, std::memory_order_relaxed);
+  }
   [[nodiscard]] spdlog::logger& log() const noexcept { return *logger_; }
 
  private:
