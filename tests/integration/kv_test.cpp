@@ -2,7 +2,10 @@
 // compared byte for byte with a real redis-server's, data loaded with
 // redis-cli survives upgrades and downgrades, a connection survives 100,
 // and a client's writes during a pre-copied upgrade are all kept.
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -663,20 +666,26 @@ TEST_CASE("kv's snapshot is written as pre-copy parts, a restart boots from it, 
 
 namespace {
 
-/// The inode of the socket listening on `port` in `pid`'s network namespace
-/// (/proc/PID/net/tcp, state 0A); 0 if none.
-unsigned long listening_inode(pid_t pid, std::uint16_t port) {
+/// The inode of a TCP socket in `pid`'s network namespace (/proc/PID/net/tcp):
+/// the one listening on `port` when `peer` is 0, else the connection from
+/// `port` to the client's port `peer`; 0 if none.
+unsigned long socket_inode(pid_t pid, std::uint16_t port, std::uint16_t peer = 0) {
   std::ifstream table("/proc/" + std::to_string(pid) + "/net/tcp");
   std::string line;
   std::getline(table, line);  // header
-  char wanted[8];
-  std::snprintf(wanted, sizeof wanted, ":%04X", port);
+  char local_port[8], remote_port[8];
+  std::snprintf(local_port, sizeof local_port, ":%04X", port);
+  std::snprintf(remote_port, sizeof remote_port, ":%04X", peer);
+  const auto ends_with = [](const std::string& text, const char* end) {
+    return text.size() >= 5 && text.substr(text.size() - 5) == end;
+  };
   while (std::getline(table, line)) {
     std::istringstream fields(line);
     std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout;
     unsigned long inode = 0;
     fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
-    if (state == "0A" && local.size() >= 5 && local.substr(local.size() - 5) == wanted) return inode;
+    if (!ends_with(local, local_port)) continue;
+    if (peer == 0 ? state == "0A" : ends_with(remote, remote_port)) return inode;
   }
   return 0;
 }
@@ -701,7 +710,7 @@ TEST_CASE("moltd hot-restarts under a writing client: kv's connections, a half-s
   const std::string port_text = std::to_string(port);
   const auto [check, want] = load_keys(d, port_text, kKeys);
   const pid_t first = d.pid();
-  const unsigned long listener = listening_inode(first, port);
+  const unsigned long listener = socket_inode(first, port);
   REQUIRE(listener != 0);
 
   RespClient half(port), idle(port);
@@ -751,4 +760,60 @@ TEST_CASE("moltd hot-restarts under a writing client: kv's connections, a half-s
   check_last_values(d, port_text, writer);
   CHECK(run_process({"sh", "-c", "redis-cli -p " + port_text + " < " + check.string()}).out == want);
   CHECK(d.stop() == 0);  // the successor stops as any moltd: snapshot, exit 0
+}
+
+TEST_CASE("a large reply read slowly spans a hot restart: the client gets all of it, in order, from the same "
+          "kernel socket in the new process",
+          "[kv][hot-restart]") {
+  auto d = kv_daemon(1);
+  d.start();
+  const std::uint16_t port = d.stream_port("kv");
+  std::string big(4 << 20, 'x');
+  for (std::size_t i = 0; i < big.size(); i += 997) big[i] = static_cast<char>('a' + (i / 997) % 26);
+  REQUIRE(RespClient(port).call({"SET", "big", big}) == "+OK\r\n");
+
+  // A client with a small receive buffer that reads 64 KiB of the reply, then waits.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  const int small = 16384;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  timeval limit{20, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  sockaddr_in mine{};
+  socklen_t length = sizeof mine;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&mine), &length);
+  const std::string request = RespClient::encode({"GET", "big"});
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
+  std::string got;
+  char chunk[16384];
+  while (got.size() < 65536) {
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    REQUIRE(n > 0);
+    got.append(chunk, static_cast<std::size_t>(n));
+  }
+  const unsigned long server_side = socket_inode(d.pid(), port, ntohs(mine.sin_port));
+  REQUIRE(server_side != 0);
+
+  const Json reply = d.hot_restart();
+  INFO(reply.dump());
+  REQUIRE(reply.value("ok", false));
+  // What the kernel's send queue could not take was still in moltd's
+  // buffers (half a MiB here): it moved with the connection.
+  CHECK(reply["report"]["leftover_bytes"].get<std::uint64_t>() > 100000);
+  CHECK(holds_socket(d.pid(), server_side));
+
+  const std::string expected = "$" + std::to_string(big.size()) + "\r\n" + big + "\r\n";
+  while (got.size() < expected.size()) {
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) break;
+    got.append(chunk, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  CHECK(got.size() == expected.size());
+  CHECK(got == expected);
 }
