@@ -19,19 +19,6 @@ constexpr std::size_t kFrameBytes = 4;
 
 std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
-/// Waits until `socket` is ready for `events`; why not, by `deadline`.
-std::optional<std::string> wait_for(int socket, short events, Clock::time_point deadline, const char* what) {
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return std::string("timed out ") + what;
-    pollfd p{socket, events, 0};
-    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return std::string("poll failed ") + what + ": " + errno_text(errno);
-    if (n == 1) return std::nullopt;
-  }
-}
-
 /// One batch: its frame's bytes, the first carrying the descriptors.
 std::optional<std::string> send_batch(int socket, std::span<const int> fds, Clock::time_point deadline) {
   unsigned char frame[kFrameBytes];
@@ -56,7 +43,7 @@ std::optional<std::string> send_batch(int socket, std::span<const int> fds, Cloc
     const ssize_t n = ::sendmsg(socket, &message, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (auto why = wait_for(socket, POLLOUT, deadline, "sending descriptors")) return why;
+      if (auto why = wait_for_socket(socket, POLLOUT, deadline, "sending descriptors")) return why;
       continue;
     }
     if (n < 0) return "cannot send descriptors: " + errno_text(errno);
@@ -66,6 +53,19 @@ std::optional<std::string> send_batch(int socket, std::span<const int> fds, Cloc
 }
 
 }  // namespace
+
+std::optional<std::string> wait_for_socket(int socket, short events, Clock::time_point deadline, const char* what) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return std::string("timed out ") + what;
+    pollfd p{socket, events, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::string("poll failed ") + what + ": " + errno_text(errno);
+    if (n == 1) return std::nullopt;
+  }
+}
+
 
 std::optional<std::string> send_descriptors(int socket, std::span<const int> fds, Clock::time_point deadline) {
   while (!fds.empty()) {
@@ -100,7 +100,7 @@ std::optional<std::string> receive_descriptors(int socket, std::size_t count, st
       const ssize_t n = ::recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (auto why = wait_for(socket, POLLIN, deadline, "receiving descriptors")) return fail(*why);
+        if (auto why = wait_for_socket(socket, POLLIN, deadline, "receiving descriptors")) return fail(*why);
         continue;
       }
       if (n < 0) return fail("cannot receive descriptors: " + errno_text(errno));

@@ -37,19 +37,6 @@ namespace {
 
 std::string errno_text(int error) { return std::strerror(error); }
 
-/// Waits until `fd` is ready for `events`, or why not by `deadline`.
-std::optional<std::string> wait_until_ready(int fd, short events, Clock::time_point deadline, const char* what) {
-  while (true) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return std::string("timed out ") + what;
-    pollfd p{fd, events, 0};
-    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return std::string("poll failed ") + what + ": " + errno_text(errno);
-    if (n > 0) return std::nullopt;
-  }
-}
-
 std::optional<std::string> send_all(int fd, std::string_view bytes, Clock::time_point deadline) {
   while (!bytes.empty()) {
     const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -59,7 +46,7 @@ std::optional<std::string> send_all(int fd, std::string_view bytes, Clock::time_
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (auto why = wait_until_ready(fd, POLLOUT, deadline, "sending")) return why;
+      if (auto why = wait_for_socket(fd, POLLOUT, deadline, "sending")) return why;
       continue;
     }
     return n < 0 && errno == EPIPE ? std::string("the other process has gone") : "send: " + errno_text(errno);
@@ -78,7 +65,7 @@ std::optional<std::string> receive_all(int fd, char* out, std::size_t size, Cloc
     if (n == 0) return std::string("the other process has gone");
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (auto why = wait_until_ready(fd, POLLIN, deadline, "waiting for the other process")) return why;
+      if (auto why = wait_for_socket(fd, POLLIN, deadline, "waiting for the other process")) return why;
       continue;
     }
     return "recv: " + errno_text(errno);

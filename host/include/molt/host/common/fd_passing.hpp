@@ -26,6 +26,12 @@ namespace molt::host {
 /// as HAProxy does.
 inline constexpr std::size_t kMaxFdsPerBatch = 252;
 
+/// Waits until `socket` is ready for `events` (poll); why not by `deadline`
+/// ("timed out <what>").
+[[nodiscard]] std::optional<std::string> wait_for_socket(int socket, short events,
+                                                         std::chrono::steady_clock::time_point deadline,
+                                                         const char* what);
+
 /// Sends `fds` over the connected Unix stream socket `socket` (which may be
 /// non-blocking), in batches; the descriptors stay open here. Why not, by
 /// `deadline`.
