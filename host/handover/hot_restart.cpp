@@ -258,6 +258,7 @@ Result<HotRestartReport> HotRestart::run(const std::optional<fs::path>& binary) 
   });
   if (outcome) {
     committed_ = true;
+    successor_pid_ = h.pid;
     if (options_.on_committed) options_.on_committed(h.pid);
     log_->info("hot restart: {}", h.report.summary());
     return h.report;
@@ -281,7 +282,7 @@ Result<HotRestartReport> HotRestart::run(const std::optional<fs::path>& binary) 
 }
 
 void HotRestart::exit_now() {
-  log_->info("hot restart: exiting; pid {} serves", ::getpid());
+  log_->info("hot restart: pid {} exits; pid {} serves", ::getpid(), successor_pid_.load());
   log_->flush();
   ::_exit(0);
 }

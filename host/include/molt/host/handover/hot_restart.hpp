@@ -160,6 +160,7 @@ class HotRestart {
   std::shared_ptr<spdlog::logger> log_;
   std::mutex running_;
   std::atomic<bool> committed_{false};
+  std::atomic<long> successor_pid_{0};  ///< once committed
 };
 
 /// The successor's side: moltd --successor FD.
