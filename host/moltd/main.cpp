@@ -374,9 +374,7 @@ int main(int argc, char** argv) {
   info.http = http.local_endpoint().to_string();
   info.http_connections = [&http] { return http.connections(); };  // before serve(): the metrics read it
   info.http_refused = [&http] { return http.refused(); };
-  HotRestart::Options restart_options{binary, arguments, run_dir->path(), run_dir->lock_fd(), info.generation,
-                                      notifier.address()};
-  restart_options.max_state_bytes = config->max_state_bytes;
+  HotRestart::Options restart_options{binary, arguments, run_dir->lock_fd(), info.generation, notifier.address()};
   restart_options.quiesce_timeout = config->quiesce_timeout;
   restart_options.watchdog = watchdog_interval;
   if (notifier.enabled())

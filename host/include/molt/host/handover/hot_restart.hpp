@@ -7,21 +7,23 @@
 //             predecessor refuses one it cannot hand over to, else answers
 //             with what runs (modules and their images' sha256) and the run
 //             directory's lock;
-//   prepare   the successor reads the configuration and checks every image;
-//             the predecessor serves meanwhile;
-//   copy      the predecessor pre-copies each module's state into
-//             <run dir>/handover/ while it serves (modules with pre-copy);
+//   prepare   the successor reads the configuration, checks every image and
+//             starts the modules (initial state); the predecessor serves;
+//   copy      the predecessor pre-copies each module's state to the
+//             successor while it serves (modules with pre-copy), which
+//             applies each part as it comes to a fresh instance;
 //   freeze    the predecessor stops accepting and reading, lets writes in
 //             progress and HTTP requests being answered finish (bounded),
-//             pauses every module and writes the last of its state;
+//             pauses every module and sends the last of its state;
 //   transfer  a manifest (listeners, connections with their unconsumed input
 //             and unsent output, idle HTTP keep-alive connections) and the
 //             descriptors (SCM_RIGHTS);
-//   adopt     the successor starts the modules from the states handed over,
-//             on the sockets handed over, and says ready without touching a
-//             client socket;
-//   commit    the point of no return: the predecessor exits; the successor
-//             sends the output, processes the input, serves.
+//   adopt     the successor swaps in the instances that received the states,
+//             listens on the sockets handed over, and says ready without
+//             touching a client socket;
+//   commit    the successor sends the output, processes the input, serves,
+//             and says so: that is the point of no return; the predecessor
+//             exits without closing anything.
 // Invariant: before commit the predecessor's sockets, buffers and module
 // states are untouched by the successor; any failure or timeout kills the
 // successor and thaws the predecessor as it was: clients see a stall.
@@ -94,7 +96,7 @@ struct HotRestartReport {
   std::size_t connections = 0;        ///< module connections handed over
   std::size_t http_connections = 0;   ///< idle keep-alive connections handed over
   std::size_t http_busy = 0;          ///< answering a request at the deadline: not handed over
-  std::uint64_t state_bytes = 0;      ///< written into <run dir>/handover/
+  std::uint64_t state_bytes = 0;      ///< sent: pre-copy parts, or whole states
   std::uint64_t leftover_bytes = 0;   ///< unconsumed input and unsent output handed over
   /// Phase timings, in order: hello, prepare, copy, freeze, transfer, adopt,
   /// commit; "frozen" is from freeze to the successor's confirmation
@@ -119,12 +121,10 @@ class HotRestart {
   struct Options {
     std::filesystem::path binary;         ///< the program moltd was started from (the default successor)
     std::vector<std::string> arguments;   ///< moltd's command line, without argv[0]
-    std::filesystem::path run_dir;
     int lock_fd = -1;                     ///< the run directory's lock (RunDir::lock_fd)
     std::uint64_t generation = 1;         ///< this process's
     std::string notify_socket;            ///< systemd's NOTIFY_SOCKET, given to the successor
     std::optional<std::chrono::microseconds> watchdog;  ///< systemd's WATCHDOG_USEC, given to the successor
-    std::uint64_t max_state_bytes = 0;
     std::chrono::milliseconds step_timeout{10000};  ///< hello, prepare, adopt: each
     std::chrono::milliseconds flush{100};           ///< writes and HTTP requests in progress at freeze
     std::chrono::milliseconds quiesce_timeout{2000};
