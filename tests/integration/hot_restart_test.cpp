@@ -109,6 +109,17 @@ TEST_CASE("a successor that is not a moltd, speaks another protocol, or may be c
              Catch::Contains("hello: refused " + other.string() + ": ? speaks hot restart protocol 2 and plugin ABI 7; "
                              "this moltd "));
 
+  // A successor announcing a 4 GiB message: refused on its length, nothing read into memory.
+  const fs::path huge = d.dir() / "moltd-huge";
+  {
+    std::ofstream script(huge);
+    script << "#!/bin/sh\nprintf '\\377\\377\\377\\377' >&3\nexec cat <&3 >/dev/null\n";
+  }
+  fs::permissions(huge, fs::perms::owner_all);
+  CHECK_THAT(refused(huge.string()),
+             Catch::Contains("said no hello of hot restart protocol 1 (a message of 4294967295 bytes announced, over "
+                             "the bound of 1073741824: not a moltd of hot restart protocol 1)"));
+
   fs::permissions(other, fs::perms::owner_all | fs::perms::group_write);
   CHECK_THAT(refused(other.string()), Catch::Contains("start: " + other.string() +
                                                       ": writable by group or others; refusing to run it"));
