@@ -39,23 +39,11 @@ std::uint16_t local_port(const RawConnection& connection) {
 }
 
 /// Bytes that reached moltd's end of the connection from `client_port` to
-/// `server_port` and that moltd has not read yet (rx_queue in
-/// /proc/PID/net/tcp); nothing if the socket is not listed.
+/// `server_port` and that moltd has not read yet; nothing if it is not listed.
 std::optional<std::uint64_t> unread_by_server(pid_t pid, std::uint16_t server_port, std::uint16_t client_port) {
-  std::ifstream table("/proc/" + std::to_string(pid) + "/net/tcp");
-  std::string line;
-  std::getline(table, line);  // header
-  char local[32], remote[32];
-  std::snprintf(local, sizeof local, "0100007F:%04X", server_port);
-  std::snprintf(remote, sizeof remote, "0100007F:%04X", client_port);
-  while (std::getline(table, line)) {
-    std::istringstream fields(line);
-    std::string slot, local_address, remote_address, state, queues;
-    fields >> slot >> local_address >> remote_address >> state >> queues;
-    if (local_address != local || remote_address != remote) continue;
-    return std::stoull(queues.substr(queues.find(':') + 1), nullptr, 16);
-  }
-  return std::nullopt;
+  const auto row = tcp_socket(pid, server_port, client_port);
+  if (!row) return std::nullopt;
+  return row->rx_queue;
 }
 
 /// A PING on `client` answered with PONG within `timeout`; how long it took.

@@ -666,28 +666,11 @@ TEST_CASE("kv's snapshot is written as pre-copy parts, a restart boots from it, 
 
 namespace {
 
-/// The inode of a TCP socket in `pid`'s network namespace (/proc/PID/net/tcp):
-/// the one listening on `port` when `peer` is 0, else the connection from
-/// `port` to the client's port `peer`; 0 if none.
+/// The inode of moltd's TCP socket on `port`: the listening one, or with
+/// `peer`, the connection to that client port; 0 if none.
 unsigned long socket_inode(pid_t pid, std::uint16_t port, std::uint16_t peer = 0) {
-  std::ifstream table("/proc/" + std::to_string(pid) + "/net/tcp");
-  std::string line;
-  std::getline(table, line);  // header
-  char local_port[8], remote_port[8];
-  std::snprintf(local_port, sizeof local_port, ":%04X", port);
-  std::snprintf(remote_port, sizeof remote_port, ":%04X", peer);
-  const auto ends_with = [](const std::string& text, const char* end) {
-    return text.size() >= 5 && text.substr(text.size() - 5) == end;
-  };
-  while (std::getline(table, line)) {
-    std::istringstream fields(line);
-    std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout;
-    unsigned long inode = 0;
-    fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
-    if (!ends_with(local, local_port)) continue;
-    if (peer == 0 ? state == "0A" : ends_with(remote, remote_port)) return inode;
-  }
-  return 0;
+  const auto row = tcp_socket(pid, port, peer);
+  return row ? row->inode : 0;
 }
 
 /// Whether `pid` has the socket `inode` open (/proc/PID/fd).

@@ -1,7 +1,9 @@
 #include "test_support.hpp"
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -109,6 +111,29 @@ bool appears_before(std::string_view text, std::string_view first, std::string_v
   const auto a = text.find(first);
   const auto b = text.find(second);
   return a != std::string_view::npos && b != std::string_view::npos && a < b;
+}
+
+std::optional<TcpSocketRow> tcp_socket(pid_t pid, std::uint16_t port, std::uint16_t peer) {
+  std::ifstream table("/proc/" + std::to_string(pid) + "/net/tcp");
+  std::string line;
+  std::getline(table, line);  // header
+  char local_port[8], remote_port[8];
+  std::snprintf(local_port, sizeof local_port, ":%04X", port);
+  std::snprintf(remote_port, sizeof remote_port, ":%04X", peer);
+  const auto ends_with = [](const std::string& text, const char* end) {
+    return text.size() >= 5 && text.compare(text.size() - 5, 5, end) == 0;
+  };
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, queues, timer, retransmits, uid, timeout;
+    TcpSocketRow row;
+    fields >> slot >> local >> remote >> row.state >> queues >> timer >> retransmits >> uid >> timeout >> row.inode;
+    if (!ends_with(local, local_port)) continue;
+    if (peer == 0 ? row.state != "0A" : !ends_with(remote, remote_port)) continue;
+    row.rx_queue = std::stoull(queues.substr(queues.find(':') + 1), nullptr, 16);
+    return row;
+  }
+  return std::nullopt;
 }
 
 }  // namespace molt::test

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -65,6 +66,16 @@ std::string call_ok(host::ModuleSlot& slot, std::string_view method, std::string
 
 /// Whether /proc/self/maps maps `path`.
 bool is_mapped(const std::filesystem::path& path);
+
+/// A TCP socket as /proc/PID/net/tcp lists it (the process's network namespace).
+struct TcpSocketRow {
+  std::string state;          ///< hex, e.g. "0A" for listening, "01" established
+  std::uint64_t rx_queue = 0;  ///< bytes received and not read by the process
+  unsigned long inode = 0;     ///< as /proc/PID/fd shows it: socket:[inode]
+};
+/// The socket on the local `port` whose remote port is `peer`, or, with
+/// `peer` 0, the one listening on `port`; nothing if none is listed.
+std::optional<TcpSocketRow> tcp_socket(pid_t pid, std::uint16_t port, std::uint16_t peer = 0);
 
 /// How often `needle` occurs in `text`, not overlapping.
 std::size_t occurrences(std::string_view text, std::string_view needle);
