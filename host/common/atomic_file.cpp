@@ -31,9 +31,8 @@ bool write_all(int fd, std::string_view bytes) {
 
 }  // namespace
 
-std::optional<std::string> AtomicFile::open(const fs::path& path, AtomicFile& file, Durability durability) {
+std::optional<std::string> AtomicFile::open(const fs::path& path, AtomicFile& file) {
   file = AtomicFile();
-  file.durability_ = durability;
   const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
   std::error_code exists_error;
   if (!fs::is_directory(dir, exists_error)) return "directory " + dir.string() + " does not exist";
@@ -46,8 +45,7 @@ std::optional<std::string> AtomicFile::open(const fs::path& path, AtomicFile& fi
 }
 
 AtomicFile::AtomicFile(AtomicFile&& other) noexcept
-    : path_(std::move(other.path_)), temp_(std::move(other.temp_)), fd_(std::exchange(other.fd_, -1)),
-      durability_(other.durability_) {}
+    : path_(std::move(other.path_)), temp_(std::move(other.temp_)), fd_(std::exchange(other.fd_, -1)) {}
 
 AtomicFile& AtomicFile::operator=(AtomicFile&& other) noexcept {
   if (this != &other) {
@@ -55,7 +53,6 @@ AtomicFile& AtomicFile::operator=(AtomicFile&& other) noexcept {
     path_ = std::move(other.path_);
     temp_ = std::move(other.temp_);
     fd_ = std::exchange(other.fd_, -1);
-    durability_ = other.durability_;
   }
   return *this;
 }
@@ -93,8 +90,7 @@ std::optional<std::string> AtomicFile::seek(std::uint64_t offset) {
 
 std::optional<std::string> AtomicFile::commit() {
   fault_point("write.temp-written", path_.native());
-  const bool durable = durability_ == Durability::Durable;
-  if (durable && ::fsync(fd_) != 0) {
+  if (::fsync(fd_) != 0) {
     const int err = errno;
     abandon();
     return "cannot write " + temp_.string() + ": " + errno_text(err);
@@ -109,7 +105,6 @@ std::optional<std::string> AtomicFile::commit() {
   }
   fault_point("write.after-rename", path_.native());
   const fs::path dir = path_.has_parent_path() ? path_.parent_path() : fs::path(".");
-  if (!durable) return std::nullopt;
   if (const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir_fd >= 0) {
     ::fsync(dir_fd);
     ::close(dir_fd);
@@ -121,10 +116,9 @@ std::optional<std::string> write_file_atomically(const fs::path& path, std::stri
   return write_file_atomically(path, std::span<const std::string_view>(&bytes, 1));
 }
 
-std::optional<std::string> write_file_atomically(const fs::path& path, std::span<const std::string_view> pieces,
-                                                  Durability durability) {
+std::optional<std::string> write_file_atomically(const fs::path& path, std::span<const std::string_view> pieces) {
   AtomicFile file;
-  if (auto why = AtomicFile::open(path, file, durability)) return why;
+  if (auto why = AtomicFile::open(path, file)) return why;
   for (const std::string_view piece : pieces)
     if (auto why = file.write(piece)) return why;  // the temporary goes with `file`
   return file.commit();

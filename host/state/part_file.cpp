@@ -59,10 +59,10 @@ std::optional<std::string> for_each_part(std::string_view body, const ApplyPart&
 std::optional<std::string> check_parts(std::string_view body) { return for_each_part(body, {}); }
 
 Result<std::unique_ptr<PartFile>> PartFile::create(const std::filesystem::path& path, const StateBlob& about,
-                                                   std::uint64_t max_bytes, Durability durability) {
+                                                   std::uint64_t max_bytes) {
   StateBlob described{about.module, about.version, about.schema, {}, {}, StateEncoding::Parts};
   std::unique_ptr<PartFile> file(new PartFile(std::move(described), max_bytes));
-  if (auto why = AtomicFile::open(path, file->file_, durability))
+  if (auto why = AtomicFile::open(path, file->file_))
     return Error{about.module, about.version, path.string(), Phase::Snapshot, *why};
   if (auto why = file->file_.seek(kHeaderRoom)) return file->failed(*why);
   return file;

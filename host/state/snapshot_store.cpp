@@ -57,7 +57,7 @@ Result<void> SnapshotStore::write(const fs::path& path, const StateBlob& blob) c
                      "), which a boot could not read back: not written, the previous snapshot stands; raise "
                      "host.max_state_bytes"};
   if (auto made = make_dir(blob); !made) return made;
-  return write_state_file(path, blob, durability_);
+  return write_state_file(path, blob);
 }
 
 Result<void> SnapshotStore::make_dir(const StateBlob& about) const {
@@ -79,7 +79,7 @@ Result<std::unique_ptr<PartFile>> SnapshotStore::open_kept_parts(const StateBlob
 Result<std::unique_ptr<PartFile>> SnapshotStore::open_parts_at(const fs::path& path, const StateBlob& about) const {
   if (auto made = make_dir(about); !made) return std::move(made).error();
   // The same limit as write(): a body a boot could not read is not written.
-  return PartFile::create(path, about, max_state_bytes_, durability_);
+  return PartFile::create(path, about, max_state_bytes_);
 }
 
 Result<std::optional<StateBlob>> SnapshotStore::load(std::string_view module) const {

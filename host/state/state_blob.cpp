@@ -166,12 +166,12 @@ Result<StateBlob> read_state_file(const fs::path& path, std::uint64_t max_state_
   return blob;
 }
 
-Result<void> write_state_file(const fs::path& path, const StateBlob& blob, Durability durability) {
+Result<void> write_state_file(const fs::path& path, const StateBlob& blob) {
   // The state is written from the blob: a copy behind the header would add
   // its size to the host's peak memory, and a state may be most of it.
   const std::string header = encode_state_header(blob);
   const std::string_view pieces[] = {header, blob.bytes};
-  if (auto why = write_file_atomically(path, pieces, durability))
+  if (auto why = write_file_atomically(path, pieces))
     return snapshot_error(blob.module, path.string(), *why);
   return {};
 }

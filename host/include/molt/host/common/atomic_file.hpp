@@ -15,12 +15,6 @@
 
 namespace molt::host {
 
-/// Whether commit() makes a file durable (fsync of it and of its directory)
-/// or only puts it in place: a file another process reads at once and that
-/// is worthless after a crash (a hot restart's handover) need not wait for
-/// the disk.
-enum class Durability { Durable, InPlaceOnly };
-
 /// A file being written atomically: a temporary file in the target's
 /// directory (".NAME.tmp.PID"), written in order (and, for a header whose
 /// contents are known only at the end, at an offset); commit() makes it
@@ -30,8 +24,7 @@ enum class Durability { Durable, InPlaceOnly };
 class AtomicFile {
  public:
   /// Creates the temporary file; why not, on failure.
-  [[nodiscard]] static std::optional<std::string> open(const std::filesystem::path& path, AtomicFile& file,
-                                                       Durability durability = Durability::Durable);
+  [[nodiscard]] static std::optional<std::string> open(const std::filesystem::path& path, AtomicFile& file);
 
   AtomicFile() = default;
   AtomicFile(AtomicFile&& other) noexcept;
@@ -56,7 +49,6 @@ class AtomicFile {
   std::filesystem::path path_;
   std::filesystem::path temp_;
   int fd_ = -1;
-  Durability durability_ = Durability::Durable;
 };
 
 /// Writes `bytes` to `path` atomically; on failure, why (the target is then
@@ -65,8 +57,7 @@ class AtomicFile {
 /// The same for a file made of `pieces`, written one after the other: a
 /// large state is written from where it lies, not copied behind its header.
 [[nodiscard]] std::optional<std::string> write_file_atomically(const std::filesystem::path& path,
-                                                               std::span<const std::string_view> pieces,
-                                                               Durability durability = Durability::Durable);
+                                                               std::span<const std::string_view> pieces);
 
 /// Removes the temporary files a crash in write_file_atomically left in
 /// `dir` (".NAME.tmp.PID"), and returns their names. Only for a directory no

@@ -56,8 +56,7 @@ class PartFile {
   /// (module, version, schema; its bytes unused). A body larger than
   /// `max_bytes` is refused (a boot could not read it back).
   static Result<std::unique_ptr<PartFile>> create(const std::filesystem::path& path, const StateBlob& about,
-                                                  std::uint64_t max_bytes,
-                                                  Durability durability = Durability::Durable);
+                                                  std::uint64_t max_bytes);
   PartFile(const PartFile&) = delete;
   PartFile& operator=(const PartFile&) = delete;
   ~PartFile() = default;  ///< without commit(): the temporary file is removed, the target untouched

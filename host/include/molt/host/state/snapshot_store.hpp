@@ -26,10 +26,8 @@ namespace molt::host {
 
 class SnapshotStore {
  public:
-  /// `durability`: InPlaceOnly for states another process reads at once
-  /// and that are worthless after a crash (a hot restart's handover).
-  SnapshotStore(std::filesystem::path dir, std::uint64_t max_state_bytes, Durability durability = Durability::Durable)
-      : dir_(std::move(dir)), max_state_bytes_(max_state_bytes), durability_(durability) {}
+  SnapshotStore(std::filesystem::path dir, std::uint64_t max_state_bytes)
+      : dir_(std::move(dir)), max_state_bytes_(max_state_bytes) {}
 
   [[nodiscard]] const std::filesystem::path& dir() const noexcept { return dir_; }
   [[nodiscard]] std::filesystem::path path_of(std::string_view module) const;
@@ -90,7 +88,6 @@ class SnapshotStore {
 
   std::filesystem::path dir_;
   std::uint64_t max_state_bytes_;
-  Durability durability_;
 };
 
 }  // namespace molt::host

@@ -28,7 +28,6 @@
 #include <string>
 #include <string_view>
 
-#include "molt/host/common/atomic_file.hpp"
 #include "molt/host/common/error.hpp"
 #include "molt/host/common/file_checks.hpp"
 #include "molt/types.hpp"
@@ -81,7 +80,6 @@ inline constexpr std::size_t kMaxStateHeaderBytes = 1 << 20;  ///< room for the 
 /// Writes the archive atomically: a temporary file in the same directory,
 /// fsync, rename over `path`, fsync of the directory. A crash leaves either
 /// the old file or the new one, never a mix.
-[[nodiscard]] Result<void> write_state_file(const std::filesystem::path& path, const StateBlob& blob,
-                                            Durability durability = Durability::Durable);
+[[nodiscard]] Result<void> write_state_file(const std::filesystem::path& path, const StateBlob& blob);
 
 }  // namespace molt::host
