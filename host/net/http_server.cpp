@@ -215,9 +215,11 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
 
   /// A predecessor's connection: `input` is the start of its next request.
   void start_with(std::string_view input) {
-    auto room = buffer_.prepare(input.size());
-    std::memcpy(room.data(), input.data(), input.size());
-    buffer_.commit(input.size());
+    if (!input.empty()) {  // memcpy from the null data() of an empty view is undefined
+      auto room = buffer_.prepare(input.size());
+      std::memcpy(room.data(), input.data(), input.size());
+      buffer_.commit(input.size());
+    }
     start();
   }
 

@@ -98,6 +98,7 @@ class Bytes {
 
   /// Precondition: `bytes.size() <= room()`.
   void append(std::string_view bytes) noexcept {
+    if (bytes.empty()) return;  // data_ and bytes.data() may be null: memcpy of them is undefined
     std::memcpy(data_ + size_, bytes.data(), bytes.size());
     size_ += bytes.size();
   }

@@ -78,9 +78,10 @@ TEST_CASE("a job runs through 20 upgrades and downgrades and two restarts, every
   Daemon d = batch_daemon();
   d.install(plugin_path("batch", 2), "batch-2.so");
   d.start();
-  // 400 chunks, one every 50 ms or more: at least 20 s, far longer than what follows before the pace drops.
-  constexpr std::uint64_t kItems = 200000, kChunks = 400;
-  REQUIRE(d.http_code("POST", "/batch/start?job=sum&items=200000&chunk=500&pace_ms=50") == "200");
+  // 1200 chunks, one every 50 ms or more: at least 60 s, far longer than what follows before the pace drops,
+  // even under the sanitizers on a slow machine (20 s was not, once).
+  constexpr std::uint64_t kItems = 600000, kChunks = 1200;
+  REQUIRE(d.http_code("POST", "/batch/start?job=sum&items=600000&chunk=500&pace_ms=50") == "200");
 
   std::uint64_t seen = 0;
   const auto moves_on = [&] {
@@ -242,8 +243,9 @@ TEST_CASE("a job in progress carries on through two hot restarts of moltd, every
           "[jobs][hot-restart]") {
   Daemon d = batch_daemon();
   d.start();
-  constexpr std::uint64_t kItems = 40000, kChunks = 200;
-  REQUIRE(d.http_code("POST", "/batch/start?job=sum&items=40000&chunk=200&pace_ms=30") == "200");
+  // 1000 chunks, one every 30 ms or more: at least 30 s, longer than two hot restarts under the sanitizers.
+  constexpr std::uint64_t kItems = 200000, kChunks = 1000;
+  REQUIRE(d.http_code("POST", "/batch/start?job=sum&items=200000&chunk=200&pace_ms=30") == "200");
   std::uint64_t seen = 0;
   const auto moves_on = [&] {
     const bool moved = wait_until([&] { return chunks_done(d, "sum") > seen; });

@@ -142,9 +142,12 @@ TEST_CASE("GET /-/metrics counts real calls, connections and upgrades, and promt
   // Two more increments, on v2: 10 counter calls in all.
   for (int i = 0; i < 2; ++i) REQUIRE(d.http_code("POST", "/counter/incr") == "200");
 
-  // The server notices the closed kv connection on its own time.
+  // The server notices the closed kv connection on its own time, and the new
+  // release's snapshot is written on its own time too: the scrape and the
+  // status below must not straddle it (state_bytes changes with it).
   Scrape s;
   REQUIRE(wait_until([&] {
+    if (!d.snapshots_written()) return false;
     s = scrape(d);
     return find(s.samples, "molt_listener_connections", {{"module", "kv"}, {"listener", "127.0.0.1:" + std::to_string(port)}}) == 1.0;
   }));
