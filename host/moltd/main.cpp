@@ -68,6 +68,24 @@ PrecopyOptions precopy_options(const HostConfig& config) {
 /// free coalesces at once; the per-thread tcache still serves the hot sizes.
 void tune_malloc() { ::mallopt(M_MXFAST, 0); }
 
+/// Named steps and how long each took, as "a 0.12 ms, b 1.50 ms".
+class Laps {
+ public:
+  void start() { last_ = std::chrono::steady_clock::now(); }
+  void lap(const char* step) {
+    const auto now = std::chrono::steady_clock::now();
+    char took[32];
+    std::snprintf(took, sizeof took, " %.2f ms", std::chrono::duration<double, std::milli>(now - last_).count());
+    text_ += (text_.empty() ? "" : ", ") + std::string(step) + took;
+    last_ = now;
+  }
+  [[nodiscard]] const std::string& text() const noexcept { return text_; }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+  std::string text_;
+};
+
 timespec to_timespec(std::chrono::steady_clock::duration d) {
   const auto ns = std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
   return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
@@ -296,6 +314,7 @@ int main(int argc, char** argv) {
   ReleaseHandler releases(table, streams, snapshots, std::move(release_options), log);
   // A successor is prepared: the predecessor freezes and hands over.
   std::optional<Successor::Transfer> transfer;
+  Laps adopt_steps, commit_steps;  // where a successor's time goes in the freeze, for its log line
   if (successor) {
     // The modules start now, while the predecessor serves; their states come after its freeze.
     if (auto prepared = releases.prepare_take_over(*config, handed->images, handed->not_started); !prepared) {
@@ -308,15 +327,18 @@ int main(int argc, char** argv) {
       return 1;
     }
     transfer = std::move(received.value());
+    adopt_steps.start();
     for (auto& listener : transfer->listeners) {
       auto adopted = streams.adopt(listener.module, listener.fd.release());
       if (!adopted) return give_up(adopted.error().to_string(), 1);
     }
     if (transfer->http.valid()) http_fd = transfer->http.release();
+    adopt_steps.lap("listeners");
   }
   auto booted = handed ? releases.take_over([&successor](ModuleSlot& slot) { return successor->restore(slot); },
                                             handed->probation_left)
                        : releases.boot(*config);
+  adopt_steps.lap("states");
   if (crash)  // noted by the boot, failed or not: kept in <run dir>/crashes/ for the operator
     if (auto moved = move_crash_record_aside(run_dir->path(), crash->time_ms); !moved)
       log->warn("{}", moved.error().to_string());
@@ -389,31 +411,39 @@ int main(int argc, char** argv) {
     ::kill(::getpid(), SIGUSR2);  // the main thread exits once this reply is written
     return json_text(report->to_json());
   };
+  adopt_steps.lap("HTTP listener");
   if (transfer) carry_over_metrics(transfer->metrics, table, streams, http);  // counters go on from the predecessor's
+  adopt_steps.lap("metrics");
   if (successor) {  // the point of no return is the predecessor's: wait for its commit
     if (auto committed = successor->ready(); !committed) {
       log->critical("hot restart: {}; exiting (the previous moltd serves on)", committed.error().to_string());
       return 1;
     }
   }
+  commit_steps.start();
   ControlHandler handler(table, releases, info);
   ControlServer control(ControlServerOptions{run_dir->control_socket()}, handler, log);
   if (auto started = control.start(); !started) {
     log->critical("{}", started.error().to_string());
     return 1;
   }
+  commit_steps.lap("control socket");
   // The module connections first: a hot restart's clients wait for them.
   streams.serve();
+  commit_steps.lap("I/O threads");
   if (transfer)  // their output first, then their input, in order
     for (auto& connection : transfer->connections)
       if (auto adopted = streams.adopt_connection(std::move(connection)); !adopted)
         log->error("hot restart: {}", adopted.error().to_string());
+  commit_steps.lap("connections");
   http.serve();
   if (transfer) {
     for (auto& [fd, input] : transfer->http_connections)
       if (auto adopted = http.adopt_connection(fd.release(), input); !adopted)
         log->error("hot restart: {}", adopted.error().to_string());
+    commit_steps.lap("HTTP");
     successor->serving({{"pid", ::getpid()}});  // the predecessor exits: clients wait no more
+    commit_steps.lap("serving sent");
     // Then what no client waits for.
     if (auto why = run_dir->write_pid()) log->warn("hot restart: {}", *why);
     releases.record_take_over();
@@ -423,8 +453,9 @@ int main(int argc, char** argv) {
     for (const auto& slot : table.slots()) ours.insert(slot->running().image);
     loader.remove_stale_copies(ours);
     notifier.send("MAINPID=" + std::to_string(::getpid()));
-    log->info("hot restart: serving {} connection(s) and {} HTTP connection(s) taken over", transfer->connections.size(),
-              transfer->http_connections.size());
+    log->info("hot restart: serving {} connection(s) and {} HTTP connection(s) taken over (adopt: {}; after the "
+              "commit: {})",
+              transfer->connections.size(), transfer->http_connections.size(), adopt_steps.text(), commit_steps.text());
   }
   releases.start_watching();
   const CallWatch call_watch(table, config->call_warn);
