@@ -1019,7 +1019,9 @@ Json section_f(const Options& o, const fs::path& scratch) {
     for (const Case& c : {Case{"pre-copy", ""}, Case{"stop-and-copy", "precopy = \"never\"\n"}}) {
       if (keys < 1000000 && std::string(c.name) == "stop-and-copy") continue;  // the same at this size
       const fs::path dir = scratch / ("moltd-f-" + std::to_string(keys) + "-" + std::to_string(rows.size()));
-      Moltd moltd(dir, o.io_threads, 2, std::string("rehearse = \"never\"\n") + c.host_config);
+      Moltd moltd(dir, o.io_threads, 2, std::string("rehearse = \"never\"\n") + c.host_config,
+                  o.trace_stalls ? "info" : "warn");
+      if (o.trace_stalls) std::fprintf(stderr, "    moltd's log: %s\n", (dir / "run" / "moltd.log").c_str());
       fill_over_tcp(moltd.port(), keys);
       Crowd crowd(moltd.port(), moltd.http(), o.resp_clients, o.http_clients, o.crowd_rate);
       std::vector<double> stalls, frozen;
@@ -1279,7 +1281,7 @@ int main(int argc, char** argv) {
   app.add_option("--crowd-rate", o.crowd_rate, "(f): rounds per second on each of them (0: as fast as answered)");
   app.add_option("--json", o.json_path, "write every figure as JSON to this file");
   app.add_flag("--trace-stalls", o.trace_stalls,
-               "(e): print every client round trip over 5 ms with its wall time, keep moltd's logs (at info)");
+               "(e): print every client round trip over 5 ms with its wall time; (e), (f): keep moltd's logs (at info)");
   app.add_flag("--quick", o.quick, "shortest runs of the micro-benchmarks (a smoke test; use small sizes too)");
   CLI11_PARSE(app, argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
