@@ -81,6 +81,54 @@ std::string from_binary(const Json& value) {
   return std::string(bytes.begin(), bytes.end());
 }
 
+/// The raw bytes that follow a message, read from the socket as a reader
+/// asks for them (a module's load_state), a chunk at a time: the state is
+/// loaded while the predecessor is still sending it, never held whole.
+class RawReader : public std::streambuf {
+ public:
+  RawReader(int fd, std::uint64_t size, Clock::time_point deadline) : fd_(fd), left_(size), deadline_(deadline) {}
+
+  /// Bytes not yet read from the socket, plus those read and not consumed.
+  [[nodiscard]] std::uint64_t remaining() const noexcept { return left_ + static_cast<std::uint64_t>(egptr() - gptr()); }
+  /// Why the socket gave out before the end, if it did.
+  [[nodiscard]] const std::optional<std::string>& failure() const noexcept { return failure_; }
+
+ protected:
+  int_type underflow() override {
+    if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
+    if (left_ == 0 || failure_) return traits_type::eof();
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left_, buffer_.size()));
+    while (true) {
+      const ssize_t n = ::recv(fd_, buffer_.data(), want, MSG_DONTWAIT);
+      if (n > 0) {
+        left_ -= static_cast<std::uint64_t>(n);
+        setg(buffer_.data(), buffer_.data(), buffer_.data() + n);
+        return traits_type::to_int_type(*gptr());
+      }
+      if (n == 0) {
+        failure_ = "the other process has gone";
+        return traits_type::eof();
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        failure_ = "recv: " + errno_text(errno);
+        return traits_type::eof();
+      }
+      if (auto why = wait_for_socket(fd_, POLLIN, deadline_, "waiting for the state")) {
+        failure_ = std::move(why);
+        return traits_type::eof();
+      }
+    }
+  }
+
+ private:
+  int fd_;
+  std::uint64_t left_;
+  Clock::time_point deadline_;
+  std::vector<char> buffer_ = std::vector<char>(std::size_t{1} << 20);
+  std::optional<std::string> failure_;
+};
+
 std::string micros_text(std::chrono::microseconds d) {
   char text[32];
   std::snprintf(text, sizeof text, "%.1f ms", static_cast<double>(d.count()) / 1000.0);
@@ -91,8 +139,10 @@ std::string micros_text(std::chrono::microseconds d) {
 
 // --- channel -------------------------------------------------------------------
 
-std::optional<std::string> HandoverChannel::send(Json message, std::span<const int> fds, Clock::time_point deadline) {
+std::optional<std::string> HandoverChannel::send(Json message, std::span<const int> fds, Clock::time_point deadline,
+                                                 std::string_view raw) {
   if (!fds.empty()) message["fds"] = fds.size();
+  if (!raw.empty()) message["raw"] = raw.size();
   const std::vector<std::uint8_t> body = Json::to_cbor(message);
   if (body.size() > kMaxHandoverMessage)
     return "message of " + std::to_string(body.size()) + " bytes, over the bound of " +
@@ -104,8 +154,9 @@ std::optional<std::string> HandoverChannel::send(Json message, std::span<const i
   if (auto why = send_all(socket_.get(), std::string_view(reinterpret_cast<const char*>(body.data()), body.size()),
                           deadline))
     return why;
-  if (!fds.empty()) return send_descriptors(socket_.get(), fds, deadline);
-  return std::nullopt;
+  if (!fds.empty())
+    if (auto why = send_descriptors(socket_.get(), fds, deadline)) return why;
+  return send_all(socket_.get(), raw, deadline);
 }
 
 Result<Json> HandoverChannel::receive(Clock::time_point deadline, std::vector<FileDescriptor>* fds) {
@@ -128,6 +179,9 @@ Result<Json> HandoverChannel::receive(Clock::time_point deadline, std::vector<Fi
     if (auto why = receive_descriptors(socket_.get(), count, received, deadline)) return fail(*why);
     if (fds != nullptr) *fds = std::move(received);
   }
+  if (message.contains("raw") &&
+      (!message["raw"].is_number_unsigned() || message["raw"].get<std::uint64_t>() > kMaxHandoverRaw))
+    return fail("a message announcing raw bytes over the bound of " + std::to_string(kMaxHandoverRaw));
   const std::string step = message["step"].get<std::string>();
   if (step == "failed" || step == "refused") return fail(step + ": " + message.value("reason", std::string("(no reason)")));
   return message;
@@ -420,6 +474,7 @@ Result<void> HotRestart::hand_over(Handover& h, std::optional<std::chrono::milli
   }
   h.http_frozen = true;
   const HttpServer::Frozen http = parts_.http.freeze(Clock::now() + options_.flush);
+  std::string whole;  // a module's whole state, when it has no pre-copy
   for (auto& m : h.modules) {
     if (!m.access->suspend(Clock::now() + options_.quiesce_timeout, "hot restart"))
       return fail("freeze", m.slot->name() + ": calls still in progress after " +
@@ -433,14 +488,18 @@ Result<void> HotRestart::hand_over(Handover& h, std::optional<std::chrono::milli
                {"host", m.slot->host_part()}};  // jobs and timers, in the same pause as the state
     if (m.copy) {  // the last part, then the host part
       if (auto finished = m.copy->finish(); !finished) return fail("freeze", finished.error().to_string());
-    } else {  // the whole state
+    } else {  // the whole state, as raw bytes after the message: the successor loads them as they come
       std::stringbuf bytes;
       if (auto saved = m.access->save(api::SaveTarget{info.schema, api::Direction::Same, {}}, bytes); !saved)
         return fail("freeze", saved.error().to_string());
-      h.report.state_bytes += bytes.str().size();
-      state["bytes"] = binary(bytes.str());
+      whole = std::move(bytes).str();
+      h.report.state_bytes += whole.size();
+      state["whole"] = true;
     }
-    if (auto why = channel.send(std::move(state), {}, step_deadline())) return fail("freeze", *why);
+    // The successor loads as it reads: allow a second per 64 MiB besides the step's time.
+    const auto state_deadline = step_deadline() + std::chrono::seconds(whole.size() >> 26);
+    if (auto why = channel.send(std::move(state), {}, state_deadline, whole)) return fail("freeze", *why);
+    whole.clear();
   }
   h.phase("freeze");
 
@@ -549,28 +608,45 @@ Result<void> Successor::take_state(const Json& message,
   if (!handed) handed = std::make_unique<Handed>();
   const api::ModuleVersion version{message.value("version", 0u)};
   const api::SchemaVersion schema{message.value("schema", 0u)};
+  const api::Migration same{schema, version, api::Direction::Same, {}};
+  // A fresh instance of the running image to read the state into, the slot's upgrade lock held meanwhile.
+  const auto fresh_instance = [&]() -> Result<void> {
+    handed->access = ModuleSlot::UpgradeAccess::take_until(*slot, Clock::now() + std::chrono::seconds(10));
+    if (!handed->access) return fail("its slot is busy");
+    if (schema != slot->running().info.schema)
+      return fail("its state is in schema " + std::to_string(schema.value) + ", the running version's is " +
+                  std::to_string(slot->running().info.schema.value));
+    auto fresh = handed->access->make_live(handed->access->live().image);
+    if (!fresh) return std::move(fresh).error();
+    handed->live = std::move(fresh.value());
+    return {};
+  };
   if (message["step"] == "part") {
-    if (!handed->live) {
-      handed->access = ModuleSlot::UpgradeAccess::take_until(*slot, Clock::now() + std::chrono::seconds(10));
-      if (!handed->access) return fail("its slot is busy");
-      if (schema != slot->running().info.schema)
-        return fail("parts in schema " + std::to_string(schema.value) + ", the running version's is " +
-                    std::to_string(slot->running().info.schema.value));
-      auto fresh = handed->access->make_live(handed->access->live().image);
-      if (!fresh) return std::move(fresh).error();
-      handed->live = std::move(fresh.value());
-    }
+    if (!handed->live)
+      if (auto made = fresh_instance(); !made) return made;
     const std::string bytes = from_binary(message["bytes"]);
     handed->part_bytes += bytes.size();
-    if (auto why = receive_part_from_bytes(handed->live->hooks(), bytes,
-                                           api::Migration{schema, version, api::Direction::Same, {}},
+    if (auto why = receive_part_from_bytes(handed->live->hooks(), bytes, same,
                                            static_cast<api::TransferPart>(message.value("kind", 0))))
       return fail("a pre-copy part could not be applied: " + *why);
     return {};
   }
   // "state": the last of it (a pre-copy's host part), or all of it.
   handed->host = message.value("host", std::string());
-  if (message.contains("bytes")) {
+  if (message.value("whole", false)) {  // its bytes follow: loaded as they arrive
+    handed->live.reset();  // a pre-copy that failed on the other side, if any
+    handed->access.reset();
+    if (auto made = fresh_instance(); !made) return made;
+    const std::uint64_t size = message.value("raw", std::uint64_t{0});
+    RawReader source(channel_.fd(), size, Clock::now() + std::chrono::seconds(10) + std::chrono::seconds(size >> 26));
+    const auto failed = load_state_from(handed->live->hooks(), source, size, same);
+    if (source.failure()) return fail("its state did not arrive whole: " + *source.failure());
+    if (failed) return fail(*failed);
+    if (source.remaining() != 0) return fail(unread_reason(source.remaining(), size));
+    handed->part_bytes = size;
+    return {};
+  }
+  if (message.contains("bytes")) {  // all of it inside the message (a predecessor of an earlier build)
     handed->live.reset();  // a pre-copy that failed on the other side, if any
     handed->access.reset();
     handed->whole = StateBlob{module, version, schema, from_binary(message["bytes"]), *handed->host};

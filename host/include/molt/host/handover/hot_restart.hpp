@@ -14,7 +14,9 @@
 //             applies each part as it comes to a fresh instance;
 //   freeze    the predecessor stops accepting and reading, lets writes in
 //             progress and HTTP requests being answered finish (bounded),
-//             pauses every module and sends the last of its state;
+//             pauses every module and sends the last of its state (a module
+//             without pre-copy: its whole state, which the successor loads
+//             into a fresh instance as the bytes arrive);
 //   transfer  a manifest (listeners, connections with their unconsumed input
 //             and unsent output, idle HTTP keep-alive connections) and the
 //             descriptors (SCM_RIGHTS);
@@ -64,10 +66,15 @@ class StreamServer;
 inline constexpr int kHotRestartProtocol = 1;
 /// One message's bound (its connections' bytes ride on the transfer message).
 inline constexpr std::uint32_t kMaxHandoverMessage = 1u << 30;
+/// The bound of a message's raw bytes (a module's whole state): they are
+/// read as they come, never held whole.
+inline constexpr std::uint64_t kMaxHandoverRaw = std::uint64_t{1} << 36;
 
 /// The socket pair between the two processes: messages are JSON objects,
 /// each sent as CBOR after its length (4 bytes, little-endian); a message
-/// with "fds": N is followed by N descriptors (fd_passing.hpp).
+/// with "fds": N is followed by N descriptors (fd_passing.hpp), one with
+/// "raw": N by N bytes, which the receiver reads (RawReader) before the
+/// next message.
 class HandoverChannel {
  public:
   using Clock = std::chrono::steady_clock;
@@ -75,7 +82,7 @@ class HandoverChannel {
 
   /// Why not, by `deadline`.
   [[nodiscard]] std::optional<std::string> send(nlohmann::json message, std::span<const int> fds,
-                                                Clock::time_point deadline);
+                                                Clock::time_point deadline, std::string_view raw = {});
   /// The next message (its descriptors into `fds`), or why not. A message
   /// whose "step" is "failed" or "refused" is returned as its "reason".
   Result<nlohmann::json> receive(Clock::time_point deadline, std::vector<FileDescriptor>* fds = nullptr);
