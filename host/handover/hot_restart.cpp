@@ -81,51 +81,112 @@ std::string from_binary(const Json& value) {
   return std::string(bytes.begin(), bytes.end());
 }
 
-/// The raw bytes that follow a message, read from the socket as a reader
-/// asks for them (a module's load_state), a chunk at a time: the state is
-/// loaded while the predecessor is still sending it, never held whole.
-class RawReader : public std::streambuf {
- public:
-  RawReader(int fd, std::uint64_t size, Clock::time_point deadline) : fd_(fd), left_(size), deadline_(deadline) {}
+void put_length(char* out, std::uint32_t length) {
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((length >> (8 * i)) & 0xff);
+}
 
-  /// Bytes not yet read from the socket, plus those read and not consumed.
-  [[nodiscard]] std::uint64_t remaining() const noexcept { return left_ + static_cast<std::uint64_t>(egptr() - gptr()); }
-  /// Why the socket gave out before the end, if it did.
+std::uint32_t get_length(const unsigned char* in) {
+  return in[0] | (in[1] << 8) | (in[2] << 16) | (static_cast<std::uint32_t>(in[3]) << 24);
+}
+
+/// A module's whole state as its save_state writes it, sent in frames of
+/// 1 MiB as each fills: the successor loads them while the rest is being
+/// saved, so the freeze costs about the longer of the two, not their sum.
+/// Each frame must be taken within `step` (the successor reads on).
+class FrameSink final : public std::streambuf {
+ public:
+  FrameSink(int fd, std::chrono::milliseconds step) : fd_(fd), step_(step) { setp(buffer_.data() + 4, buffer_.data() + buffer_.size()); }
+
+  /// The last frame and the empty one that ends the state; why not.
+  [[nodiscard]] std::optional<std::string> finish() {
+    if (!flush()) return failure_;
+    char end[4];
+    put_length(end, 0);
+    if (auto why = send_all(fd_, std::string_view(end, 4), Clock::now() + step_)) return why;
+    return std::nullopt;
+  }
+  [[nodiscard]] std::uint64_t bytes() const noexcept { return sent_ + static_cast<std::uint64_t>(pptr() - pbase()); }
   [[nodiscard]] const std::optional<std::string>& failure() const noexcept { return failure_; }
+
+ protected:
+  int_type overflow(int_type ch) override {
+    if (!flush()) return traits_type::eof();
+    if (!traits_type::eq_int_type(ch, traits_type::eof())) {
+      *pptr() = traits_type::to_char_type(ch);
+      pbump(1);
+    }
+    return traits_type::not_eof(ch);
+  }
+
+ private:
+  bool flush() {
+    if (failure_) return false;
+    const auto size = static_cast<std::uint32_t>(pptr() - pbase());
+    if (size == 0) return true;
+    put_length(buffer_.data(), size);
+    if (auto why = send_all(fd_, std::string_view(buffer_.data(), size + 4), Clock::now() + step_)) {
+      failure_ = std::move(why);
+      return false;
+    }
+    sent_ += size;
+    setp(buffer_.data() + 4, buffer_.data() + buffer_.size());
+    return true;
+  }
+
+  int fd_;
+  std::chrono::milliseconds step_;
+  std::vector<char> buffer_ = std::vector<char>(4 + (std::size_t{1} << 20));
+  std::uint64_t sent_ = 0;
+  std::optional<std::string> failure_;
+};
+
+/// The successor's end of a FrameSink: the frames read from the socket as
+/// load_state asks for bytes, up to the empty frame (end of stream). Tells
+/// its position, so the reader's bound shrinks as it reads.
+class FrameSource final : public std::streambuf {
+ public:
+  FrameSource(int fd, std::chrono::milliseconds step) : fd_(fd), step_(step) {}
+
+  /// Whether the empty frame came (after a load, checked with sgetc()).
+  [[nodiscard]] bool ended() const noexcept { return ended_; }
+  [[nodiscard]] const std::optional<std::string>& failure() const noexcept { return failure_; }
+  [[nodiscard]] std::uint64_t bytes() const noexcept { return received_; }
 
  protected:
   int_type underflow() override {
     if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
-    if (left_ == 0 || failure_) return traits_type::eof();
-    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left_, buffer_.size()));
-    while (true) {
-      const ssize_t n = ::recv(fd_, buffer_.data(), want, MSG_DONTWAIT);
-      if (n > 0) {
-        left_ -= static_cast<std::uint64_t>(n);
-        setg(buffer_.data(), buffer_.data(), buffer_.data() + n);
-        return traits_type::to_int_type(*gptr());
-      }
-      if (n == 0) {
-        failure_ = "the other process has gone";
-        return traits_type::eof();
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        failure_ = "recv: " + errno_text(errno);
-        return traits_type::eof();
-      }
-      if (auto why = wait_for_socket(fd_, POLLIN, deadline_, "waiting for the state")) {
-        failure_ = std::move(why);
-        return traits_type::eof();
-      }
+    if (ended_ || failure_) return traits_type::eof();
+    unsigned char frame[4];
+    if (auto why = receive_all(fd_, reinterpret_cast<char*>(frame), 4, Clock::now() + step_)) return fail(*why);
+    const std::uint32_t size = get_length(frame);
+    if (size == 0) {
+      ended_ = true;
+      return traits_type::eof();
     }
+    if (size > kMaxStateFrame)
+      return fail("a state frame of " + std::to_string(size) + " bytes, over the bound of " + std::to_string(kMaxStateFrame));
+    buffer_.resize(size);
+    if (auto why = receive_all(fd_, buffer_.data(), size, Clock::now() + step_)) return fail(*why);
+    received_ += size;
+    setg(buffer_.data(), buffer_.data(), buffer_.data() + size);
+    return traits_type::to_int_type(*gptr());
+  }
+  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode which) override {
+    if (off != 0 || dir != std::ios_base::cur || (which & std::ios_base::in) == 0) return pos_type(off_type(-1));
+    return pos_type(static_cast<off_type>(received_) - (egptr() - gptr()));
   }
 
  private:
+  int_type fail(std::string why) {
+    failure_ = std::move(why);
+    return traits_type::eof();
+  }
+
   int fd_;
-  std::uint64_t left_;
-  Clock::time_point deadline_;
-  std::vector<char> buffer_ = std::vector<char>(std::size_t{1} << 20);
+  std::chrono::milliseconds step_;
+  std::vector<char> buffer_;
+  std::uint64_t received_ = 0;
+  bool ended_ = false;
   std::optional<std::string> failure_;
 };
 
@@ -139,10 +200,8 @@ std::string micros_text(std::chrono::microseconds d) {
 
 // --- channel -------------------------------------------------------------------
 
-std::optional<std::string> HandoverChannel::send(Json message, std::span<const int> fds, Clock::time_point deadline,
-                                                 std::string_view raw) {
+std::optional<std::string> HandoverChannel::send(Json message, std::span<const int> fds, Clock::time_point deadline) {
   if (!fds.empty()) message["fds"] = fds.size();
-  if (!raw.empty()) message["raw"] = raw.size();
   const std::vector<std::uint8_t> body = Json::to_cbor(message);
   if (body.size() > kMaxHandoverMessage)
     return "message of " + std::to_string(body.size()) + " bytes, over the bound of " +
@@ -154,9 +213,8 @@ std::optional<std::string> HandoverChannel::send(Json message, std::span<const i
   if (auto why = send_all(socket_.get(), std::string_view(reinterpret_cast<const char*>(body.data()), body.size()),
                           deadline))
     return why;
-  if (!fds.empty())
-    if (auto why = send_descriptors(socket_.get(), fds, deadline)) return why;
-  return send_all(socket_.get(), raw, deadline);
+  if (!fds.empty()) return send_descriptors(socket_.get(), fds, deadline);
+  return std::nullopt;
 }
 
 Result<Json> HandoverChannel::receive(Clock::time_point deadline, std::vector<FileDescriptor>* fds) {
@@ -179,9 +237,6 @@ Result<Json> HandoverChannel::receive(Clock::time_point deadline, std::vector<Fi
     if (auto why = receive_descriptors(socket_.get(), count, received, deadline)) return fail(*why);
     if (fds != nullptr) *fds = std::move(received);
   }
-  if (message.contains("raw") &&
-      (!message["raw"].is_number_unsigned() || message["raw"].get<std::uint64_t>() > kMaxHandoverRaw))
-    return fail("a message announcing raw bytes over the bound of " + std::to_string(kMaxHandoverRaw));
   const std::string step = message["step"].get<std::string>();
   if (step == "failed" || step == "refused") return fail(step + ": " + message.value("reason", std::string("(no reason)")));
   return message;
@@ -474,7 +529,6 @@ Result<void> HotRestart::hand_over(Handover& h, std::optional<std::chrono::milli
   }
   h.http_frozen = true;
   const HttpServer::Frozen http = parts_.http.freeze(Clock::now() + options_.flush);
-  std::string whole;  // a module's whole state, when it has no pre-copy
   for (auto& m : h.modules) {
     if (!m.access->suspend(Clock::now() + options_.quiesce_timeout, "hot restart"))
       return fail("freeze", m.slot->name() + ": calls still in progress after " +
@@ -488,18 +542,18 @@ Result<void> HotRestart::hand_over(Handover& h, std::optional<std::chrono::milli
                {"host", m.slot->host_part()}};  // jobs and timers, in the same pause as the state
     if (m.copy) {  // the last part, then the host part
       if (auto finished = m.copy->finish(); !finished) return fail("freeze", finished.error().to_string());
-    } else {  // the whole state, as raw bytes after the message: the successor loads them as they come
-      std::stringbuf bytes;
-      if (auto saved = m.access->save(api::SaveTarget{info.schema, api::Direction::Same, {}}, bytes); !saved)
-        return fail("freeze", saved.error().to_string());
-      whole = std::move(bytes).str();
-      h.report.state_bytes += whole.size();
-      state["whole"] = true;
+      if (auto why = channel.send(std::move(state), {}, step_deadline())) return fail("freeze", *why);
+      continue;
     }
-    // The successor loads as it reads: allow a second per 64 MiB besides the step's time.
-    const auto state_deadline = step_deadline() + std::chrono::seconds(whole.size() >> 26);
-    if (auto why = channel.send(std::move(state), {}, state_deadline, whole)) return fail("freeze", *why);
-    whole.clear();
+    // The whole state, in frames after the message, loaded by the successor as they come.
+    state["framed"] = true;
+    if (auto why = channel.send(std::move(state), {}, step_deadline())) return fail("freeze", *why);
+    FrameSink frames(channel.fd(), options_.step_timeout);
+    const auto saved = m.access->save(api::SaveTarget{info.schema, api::Direction::Same, {}}, frames);
+    if (frames.failure()) return fail("freeze", m.slot->name() + ": sending its state: " + *frames.failure());
+    if (!saved) return fail("freeze", saved.error().to_string());
+    if (auto why = frames.finish()) return fail("freeze", m.slot->name() + ": sending its state: " + *why);
+    h.report.state_bytes += frames.bytes();
   }
   h.phase("freeze");
 
@@ -633,17 +687,21 @@ Result<void> Successor::take_state(const Json& message,
   }
   // "state": the last of it (a pre-copy's host part), or all of it.
   handed->host = message.value("host", std::string());
-  if (message.value("whole", false)) {  // its bytes follow: loaded as they arrive
+  if (message.value("framed", false)) {  // its frames follow: loaded as they arrive
     handed->live.reset();  // a pre-copy that failed on the other side, if any
     handed->access.reset();
     if (auto made = fresh_instance(); !made) return made;
-    const std::uint64_t size = message.value("raw", std::uint64_t{0});
-    RawReader source(channel_.fd(), size, Clock::now() + std::chrono::seconds(10) + std::chrono::seconds(size >> 26));
-    const auto failed = load_state_from(handed->live->hooks(), source, size, same);
-    if (source.failure()) return fail("its state did not arrive whole: " + *source.failure());
+    FrameSource frames(channel_.fd(), std::chrono::seconds(10));
+    // Its size is known at its end only: the bound is the state limit (the
+    // predecessor, this process's parent, is trusted as far as its files are).
+    const auto failed = load_state_from(handed->live->hooks(), frames, kMaxHandoverState, same);
+    if (frames.failure()) return fail("its state did not arrive whole: " + *frames.failure());
     if (failed) return fail(*failed);
-    if (source.remaining() != 0) return fail(unread_reason(source.remaining(), size));
-    handed->part_bytes = size;
+    if (frames.sgetc() != std::char_traits<char>::eof() || !frames.ended())
+      return fail(frames.failure() ? "its state did not arrive whole: " + *frames.failure()
+                                   : "load_state returned before the end of the state it was sent (does it read the "
+                                     "schema it was given?)");
+    handed->part_bytes = frames.bytes();
     return {};
   }
   if (message.contains("bytes")) {  // all of it inside the message (a predecessor of an earlier build)

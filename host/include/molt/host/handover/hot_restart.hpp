@@ -66,15 +66,18 @@ class StreamServer;
 inline constexpr int kHotRestartProtocol = 1;
 /// One message's bound (its connections' bytes ride on the transfer message).
 inline constexpr std::uint32_t kMaxHandoverMessage = 1u << 30;
-/// The bound of a message's raw bytes (a module's whole state): they are
-/// read as they come, never held whole.
-inline constexpr std::uint64_t kMaxHandoverRaw = std::uint64_t{1} << 36;
+/// One frame's bound in a streamed state (its frames are 1 MiB).
+inline constexpr std::uint32_t kMaxStateFrame = 1u << 24;
+/// The bound a streamed state is loaded under (its size is known at its end
+/// only): what a module may check a count against before it allocates.
+inline constexpr std::uint64_t kMaxHandoverState = std::uint64_t{1} << 36;
 
 /// The socket pair between the two processes: messages are JSON objects,
 /// each sent as CBOR after its length (4 bytes, little-endian); a message
-/// with "fds": N is followed by N descriptors (fd_passing.hpp), one with
-/// "raw": N by N bytes, which the receiver reads (RawReader) before the
-/// next message.
+/// with "fds": N is followed by N descriptors (fd_passing.hpp). A module's
+/// whole state follows its "state" message with "framed": true as frames
+/// (4-byte length, then the bytes) written while it is saved and read while
+/// it is loaded, up to an empty frame.
 class HandoverChannel {
  public:
   using Clock = std::chrono::steady_clock;
@@ -82,7 +85,7 @@ class HandoverChannel {
 
   /// Why not, by `deadline`.
   [[nodiscard]] std::optional<std::string> send(nlohmann::json message, std::span<const int> fds,
-                                                Clock::time_point deadline, std::string_view raw = {});
+                                                Clock::time_point deadline);
   /// The next message (its descriptors into `fds`), or why not. A message
   /// whose "step" is "failed" or "refused" is returned as its "reason".
   Result<nlohmann::json> receive(Clock::time_point deadline, std::vector<FileDescriptor>* fds = nullptr);
