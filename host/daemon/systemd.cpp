@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 namespace molt::host::systemd {
 namespace {
@@ -72,7 +73,19 @@ bool Notifier::send(std::string_view message) {
   // An abstract name is exactly as long as given (no terminating NUL); a path is NUL-terminated.
   const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address_.size() +
                                              (address_[0] == '@' ? 0 : 1));
-  const ssize_t sent = ::sendto(fd_, message.data(), message.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&to), length);
+  // Never blocking: a systemd that does not read its socket (10 datagrams
+  // queued) must not stop the thread that notifies, which is moltd's main
+  // thread. A second of retries, then the message is dropped with a warning.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  ssize_t sent = -1;
+  while (true) {
+    sent = ::sendto(fd_, message.data(), message.size(), MSG_NOSIGNAL | MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&to),
+                    length);
+    if (sent >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ||
+        std::chrono::steady_clock::now() >= give_up)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   if (sent == static_cast<ssize_t>(message.size())) {
     if (failing_.exchange(false)) log_->info("systemd: notifications to {} go out again", address_);
     return true;

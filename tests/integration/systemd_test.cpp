@@ -12,6 +12,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 #include <cstring>
 #include <fstream>
 
@@ -34,7 +39,8 @@ std::uint64_t monotonic_usec() {
 }
 
 /// systemd's end of NOTIFY_SOCKET: a datagram socket bound in a directory
-/// of the test's.
+/// of the test's, read all the time by a thread of its own, as systemd
+/// reads it: a full socket (10 datagrams) would make moltd's sends wait.
 class NotifySocket {
  public:
   explicit NotifySocket(const fs::path& path) : path_(path), fd_(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {
@@ -43,8 +49,13 @@ class NotifySocket {
     REQUIRE(path.string().size() < sizeof address.sun_path);
     std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
     REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    reader_ = std::thread([this] { read_all(); });
   }
-  ~NotifySocket() { ::close(fd_); }
+  ~NotifySocket() {
+    stop_ = true;
+    reader_.join();
+    ::close(fd_);
+  }
   NotifySocket(const NotifySocket&) = delete;
   NotifySocket& operator=(const NotifySocket&) = delete;
 
@@ -52,16 +63,36 @@ class NotifySocket {
 
   /// The next message, waiting up to `timeout` for it; "" if none came.
   std::string next(std::chrono::milliseconds timeout = 10s) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return {};
-    char buffer[4096];
-    const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
-    return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
+    std::unique_lock lock(mutex_);
+    if (!arrived_.wait_for(lock, timeout, [&] { return !messages_.empty(); })) return {};
+    std::string message = std::move(messages_.front());
+    messages_.pop_front();
+    return message;
   }
 
  private:
+  void read_all() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) != 1) continue;
+      char buffer[4096];
+      const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+      if (n <= 0) continue;
+      {
+        std::lock_guard lock(mutex_);
+        messages_.emplace_back(buffer, static_cast<std::size_t>(n));
+      }
+      arrived_.notify_all();
+    }
+  }
+
   fs::path path_;
   int fd_;
+  std::mutex mutex_;
+  std::condition_variable arrived_;
+  std::deque<std::string> messages_;
+  std::atomic<bool> stop_{false};
+  std::thread reader_;
 };
 
 /// A listening TCP socket on 127.0.0.1, as systemd holds one for a .socket unit.

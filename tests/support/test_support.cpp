@@ -30,6 +30,10 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  if (std::getenv("MOLT_TEST_KEEP") != nullptr) {  // for a post-mortem of a failed test
+    std::fprintf(stderr, "MOLT_TEST_KEEP: kept %s\n", path_.c_str());
+    return;
+  }
   std::error_code ec;
   fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
   fs::remove_all(path_, ec);

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <fstream>
 #include <future>
 
 #include <catch2/catch.hpp>
@@ -94,6 +95,30 @@ TEST_CASE("a notifier without NOTIFY_SOCKET, or with one it cannot use, sends no
   systemd::Notifier nobody((dir.path() / "gone").string(), test_logger("systemd"));
   CHECK(nobody.enabled());
   CHECK_FALSE(nobody.send("READY=1"));
+}
+
+TEST_CASE("a notification socket nobody reads does not block the notifier: past its queue, sends give up and say so",
+          "[systemd]") {
+  TempDir dir;
+  const std::string path = (dir.path() / "notify").string();
+  NotifySocket socket(path);  // never read until the end
+  systemd::Notifier notifier(path, test_logger("systemd"));
+  const std::size_t queue = [] {  // what the kernel queues per datagram socket (net.unix.max_dgram_qlen)
+    std::ifstream in("/proc/sys/net/unix/max_dgram_qlen");
+    std::size_t length = 10;
+    in >> length;
+    return length;
+  }();
+  std::size_t sent = 0;
+  // Run where the test can stop waiting: a send that blocked would hang the test, not fail it.
+  auto sending = std::async(std::launch::async, [&] {
+    for (std::size_t i = 0; i < queue + 3; ++i)
+      if (notifier.send("WATCHDOG=1")) ++sent;
+  });
+  REQUIRE(sending.wait_for(30s) == std::future_status::ready);
+  CHECK(sent >= 1);
+  CHECK(sent < queue + 3);  // the ones past the queue were dropped, not waited for without end
+  CHECK(socket.next() == "WATCHDOG=1");  // what was queued is there
 }
 
 TEST_CASE("WATCHDOG_USEC counts only for the process WATCHDOG_PID names", "[systemd]") {
