@@ -206,9 +206,8 @@ std::optional<std::string> HandoverChannel::send(Json message, std::span<const i
   if (body.size() > kMaxHandoverMessage)
     return "message of " + std::to_string(body.size()) + " bytes, over the bound of " +
            std::to_string(kMaxHandoverMessage);
-  const auto length = static_cast<std::uint32_t>(body.size());
-  const char frame[4] = {static_cast<char>(length & 0xff), static_cast<char>((length >> 8) & 0xff),
-                         static_cast<char>((length >> 16) & 0xff), static_cast<char>((length >> 24) & 0xff)};
+  char frame[4];
+  put_length(frame, static_cast<std::uint32_t>(body.size()));
   if (auto why = send_all(socket_.get(), std::string_view(frame, 4), deadline)) return why;
   if (auto why = send_all(socket_.get(), std::string_view(reinterpret_cast<const char*>(body.data()), body.size()),
                           deadline))
@@ -221,7 +220,7 @@ Result<Json> HandoverChannel::receive(Clock::time_point deadline, std::vector<Fi
   const auto fail = [](std::string why) { return Error{"(host)", {}, {}, Phase::HotRestart, std::move(why)}; };
   unsigned char frame[4];
   if (auto why = receive_all(socket_.get(), reinterpret_cast<char*>(frame), 4, deadline)) return fail(*why);
-  const std::uint32_t length = frame[0] | (frame[1] << 8) | (frame[2] << 16) | (static_cast<std::uint32_t>(frame[3]) << 24);
+  const std::uint32_t length = get_length(frame);
   if (length > kMaxHandoverMessage)
     return fail("a message of " + std::to_string(length) + " bytes announced, over the bound of " +
                 std::to_string(kMaxHandoverMessage) + ": not a moltd of hot restart protocol " +
