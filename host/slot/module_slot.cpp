@@ -154,11 +154,18 @@ ModuleSlot::ModuleSlot(std::string name, SlotOptions options, api::CallMode mode
 
 Result<std::shared_ptr<ModuleSlot>> ModuleSlot::start(std::shared_ptr<const Image> image, SlotOptions options) {
   std::shared_ptr<ModuleSlot> slot(new ModuleSlot(image->info().name, std::move(options), image->info().call_mode));
+  // A timer or job the module starts in start() may fire before live_ is
+  // set: the closed gate holds it until then (on failure it finds no live_).
+  const bool closed = slot->gate_.suspend(CallGate::Clock::now(), "start");  // nobody inside yet
   auto live = slot->make_live(std::move(image));
-  if (!live) return std::move(live).error();
+  if (!live) {
+    if (closed) slot->gate_.resume();
+    return std::move(live).error();
+  }
   slot->live_ = std::move(live.value());
   slot->running_ = describe(*slot->live_->image, slot->live_->since);
   slot->too_many_clients_reply_ = slot->live_->too_many_clients_reply;
+  if (closed) slot->gate_.resume();
   slot->logger_->info("v{} started from {}", slot->running_.info.version.value, slot->running_.file);
   return slot;
 }
@@ -176,6 +183,7 @@ ModuleSlot::~ModuleSlot() {
 void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexcept {
   const CallGate::Pass pass = gate_.enter("on_timer");
   if (!timers_.claim(name, id)) return;  // cancelled or replaced meanwhile
+  if (!live_) return;                     // set by a start() that failed (start())
   const LogScope scope(live_->image->info().version.value);
   if (auto failure = guard_module_call("on_timer", [&] { live_->hooks().on_timer(name); }))
     logger_->error("timer '{}': {}", name, *failure);
@@ -185,7 +193,7 @@ void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexce
 
 JobNext ModuleSlot::run_job_step(const std::string& job) {
   const CallGate::Pass pass = gate_.enter("run_job_step");
-  if (!jobs_.running(job)) return {};  // cancelled (or gone) meanwhile
+  if (!jobs_.running(job) || !live_) return {};  // cancelled (or gone) meanwhile, or start() failed
   api::JobStep step;
   const api::ModuleVersion version = live_->image->info().version;
   const LogScope scope(version.value, "job");

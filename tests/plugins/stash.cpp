@@ -6,8 +6,11 @@
 // HTTP:   GET /stash -> {"version","items","ticks","state_at"}; POST /stash/put?k=&v=; POST /stash/fill?n=
 // Stream: lines "SET k v", "GET k", "NAME n", "WHO", "QUIT"; each answered with one line.
 // Timer:  config tick_ms=N sets timer "tick", which counts into the state.
+// Start:  config start_ms=N makes start() take N ms; start_fails makes it throw then.
 #include <charconv>
 #include <cstdio>
+#include <stdexcept>
+#include <thread>
 
 #include "molt/module.hpp"
 #include "stash_state.hpp"
@@ -23,6 +26,10 @@ class Stash final : public molt::api::StatefulModule<State> {
   void start(molt::api::Context& context) override {
     if (auto it = context.config().find("tick_ms"); it != context.config().end())
       context.set_timer("tick", std::chrono::milliseconds(std::stoi(it->second)));
+    // A timer due while start() still runs (tests of the slot's start).
+    if (auto it = context.config().find("start_ms"); it != context.config().end())
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(it->second)));
+    if (context.config().count("start_fails") != 0) throw std::runtime_error("start_fails is set");
   }
 
   molt::api::Response handle(const molt::api::Request& request) override {

@@ -99,6 +99,23 @@ TEST_CASE("host timers keep firing across upgrades, into the new version", "[tim
   CHECK(slot->timers() == std::vector<std::string>{"tick"});
 }
 
+TEST_CASE("a timer due while start() still runs fires once the slot has its instance, and not after a failed start",
+          "[timers]") {
+  test::Harness h;
+  // start() sets a 1 ms timer, then takes 50 ms: the timer is due long before the slot is.
+  auto slot = h.start(stash_path(1), "stash", {{"tick_ms", "1"}, {"start_ms", "50"}});
+  REQUIRE(wait_until([&] { return show(*slot)["ticks"] >= 3; }));
+
+  auto image = h.loader.load(stash_path(1), "stash");
+  REQUIRE(image.ok());
+  auto failed = host::ModuleSlot::start(
+      std::move(image.value()),
+      host::SlotOptions{test::test_logger("stash"), {{"tick_ms", "1"}, {"start_ms", "50"}, {"start_fails", ""}}, nullptr, nullptr});
+  REQUIRE_FALSE(failed.ok());
+  CHECK_THAT(failed.error().to_string(), Catch::Matchers::Contains("start_fails is set"));
+  CHECK(show(*slot)["ticks"] >= 3);  // the first slot serves on
+}
+
 TEST_CASE("stream data reaches the running version, which consumes whole lines and leaves the rest", "[streams]") {
   test::Harness h;
   auto slot = h.start(stash_path(1), "stash");
