@@ -19,6 +19,7 @@ std::string_view to_string(Phase phase) noexcept {
     case Phase::Script: return "script";
     case Phase::Release: return "release";
     case Phase::HotRestart: return "hot-restart";
+    case Phase::Handoff: return "handoff";
   }
   return "unknown";
 }

@@ -9,6 +9,7 @@
 #include <toml++/toml.h>
 
 #include "config/toml_fields.hpp"
+#include "molt/host/handoff/peer_auth.hpp"
 #include "molt/module.hpp"
 
 namespace molt::host {
@@ -161,7 +162,8 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
                                      "max_connection_memory", "health_timeout_ms", "save_timeout_ms",
                                      "stop_timeout_ms", "call_warn_ms", "shutdown_grace_ms", "rehearse",
                                      "rehearse_timeout_ms", "precopy", "precopy_call_us", "precopy_pause_target_ms",
-                                     "precopy_max_rounds", "precopy_fallback"});
+                                     "precopy_max_rounds", "precopy_fallback", "peer", "peer_secret_file",
+                                     "handoff_drain_seconds", "handoff_timeout_ms"});
     check.client_limits(*host, "host.", config.clients);
     if (host->contains("max_stream_buffer_bytes") && host->contains("client_query_buffer_limit"))
       check.fail("host.max_stream_buffer_bytes", "is the old name of client_query_buffer_limit: give only one");
@@ -236,6 +238,17 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
       else check.fail("host.precopy_fallback", "must be \"pause\" or \"refuse\"");
     }
     if (auto v = check.integer(*host, "host.", "max_state_bytes", 1024, 1ll << 40)) config.max_state_bytes = *v;
+    if (auto v = check.string(*host, "host.", "peer")) {
+      if (auto endpoint = parse_endpoint(*v); endpoint && endpoint->port != 0)
+        config.peer = *endpoint;
+      else
+        check.fail("host.peer", "must look like 10.0.0.1:7400 (a port, not 0), got '" + *v + "'");
+    }
+    if (auto v = check.string(*host, "host.", "peer_secret_file")) config.peer_secret_file = *v;
+    if (auto v = check.integer(*host, "host.", "handoff_drain_seconds", 0, 24 * 3600))
+      config.handoff_drain = std::chrono::seconds(*v);
+    if (auto v = check.integer(*host, "host.", "handoff_timeout_ms", 100, 600000))
+      config.handoff_timeout = std::chrono::milliseconds(*v);
     if (auto v = check.string(*host, "host.", "log_format")) {
       if (*v == "text" || *v == "json") config.log_format = *v;
       else check.fail("host.log_format", "must be text or json");
@@ -282,7 +295,7 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
         check.fail("modules." + name, "must be a table");
         continue;
       }
-      check.only_keys(*table, prefix, {"version", "file", "config", "listen", "maxclients", "timeout"});
+      check.only_keys(*table, prefix, {"version", "file", "config", "listen", "maxclients", "timeout", "accept_handoff"});
       ModuleConfig module{name, {}, {}, {}};
       if (table->contains("maxclients") || table->contains("timeout")) {
         ClientLimits limits = config.clients;
@@ -295,12 +308,17 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
         else
           check.fail(prefix + "listen", std::string(kListenAddressForm));
       }
+      if (const auto* accept = table->get("accept_handoff")) {
+        if (const auto* b = accept->as_boolean()) module.accept_handoff = b->get();
+        else check.fail(prefix + "accept_handoff", "must be true or false");
+      }
       const auto version = check.integer(*table, prefix, "version", 1, UINT32_MAX);
       const auto file = check.string(*table, prefix, "file");
       if (version && file) check.fail(prefix + "file", "give version or file, not both");
       else if (version) module.file = config.plugin_dir / (name + '-' + std::to_string(*version) + ".so");
       else if (file) module.file = fs::path(*file).is_absolute() ? fs::path(*file) : config.plugin_dir / *file;
-      else if (!check.problem) check.fail("modules." + name, "needs version = N or file = \"...\"");
+      else if (!check.problem && !module.accept_handoff)
+        check.fail("modules." + name, "needs version = N or file = \"...\" (or accept_handoff = true: it runs once a peer hands it over)");
       if (const auto* values = table->get("config")) {
         if (const auto* values_table = values->as_table()) {
           for (const auto& [value_key, value] : *values_table) {
@@ -318,6 +336,16 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
   }
   if (check.problem) return refuse(*check.problem);
   if (config.modules.empty()) return refuse("modules: no [modules.<name>] table: nothing to serve");
+  const bool accepts = std::any_of(config.modules.begin(), config.modules.end(),
+                                   [](const ModuleConfig& m) { return m.accept_handoff; });
+  if ((config.peer || accepts) && config.peer_secret_file.empty())
+    return refuse(std::string(config.peer ? "host.peer" : "accept_handoff") +
+                  ": needs host.peer_secret_file, the secret peers prove they share");
+  if (!config.peer_secret_file.empty()) {
+    auto secret = read_peer_secret(config.peer_secret_file);
+    if (!secret) return refuse("host.peer_secret_file: " + secret.error().reason);
+    config.peer_secret = std::move(secret.value());
+  }
   return config;
 }
 

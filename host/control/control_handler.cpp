@@ -257,7 +257,7 @@ ControlReply ControlHandler::answer(const Json& request) {
   const std::string command = command_it->get<std::string>();
   static const std::set<std::string, std::less<>> kCommands{"status",  "reload",  "rollback", "history",
                                                             "snapshot", "restore", "upgrade",  "commit", "quarantine",
-                                                            "releases", "save",    "jobs", "hot-restart"};
+                                                            "releases", "save",    "jobs", "hot-restart", "handoff"};
   if (!kCommands.contains(command)) {
     std::string known;
     for (const auto& name : kCommands) known += (known.empty() ? "" : ", ") + name;
@@ -303,6 +303,19 @@ ControlReply ControlHandler::answer(const Json& request) {
     auto report = host_.hot_restart(binary);
     if (!report) return {error_reply(report.error().to_string()), {}};
     return {Json{{"ok", true}, {"report", Json::parse(report.value())}}, {}};
+  }
+  if (command == "handoff") {
+    if (!host_.handoff) return {error_reply("handoff: not offered by this moltd"), {}};
+    const auto module = module_of(request);
+    if (!module) return {error_reply("handoff: which module? (\"module\")"), {}};
+    std::optional<std::string> to;
+    if (request.contains("to")) {
+      if (!request["to"].is_string()) return {error_reply("handoff: 'to' must be HOST:PORT"), {}};
+      to = request["to"].get<std::string>();
+    }
+    auto report = host_.handoff(*module, to);
+    if (!report) return {error_reply(report.error().to_string()), {}};
+    return {Json{{"ok", true}, {"handoff", Json::parse(report.value())}}, {}};
   }
   if (command == "commit") {
     auto committed = releases_.commit();

@@ -221,15 +221,14 @@ Result<Json> HandoverChannel::receive(Clock::time_point deadline, std::vector<Fi
   unsigned char frame[4];
   if (auto why = receive_all(socket_.get(), reinterpret_cast<char*>(frame), 4, deadline)) return fail(*why);
   const std::uint32_t length = get_length(frame);
-  if (length > kMaxHandoverMessage)
+  if (length > max_message_)
     return fail("a message of " + std::to_string(length) + " bytes announced, over the bound of " +
-                std::to_string(kMaxHandoverMessage) + ": not a moltd of hot restart protocol " +
-                std::to_string(kHotRestartProtocol));
+                std::to_string(max_message_) + ": not a moltd speaking this protocol");
   std::string body(length, '\0');
   if (auto why = receive_all(socket_.get(), body.data(), length, deadline)) return fail(*why);
   Json message = Json::from_cbor(body, true, false);
   if (!message.is_object() || !message.contains("step") || !message["step"].is_string())
-    return fail("a message that is not one of hot restart protocol " + std::to_string(kHotRestartProtocol));
+    return fail("a message that is not one of this protocol (a CBOR object with a \"step\")");
   const std::size_t count = message.value("fds", std::size_t{0});
   if (count > 0) {
     std::vector<FileDescriptor> received;

@@ -104,6 +104,11 @@ void print_status(const Json& reply) {
     if (const auto it = m.find("snapshot_pending"); it != m.end() && it->is_string())
       pending += (pending.empty() ? "" : ", ") + m["name"].get<std::string>() + " (" + it->get<std::string>() + ")";
   if (!pending.empty()) std::printf("\nsnapshot pending: %s\n", pending.c_str());
+  if (const auto it = reply.find("handoff"); it != reply.end() && it->contains("modules") && !(*it)["modules"].empty()) {
+    std::printf("\n");
+    for (const auto& [name, entry] : (*it)["modules"].items())
+      std::printf("handoff: %s: %s\n", name.c_str(), entry.value("text", std::string()).c_str());
+  }
   // Modules of the release that boot refused: no state their version can read.
   if (const auto it = reply.find("not_started"); it != reply.end() && !it->empty()) {
     std::printf("\n");
@@ -399,6 +404,15 @@ int run(int argc, char** argv, bool& json) {
                      "connections and module states, closing no connection (docs/operations.md, Upgrading moltd itself);\n"
                      "same as SIGUSR2. Exit 1 if refused or rolled back: the old process then serves on");
   hot_restart->add_option("--binary", binary, "the moltd to start (default: the file this moltd was started from)");
+  std::string handoff_to;
+  bool handoff_back = false;
+  auto* handoff = app.add_subcommand(
+      "handoff", "move MODULE, with its state, to the moltd whose peer listener is --to HOST:PORT (or --back to\n"
+                 "the one it came from); its clients are sent there (docs/handoff.md). Exit 1 if refused or failed:\n"
+                 "the module then serves here as before");
+  handoff->add_option("module", module, "module name")->required();
+  handoff->add_option("--to", handoff_to, "the target moltd's host.peer address");
+  handoff->add_flag("--back", handoff_back, "to the moltd this module was received from");
   auto* releases = app.add_subcommand("releases", "the current, previous and permanent releases, and what happened to them");
   std::string job;
   auto* jobs = app.add_subcommand("jobs", "the modules' jobs (all, or MODULE's): state, progress, steps, times (see docs/jobs.md)");
@@ -441,6 +455,11 @@ int run(int argc, char** argv, bool& json) {
     if (hot_restart->parsed()) {
       request = {{"command", "hot-restart"}};
       if (binary) request["binary"] = fs::absolute(*binary).lexically_normal().string();
+    }
+    if (handoff->parsed()) {
+      if (handoff_back == !handoff_to.empty()) throw CLI::ValidationError("handoff", "give --to HOST:PORT or --back");
+      request = {{"command", "handoff"}, {"module", module}};
+      if (!handoff_to.empty()) request["to"] = handoff_to;
     }
     if (releases->parsed()) request = {{"command", "releases"}};
     if (jobs->parsed()) {
@@ -562,6 +581,14 @@ int run(int argc, char** argv, bool& json) {
                 r["listeners"].get<std::size_t>(), r["connections"].get<std::size_t>(),
                 r["http_connections"].get<std::size_t>(), bytes_text(r["state_bytes"]).c_str(),
                 bytes_text(r["leftover_bytes"]).c_str());
+    for (const auto& p : r["phases"])
+      std::printf("  %-9s %10.1f ms\n", p["phase"].get<std::string>().c_str(), p["us"].get<double>() / 1000.0);
+  } else if (ok && command == "handoff") {
+    const Json& r = reply["handoff"];
+    std::printf("%s moved to %s at epoch %llu (%s of state, %s)\n", r["module"].get<std::string>().c_str(),
+                r["to"].get<std::string>().c_str(), r["epoch"].get<unsigned long long>(),
+                bytes_text(r["state_bytes"]).c_str(), r["precopy"].get<bool>() ? "pre-copied" : "whole, in the pause");
+    for (const auto& where : r["redirect"]) std::printf("  clients connect to %s\n", where.get<std::string>().c_str());
     for (const auto& p : r["phases"])
       std::printf("  %-9s %10.1f ms\n", p["phase"].get<std::string>().c_str(), p["us"].get<double>() / 1000.0);
   } else if (ok && command == "save") {

@@ -24,6 +24,7 @@
 #include "molt/host/config/host_config.hpp"
 #include "molt/host/control/control_server.hpp"
 #include "molt/host/daemon/crash_handler.hpp"
+#include "molt/host/handoff/handoff.hpp"
 #include "molt/host/handover/hot_restart.hpp"
 #include "molt/host/daemon/logging.hpp"
 #include "molt/host/daemon/run_dir.hpp"
@@ -311,7 +312,24 @@ int main(int argc, char** argv) {
       else if (notice == ChangeNotice::End) notifier.ready(text);
       else notifier.status(text);
     };
+  // Which modules moved to, or came from, another moltd (docs/handoff.md).
+  auto ownership = OwnershipRecord::open(run_dir->path() / "ownership.json");
+  if (!ownership) {
+    log->critical("{}", ownership.error().to_string());
+    return give_up(ownership.error().to_string(), 1);
+  }
+  std::optional<Handoff> handoff;  // made below; a boot asks it which modules are elsewhere
+  release_options.elsewhere = [&handoff](const std::string& module) -> std::optional<std::string> {
+    return handoff ? handoff->elsewhere(module) : std::nullopt;
+  };
   ReleaseHandler releases(table, streams, snapshots, std::move(release_options), log);
+  {
+    HandoffOptions handoff_options{config->peer_secret, config->peer, fs::absolute(config->plugin_dir), {},
+                                   config->handoff_timeout, config->quiesce_timeout, precopy_options(*config)};
+    for (const auto& m : config->modules)
+      if (m.accept_handoff) handoff_options.accepting.push_back(m);
+    handoff.emplace(std::move(handoff_options), HandoffParts{table, releases, streams, *ownership.value()}, log);
+  }
   // A successor is prepared: the predecessor freezes and hands over.
   std::optional<Successor::Transfer> transfer;
   Laps adopt_steps, commit_steps;  // where a successor's time goes in the freeze, for its log line
@@ -411,6 +429,25 @@ int main(int argc, char** argv) {
     ::kill(::getpid(), SIGUSR2);  // the main thread exits once this reply is written
     return json_text(report->to_json());
   };
+  info.handoff = [&handoff, &ownership](const std::string& module,
+                                        const std::optional<std::string>& to) -> Result<std::string> {
+    std::string where;
+    if (to) {
+      where = *to;
+    } else {  // back where it came from
+      const auto entry = ownership.value()->find(module);
+      if (!entry || entry->ownership != Ownership::Owned)
+        return Error{module, {}, {}, Phase::Handoff, "was not received from a peer: say where (--to HOST:PORT)"};
+      where = entry->peer;
+    }
+    const auto endpoint = parse_endpoint(where);
+    if (!endpoint || endpoint->port == 0)
+      return Error{module, {}, {}, Phase::Handoff, "'" + where + "' is not HOST:PORT"};
+    auto report = handoff->send(module, *endpoint);
+    if (!report) return std::move(report).error();
+    return json_text(report->to_json());
+  };
+  info.handoffs = [&handoff] { return handoff->status().dump(); };
   adopt_steps.lap("HTTP listener");
   if (transfer) carry_over_metrics(transfer->metrics, table, streams, http);  // counters go on from the predecessor's
   adopt_steps.lap("metrics");
@@ -458,6 +495,13 @@ int main(int argc, char** argv) {
               transfer->connections.size(), transfer->http_connections.size(), adopt_steps.text(), commit_steps.text());
   }
   releases.start_watching();
+  if (auto peer = handoff->listen(); !peer) {
+    if (!successor) {
+      log->critical("{}", peer.error().to_string());
+      return 1;
+    }
+    log->error("{}; no handoff is accepted by this moltd", peer.error().to_string());
+  }
   const CallWatch call_watch(table, config->call_warn);
   log->info("ready: {} module(s), http://{}/, control socket {}", table.slots().size(), info.http,
             info.control_socket);

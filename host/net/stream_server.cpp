@@ -178,6 +178,9 @@ class StreamServer::Impl {
     std::atomic<std::uint64_t> refused{0};
     std::array<std::atomic<std::uint64_t>, kLimitCloses> closed_by_limit{};  ///< indexed by LimitClose
     std::atomic<bool> closed{false};
+    /// Where the module went (module_moved), "" while it runs here. Touched
+    /// on worker 0's thread only (admit), or before serve().
+    std::string moved_to;
   };
 
   /// A listening socket on worker 0 and its accept loop's state.
@@ -209,10 +212,14 @@ class StreamServer::Impl {
     /// On worker 0: takes an accepted connection, or refuses it (maxclients).
     void admit(Acceptor& acceptor, tcp::socket socket);
     void refuse(Acceptor& acceptor, tcp::socket& socket);
+    /// Writes `reply` (if any) without waiting, then closes `socket`.
+    static void redirect(tcp::socket& socket, std::string_view reply);
     /// On this worker's thread: wraps an accepted descriptor and starts it.
     void adopt(Listener& listener, std::shared_ptr<ModuleSlot> slot, tcp::socket::native_handle_type fd, tcp protocol);
     /// On this worker's thread: closes `module`'s acceptors (worker 0) and connections.
     void close_module(const std::string& module);
+    /// On this worker's thread: `module` moved; see StreamServer::module_moved.
+    void module_moved(const std::string& module, const std::string& redirect);
     void close_idle();  ///< on this thread: stop accepting, close connections with nothing in progress
     void close_all();   ///< on this thread
     void sweep();       ///< closes the connections idle past their listener's timeout, and re-arms
@@ -252,6 +259,25 @@ class StreamServer::Impl {
   /// opens (bound or adopted). `endpoint`: what was asked, until it is open.
   Result<Endpoint> add_listener(const std::shared_ptr<ModuleSlot>& slot, const Endpoint& endpoint,
                                 const std::function<Result<void>(tcp::acceptor&)>& open);
+
+  /// A listener of `slot`'s module left open when it moved (module_moved),
+  /// on `endpoint`'s port, serving `slot` again; nothing if none.
+  std::optional<Endpoint> revive(const Endpoint& endpoint, const std::shared_ptr<ModuleSlot>& slot) {
+    if (!serving_ || endpoint.port == 0) return std::nullopt;
+    Worker& first = *workers_.front();
+    std::promise<std::optional<Endpoint>> done;
+    asio::post(first.io, [&] {
+      for (auto& acceptor : first.acceptors) {
+        Listener& l = acceptor->listener;
+        if (l.module != slot->name() || l.closed || l.moved_to.empty() || l.endpoint.port != endpoint.port) continue;
+        l.moved_to.clear();
+        l.slot = slot;
+        return done.set_value(l.endpoint);
+      }
+      done.set_value(std::nullopt);
+    });
+    return done.get_future().get();
+  }
 
   void connection_closed() {
     {
@@ -646,7 +672,8 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     room_refused_ = false;
     auto consumed = slot_->stream_data(id_, std::string_view(input_.data() + begin_, input_.size() - begin_), out);
     if (!consumed) {
-      slot_->log().error("{}; closing connection {}", consumed.error().to_string(), id_);
+      if (slot_->retired()) slot_->log().debug("connection {}: {}; closing it", id_, consumed.error().reason);
+      else slot_->log().error("{}; closing connection {}", consumed.error().to_string(), id_);
       close_after_write_ = true;
     } else {
       begin_ += consumed.value();
@@ -872,6 +899,7 @@ void StreamServer::Impl::Worker::accept(Acceptor& acceptor) {
 void StreamServer::Impl::Worker::admit(Acceptor& acceptor, tcp::socket socket) {
   Listener& listener = acceptor.listener;
   ++listener.accepted;
+  if (!listener.moved_to.empty()) return redirect(socket, "-MOVED 0 " + listener.moved_to + "\r\n");
   if (listener.open.load() >= listener.maxclients.load()) return refuse(acceptor, socket);
   ++listener.open;
   Worker& owner = server.next_worker();
@@ -892,16 +920,11 @@ void StreamServer::Impl::Worker::admit(Acceptor& acceptor, tcp::socket socket) {
   });
 }
 
-void StreamServer::Impl::Worker::refuse(Acceptor& acceptor, tcp::socket& socket) {
-  Listener& listener = acceptor.listener;
-  const auto refused = ++listener.refused;
+void StreamServer::Impl::Worker::redirect(tcp::socket& socket, std::string_view reply) {
   const int fd = socket.native_handle();
-  // Redis's way: the error, written without waiting (a fresh socket's
+  // Redis's way: the reply, written without waiting (a fresh socket's
   // buffer takes it), then close.
-  if (listener.slot) {
-    const std::string reply = listener.slot->refusal_reply(api::Refusal::TooManyClients);
-    if (!reply.empty()) (void)::send(fd, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  }
+  if (!reply.empty()) (void)::send(fd, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   // Take what the client sent already: closing a socket with unread bytes
   // answers with a reset, which may destroy the reply before it is read.
   char scratch[4096];
@@ -910,6 +933,12 @@ void StreamServer::Impl::Worker::refuse(Acceptor& acceptor, tcp::socket& socket)
   error_code ignored;
   socket.shutdown(tcp::socket::shutdown_send, ignored);
   socket.close(ignored);
+}
+
+void StreamServer::Impl::Worker::refuse(Acceptor& acceptor, tcp::socket& socket) {
+  Listener& listener = acceptor.listener;
+  const auto refused = ++listener.refused;
+  redirect(socket, listener.slot ? listener.slot->refusal_reply(api::Refusal::TooManyClients) : std::string());
   const auto now = Clock::now();
   if (listener.slot && (!acceptor.refusal_logged || now - *acceptor.refusal_logged >= kLogEvery)) {
     listener.slot->log().warn("maxclients ({}) reached on {}: refusing new connections ({} since this was last "
@@ -960,6 +989,15 @@ void StreamServer::Impl::Worker::close_module(const std::string& module) {
   const std::vector<Connection*> open(connections.begin(), connections.end());
   for (Connection* connection : open)
     if (connection->listener().module == module) connection->close();
+}
+
+void StreamServer::Impl::Worker::module_moved(const std::string& module, const std::string& redirect) {
+  for (auto& acceptor : acceptors)
+    if (acceptor->listener.module == module && !acceptor->listener.closed) acceptor->listener.moved_to = redirect;
+  // The others close after their call (their module's answer: moved).
+  const std::vector<Connection*> open(connections.begin(), connections.end());
+  for (Connection* connection : open)
+    if (connection->listener().module == module) connection->close_if_idle();
 }
 
 void StreamServer::Impl::Worker::close_all() {
@@ -1098,6 +1136,10 @@ Result<std::vector<Endpoint>> StreamServer::listen_module(const std::vector<Endp
   std::vector<Endpoint> serving;
   if (adopted.empty()) {
     for (const auto& endpoint : endpoints) {
+      if (auto revived = impl_->revive(endpoint, slot)) {  // the module came back to a listener it left
+        serving.push_back(*revived);
+        continue;
+      }
       auto bound = listen(endpoint, slot);
       if (!bound) return std::move(bound).error();
       serving.push_back(bound.value());
@@ -1193,6 +1235,19 @@ void StreamServer::close_module(std::string_view module) {
     std::promise<void> done;
     asio::post(worker->io, [&w = *worker, name = std::string(module), &done] {
       w.close_module(name);
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+}
+
+void StreamServer::module_moved(std::string_view module, const std::string& redirect) {
+  Impl& s = *impl_;
+  if (!s.serving_) return;
+  for (auto& worker : s.workers_) {
+    std::promise<void> done;
+    asio::post(worker->io, [&w = *worker, name = std::string(module), &redirect, &done] {
+      w.module_moved(name, redirect);
       done.set_value();
     });
     done.get_future().wait();

@@ -93,7 +93,8 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
     boot.installed_at_ms = now_ms();
     boot.permanent_at_ms = boot.installed_at_ms;
     for (const auto& m : config.modules)
-      boot.modules.push_back({m.name, {}, fs::absolute(m.file).lexically_normal().string(), {}, m.listen, m.values});
+      if (!m.file.empty())
+        boot.modules.push_back({m.name, {}, fs::absolute(m.file).lexically_normal().string(), {}, m.listen, m.values});
     record_.note(boot.name, "booted", "first start: the configuration's modules");
   } else {
     if (!record_.current_is_permanent()) {
@@ -110,13 +111,25 @@ Result<void> ReleaseHandler::boot(const HostConfig& config) {
       }
     }
     for (const auto& m : config.modules) {  // modules the configuration added since
-      if (boot.find(m.name) != nullptr) continue;
+      if (boot.find(m.name) != nullptr || m.file.empty()) continue;
       boot.modules.push_back({m.name, {}, fs::absolute(m.file).lexically_normal().string(), {}, m.listen, m.values});
       record_.note(boot.name, "module added", m.name + " from the configuration");
     }
     record_.note(boot.name, "booted");
   }
 
+  for (const auto& m : config.modules)
+    if (m.file.empty() && boot.find(m.name) == nullptr) {
+      const auto moved = options_.elsewhere ? options_.elsewhere(m.name) : std::nullopt;
+      not_started_[m.name] = moved ? *moved : "awaits a handoff (accept_handoff = true, no version here)";
+    }
+  std::erase_if(boot.modules, [&](const ReleaseModule& m) {
+    const auto why = options_.elsewhere ? options_.elsewhere(m.name) : std::nullopt;
+    if (!why) return false;
+    log_->info("{}: not started: {}", m.name, *why);
+    not_started_[m.name] = *why;
+    return true;
+  });
   for (auto& m : boot.modules) {
     // An image that crashed moltd again and again is quarantined: the boot
     // falls back to the module's image in the release that was permanent
@@ -244,6 +257,50 @@ Result<void> ReleaseHandler::take_over(const std::function<Result<void>(ModuleSl
   log_->info("release '{}' taken over ({} module(s)){}", running.name, running.modules.size(),
              probation_left ? ", on probation for " + std::to_string(probation_left->count() / 1000) + " s more" : "");
   return {};
+}
+
+// gave_away and received run inside while_unchanged: mutex_ is held.
+void ReleaseHandler::gave_away(const std::string& module, const std::string& why) {
+  table_.remove(module);
+  const auto without = [&](Release& release) {
+    std::erase_if(release.modules, [&](const ReleaseModule& m) { return m.name == module; });
+  };
+  without(record_.current);
+  without(record_.permanent);
+  not_started_[module] = why;
+  if (probation_) probation_->baseline.erase(module);
+  record_.note(record_.current.name, "module handed off", module + ": " + why);
+  write_record_locked();  // and publishes
+  {
+    std::lock_guard watch(watch_mutex_);
+    pending_snapshots_.erase(module);
+  }
+}
+
+Result<std::vector<Endpoint>> ReleaseHandler::received(std::shared_ptr<ModuleSlot> slot, const ModuleConfig& settings,
+                                                       const std::string& why) {
+  const std::string module = slot->name();
+  table_.insert(slot);
+  auto bound = listeners_.listen_module(settings.listen, slot);
+  if (!bound) {
+    table_.remove(module);
+    return std::move(bound).error();
+  }
+  for (const auto& endpoint : bound.value()) slot->log().info("listening on {} (handed over)", endpoint.to_string());
+  const ReleaseModule entry = entry_for(*slot, settings.listen, settings.values);
+  const auto with = [&](Release& release) {
+    if (ReleaseModule* existing = release.find(module)) *existing = entry;
+    else release.modules.push_back(entry);
+  };
+  // In both: a module handed over is no part of a probation (a boot of the
+  // permanent release must start it).
+  with(record_.current);
+  with(record_.permanent);
+  not_started_.erase(module);
+  record_.note(record_.current.name, "module handed over", module + ": " + why);
+  write_record_locked();  // and publishes
+  schedule_snapshot(module, "handoff", std::chrono::steady_clock::now());
+  return std::move(bound.value());
 }
 
 void ReleaseHandler::record_take_over() {

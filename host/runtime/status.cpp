@@ -78,7 +78,10 @@ Json status_json(const ModuleTable& table, const HostInfo& host) {
   Json not_started = Json::array();
   if (host.not_started)
     for (const auto& m : host.not_started()) not_started.push_back({{"module", m.module}, {"reason", m.reason}});
+  Json handoff = Json::object();
+  if (host.handoffs) handoff = Json::parse(host.handoffs());
   return Json{{"ok", true},
+              {"handoff", handoff},
               {"host",
                {{"version", host.version},
                 {"pid", host.pid},

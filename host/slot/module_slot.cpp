@@ -183,7 +183,7 @@ ModuleSlot::~ModuleSlot() {
 void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexcept {
   const CallGate::Pass pass = gate_.enter("on_timer");
   if (!timers_.claim(name, id)) return;  // cancelled or replaced meanwhile
-  if (!live_) return;                     // set by a start() that failed (start())
+  if (!live_ || retired()) return;        // a start() that failed, or the module moved to another moltd
   const LogScope scope(live_->image->info().version.value);
   if (auto failure = guard_module_call("on_timer", [&] { live_->hooks().on_timer(name); }))
     logger_->error("timer '{}': {}", name, *failure);
@@ -193,7 +193,7 @@ void ModuleSlot::fire_timer(const std::string& name, TimerService::Id id) noexce
 
 JobNext ModuleSlot::run_job_step(const std::string& job) {
   const CallGate::Pass pass = gate_.enter("run_job_step");
-  if (!jobs_.running(job) || !live_) return {};  // cancelled (or gone) meanwhile, or start() failed
+  if (!jobs_.running(job) || !live_ || retired()) return {};  // cancelled (or gone) meanwhile, start() failed, moved
   api::JobStep step;
   const api::ModuleVersion version = live_->image->info().version;
   const LogScope scope(version.value, "job");
@@ -250,8 +250,19 @@ std::optional<std::string> ModuleSlot::health(std::chrono::milliseconds timeout)
 
 std::vector<std::string> ModuleSlot::timers() const { return timers_.names(); }
 
+void ModuleSlot::retire(std::string where) {
+  moved_to_ = std::string(kModuleMoved) + where;
+  retired_.store(true, std::memory_order_release);
+  // Timers are not cancelled here: one may be waiting for the gate this
+  // access holds (cancel_all would wait for it). Each firing returns at once.
+  logger_->info("v{} retired: {}; calls get an error from now on", running().info.version.value, moved_to_);
+}
+
+Error ModuleSlot::moved_error() const { return Error{name_, running().info.version, {}, Phase::Call, moved_to_}; }
+
 Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
   const CallGate::Pass pass = gate_.enter("on_connect");
+  if (retired()) return moved_error();
   if (auto failure = guard_module_call("on_connect", [&] { live_->hooks().on_connect(connection); }))
     return Error{name_, live_->image->info().version, {}, Phase::Call, std::move(*failure)};
   return {};
@@ -261,6 +272,7 @@ Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::s
                                             api::StreamOutput& out) {
   const CallTimer timer(call_durations_, call_sampler_);
   const CallGate::Pass pass = gate_.enter("on_data", timer.started());
+  if (retired()) [[unlikely]] return moved_error();
   const CallTimer::Count count(timer, pass);
   const Live& live = *live_;
   const LogScope scope(live.image->info().version.value);
@@ -275,6 +287,7 @@ Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::s
 
 void ModuleSlot::stream_disconnect(api::ConnectionId connection) noexcept {
   const CallGate::Pass pass = gate_.enter("on_disconnect");
+  if (retired()) return;
   if (auto failure = guard_module_call("on_disconnect", [&] { live_->hooks().on_disconnect(connection); }))
     logger_->error("connection {}: {}", connection, *failure);
 }
@@ -337,6 +350,7 @@ Result<std::string> ModuleSlot::save_to_string(const Live& live, const api::Save
 Result<api::Response> ModuleSlot::call(const api::Request& request) {
   const CallTimer timer(call_durations_, call_sampler_);
   const CallGate::Pass pass = gate_.enter("handle", timer.started());
+  if (retired()) [[unlikely]] return moved_error();
   const CallTimer::Count count(timer, pass);
   const Live& live = *live_;
   const LogScope scope(live.image->info().version.value);

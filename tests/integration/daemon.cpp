@@ -24,8 +24,12 @@ Daemon::Daemon(std::vector<ModuleSpec> modules, const std::string& host_config) 
   if (host_config.find("quiesce_timeout_ms") == std::string::npos) config << "quiesce_timeout_ms = 2000\n";
   config << host_config << '\n';
   for (const auto& module : modules) {
-    install(module.image, module.name + '-' + std::to_string(module.version) + ".so");
-    config << "[modules." << module.name << "]\nversion = " << module.version << '\n' << module.extra_config << '\n';
+    config << "[modules." << module.name << "]\n";
+    if (module.version != 0) {  // 0: none here (accept_handoff = true in extra_config)
+      install(module.image, module.name + '-' + std::to_string(module.version) + ".so");
+      config << "version = " << module.version << '\n';
+    }
+    config << module.extra_config << '\n';
   }
 }
 

@@ -21,7 +21,7 @@ namespace molt::test {
 struct ModuleSpec {
   std::string name;
   std::filesystem::path image;  ///< installed into the plugin directory as <name>-<version>.so
-  unsigned version;
+  unsigned version;  ///< 0: no image and no version (a module only a handoff brings: accept_handoff)
   std::string extra_config = {};  ///< more TOML lines for [modules.<name>], e.g. listen = "127.0.0.1:0"
 };
 

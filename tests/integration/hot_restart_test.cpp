@@ -118,7 +118,7 @@ TEST_CASE("a successor that is not a moltd, speaks another protocol, or may be c
   fs::permissions(huge, fs::perms::owner_all);
   CHECK_THAT(refused(huge.string()),
              Catch::Contains("said no hello of hot restart protocol 1 (a message of 4294967295 bytes announced, over "
-                             "the bound of 1073741824: not a moltd of hot restart protocol 1)"));
+                             "the bound of 1073741824: not a moltd speaking this protocol)"));
 
   fs::permissions(other, fs::perms::owner_all | fs::perms::group_write);
   CHECK_THAT(refused(other.string()), Catch::Contains("start: " + other.string() +

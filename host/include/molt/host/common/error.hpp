@@ -31,6 +31,7 @@ enum class Phase {
   Script,    ///< reading or checking an upgrade script
   Release,   ///< installing, committing or rolling back a release
   HotRestart,  ///< handing the host over to a new moltd process (handover/hot_restart.hpp)
+  Handoff,     ///< moving a module to another moltd (handoff/handoff.hpp)
 };
 
 [[nodiscard]] std::string_view to_string(Phase phase) noexcept;

@@ -9,6 +9,9 @@
 //   version = 1                      # or: file = "counter-1.so"
 //   [modules.counter.config]         # handed to the module as strings
 //   default_key = "main"
+//   [modules.kv]                     # runs here only once a peer hands it over
+//   accept_handoff = true
+//   listen = "0.0.0.0:6380"
 //
 // Relative paths are relative to the directory moltd starts in. Every key is
 // checked; an unknown key is an error (it is usually a typo).
@@ -58,6 +61,9 @@ struct ModuleConfig {
   std::filesystem::path file;  ///< resolved: plugin_dir/<name>-<version>.so, or `file`
   api::Values values;          ///< [modules.<name>.config]
   std::vector<Endpoint> listen;  ///< TCP listeners the host owns for this module's streams
+  /// May be received from a peer moltd (docs/handoff.md). With no version
+  /// and no file (`file` empty) nothing runs here until a handoff brings it.
+  bool accept_handoff = false;
 };
 
 struct HostConfig {
@@ -119,6 +125,16 @@ struct HostConfig {
   /// How long after an install its snapshot is taken (in the background):
   /// the installs within it (an upgrade and its rollback, a script) share one.
   std::chrono::milliseconds install_snapshot_delay{1000};
+  /// Handoffs (docs/handoff.md): where this moltd accepts peers (none: it
+  /// only sends), the shared secret both sides prove they know (a file of
+  /// mode 0600 or stricter, read at start), how long a moved module's
+  /// existing connections are still served here, and what a new
+  /// connection to a moved module's listener gets.
+  std::optional<Endpoint> peer;
+  std::filesystem::path peer_secret_file;
+  std::string peer_secret;  ///< read from peer_secret_file by load_host_config
+  std::chrono::seconds handoff_drain{60};
+  std::chrono::milliseconds handoff_timeout{10000};  ///< each step of a handoff, and the freeze
   std::vector<ModuleConfig> modules;
   /// Things that work but should change (a deprecated key), for the log.
   std::vector<std::string> warnings;

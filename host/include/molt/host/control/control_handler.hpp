@@ -18,6 +18,7 @@
 //   {"command":"releases"}
 //   {"command":"save"}
 //   {"command":"hot-restart", "binary":"/abs/moltd"?}   hand moltd over to a new process
+//   {"command":"handoff",  "module":"kv", "to":"HOST:PORT"?}   move a module to a peer moltd (no "to": back)
 //   {"command":"jobs",     "module":"batch"?, "action":"list"|"cancel"|"restart"?, "job":"sum"?}
 // Replies: {"ok":true, ...} or {"ok":false, "error":"<one line>"}. reload and
 // rollback reply with the upgrade "report", and "ok" false unless it succeeded;

@@ -90,9 +90,13 @@ class HandoverChannel {
   /// whose "step" is "failed" or "refused" is returned as its "reason".
   Result<nlohmann::json> receive(Clock::time_point deadline, std::vector<FileDescriptor>* fds = nullptr);
   [[nodiscard]] int fd() const noexcept { return socket_.get(); }
+  /// The largest message receive() takes (default kMaxHandoverMessage): a
+  /// peer not yet authenticated gets a small one (handoff/peer_auth.hpp).
+  void set_max_message(std::uint32_t bytes) noexcept { max_message_ = bytes; }
 
  private:
   FileDescriptor socket_;
+  std::uint32_t max_message_ = kMaxHandoverMessage;
 };
 
 /// What one hot restart did, for moltctl and the log.

@@ -114,6 +114,14 @@ class StreamServer final : public ModuleListeners {
   /// Closes `module`'s listeners and its connections (a module being removed).
   /// Each connection keeps its module's slot alive until it is gone.
   void close_module(std::string_view module) override;
+  /// `module` moved to another moltd (handoff/handoff.hpp), whose clients
+  /// connect to `redirect` (HOST:PORT): its listeners stay open and answer
+  /// each new connection with `-MOVED 0 <redirect>` (what a Redis cluster
+  /// client follows), then close it; its connections are closed once
+  /// nothing is in progress on them (at once if idle, else after their
+  /// call and their output). A listen_module() for the module on the same
+  /// port serves the listener again (the module came back).
+  void module_moved(std::string_view module, const std::string& redirect);
   /// Stops accepting; closes idle connections; lets the ones whose bytes are
   /// being processed finish and flush their replies (up to `grace`); joins.
   /// False when an I/O thread was still inside a module call a second

@@ -95,6 +95,10 @@ struct ReleaseOptions {
   /// Modules a boot starts with their initial state when it has no state
   /// they can read (moltd --allow-empty MODULE), instead of not starting them.
   std::set<std::string, std::less<>> allow_empty = {};
+  /// Why `module` is not to run here although the release or the
+  /// configuration names it (it moved to another moltd: handoff/ownership.hpp),
+  /// or nothing. Asked by boot for each module. May be empty.
+  std::function<std::optional<std::string>(const std::string& module)> elsewhere = {};
   /// An install's snapshot is taken this long after it, by the watcher
   /// (start_watching); a later install of the module before then pushes it
   /// back, up to kMaxSnapshotDefer after the first.
@@ -150,6 +154,18 @@ class ReleaseHandler {
   /// left, if any.
   Result<void> while_unchanged(const std::string& what,
                                const std::function<Result<void>(std::optional<std::chrono::milliseconds>)>& hand_over);
+  // Handoff (handoff/handoff.hpp), each called inside while_unchanged():
+  /// `module` runs on another moltd from now on: out of the table and the
+  /// release record (its listeners are the caller's); status lists it as
+  /// not started here, with `why`.
+  void gave_away(const std::string& module, const std::string& why);
+  /// `slot`, started and holding the state it was handed, runs here from
+  /// now on: served on `settings.listen`, added to the release record (the
+  /// current and the permanent release: it is no part of a probation), its
+  /// snapshot taken at once in the background.
+  /// Returns the addresses it listens on.
+  Result<std::vector<Endpoint>> received(std::shared_ptr<ModuleSlot> slot, const ModuleConfig& settings,
+                                         const std::string& why);
   /// The modules boot did not start, and why; each until `moltctl restore` starts it.
   [[nodiscard]] std::vector<NotStartedModule> not_started() const;
   /// Starts the thread that runs probation and the snapshots moltd takes

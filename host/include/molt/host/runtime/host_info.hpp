@@ -82,6 +82,13 @@ struct HostInfo {
   /// Hands this moltd over to a new process (handover/hot_restart.hpp): the
   /// report as JSON text, or the error. Empty: not offered.
   std::function<Result<std::string>(const std::optional<std::string>& binary)> hot_restart = {};
+  /// Moves a module to the moltd whose peer listener is `to` (none: back to
+  /// where it came from) (handoff/handoff.hpp): the report as JSON text, or
+  /// the error. Empty: not offered.
+  std::function<Result<std::string>(const std::string& module, const std::optional<std::string>& to)> handoff = {};
+  /// The modules' ownership entries and this moltd's peer address, as JSON
+  /// text (Handoff::status); empty: none.
+  std::function<std::string()> handoffs = {};
 };
 
 }  // namespace molt::host

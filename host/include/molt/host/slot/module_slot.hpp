@@ -145,6 +145,17 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   Result<std::size_t> stream_data(api::ConnectionId connection, std::string_view input, api::StreamOutput& out);
   void stream_disconnect(api::ConnectionId connection) noexcept;
 
+  /// After a handoff flipped the module's ownership to another moltd
+  /// (handoff/handoff.hpp): no call reaches this instance again. Calls
+  /// waiting for their turn, and later ones, get an Error whose reason is
+  /// `where` (kModuleMoved + where), without a failed-call count; timers and
+  /// jobs no longer run. Only while an UpgradeAccess holds the slot
+  /// suspended, so that no call is inside.
+  void retire(std::string where);
+  /// The Error reason of a call to a retired slot starts with this.
+  static constexpr std::string_view kModuleMoved = "moved to ";
+  [[nodiscard]] bool retired() const noexcept { return retired_.load(std::memory_order_acquire); }
+
   /// Names of the timers the module has set, for status output.
   [[nodiscard]] std::vector<std::string> timers() const;
 
@@ -282,6 +293,11 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   CallSampler call_sampler_;          ///< which of them call_durations_ times
   static constexpr std::uint64_t kUnknown = UINT64_MAX;
   std::atomic<std::uint64_t> state_bytes_{kUnknown};
+  /// Set once, by retire(), while suspended; moved_to_ is written before it
+  /// and never after, so a call that sees the flag may read it.
+  std::atomic<bool> retired_{false};
+  std::string moved_to_;
+  [[nodiscard]] Error moved_error() const;
 };
 
 }  // namespace molt::host

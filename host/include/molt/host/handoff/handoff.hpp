@@ -1,0 +1,142 @@
+// Handoff: moves one running module to another moltd, with its state, and
+// flips its ownership exactly once (docs/handoff.md).
+//
+// The source (moltctl handoff MODULE --to HOST:PORT) drives; the target
+// accepts on its peer listener (host.peer). Each step has a deadline:
+//   connect   TCP to the target's peer listener; both prove they know the
+//             shared secret (peer_auth.hpp) before anything else is read;
+//   offer     module, image sha256, version, schema, and the epoch the move
+//             would start (the source's + 1). The target refuses a module
+//             it does not accept (accept_handoff), one it runs or owns at
+//             that epoch or later, or whose image it cannot find by sha256
+//             in its plugin directory; else it loads that image, starts an
+//             instance (not serving) and says where clients will find it;
+//   copy      pre-copy rounds while the source serves (the module's
+//             transfer hooks; without them the whole state in the freeze),
+//             each part applied by the target as it comes;
+//   freeze    the source records Moving(E) durably, pauses the module (new
+//             calls wait), sends the last part and its jobs and timers;
+//   flip      the target swaps the instance in, records Owned(E) durably,
+//             serves the module on its listeners, and says Owned. That is
+//             the point of no return. The source records Moved(E), retires
+//             its instance (the calls that waited are answered "moved"),
+//             and its listeners answer -MOVED with the target's address.
+// Invariant: at most one moltd serves the module at any time, after any
+// failure or crash (ownership.hpp). Before the flip message is sent, any
+// failure leaves the source serving with its state untouched (clients see
+// a stall at most as long as the freeze). After it, a source that cannot
+// learn the outcome from the target stops serving the module and keeps
+// Moving: a boot asks the target again.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+
+#include "molt/host/common/error.hpp"
+#include "molt/host/common/file_checks.hpp"
+#include "molt/host/config/host_config.hpp"
+#include "molt/host/handoff/ownership.hpp"
+#include "molt/host/slot/precopy_report.hpp"
+
+namespace molt::host {
+
+class ModuleTable;
+class ReleaseHandler;
+class StreamServer;
+
+/// At most this many peer connections at once; more are closed at accept.
+inline constexpr std::size_t kMaxPeerConnections = 4;
+
+struct HandoffOptions {
+  std::string secret;                  ///< host.peer_secret_file's (empty: handoffs refused both ways)
+  std::optional<Endpoint> peer;        ///< host.peer: where this moltd accepts handoffs (none: it only sends)
+  std::filesystem::path plugin_dir;    ///< where a target looks for the image by its sha256
+  std::vector<ModuleConfig> accepting; ///< the modules with accept_handoff = true, as configured here
+  std::chrono::milliseconds step_timeout{10000};
+  std::chrono::milliseconds quiesce_timeout{5000};
+  PrecopyOptions precopy;
+};
+
+struct HandoffParts {
+  ModuleTable& table;
+  ReleaseHandler& releases;
+  StreamServer& streams;
+  OwnershipRecord& ownership;
+};
+
+/// What one handoff did, for moltctl and the log.
+struct HandoffReport {
+  std::string module;
+  std::string to;            ///< the target's peer listener
+  std::uint64_t epoch = 0;   ///< the module's from now on
+  std::vector<std::string> redirect;  ///< where its clients connect now
+  std::uint64_t state_bytes = 0;
+  bool precopy = false;      ///< the state went by pre-copy rounds (else whole, in the freeze)
+  /// connect, offer, copy, freeze, flip; "frozen": from the pause to the
+  /// target's Owned (no call of the module answered anywhere meanwhile).
+  std::vector<std::pair<std::string, std::chrono::microseconds>> phases;
+  [[nodiscard]] nlohmann::json to_json() const;
+  [[nodiscard]] std::string summary() const;
+};
+
+class Handoff {
+ public:
+  Handoff(HandoffOptions options, HandoffParts parts, std::shared_ptr<spdlog::logger> log);
+  ~Handoff();  ///< stops the peer listener and waits for its connections
+  Handoff(const Handoff&) = delete;
+  Handoff& operator=(const Handoff&) = delete;
+
+  /// Binds host.peer and accepts handoffs on a thread of its own; nothing
+  /// to do without host.peer. Returns the address bound (none without).
+  Result<std::optional<Endpoint>> listen();
+
+  /// Moves `module` to the moltd whose peer listener is `to` (source side).
+  /// On failure before the flip the module serves here as before.
+  Result<HandoffReport> send(const std::string& module, const Endpoint& to);
+
+  /// At boot, for ReleaseOptions::elsewhere: why `module` is not to run
+  /// here (moved away, or a handoff of it not confirmed and its target
+  /// does not say it never took it), or nothing. A Moving entry is resolved
+  /// by asking its target (a short deadline).
+  std::optional<std::string> elsewhere(const std::string& module);
+
+  /// status: every module's ownership entry.
+  [[nodiscard]] nlohmann::json status() const;
+
+ private:
+  struct Incoming;
+  void accept_loop();
+  void serve_peer(FileDescriptor socket, std::string from);
+  Result<void> receive(class HandoverChannel& channel, const nlohmann::json& offer, const std::string& from);
+  /// Asks the target of an unconfirmed handoff who owns `module` now.
+  Result<std::optional<OwnershipEntry>> ask_owner(const std::string& module, const Endpoint& peer);
+
+  HandoffOptions options_;
+  HandoffParts parts_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::mutex sending_;    ///< one handoff out at a time
+  std::mutex receiving_;  ///< one handoff in at a time
+  FileDescriptor listener_;
+  FileDescriptor wake_;   ///< eventfd: ends accept_loop
+  std::thread accept_thread_;
+  struct Peer {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;  ///< set as its thread ends: joined at the next accept
+  };
+  std::mutex peers_mutex_;
+  std::vector<Peer> peers_;                ///< guarded by peers_mutex_
+  std::atomic<std::size_t> open_peers_{0};
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace molt::host
