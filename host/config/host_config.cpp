@@ -9,7 +9,7 @@
 #include <toml++/toml.h>
 
 #include "config/toml_fields.hpp"
-#include "molt/host/handoff/peer_auth.hpp"
+#include "molt/host/common/secret_file.hpp"
 #include "molt/module.hpp"
 
 namespace molt::host {
@@ -342,7 +342,7 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
     return refuse(std::string(config.peer ? "host.peer" : "accept_handoff") +
                   ": needs host.peer_secret_file, the secret peers prove they share");
   if (!config.peer_secret_file.empty()) {
-    auto secret = read_peer_secret(config.peer_secret_file);
+    auto secret = read_secret_file(config.peer_secret_file);
     if (!secret) return refuse("host.peer_secret_file: " + secret.error().reason);
     config.peer_secret = std::move(secret.value());
   }

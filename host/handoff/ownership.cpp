@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "molt/host/common/atomic_file.hpp"
+#include "molt/host/common/json_text.hpp"
 
 namespace molt::host {
 namespace {
@@ -125,7 +126,7 @@ Result<void> OwnershipRecord::revert(const std::string& module) {
 Result<void> OwnershipRecord::write_locked(const std::string& module, std::map<std::string, OwnershipEntry> next) {
   Json modules = Json::object();
   for (const auto& [name, e] : next) modules[name] = e.to_json();
-  if (auto why = write_file_atomically(path_, Json{{"modules", modules}}.dump(2) + "\n"))
+  if (auto why = write_file_atomically(path_, json_text(Json{{"modules", modules}}, 2) + "\n"))
     return Error{module, {}, path_.string(), Phase::Handoff, "cannot record its ownership: " + *why};
   entries_ = std::move(next);
   return {};

@@ -1,9 +1,7 @@
 #include "molt/host/handoff/peer_auth.hpp"
 
-#include "molt/host/common/atomic_file.hpp"
 
 #include <sys/random.h>
-#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
@@ -66,24 +64,6 @@ Result<Json> receive(HandoverChannel& channel, Clock::time_point deadline, const
 
 }  // namespace
 
-Result<std::string> read_peer_secret(const std::filesystem::path& path) {
-  const auto fail = [&](std::string why) { return peer_error(path.string() + ": " + std::move(why)); };
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return fail(std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) return fail("not a regular file");
-  if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return fail(std::string("mode ") + mode + ": group or others may read or write it; chmod 600 it");
-  }
-  if (st.st_size > 4096) return fail("over 4 KiB: is it the right file?");
-  std::string secret;
-  if (auto why = read_file(path, 4096, secret)) return fail(*why);
-  while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
-  if (secret.size() < 16) return fail("holds " + std::to_string(secret.size()) + " bytes; a secret needs at least 16");
-  return secret;
-}
-
 std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int size = 0;
@@ -106,8 +86,11 @@ Result<void> authenticate_as_client(HandoverChannel& channel, std::string_view s
                       ", this moltd " + std::to_string(kPeerProtocol));
   const std::string theirs = text(hello.value(), "challenge");
   if (theirs.size() != 64) return peer_error("hello: no challenge");
-  if (!same(text(hello.value(), "proof"), proof(secret, "server", ours, theirs)))
+  if (!same(text(hello.value(), "proof"), proof(secret, "server", ours, theirs))) {
+    (void)channel.send(Json{{"step", "refused"}, {"reason", "your proof is wrong: the secrets differ (host.peer_secret_file)"}},
+                       {}, deadline);
     return peer_error("the peer does not know the secret (host.peer_secret_file differs)");
+  }
   if (auto why = channel.send(Json{{"step", "proof"}, {"proof", proof(secret, "client", theirs, ours)}}, {}, deadline))
     return peer_error("proof: " + *why);
   auto welcome = receive(channel, deadline, "welcome");

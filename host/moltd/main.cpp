@@ -447,7 +447,7 @@ int main(int argc, char** argv) {
     if (!report) return std::move(report).error();
     return json_text(report->to_json());
   };
-  info.handoffs = [&handoff] { return handoff->status().dump(); };
+  info.handoffs = [&handoff] { return json_text(handoff->status()); };
   adopt_steps.lap("HTTP listener");
   if (transfer) carry_over_metrics(transfer->metrics, table, streams, http);  // counters go on from the predecessor's
   adopt_steps.lap("metrics");

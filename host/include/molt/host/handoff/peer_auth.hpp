@@ -15,7 +15,6 @@
 #pragma once
 
 #include <chrono>
-#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,11 +28,6 @@ namespace molt::host {
 inline constexpr int kPeerProtocol = 1;
 /// A message's bound until the peer is authenticated.
 inline constexpr std::uint32_t kMaxPeerHelloMessage = 4096;
-
-/// The secret in `path`, refused (one line) when the file is not a regular
-/// file, is readable or writable by group or others, is over 4 KiB, or holds
-/// fewer than 16 bytes (a trailing newline is not part of it).
-[[nodiscard]] Result<std::string> read_peer_secret(const std::filesystem::path& path);
 
 /// HMAC-SHA-256 of `message` under `key`, in hex.
 [[nodiscard]] std::string hmac_sha256_hex(std::string_view key, std::string_view message);

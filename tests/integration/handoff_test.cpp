@@ -1,0 +1,303 @@
+// A module moving between two real moltd (docs/handoff.md), on two ports of
+// the loopback: kv's state goes with it, the source's listener sends clients
+// on with -MOVED (redis-cli -c follows), a writer loses no acknowledged
+// write through a move and back, ownership is recorded on both sides and
+// survives restarts, and each failure (wrong secret, missing image, target
+// killed during the copy, source killed after the flip) leaves exactly one
+// moltd serving the module.
+#include <sys/stat.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "daemon.hpp"
+#include "resp_client.hpp"
+
+using namespace molt::test;
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A secret file of mode 0600.
+fs::path secret_file(const fs::path& path, const std::string& secret) {
+  std::ofstream(path) << secret << '\n';
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+  return path;
+}
+
+/// Two moltd: A runs kv v1 (and may receive it back), B only accepts it.
+struct Pair {
+  std::uint16_t a_peer = free_port(), b_peer = free_port(), a_kv = free_port(), b_kv = free_port();
+  TempDir secrets;
+  Daemon a, b;
+
+  explicit Pair(const std::string& b_secret = "the same secret for both hosts",
+                bool b_has_image = true)
+      : a({{"kv", plugin_path("kv", 1), 1,
+            "listen = \"127.0.0.1:" + std::to_string(a_kv) + "\"\naccept_handoff = true\n"}},
+          host_lines(a_peer, secret_file(secrets.path() / "a.secret", "the same secret for both hosts"))),
+        b({{"kv", {}, 0, "listen = \"127.0.0.1:" + std::to_string(b_kv) + "\"\naccept_handoff = true\n"}},
+          host_lines(b_peer, secret_file(secrets.path() / "b.secret", b_secret))) {
+    if (b_has_image) b.install(plugin_path("kv", 1), "kv-1.so");
+  }
+
+  static std::string host_lines(std::uint16_t peer, const fs::path& secret) {
+    return "peer = \"127.0.0.1:" + std::to_string(peer) + "\"\npeer_secret_file = \"" + secret.string() +
+           "\"\nprobation_seconds = 0\n";
+  }
+
+  [[nodiscard]] std::string a_address() const { return "127.0.0.1:" + std::to_string(a_peer); }
+  [[nodiscard]] std::string b_address() const { return "127.0.0.1:" + std::to_string(b_peer); }
+};
+
+void load_keys(std::uint16_t port, int n) {
+  RespClient client(port);
+  for (int i = 0; i < n; ++i) client.send({"SET", "k" + std::to_string(i), "v" + std::to_string(i)});
+  for (int i = 0; i < n; ++i) REQUIRE(client.read_reply() == std::optional<std::string>("+OK\r\n"));
+}
+
+std::string bulk(const std::string& value) { return "$" + std::to_string(value.size()) + "\r\n" + value + "\r\n"; }
+
+/// Whether a new connection to `port` is refused (nobody listens).
+bool refused(std::uint16_t port) {
+  try {
+    RespClient probe(port);
+    return false;
+  } catch (const std::exception&) {
+    return true;
+  }
+}
+
+Json handoff(const Daemon& from, const std::vector<std::string>& where) {
+  std::vector<std::string> args{"handoff", "kv"};
+  args.insert(args.end(), where.begin(), where.end());
+  args.push_back("--json");
+  const auto run = from.ctl(args);
+  INFO(run.out << run.err);
+  return Json::parse(run.out);
+}
+
+}  // namespace
+
+TEST_CASE("kv moves to another moltd with its state, the source sends its clients there with -MOVED, and it moves back",
+          "[handoff]") {
+  Pair p;
+  p.a.start();
+  p.b.start();
+  CHECK(p.b.status()["not_started"][0]["reason"] == "awaits a handoff (accept_handoff = true, no version here)");
+  load_keys(p.a_kv, 2000);
+  RespClient before(p.a_kv);
+  REQUIRE(before.call({"GET", "k7"}) == bulk("v7"));
+
+  const Json moved = handoff(p.a, {"--to", p.b_address()});
+  REQUIRE(moved["ok"] == true);
+  CHECK(moved["handoff"]["epoch"] == 1);
+  CHECK(moved["handoff"]["precopy"] == true);
+  CHECK(moved["handoff"]["redirect"] == Json::array({"127.0.0.1:" + std::to_string(p.b_kv)}));
+
+  // B serves every key; A's listener answers a new client -MOVED and closes.
+  RespClient on_b(p.b_kv);
+  CHECK(on_b.call({"DBSIZE"}) == ":2000\r\n");
+  CHECK(on_b.call({"GET", "k1999"}) == bulk("v1999"));
+  {
+    RespClient to_a(p.a_kv);
+    CHECK(to_a.read_reply() == "-MOVED 0 127.0.0.1:" + std::to_string(p.b_kv) + "\r\n");
+    CHECK(to_a.closed_by_peer());
+  }
+  // The connection A had is closed (its next request finds the module gone); redis-cli -c follows -MOVED.
+  CHECK(before.call({"GET", "k7"}).empty());
+  const auto followed = run_process({"redis-cli", "-c", "-p", std::to_string(p.a_kv), "GET", "k42"});
+  CHECK(followed.out == "v42\n");
+
+  // Each side says where it is, and A no longer counts it among its modules.
+  const Json a_status = p.a.status();
+  CHECK(a_status["modules"].empty());
+  CHECK(a_status["handoff"]["modules"]["kv"]["ownership"] == "moved");
+  CHECK(a_status["handoff"]["modules"]["kv"]["text"] == "moved to " + p.b_address() + " at epoch 1");
+  CHECK(a_status["not_started"][0]["reason"] == "moved to " + p.b_address() + " at epoch 1");
+  const Json b_status = p.b.status();
+  REQUIRE(b_status["modules"].size() == 1);
+  CHECK(b_status["modules"][0]["name"] == "kv");
+  CHECK(b_status["handoff"]["modules"]["kv"]["text"] == "received from " + p.a_address() + " at epoch 1");
+  CHECK(p.b.ctl({"status"}).out.find("handoff: kv: received from " + p.a_address() + " at epoch 1") != std::string::npos);
+  // A second handoff from A is refused with where it is.
+  const auto again = p.a.ctl({"handoff", "kv", "--to", p.b_address()});
+  CHECK(again.exit_code == 1);
+  CHECK(again.err == "moltctl: kv: handoff: does not run here: moved to " + p.b_address() + " at epoch 1\n");
+
+  // A write on B, then back home: A's listener serves kv again, with it.
+  CHECK(on_b.call({"SET", "written-on", "b"}) == "+OK\r\n");
+  const Json back = handoff(p.b, {"--back"});
+  REQUIRE(back["ok"] == true);
+  CHECK(back["handoff"]["epoch"] == 2);
+  RespClient home(p.a_kv);
+  CHECK(home.call({"GET", "written-on"}) == bulk("b"));
+  CHECK(home.call({"DBSIZE"}) == ":2001\r\n");
+  CHECK(p.a.status()["handoff"]["modules"]["kv"]["text"] == "received from " + p.b_address() + " at epoch 2");
+
+  // After restarts, each serves what its record says: A kv from its snapshot, B nothing.
+  REQUIRE(wait_until([&] { return p.a.snapshots_written(); }));
+  CHECK(p.a.stop() == 0);
+  CHECK(p.b.stop() == 0);
+  p.a.start();
+  p.b.start();
+  CHECK(RespClient(p.a_kv).call({"GET", "written-on"}) == bulk("b"));
+  CHECK(refused(p.b_kv));
+  CHECK(p.b.status()["not_started"][0]["reason"] == "moved to " + p.a_address() + " at epoch 2");
+}
+
+TEST_CASE("a writer loses no acknowledged write and sees none reordered through a handoff and back", "[handoff]") {
+  Pair p;
+  p.a.start();
+  p.b.start();
+  // One writer, sequence-tagged: SET n:<i> <i> and SET last <i>, each acknowledged before the next.
+  // A closed connection, or -MOVED, sends it to the address it is given (as a cluster client does).
+  std::atomic<bool> stop{false};
+  std::atomic<int> acknowledged{0};
+  std::atomic<int> redirects{0};
+  std::string problem;
+  std::thread writer([&] {
+    std::uint16_t port = p.a_kv;
+    std::unique_ptr<RespClient> client;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (int i = 1; !stop && std::chrono::steady_clock::now() < deadline && i <= 200000;) {
+      try {
+        if (!client) client = std::make_unique<RespClient>(port);
+        const std::string n = std::to_string(i);
+        const std::string reply = client->call({"MSET", "n:" + n, n, "last", n});
+        if (reply == "+OK\r\n") {
+          acknowledged = i++;
+          continue;
+        }
+        client.reset();
+        if (reply.starts_with("-MOVED ")) {
+          ++redirects;
+          port = static_cast<std::uint16_t>(std::stoi(reply.substr(reply.rfind(':') + 1)));
+        } else if (!reply.empty()) {
+          problem = "unexpected reply " + reply;
+          return;
+        }
+      } catch (const std::exception&) {
+        client.reset();  // refused while the listener moves: try again
+      }
+    }
+  });
+  REQUIRE(wait_until([&] { return acknowledged > 200; }));
+  const Json there = handoff(p.a, {"--to", p.b_address()});
+  REQUIRE(there["ok"] == true);
+  const int at_flip = acknowledged;
+  REQUIRE(wait_until([&] { return acknowledged > at_flip + 200; }));
+  const Json back = handoff(p.b, {"--back"});
+  REQUIRE(back["ok"] == true);
+  const int at_return = acknowledged;
+  REQUIRE(wait_until([&] { return acknowledged > at_return + 200; }));
+  stop = true;
+  writer.join();
+  REQUIRE(problem.empty());
+  CHECK(redirects >= 2);  // sent to B, then back to A
+
+  // Every acknowledged write is on A, and the last one is the last written.
+  RespClient check(p.a_kv);
+  const int last = acknowledged;
+  const std::string stored = check.call({"GET", "last"});
+  CHECK(stored == bulk(std::to_string(last)));
+  int missing = 0;
+  for (int first = 1; first <= last; first += 1000) {  // pipelined, 1000 at a time
+    const int end = std::min(last, first + 999);
+    for (int i = first; i <= end; ++i) check.send({"GET", "n:" + std::to_string(i)});
+    for (int i = first; i <= end; ++i)
+      if (check.read_reply() != bulk(std::to_string(i))) ++missing;
+  }
+  CHECK(missing == 0);
+}
+
+TEST_CASE("a peer that does not know the secret is refused both ways, and the module serves on", "[handoff]") {
+  Pair p("another secret, not the same one");
+  p.a.start();
+  p.b.start();
+  load_keys(p.a_kv, 10);
+  const auto run = p.a.ctl({"handoff", "kv", "--to", p.b_address()});
+  CHECK(run.exit_code == 1);
+  CHECK(run.err == "moltctl: kv: handoff: connect: the peer does not know the secret (host.peer_secret_file differs) (" +
+                       p.b_address() + ")\n");
+  CHECK(RespClient(p.a_kv).call({"GET", "k3"}) == bulk("v3"));
+  CHECK(p.a.status()["handoff"]["modules"].empty());
+  CHECK(refused(p.b_kv));
+  // The target hears why from the source, and logs it.
+  REQUIRE(wait_until([&] {
+    return p.b.log().find(": proof: refused: your proof is wrong: the secrets differ (host.peer_secret_file)") !=
+           std::string::npos;
+  }));
+
+  // A secret file others may read is refused at start, with its mode.
+  const fs::path loose = p.a.dir() / "loose.secret";
+  std::ofstream(loose) << "a secret of enough bytes\n";
+  fs::permissions(loose, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read, fs::perm_options::replace);
+  {
+    std::ofstream config(p.a.dir() / "loose.toml");
+    config << "[host]\nrun_dir = \"" << (p.a.dir() / "run2").string() << "\"\npeer_secret_file = \"" << loose.string()
+           << "\"\n[modules.kv]\naccept_handoff = true\n";
+  }
+  const auto started = run_process({program("moltd").string(), "--config", (p.a.dir() / "loose.toml").string()});
+  CHECK(started.exit_code == 2);
+  CHECK(started.err.find("host.peer_secret_file: " + loose.string() +
+                         ": mode 0640: group or others may read or write it; chmod 600 it") != std::string::npos);
+}
+
+TEST_CASE("a target without the module's image refuses the handoff, naming the sha256 and what it has", "[handoff]") {
+  Pair p("the same secret for both hosts", false);
+  p.b.install(plugin_path("kv", 2), "kv-2.so");
+  p.a.start();
+  p.b.start();
+  load_keys(p.a_kv, 10);
+  const auto run = p.a.ctl({"handoff", "kv", "--to", p.b_address()});
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.find("moltctl: kv: handoff: offer: refused: kv: no image with sha256 ") == 0);
+  CHECK(run.err.find("(it has kv-2.so ") != std::string::npos);
+  CHECK(run.err.find(": copy the source's image there first (" + p.b_address() + ")") != std::string::npos);
+  CHECK(RespClient(p.a_kv).call({"GET", "k3"}) == bulk("v3"));
+  CHECK(p.a.status()["modules"].size() == 1);
+}
+
+TEST_CASE("the target killed during the pre-copy leaves the source owning and serving the module", "[handoff]") {
+  Pair p;
+  p.a.start();
+  p.b.start({"MOLT_FAULT=handoff.target.part:1"});
+  load_keys(p.a_kv, 2000);
+  RespClient client(p.a_kv);
+  const auto run = p.a.ctl({"handoff", "kv", "--to", p.b_address()});
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.find("moltctl: kv: handoff: ") == 0);
+  CHECK(run.err.find("(" + p.b_address() + ")") != std::string::npos);
+  REQUIRE(p.b.process().wait(std::chrono::seconds(10)));
+  // The same connection goes on; the Moving of its freeze, if it got there, is undone.
+  CHECK(client.call({"GET", "k1999"}) == bulk("v1999"));
+  CHECK(client.call({"DBSIZE"}) == ":2000\r\n");
+  CHECK(p.a.status()["handoff"]["modules"].empty());
+  // B, restarted, owns nothing; a second handoff then works.
+  p.b.start();
+  CHECK(handoff(p.a, {"--to", p.b_address()})["ok"] == true);
+  CHECK(RespClient(p.b_kv).call({"DBSIZE"}) == ":2000\r\n");
+}
+
+TEST_CASE("the source killed after the flip: the target owns and serves, and the restarted source does not", "[handoff]") {
+  Pair p;
+  p.a.start({"MOLT_FAULT=handoff.source.flip"});
+  p.b.start();
+  load_keys(p.a_kv, 2000);
+  (void)p.a.ctl({"handoff", "kv", "--to", p.b_address()});  // moltd dies under it
+  REQUIRE(p.a.process().wait(std::chrono::seconds(10)));
+  // A recorded Moving before its freeze; B recorded Owned before it said so.
+  CHECK(p.b.status()["handoff"]["modules"]["kv"]["text"] == "received from " + p.a_address() + " at epoch 1");
+  CHECK(RespClient(p.b_kv).call({"DBSIZE"}) == ":2000\r\n");
+  // A restarts, asks B who owns kv, learns it moved, and does not serve it.
+  p.a.start();
+  CHECK(p.a.status()["not_started"][0]["reason"] == "moved to " + p.b_address() + " at epoch 1");
+  CHECK(p.a.status()["handoff"]["modules"]["kv"]["ownership"] == "moved");
+  CHECK(refused(p.a_kv));
+  CHECK(RespClient(p.b_kv).call({"GET", "k5"}) == bulk("v5"));
+}
