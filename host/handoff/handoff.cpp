@@ -526,8 +526,10 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
     copy.reset();
     access->resume();
     access.reset();
-    if (!report.redirect.empty()) parts_.streams.module_moved(module, report.redirect.front());
-    else parts_.streams.close_module(module);
+    if (!report.redirect.empty())
+      parts_.streams.module_moved(module, MovedModule{report.redirect.front(), options_.drain, options_.forward_new});
+    else
+      parts_.streams.close_module(module);
     parts_.releases.gave_away(module, gone.describe());
     return {};
   });

@@ -326,6 +326,8 @@ int main(int argc, char** argv) {
   {
     HandoffOptions handoff_options{config->peer_secret, config->peer, fs::absolute(config->plugin_dir), {},
                                    config->handoff_timeout, config->quiesce_timeout, precopy_options(*config)};
+    handoff_options.drain = config->handoff_drain;
+    handoff_options.forward_new = config->handoff_new_connections == "forward";
     for (const auto& m : config->modules)
       if (m.accept_handoff) handoff_options.accepting.push_back(m);
     handoff.emplace(std::move(handoff_options), HandoffParts{table, releases, streams, *ownership.value()}, log);

@@ -178,9 +178,12 @@ class StreamServer::Impl {
     std::atomic<std::uint64_t> refused{0};
     std::array<std::atomic<std::uint64_t>, kLimitCloses> closed_by_limit{};  ///< indexed by LimitClose
     std::atomic<bool> closed{false};
-    /// Where the module went (module_moved), "" while it runs here. Touched
-    /// on worker 0's thread only (admit), or before serve().
+    /// Where the module went (module_moved), "" while it runs here; whether
+    /// new connections are forwarded there until `forward_until` (else
+    /// answered -MOVED). Touched on worker 0's thread only (admit).
     std::string moved_to;
+    bool forward_new = false;
+    Clock::time_point forward_until;
   };
 
   /// A listening socket on worker 0 and its accept loop's state.
@@ -219,7 +222,7 @@ class StreamServer::Impl {
     /// On this worker's thread: closes `module`'s acceptors (worker 0) and connections.
     void close_module(const std::string& module);
     /// On this worker's thread: `module` moved; see StreamServer::module_moved.
-    void module_moved(const std::string& module, const std::string& redirect);
+    void module_moved(const std::string& module, const MovedModule& moved);
     void close_idle();  ///< on this thread: stop accepting, close connections with nothing in progress
     void close_all();   ///< on this thread
     void sweep();       ///< closes the connections idle past their listener's timeout, and re-arms
@@ -400,6 +403,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   /// Stops reading; a write in progress goes on (on_written), and the read
   /// pending is cancelled once nothing is being written.
   void freeze() {
+    if (forward_) return close();  // a forwarded connection is not handed over: its client reconnects
     if (closed_ || freeze_state_ != Freeze::None) return;
     freeze_state_ = Freeze::Flushing;
     held_frozen_ = shared_from_this();  // no operation will be pending to keep it
@@ -494,8 +498,146 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
     if (memory_timer_) memory_timer_->cancel();
+    if (forward_) {
+      forward_->upstream.close(ignored);
+      forward_->drain_timer.cancel();
+    }
     if (connected_) slot_->stream_disconnect(id_);
   }
+
+  // --- forwarding (the module moved to another moltd) ------------------------
+  // The client's bytes go to the module's new home on a connection of our
+  // own, and its replies come back on this one, in order: a byte proxy, one
+  // write upstream at a time (the client is not read meanwhile), upstream
+  // not read while the client's output is at the soft limit. After the
+  // drain, the connection closes at a moment nothing is in progress.
+
+  /// A connection of a module that moved: forwards what it has not
+  /// consumed, and all that comes, to `to` (HOST:PORT) until `until`.
+  void forward_to(const std::string& to, Clock::time_point until) {
+    if (closed_ || forward_) return;
+    forward_ = std::make_unique<Forward>(worker_.io);
+    forward_->to = to;
+    forward_->until = until;
+    paused_ = false;  // upstream_paused bounds the output from now on
+    error_code ec;
+    const auto colon = to.rfind(':');
+    const auto address = asio::ip::make_address(to.substr(0, colon), ec);
+    if (ec || colon == std::string::npos) {
+      slot_->log().warn("connection {}: cannot forward to '{}': {}; closing it", id_, to, ec ? ec.message() : "no port");
+      return close();
+    }
+    const tcp::endpoint upstream(address, static_cast<unsigned short>(std::stoi(to.substr(colon + 1))));
+    forward_->upstream.async_connect(upstream, [self = shared_from_this()](error_code connect_ec) {
+      if (self->closed_) return;
+      if (connect_ec) {
+        self->slot_->log().warn("connection {}: forwarding to {}: {}; closing it", self->id_, self->forward_->to,
+                                connect_ec.message());
+        return self->close();
+      }
+      error_code ignored;
+      self->forward_->upstream.set_option(tcp::no_delay(true), ignored);
+      self->forward_->connected = true;
+      self->arm_drain(self->forward_->until);
+      self->read_upstream();
+      self->forward_input();
+    });
+  }
+
+  /// A new connection to the listener of a module that moved, forwarded from the start.
+  void start_forwarding(const std::string& to, Clock::time_point until) {
+    {
+      std::lock_guard lock(server_.open_mutex_);
+      ++server_.open_;
+    }
+    {
+      std::lock_guard lock(server_.registry_mutex_);
+      server_.registry_.insert(this);
+    }
+    worker_.connections.insert(this);
+    error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+    forward_to(to, until);
+    read();
+  }
+
+ private:
+  struct Forward {
+    explicit Forward(asio::io_context& io) : upstream(io), drain_timer(io) {}
+    tcp::socket upstream;
+    asio::steady_timer drain_timer;
+    std::string to;
+    Clock::time_point until;
+    bool connected = false;
+    bool writing = false;       ///< client bytes on their way upstream
+    bool reading = false;       ///< a read of upstream pending
+    bool upstream_paused = false;  ///< the client's output is at the soft limit
+    Clock::time_point last_sent{}, last_reply{};
+    std::array<char, 16384> buffer{};
+  };
+
+  void forward_input() {
+    if (closed_ || !forward_->connected || forward_->writing) return;
+    if (begin_ == input_.size()) return read();
+    forward_->writing = true;
+    forward_->last_sent = Clock::now();
+    ++activity_;
+    const std::size_t n = input_.size() - begin_;
+    asio::async_write(forward_->upstream, asio::buffer(input_.data() + begin_, n),
+                      [self = shared_from_this(), n](error_code ec, std::size_t) {
+                        self->forward_->writing = false;
+                        if (self->closed_) return;
+                        if (ec) return self->close();
+                        self->begin_ += n;
+                        self->forward_input();
+                      });
+  }
+
+  void read_upstream() {
+    if (closed_ || forward_->reading || forward_->upstream_paused) return;
+    forward_->reading = true;
+    forward_->upstream.async_read_some(asio::buffer(forward_->buffer),
+                                       [self = shared_from_this()](error_code ec, std::size_t n) {
+                                         self->forward_->reading = false;
+                                         if (self->closed_) return;
+                                         if (ec) {  // the new home closed it: so do we, once its replies are sent
+                                           self->close_after_write_ = true;
+                                           if (self->unsent() == 0) self->close();
+                                           return;
+                                         }
+                                         self->forward_->last_reply = Clock::now();
+                                         ++self->activity_;
+                                         self->write(std::string_view(self->forward_->buffer.data(), n));
+                                         if (self->over_hard_limit_ != 0) return self->close_for(LimitClose::OutputBuffer);
+                                         if (!self->writing_ && !self->filling_.empty()) self->start_write();
+                                         if (self->unsent() >= self->server_.options_.output_soft_limit)
+                                           self->forward_->upstream_paused = true;
+                                         else
+                                           self->read_upstream();
+                                       });
+  }
+
+  /// At the end of the drain: closes once nothing is in progress (nothing
+  /// to forward or to send, the last bytes were a reply, and 20 ms quiet).
+  void arm_drain(Clock::time_point when) {
+    forward_->drain_timer.expires_at(when);
+    forward_->drain_timer.async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->closed_) return;
+      Forward& f = *self->forward_;
+      const auto now = Clock::now();
+      const bool idle = !f.writing && self->begin_ == self->input_.size() && self->unsent() == 0 &&
+                        f.last_reply >= f.last_sent && now - std::max(f.last_reply, f.last_sent) >= kDrainQuiet;
+      if (idle) {
+        self->slot_->log().debug("connection {}: drained (forwarded to {}); closing it", self->id_, f.to);
+        return self->close();
+      }
+      self->arm_drain(now + kDrainQuiet);
+    });
+  }
+
+  static constexpr std::chrono::milliseconds kDrainQuiet{20};
+
+ public:
 
  private:
   /// StreamOutput over this connection's output buffers.
@@ -668,12 +810,18 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   /// Calls the module with everything not consumed, then sends, reads on,
   /// or pauses.
   void dispatch() {
+    if (forward_) return forward_input();
     Output out(*this);
     room_refused_ = false;
     auto consumed = slot_->stream_data(id_, std::string_view(input_.data() + begin_, input_.size() - begin_), out);
+    if (!consumed && slot_->retired()) {
+      // The module moved to another moltd: this input waits, unconsumed, for
+      // forward_to() (module_moved, posted to this thread right after).
+      slot_->log().debug("connection {}: {}; its input waits to be forwarded", id_, consumed.error().reason);
+      return;
+    }
     if (!consumed) {
-      if (slot_->retired()) slot_->log().debug("connection {}: {}; closing it", id_, consumed.error().reason);
-      else slot_->log().error("{}; closing connection {}", consumed.error().to_string(), id_);
+      slot_->log().error("{}; closing connection {}", consumed.error().to_string(), id_);
       close_after_write_ = true;
     } else {
       begin_ += consumed.value();
@@ -779,6 +927,13 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
       if (unsent() == 0) close();
       return;
     }
+    if (forward_) {
+      if (forward_->upstream_paused && unsent() < server_.options_.output_soft_limit) {
+        forward_->upstream_paused = false;
+        read_upstream();
+      }
+      return;
+    }
     if (paused_ && unsent() < server_.options_.output_soft_limit) resume();
   }
 
@@ -834,6 +989,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   enum class Freeze { None, Flushing, Stopped };
   Freeze freeze_state_ = Freeze::None;
   std::shared_ptr<Connection> held_frozen_;  ///< itself, while frozen: nothing else holds it then
+  std::unique_ptr<Forward> forward_;  ///< set once the module moved (forward_to): a proxy from then on
 };
 
 StreamServer::Impl::Room StreamServer::Impl::make_room(Connection& asker, std::uint64_t bytes) {
@@ -899,7 +1055,15 @@ void StreamServer::Impl::Worker::accept(Acceptor& acceptor) {
 void StreamServer::Impl::Worker::admit(Acceptor& acceptor, tcp::socket socket) {
   Listener& listener = acceptor.listener;
   ++listener.accepted;
-  if (!listener.moved_to.empty()) return redirect(socket, "-MOVED 0 " + listener.moved_to + "\r\n");
+  if (!listener.moved_to.empty()) {
+    if (!listener.forward_new || Clock::now() >= listener.forward_until)
+      return redirect(socket, "-MOVED 0 " + listener.moved_to + "\r\n");
+    if (listener.open.load() >= listener.maxclients.load()) return refuse(acceptor, socket);
+    ++listener.open;  // forwarded from this thread: the upstream connection lives here too
+    std::make_shared<Connection>(*this, listener, listener.slot, std::move(socket))
+        ->start_forwarding(listener.moved_to, listener.forward_until);
+    return;
+  }
   if (listener.open.load() >= listener.maxclients.load()) return refuse(acceptor, socket);
   ++listener.open;
   Worker& owner = server.next_worker();
@@ -991,13 +1155,21 @@ void StreamServer::Impl::Worker::close_module(const std::string& module) {
     if (connection->listener().module == module) connection->close();
 }
 
-void StreamServer::Impl::Worker::module_moved(const std::string& module, const std::string& redirect) {
-  for (auto& acceptor : acceptors)
-    if (acceptor->listener.module == module && !acceptor->listener.closed) acceptor->listener.moved_to = redirect;
-  // The others close after their call (their module's answer: moved).
+void StreamServer::Impl::Worker::module_moved(const std::string& module, const MovedModule& moved) {
+  const auto until = Clock::now() + moved.drain;
+  for (auto& acceptor : acceptors) {
+    Listener& l = acceptor->listener;
+    if (l.module != module || l.closed) continue;
+    l.moved_to = moved.redirect;
+    l.forward_new = moved.forward_new;
+    l.forward_until = until;
+  }
+  // Each goes on through the module's new home until the drain ends, then
+  // closes when nothing is in progress; the calls that found the module
+  // gone kept their input, which goes first.
   const std::vector<Connection*> open(connections.begin(), connections.end());
   for (Connection* connection : open)
-    if (connection->listener().module == module) connection->close_if_idle();
+    if (connection->listener().module == module) connection->forward_to(moved.redirect, until);
 }
 
 void StreamServer::Impl::Worker::close_all() {
@@ -1241,13 +1413,13 @@ void StreamServer::close_module(std::string_view module) {
   }
 }
 
-void StreamServer::module_moved(std::string_view module, const std::string& redirect) {
+void StreamServer::module_moved(std::string_view module, const MovedModule& moved) {
   Impl& s = *impl_;
   if (!s.serving_) return;
   for (auto& worker : s.workers_) {
     std::promise<void> done;
-    asio::post(worker->io, [&w = *worker, name = std::string(module), &redirect, &done] {
-      w.module_moved(name, redirect);
+    asio::post(worker->io, [&w = *worker, name = std::string(module), &moved, &done] {
+      w.module_moved(name, moved);
       done.set_value();
     });
     done.get_future().wait();

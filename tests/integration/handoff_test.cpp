@@ -35,13 +35,13 @@ struct Pair {
   TempDir secrets;
   Daemon a, b;
 
-  explicit Pair(const std::string& b_secret = "the same secret for both hosts",
-                bool b_has_image = true)
+  explicit Pair(const std::string& b_secret = "the same secret for both hosts", bool b_has_image = true,
+                const std::string& a_host = "handoff_drain_seconds = 1\n")
       : a({{"kv", plugin_path("kv", 1), 1,
             "listen = \"127.0.0.1:" + std::to_string(a_kv) + "\"\naccept_handoff = true\n"}},
-          host_lines(a_peer, secret_file(secrets.path() / "a.secret", "the same secret for both hosts"))),
+          host_lines(a_peer, secret_file(secrets.path() / "a.secret", "the same secret for both hosts")) + a_host),
         b({{"kv", {}, 0, "listen = \"127.0.0.1:" + std::to_string(b_kv) + "\"\naccept_handoff = true\n"}},
-          host_lines(b_peer, secret_file(secrets.path() / "b.secret", b_secret))) {
+          host_lines(b_peer, secret_file(secrets.path() / "b.secret", b_secret)) + "handoff_drain_seconds = 1\n") {
     if (b_has_image) b.install(plugin_path("kv", 1), "kv-1.so");
   }
 
@@ -108,8 +108,12 @@ TEST_CASE("kv moves to another moltd with its state, the source sends its client
     CHECK(to_a.read_reply() == "-MOVED 0 127.0.0.1:" + std::to_string(p.b_kv) + "\r\n");
     CHECK(to_a.closed_by_peer());
   }
-  // The connection A had is closed (its next request finds the module gone); redis-cli -c follows -MOVED.
-  CHECK(before.call({"GET", "k7"}).empty());
+  // The connection A had goes on, forwarded to B, for the drain (1 s here); then it closes while idle.
+  CHECK(before.call({"GET", "k7"}) == bulk("v7"));
+  CHECK(before.call({"SET", "through-a", "1"}) == "+OK\r\n");
+  CHECK(on_b.call({"GET", "through-a"}) == bulk("1"));
+  CHECK(wait_until([&] { return before.closed_by_peer(); }));
+  // redis-cli -c follows -MOVED.
   const auto followed = run_process({"redis-cli", "-c", "-p", std::to_string(p.a_kv), "GET", "k42"});
   CHECK(followed.out == "v42\n");
 
@@ -136,7 +140,7 @@ TEST_CASE("kv moves to another moltd with its state, the source sends its client
   CHECK(back["handoff"]["epoch"] == 2);
   RespClient home(p.a_kv);
   CHECK(home.call({"GET", "written-on"}) == bulk("b"));
-  CHECK(home.call({"DBSIZE"}) == ":2001\r\n");
+  CHECK(home.call({"DBSIZE"}) == ":2002\r\n");
   CHECK(p.a.status()["handoff"]["modules"]["kv"]["text"] == "received from " + p.b_address() + " at epoch 2");
 
   // After restarts, each serves what its record says: A kv from its snapshot, B nothing.
@@ -190,7 +194,8 @@ TEST_CASE("a writer loses no acknowledged write and sees none reordered through 
   const Json there = handoff(p.a, {"--to", p.b_address()});
   REQUIRE(there["ok"] == true);
   const int at_flip = acknowledged;
-  REQUIRE(wait_until([&] { return acknowledged > at_flip + 200; }));
+  // Forwarded by A for the drain, then closed when idle: -MOVED sends it to B.
+  REQUIRE(wait_until([&] { return acknowledged > at_flip + 200 && redirects >= 1; }));
   const Json back = handoff(p.b, {"--back"});
   REQUIRE(back["ok"] == true);
   const int at_return = acknowledged;
@@ -198,7 +203,7 @@ TEST_CASE("a writer loses no acknowledged write and sees none reordered through 
   stop = true;
   writer.join();
   REQUIRE(problem.empty());
-  CHECK(redirects >= 2);  // sent to B, then back to A
+  CHECK(redirects >= 2);  // to B, then back to A
 
   // Every acknowledged write is on A, and the last one is the last written.
   RespClient check(p.a_kv);
@@ -213,6 +218,21 @@ TEST_CASE("a writer loses no acknowledged write and sees none reordered through 
       if (check.read_reply() != bulk(std::to_string(i))) ++missing;
   }
   CHECK(missing == 0);
+}
+
+TEST_CASE("with handoff_new_connections = forward, a new client of the source is served through it during the drain",
+          "[handoff]") {
+  Pair p("the same secret for both hosts", true, "handoff_new_connections = \"forward\"\nhandoff_drain_seconds = 30\n");
+  p.a.start();
+  p.b.start();
+  load_keys(p.a_kv, 100);
+  REQUIRE(handoff(p.a, {"--to", p.b_address()})["ok"] == true);
+  RespClient late(p.a_kv);  // a new connection to A, after the move
+  CHECK(late.call({"GET", "k99"}) == bulk("v99"));
+  CHECK(late.call({"SET", "late", "yes"}) == "+OK\r\n");
+  CHECK(RespClient(p.b_kv).call({"GET", "late"}) == bulk("yes"));
+  const auto plain = run_process({"redis-cli", "-p", std::to_string(p.a_kv), "GET", "late"});  // not a cluster client
+  CHECK(plain.out == "yes\n");
 }
 
 TEST_CASE("a peer that does not know the secret is refused both ways, and the module serves on", "[handoff]") {

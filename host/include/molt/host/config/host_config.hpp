@@ -134,6 +134,9 @@ struct HostConfig {
   std::filesystem::path peer_secret_file;
   std::string peer_secret;  ///< read from peer_secret_file by load_host_config
   std::chrono::seconds handoff_drain{60};
+  /// "moved": a new connection gets -MOVED 0 HOST:PORT; "forward": it is
+  /// forwarded during the drain too.
+  std::string handoff_new_connections = "moved";
   std::chrono::milliseconds handoff_timeout{10000};  ///< each step of a handoff, and the freeze
   std::vector<ModuleConfig> modules;
   /// Things that work but should change (a deprecated key), for the log.

@@ -19,8 +19,10 @@
 //   flip      the target swaps the instance in, records Owned(E) durably,
 //             serves the module on its listeners, and says Owned. That is
 //             the point of no return. The source records Moved(E), retires
-//             its instance (the calls that waited are answered "moved"),
-//             and its listeners answer -MOVED with the target's address.
+//             its instance, and forwards its connections to the target
+//             (the requests that waited first) for the drain, then closes
+//             each when idle; its listeners answer new clients -MOVED with
+//             the target's address (or forward them, by configuration).
 // Invariant: at most one moltd serves the module at any time, after any
 // failure or crash (ownership.hpp). Before the flip message is sent, any
 // failure leaves the source serving with its state untouched (clients see
@@ -65,6 +67,8 @@ struct HandoffOptions {
   std::chrono::milliseconds step_timeout{10000};
   std::chrono::milliseconds quiesce_timeout{5000};
   PrecopyOptions precopy;
+  std::chrono::seconds drain{60};  ///< host.handoff_drain_seconds: how long the source forwards
+  bool forward_new = false;        ///< host.handoff_new_connections = "forward"
 };
 
 struct HandoffParts {

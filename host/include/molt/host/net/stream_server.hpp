@@ -75,6 +75,13 @@ struct FrozenListener {
   Endpoint endpoint;
 };
 
+/// Where a module that moved went, for its listeners and connections here.
+struct MovedModule {
+  std::string redirect;  ///< HOST:PORT of its listener on the other moltd
+  std::chrono::seconds drain{60};  ///< host.handoff_drain_seconds
+  bool forward_new = false;        ///< host.handoff_new_connections = "forward"
+};
+
 struct FrozenStreams {
   std::vector<FrozenListener> listeners;
   std::vector<FrozenConnection> connections;
@@ -115,13 +122,15 @@ class StreamServer final : public ModuleListeners {
   /// Each connection keeps its module's slot alive until it is gone.
   void close_module(std::string_view module) override;
   /// `module` moved to another moltd (handoff/handoff.hpp), whose clients
-  /// connect to `redirect` (HOST:PORT): its listeners stay open and answer
-  /// each new connection with `-MOVED 0 <redirect>` (what a Redis cluster
-  /// client follows), then close it; its connections are closed once
-  /// nothing is in progress on them (at once if idle, else after their
-  /// call and their output). A listen_module() for the module on the same
-  /// port serves the listener again (the module came back).
-  void module_moved(std::string_view module, const std::string& redirect);
+  /// connect to `moved.redirect` (HOST:PORT). Its connections go on,
+  /// forwarded there (their unconsumed input first, replies in order), for
+  /// `moved.drain`; then each closes at a moment nothing is in progress on
+  /// it, and its client reconnects. Its listeners stay open: a new
+  /// connection is forwarded too during the drain if `moved.forward_new`,
+  /// else (and after the drain) answered `-MOVED 0 <redirect>` (what a
+  /// Redis cluster client follows) and closed. A listen_module() for the
+  /// module on the same port serves the listener again (it came back).
+  void module_moved(std::string_view module, const MovedModule& moved);
   /// Stops accepting; closes idle connections; lets the ones whose bytes are
   /// being processed finish and flush their replies (up to `grace`); joins.
   /// False when an I/O thread was still inside a module call a second
