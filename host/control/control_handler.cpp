@@ -257,7 +257,7 @@ ControlReply ControlHandler::answer(const Json& request) {
   const std::string command = command_it->get<std::string>();
   static const std::set<std::string, std::less<>> kCommands{"status",  "reload",  "rollback", "history",
                                                             "snapshot", "restore", "upgrade",  "commit", "quarantine",
-                                                            "releases", "save",    "jobs", "hot-restart", "handoff"};
+                                                            "releases", "save",    "jobs", "hot-restart", "handoff", "drain"};
   if (!kCommands.contains(command)) {
     std::string known;
     for (const auto& name : kCommands) known += (known.empty() ? "" : ", ") + name;
@@ -316,6 +316,23 @@ ControlReply ControlHandler::answer(const Json& request) {
     auto report = host_.handoff(*module, to);
     if (!report) return {error_reply(report.error().to_string()), {}};
     return {Json{{"ok", true}, {"handoff", Json::parse(report.value())}}, {}};
+  }
+  if (command == "drain") {
+    if (!host_.drain) return {error_reply("drain: not offered by this moltd"), {}};
+    if (!request.contains("to") || !request["to"].is_string()) return {error_reply("drain: where to? (\"to\": HOST:PORT)"), {}};
+    const auto deadline_ms = request.value("deadline_ms", std::int64_t{3600000});
+    if (deadline_ms <= 0) return {error_reply("drain: \"deadline_ms\" must be positive"), {}};
+    auto drained = host_.drain(request["to"].get<std::string>(),
+                               std::chrono::steady_clock::now() + std::chrono::milliseconds(deadline_ms));
+    if (!drained) return {error_reply(drained.error().to_string()), {}};
+    Json reply = Json::parse(drained.value());
+    reply["ok"] = reply["failed"].empty();
+    if (!reply["failed"].empty()) {
+      std::string why;
+      for (const auto& f : reply["failed"]) why += (why.empty() ? "" : "; ") + f["error"].get<std::string>();
+      reply["error"] = "drain: " + std::to_string(reply["failed"].size()) + " module(s) not handed over: " + why;
+    }
+    return {reply, {}};
   }
   if (command == "commit") {
     auto committed = releases_.commit();

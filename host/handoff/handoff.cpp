@@ -107,8 +107,8 @@ std::string micros_text(std::chrono::microseconds d) {
 Json HandoffReport::to_json() const {
   Json phase_list = Json::array();
   for (const auto& [name, took] : phases) phase_list.push_back({{"phase", name}, {"us", took.count()}});
-  return Json{{"module", module},       {"to", to},         {"epoch", epoch}, {"redirect", redirect},
-              {"state_bytes", state_bytes}, {"precopy", precopy}, {"phases", phase_list}};
+  return Json{{"module", module},       {"to", to},         {"epoch", epoch},     {"redirect", redirect},
+              {"http", http},           {"state_bytes", state_bytes}, {"precopy", precopy}, {"phases", phase_list}};
 }
 
 std::string HandoffReport::summary() const {
@@ -357,6 +357,10 @@ Result<void> Handoff::receive(HandoverChannel& channel, const Json& offer, const
   const auto before = parts_.ownership.find(module);
   OwnershipEntry owned{Ownership::Owned, epoch, from, 0, nullptr};
   if (auto recorded = parts_.ownership.set(module, owned); !recorded) return recorded;
+  {
+    std::lock_guard lock(moved_mutex_);
+    moved_http_.erase(module);  // it is here again
+  }
   auto served = parts_.releases.received(slot, *settings, owned.describe());
   if (!served) {
     // Not served here after all: the record goes back before the source hears it failed (and serves on).
@@ -373,7 +377,13 @@ Result<void> Handoff::receive(HandoverChannel& channel, const Json& offer, const
     const std::string host = any_address(e.host) && options_.peer ? options_.peer->host : e.host;
     redirect.push_back(host + ":" + std::to_string(e.port));
   }
-  (void)channel.send(Json{{"step", "owned"}, {"epoch", epoch}, {"redirect", redirect}}, {}, deadline());
+  Json owned_message{{"step", "owned"}, {"epoch", epoch}, {"redirect", redirect}};
+  if (options_.http_address) {
+    auto http = parse_endpoint(options_.http_address());
+    if (http && any_address(http->host) && options_.peer) http->host = options_.peer->host;
+    if (http) owned_message["http"] = http->to_string();
+  }
+  (void)channel.send(std::move(owned_message), {}, deadline());
   slot->log().info("{} ({} bytes of state); serving", owned.describe(), bytes);
   return {};
 }
@@ -513,9 +523,15 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
     }
     phase("flip");
     report.phases.emplace_back("frozen", std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - frozen_at));
-    if (owned.ok())
+    if (owned.ok()) {
       for (const auto& r : owned.value().value("redirect", Json::array()))
         if (r.is_string()) report.redirect.push_back(r.get<std::string>());
+      report.http = owned.value().value("http", std::string());
+    }
+    if (!report.http.empty()) {
+      std::lock_guard lock(moved_mutex_);
+      moved_http_[module] = report.http;
+    }
     // The target owns it: record it, then answer the calls that waited "moved".
     OwnershipEntry gone{Ownership::Moved, epoch, to.to_string(), 0, nullptr};
     if (auto recorded = parts_.ownership.set(module, gone); !recorded)
@@ -588,6 +604,13 @@ std::optional<std::string> Handoff::elsewhere(const std::string& module) {
   }
   log_->info("{}: {} never took epoch {}: it runs here", module, entry->peer, entry->epoch);
   return std::nullopt;
+}
+
+std::optional<std::string> Handoff::moved_http(std::string_view module) const {
+  std::lock_guard lock(moved_mutex_);
+  const auto it = moved_http_.find(module);
+  if (it == moved_http_.end()) return std::nullopt;
+  return it->second;
 }
 
 Json Handoff::status() const {

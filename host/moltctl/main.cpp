@@ -413,6 +413,14 @@ int run(int argc, char** argv, bool& json) {
   handoff->add_option("module", module, "module name")->required();
   handoff->add_option("--to", handoff_to, "the target moltd's host.peer address");
   handoff->add_flag("--back", handoff_back, "to the moltd this module was received from");
+  std::string drain_to;
+  double drain_deadline = 3600;
+  auto* drain = app.add_subcommand(
+      "drain", "hand every module to the moltd whose peer listener is --to HOST:PORT, one after the other; GET\n"
+               "/-/ready answers 503 from the start (a Kubernetes preStop hook; docs/handoff.md). Exit 1 unless all moved");
+  drain->add_option("--to", drain_to, "the target moltd's host.peer address")->required();
+  drain->add_option("--deadline", drain_deadline, "seconds: modules whose turn comes later stay here (default 3600)")
+      ->check(CLI::PositiveNumber);
   auto* releases = app.add_subcommand("releases", "the current, previous and permanent releases, and what happened to them");
   std::string job;
   auto* jobs = app.add_subcommand("jobs", "the modules' jobs (all, or MODULE's): state, progress, steps, times (see docs/jobs.md)");
@@ -461,6 +469,8 @@ int run(int argc, char** argv, bool& json) {
       request = {{"command", "handoff"}, {"module", module}};
       if (!handoff_to.empty()) request["to"] = handoff_to;
     }
+    if (drain->parsed())
+      request = {{"command", "drain"}, {"to", drain_to}, {"deadline_ms", static_cast<std::int64_t>(drain_deadline * 1000)}};
     if (releases->parsed()) request = {{"command", "releases"}};
     if (jobs->parsed()) {
       request = {{"command", "jobs"}};
@@ -591,6 +601,13 @@ int run(int argc, char** argv, bool& json) {
     for (const auto& where : r["redirect"]) std::printf("  clients connect to %s\n", where.get<std::string>().c_str());
     for (const auto& p : r["phases"])
       std::printf("  %-9s %10.1f ms\n", p["phase"].get<std::string>().c_str(), p["us"].get<double>() / 1000.0);
+  } else if (command == "drain" && reply.contains("modules")) {
+    for (const auto& r : reply["modules"])
+      std::printf("%s moved to %s at epoch %llu\n", r["module"].get<std::string>().c_str(), r["to"].get<std::string>().c_str(),
+                  r["epoch"].get<unsigned long long>());
+    for (const auto& f : reply["failed"])
+      std::printf("%s not moved: %s\n", f["module"].get<std::string>().c_str(), f["error"].get<std::string>().c_str());
+    if (reply["modules"].empty() && reply["failed"].empty()) std::printf("no module runs here: nothing to drain\n");
   } else if (ok && command == "save") {
     std::printf("saved %d module(s)\n", reply["modules"].get<int>());
   } else if (ok && (command == "releases" || command == "commit")) {

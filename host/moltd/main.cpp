@@ -312,6 +312,7 @@ int main(int argc, char** argv) {
       else if (notice == ChangeNotice::End) notifier.ready(text);
       else notifier.status(text);
     };
+  std::string http_address;  // set once HTTP listens; a handoff's target tells its source
   // Which modules moved to, or came from, another moltd (docs/handoff.md).
   auto ownership = OwnershipRecord::open(run_dir->path() / "ownership.json");
   if (!ownership) {
@@ -326,6 +327,7 @@ int main(int argc, char** argv) {
   {
     HandoffOptions handoff_options{config->peer_secret, config->peer, fs::absolute(config->plugin_dir), {},
                                    config->handoff_timeout, config->quiesce_timeout, precopy_options(*config)};
+    handoff_options.http_address = [&info_http = http_address] { return info_http; };
     handoff_options.drain = config->handoff_drain;
     handoff_options.forward_new = config->handoff_new_connections == "forward";
     for (const auto& m : config->modules)
@@ -414,6 +416,7 @@ int main(int argc, char** argv) {
     return give_up(listening.error().to_string(), 1);
   }
   info.http = http.local_endpoint().to_string();
+  http_address = info.http;  // before the peer listener starts (below): nobody reads it yet
   info.http_connections = [&http] { return http.connections(); };  // before serve(): the metrics read it
   info.http_refused = [&http] { return http.refused(); };
   HotRestart::Options restart_options{binary, arguments, run_dir->lock_fd(), info.generation, notifier.address()};
@@ -450,6 +453,38 @@ int main(int argc, char** argv) {
     return json_text(report->to_json());
   };
   info.handoffs = [&handoff] { return json_text(handoff->status()); };
+  info.moved_http = [&handoff](std::string_view module) { return handoff->moved_http(module); };
+  // moltctl drain: every module to one peer; not ready from then on (a restart clears it).
+  std::mutex drain_mutex;
+  std::optional<std::string> draining;  // guarded by drain_mutex
+  info.not_ready = [&] {
+    std::lock_guard lock(drain_mutex);
+    return draining;
+  };
+  info.drain = [&](const std::string& to, std::chrono::steady_clock::time_point deadline) -> Result<std::string> {
+    const auto endpoint = parse_endpoint(to);
+    if (!endpoint || endpoint->port == 0) return Error{"(host)", {}, {}, Phase::Handoff, "'" + to + "' is not HOST:PORT"};
+    {
+      std::lock_guard lock(drain_mutex);
+      draining = "draining: its modules are being handed to " + to;
+    }
+    log->info("drain: handing every module to {}; GET /-/ready answers 503 from now on", to);
+    nlohmann::json moved = nlohmann::json::array(), failed = nlohmann::json::array();
+    for (const auto& slot : table.slots()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        failed.push_back({{"module", slot->name()}, {"error", "the drain's deadline passed before its turn"}});
+        continue;
+      }
+      auto report = handoff->send(slot->name(), *endpoint);
+      if (report) moved.push_back(report->to_json());
+      else failed.push_back({{"module", slot->name()}, {"error", report.error().to_string()}});
+    }
+    {
+      std::lock_guard lock(drain_mutex);
+      draining = "drained: its modules were handed to " + to + (failed.empty() ? "" : " (not all: moltctl status)");
+    }
+    return json_text(nlohmann::json{{"modules", moved}, {"failed", failed}});
+  };
   adopt_steps.lap("HTTP listener");
   if (transfer) carry_over_metrics(transfer->metrics, table, streams, http);  // counters go on from the predecessor's
   adopt_steps.lap("metrics");

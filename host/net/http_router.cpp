@@ -1,5 +1,7 @@
 #include "molt/host/net/http_router.hpp"
 
+#include "molt/host/net/http_forward.hpp"
+
 #include "molt/host/common/json_text.hpp"
 #include "molt/host/net/metrics.hpp"
 #include "molt/host/net/status_page.hpp"
@@ -31,18 +33,34 @@ api::Response HttpRouter::route(const api::Request& request) {
       history["limit"] = kHistoryLimit;
       return api::Response::json(json_text(history) + '\n');
     }
+    if (request.path == "/-/ready") {  // a readiness probe: false while the host drains (docs/handoff.md)
+      const auto why = host_.not_ready ? host_.not_ready() : std::nullopt;
+      if (why) return json_error(503, *why);
+      return api::Response::json("{\"ready\":true}\n");
+    }
     if (request.path == "/-/" || request.path == "/-/index.html")
       return api::Response{200, "text/html; charset=utf-8", std::string(status_page_html())};
     return json_error(404, "no such host resource: " + request.path);
   }
   const auto slot = table_.find(name);
-  if (!slot) return json_error(404, "no module '" + std::string(name) + "' (GET /-/status lists them)");
+  if (!slot) {
+    if (auto moved = moved_to(name, request)) return std::move(*moved);
+    return json_error(404, "no module '" + std::string(name) + "' (GET /-/status lists them)");
+  }
   auto response = slot->call(request);
+  if (!response && slot->retired())  // waited in a handoff's pause: the module is elsewhere now
+    if (auto moved = moved_to(name, request)) return std::move(*moved);
   if (!response) {
     slot->log().error("{}", response.error().to_string());
     return json_error(500, "internal error in module " + slot->name());
   }
   return std::move(response.value());
+}
+
+std::optional<api::Response> HttpRouter::moved_to(std::string_view module, const api::Request& request) const {
+  const auto base = host_.moved_http ? host_.moved_http(module) : std::nullopt;
+  if (!base) return std::nullopt;
+  return forward_http(*base, request, kForwardTimeout, kMaxForwardedBody);
 }
 
 }  // namespace molt::host

@@ -113,6 +113,8 @@ TEST_CASE("kv moves to another moltd with its state, the source sends its client
   CHECK(before.call({"SET", "through-a", "1"}) == "+OK\r\n");
   CHECK(on_b.call({"GET", "through-a"}) == bulk("1"));
   CHECK(wait_until([&] { return before.closed_by_peer(); }));
+  // HTTP requests for it are forwarded to B.
+  CHECK(Json::parse(p.a.curl({"/kv"}).out)["keys"] == 2001);
   // redis-cli -c follows -MOVED.
   const auto followed = run_process({"redis-cli", "-c", "-p", std::to_string(p.a_kv), "GET", "k42"});
   CHECK(followed.out == "v42\n");
@@ -233,6 +235,26 @@ TEST_CASE("with handoff_new_connections = forward, a new client of the source is
   CHECK(RespClient(p.b_kv).call({"GET", "late"}) == bulk("yes"));
   const auto plain = run_process({"redis-cli", "-p", std::to_string(p.a_kv), "GET", "late"});  // not a cluster client
   CHECK(plain.out == "yes\n");
+}
+
+TEST_CASE("moltctl drain hands every module to the peer, and /-/ready turns false with why", "[handoff]") {
+  Pair p;
+  p.a.start();
+  p.b.start();
+  load_keys(p.a_kv, 100);
+  CHECK(p.a.http_code("GET", "/-/ready") == "200");
+  const auto drained = p.a.ctl({"drain", "--to", p.b_address()});
+  INFO(drained.out << drained.err);
+  CHECK(drained.exit_code == 0);
+  CHECK(drained.out == "kv moved to " + p.b_address() + " at epoch 1\n");
+  CHECK(p.a.http_code("GET", "/-/ready") == "503");
+  CHECK(Json::parse(p.a.curl({"/-/ready"}).out)["error"] == "drained: its modules were handed to " + p.b_address());
+  CHECK(p.b.http_code("GET", "/-/ready") == "200");
+  CHECK(RespClient(p.b_kv).call({"DBSIZE"}) == ":100\r\n");
+  // Nothing left: a second drain has nothing to do, and says so.
+  const auto again = p.a.ctl({"drain", "--to", p.b_address()});
+  CHECK(again.exit_code == 0);
+  CHECK(again.out == "no module runs here: nothing to drain\n");
 }
 
 TEST_CASE("a peer that does not know the secret is refused both ways, and the module serves on", "[handoff]") {

@@ -19,6 +19,7 @@
 //   {"command":"save"}
 //   {"command":"hot-restart", "binary":"/abs/moltd"?}   hand moltd over to a new process
 //   {"command":"handoff",  "module":"kv", "to":"HOST:PORT"?}   move a module to a peer moltd (no "to": back)
+//   {"command":"drain",    "to":"HOST:PORT", "deadline_ms":N?}  every module to a peer; /-/ready turns false
 //   {"command":"jobs",     "module":"batch"?, "action":"list"|"cancel"|"restart"?, "job":"sum"?}
 // Replies: {"ok":true, ...} or {"ok":false, "error":"<one line>"}. reload and
 // rollback reply with the upgrade "report", and "ok" false unless it succeeded;

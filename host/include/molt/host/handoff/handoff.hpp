@@ -34,6 +34,8 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -69,6 +71,9 @@ struct HandoffOptions {
   PrecopyOptions precopy;
   std::chrono::seconds drain{60};  ///< host.handoff_drain_seconds: how long the source forwards
   bool forward_new = false;        ///< host.handoff_new_connections = "forward"
+  /// This moltd's HTTP address (HOST:PORT), told a source so that it can
+  /// forward its HTTP requests for a module it handed here. May be empty.
+  std::function<std::string()> http_address = {};
 };
 
 struct HandoffParts {
@@ -84,6 +89,7 @@ struct HandoffReport {
   std::string to;            ///< the target's peer listener
   std::uint64_t epoch = 0;   ///< the module's from now on
   std::vector<std::string> redirect;  ///< where its clients connect now
+  std::string http;          ///< the target's HTTP address, where HTTP requests for it are forwarded
   std::uint64_t state_bytes = 0;
   bool precopy = false;      ///< the state went by pre-copy rounds (else whole, in the freeze)
   /// connect, offer, copy, freeze, flip; "frozen": from the pause to the
@@ -117,6 +123,10 @@ class Handoff {
   /// status: every module's ownership entry.
   [[nodiscard]] nlohmann::json status() const;
 
+  /// The HTTP address (HOST:PORT) of the moltd `module` was handed to by
+  /// this process, for forwarding its requests; nothing if none.
+  [[nodiscard]] std::optional<std::string> moved_http(std::string_view module) const;
+
  private:
   struct Incoming;
   void accept_loop();
@@ -141,6 +151,8 @@ class Handoff {
   std::vector<Peer> peers_;                ///< guarded by peers_mutex_
   std::atomic<std::size_t> open_peers_{0};
   std::atomic<bool> stopping_{false};
+  mutable std::mutex moved_mutex_;
+  std::map<std::string, std::string, std::less<>> moved_http_;  ///< guarded by moved_mutex_
 };
 
 }  // namespace molt::host

@@ -1,7 +1,8 @@
 // What the HTTP server answers, apart from the wire: /-/status is the host's
 // status, /-/history the recent upgrade reports, /-/ the status page that
-// shows both, /-/metrics the metrics for Prometheus; /<module>/... goes to
-// that module.
+// shows both, /-/metrics the metrics for Prometheus, /-/ready a readiness
+// probe (false while the host drains); /<module>/... goes to that module,
+// or, once it moved to another moltd, is forwarded there (http_forward.hpp).
 #pragma once
 
 #include <spdlog/logger.h>
@@ -27,6 +28,12 @@ class HttpRouter {
   static constexpr std::size_t kHistoryLimit = 200;
 
  private:
+  /// A request for a module that moved to another moltd, forwarded there
+  /// (http_forward.hpp); nothing if it did not move.
+  [[nodiscard]] std::optional<api::Response> moved_to(std::string_view module, const api::Request& request) const;
+  static constexpr std::chrono::milliseconds kForwardTimeout{10000};
+  static constexpr std::size_t kMaxForwardedBody = 64u << 20;
+
   ModuleTable& table_;
   const HostInfo& host_;
 };

@@ -89,6 +89,17 @@ struct HostInfo {
   /// The modules' ownership entries and this moltd's peer address, as JSON
   /// text (Handoff::status); empty: none.
   std::function<std::string()> handoffs = {};
+  /// Hands every module this moltd runs to the peer `to`, one after the
+  /// other, and says this moltd is not ready from then on (GET /-/ready);
+  /// stops at `deadline` (steady clock). The reports as JSON text
+  /// ({"modules":[...], "failed":[...]}), or the error. Empty: not offered.
+  std::function<Result<std::string>(const std::string& to, std::chrono::steady_clock::time_point deadline)> drain = {};
+  /// Why this moltd should get no new traffic (GET /-/ready answers 503),
+  /// or nothing. Empty: always ready.
+  std::function<std::optional<std::string>()> not_ready = {};
+  /// The HTTP base ("http://HOST:PORT") of the moltd a module moved to, for
+  /// a 307 to its requests; nothing if it did not move. Empty: none.
+  std::function<std::optional<std::string>(std::string_view module)> moved_http = {};
 };
 
 }  // namespace molt::host
