@@ -23,7 +23,11 @@
 //       keys (pre-copy; stop-and-copy at 1M), under 150 RESP connections
 //       pipelining INCRs and 50 HTTP keep-alive connections: connections
 //       closed, replies lost, repeated or reordered, errors, a PING client's
-//       longest round trip around each hot restart, moltd's own freeze.
+//       longest round trip around each hot restart, moltd's own freeze;
+//   (g) two real moltd: kv with 1M keys handed back and forth (moltctl
+//       handoff) under a writer on one connection to the source: its rate,
+//       its longest round trip, moltd's freeze, pre-copy rounds, the
+//       source's peak RSS; then every key read back from the owner.
 // Then every target of the issues is checked and marked met or missed.
 #include <malloc.h>
 #include <signal.h>
@@ -45,6 +49,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/sinks/null_sink.h>
 
+#include "molt/host/common/sha256.hpp"
 #include "molt/host/control/control_server.hpp"
 #include "molt/host/upgrade/transaction.hpp"
 #include "http_client.hpp"
@@ -72,11 +77,13 @@ struct Options {
   std::vector<std::uint64_t> sizes{1000, 100000, 1000000, 10000000};
   unsigned pause_rounds = 200;
   std::vector<std::uint64_t> stall_sizes{100000, 1000000, 10000000};
-  std::string sections = "abcdef";
+  std::string sections = "abcdefg";
   unsigned restarts = 50;  ///< (f): hot restarts per state size
   std::vector<std::uint64_t> restart_sizes{10000, 1000000};
   unsigned resp_clients = 150, http_clients = 50;  ///< (f): connections that must live through them
   unsigned crowd_rate = 20;  ///< (f): rounds per second on each of them (a RESP round: 4 pipelined INCRs)
+  unsigned handoffs = 6;  ///< (g): handoffs per state size, alternating direction
+  std::vector<std::uint64_t> handoff_sizes{1000000};
   std::string json_path;
   bool quick = false;  ///< (d) with a very short minimum time: a smoke test, not a measurement
   bool trace_stalls = false;  ///< (e): every round trip over 5 ms, with its wall time; moltd logs at info, kept
@@ -157,19 +164,24 @@ class RedisServer {
 class Moltd {
  public:
   /// kv `version` (its images 1, 2 and 3 in the plugin directory); `host_config`: more [host] lines.
+  /// `version` 0: no kv until a handoff brings it (accept_handoff); `kv_config`: more [modules.kv] lines.
   Moltd(const fs::path& dir, unsigned io_threads, unsigned version = 2, const std::string& host_config = "",
-        const char* log_level = "warn")
+        const char* log_level = "warn", const std::string& kv_config = "")
       : dir_(dir), port_(test::free_port()) {
     fs::create_directories(dir / "plugins");
     for (unsigned v : {1u, 2u, 3u}) fs::copy_file(plugin(v), dir / "plugins" / plugin(v).filename(), fs::copy_options::overwrite_existing);
     std::ofstream(dir / "moltd.toml") << "[host]\nrun_dir = \"" << (dir / "run").string() << "\"\nplugin_dir = \""
                                       << (dir / "plugins").string() << "\"\nhttp = \"127.0.0.1:0\"\nio_threads = "
                                       << io_threads << "\nlog_level = \"" << log_level << "\"\n" << host_config
-                                      << "\n[modules.kv]\nversion = " << version << "\nlisten = \"127.0.0.1:"
-                                      << port_ << "\"\n";
+                                      << "\n[modules.kv]\n" << (version == 0 ? "" : "version = " + std::to_string(version) + "\n")
+                                      << "listen = \"127.0.0.1:" << port_ << "\"\n" << kv_config;
     process_ = std::make_unique<Process>(std::vector<std::string>{bin("moltd"), "--config", (dir / "moltd.toml").string()},
                                          dir / "moltd.out");
-    if (!wait_for([&] { return answers_ping(port_); })) throw std::runtime_error("moltd did not start; see " + (dir / "moltd.out").string());
+    const auto up = [&] {
+      if (version != 0) return answers_ping(port_);
+      return host::control_call(socket(), {{"command", "status"}}).ok();
+    };
+    if (!wait_for(up)) throw std::runtime_error("moltd did not start; see " + (dir / "moltd.out").string());
   }
   ~Moltd() {
     if (successor_ > 0) {  // a hot restart's: our child too (main makes this process a subreaper)
@@ -1090,6 +1102,206 @@ Json section_f(const Options& o, const fs::path& scratch) {
 }
 
 // ---------------------------------------------------------------------------
+// (g) handoff: kv moves between two moltd
+
+/// The most a process's resident set reached while this sampler ran (VmRSS every 5 ms).
+class RssSampler {
+ public:
+  explicit RssSampler(pid_t pid) : pid_(pid), thread_([this] {
+    while (!stop_) {
+      peak_ = std::max<std::uint64_t>(peak_, process_kib(pid_, "VmRSS:"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }) {}
+  std::uint64_t stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    return peak_ * 1024;
+  }
+  ~RssSampler() { stop(); }
+
+ private:
+  pid_t pid_;
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> peak_{0};
+  std::thread thread_;
+};
+
+/// One client on one connection SETting key:<n mod keys> to "w<n>" as fast as it is answered, one command at a
+/// time; it keeps every acknowledged n's key and value, and each round trip's time with the wall clock.
+class MovingWriter {
+ public:
+  MovingWriter(std::uint16_t port, std::uint64_t keys, std::uint64_t first, std::map<std::uint64_t, std::uint64_t>& acked)
+      : client_(port), keys_(keys), next_(first), acked_(acked) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~MovingWriter() { stop(); }
+  std::uint64_t stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    return next_;
+  }
+  /// The longest round trip that began or ended in [from, to] (steady clock), in µs.
+  [[nodiscard]] double longest(Clock::time_point from, Clock::time_point to) const {
+    double most = 0;
+    for (const auto& [began, us] : trips_)
+      if (began + std::chrono::microseconds(static_cast<std::int64_t>(us)) >= from && began <= to) most = std::max(most, us);
+    return most;
+  }
+  /// Acknowledged SETs per second over [from, to].
+  [[nodiscard]] double rate(Clock::time_point from, Clock::time_point to) const {
+    std::uint64_t n = 0;
+    for (const auto& trip : trips_)
+      if (trip.first >= from && trip.first <= to) ++n;
+    return static_cast<double>(n) / std::chrono::duration<double>(to - from).count();
+  }
+  [[nodiscard]] std::uint64_t errors() const { return errors_; }
+
+ private:
+  void run() {
+    while (!stop_) {
+      const std::uint64_t n = next_;
+      const auto began = Clock::now();
+      const std::string reply = client_.call({"SET", "key:" + std::to_string(n % keys_), "w" + std::to_string(n)});
+      const double us = std::chrono::duration<double, std::micro>(Clock::now() - began).count();
+      if (reply != "+OK\r\n") {
+        ++errors_;
+        if (reply.empty()) return;  // closed
+        continue;
+      }
+      acked_[n % keys_] = n;
+      trips_.emplace_back(began, us);
+      ++next_;
+    }
+  }
+
+  RespClient client_;
+  std::uint64_t keys_;
+  std::atomic<std::uint64_t> next_;
+  std::map<std::uint64_t, std::uint64_t>& acked_;  ///< key -> its last acknowledged n (this thread's while it runs)
+  std::vector<std::pair<Clock::time_point, double>> trips_;
+  std::atomic<std::uint64_t> errors_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+Json section_g(const Options& o, const fs::path& scratch) {
+  std::printf("\n(g) Handoff: kv with N keys moves between two moltd (moltctl handoff, A to B, B to A, ... %u times)\n"
+              "    while one client on its own connection to the source SETs existing keys as fast as it is answered\n"
+              "    (forwarded by the source after the flip). stall: its longest round trip around the handoff;\n"
+              "    frozen: moltd's own pause (no call of kv answered anywhere); RSS: the source's peak during the\n"
+              "    handoff against its steady size. At the end every key is read back from the owner: each must hold\n"
+              "    its last acknowledged value.\n",
+              o.handoffs);
+  std::printf("    %-9s | %9s | %9s %9s | %9s %9s | %6s | %8s | %11s | %s\n", "keys", "SET/s", "stall p50", "max",
+              "frozen p50", "max", "rounds", "RSS peak", "lost/wrong", "digest");
+  Json rows = Json::array();
+  for (const std::uint64_t keys : o.handoff_sizes) {
+    const fs::path dir = scratch / ("moltd-g-" + std::to_string(keys));
+    fs::create_directories(dir);
+    const fs::path secret = dir / "peer.secret";
+    std::ofstream(secret) << "a benchmark's shared secret, 0600\n";
+    fs::permissions(secret, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+    const std::uint16_t peer_a = test::free_port(), peer_b = test::free_port();
+    const auto host = [&](std::uint16_t peer) {
+      return "rehearse = \"never\"\nprobation_seconds = 0\nhandoff_drain_seconds = 600\npeer = \"127.0.0.1:" +
+             std::to_string(peer) + "\"\npeer_secret_file = \"" + secret.string() + "\"\n";
+    };
+    Moltd a(dir / "a", o.io_threads, 2, host(peer_a), o.trace_stalls ? "info" : "warn", "accept_handoff = true\n");
+    Moltd b(dir / "b", o.io_threads, 0, host(peer_b), o.trace_stalls ? "info" : "warn", "accept_handoff = true\n");
+    fill_over_tcp(a.port(), keys);
+    std::map<std::uint64_t, std::uint64_t> acked;  // key -> last acknowledged n
+    std::vector<double> stalls, frozen, rates;
+    std::uint64_t rounds_most = 0, errors = 0, next = 0;
+    double rss_ratio_most = 0;
+    std::string failure;
+    Moltd* from = &a;
+    Moltd* to = &b;
+    for (unsigned h = 0; h < o.handoffs; ++h) {
+      MovingWriter writer(from->port(), keys, next, acked);
+      std::this_thread::sleep_for(std::chrono::seconds(1));  // its steady rate first
+      const std::uint64_t steady = process_kib(from->pid(), "VmRSS:") * 1024;
+      RssSampler rss(from->pid());
+      const auto began = Clock::now();
+      const auto result = run_process({bin("moltctl").string(), "--socket", from->socket().string(), "--json", "handoff",
+                                       "kv", "--to", "127.0.0.1:" + std::to_string(to == &a ? peer_a : peer_b)},
+                                      std::chrono::minutes(5));
+      const auto ended = Clock::now();
+      const std::uint64_t peak = rss.stop();
+      std::this_thread::sleep_for(std::chrono::seconds(1));  // through the target, forwarded
+      next = writer.stop();
+      errors += writer.errors();
+      const Json reply = Json::parse(result.out, nullptr, false);
+      if (result.exit_code != 0 || !reply.is_object() || !reply.value("ok", false)) {
+        ++errors;
+        failure = result.out + result.err;
+        break;
+      }
+      const Json& report = reply["handoff"];
+      for (const auto& p : report["phases"])
+        if (p["phase"] == "frozen") frozen.push_back(p["us"].get<double>());
+      stalls.push_back(writer.longest(began, ended));
+      rates.push_back(writer.rate(began - std::chrono::seconds(1), ended + std::chrono::seconds(1)));
+      rounds_most = std::max<std::uint64_t>(rounds_most, report["rounds"].get<std::uint64_t>());
+      rss_ratio_most = std::max(rss_ratio_most, static_cast<double>(peak) / static_cast<double>(steady));
+      std::swap(from, to);
+    }
+    // Every key from the owner (`from` after the last swap): the last acknowledged value, or the fill's.
+    std::uint64_t wrong = 0;
+    std::string expected_digest_input, seen_digest_input;
+    {
+      RespClient check(from->port());
+      for (std::uint64_t first = 0; first < keys; first += 10000) {
+        const std::uint64_t end = std::min(keys, first + 10000);
+        std::string batch;
+        for (std::uint64_t k = first; k < end; ++k) batch += RespClient::encode({"GET", "key:" + std::to_string(k)});
+        check.send_raw(batch);
+        for (std::uint64_t k = first; k < end; ++k) {
+          const auto it = acked.find(k);
+          const std::string value = it != acked.end() ? "w" + std::to_string(it->second) : "value:" + std::to_string(k);
+          const std::string want = "$" + std::to_string(value.size()) + "\r\n" + value + "\r\n";
+          const auto got = check.read_reply();
+          expected_digest_input += want;
+          seen_digest_input += got.value_or("");
+          if (got != want) ++wrong;
+        }
+      }
+      if (check.call({"DBSIZE"}) != ":" + std::to_string(keys) + "\r\n") ++wrong;
+    }
+    const std::string digest = host::sha256_hex(seen_digest_input).substr(0, 12);
+    const bool same = seen_digest_input == expected_digest_input;
+    Json row{{"keys", keys},
+             {"handoffs", o.handoffs},
+             {"errors", errors},
+             {"failure", failure},
+             {"set_per_s_min", rates.empty() ? 0 : *std::min_element(rates.begin(), rates.end())},
+             {"stall_p50_us", percentile(stalls, 0.5)},
+             {"stall_max_us", percentile(stalls, 1.0)},
+             {"frozen_p50_us", percentile(frozen, 0.5)},
+             {"frozen_max_us", percentile(frozen, 1.0)},
+             {"rounds_max", rounds_most},
+             {"rss_peak_ratio", rss_ratio_most},
+             {"wrong", wrong},
+             {"acknowledged_keys", acked.size()},
+             {"digest", digest},
+             {"digest_equal", same}};
+    std::printf("    %-9llu | %9s | %9s %9s | %9s %9s | %6llu | %7.2fx | %11llu | %s %s%s\n",
+                static_cast<unsigned long long>(keys), fixed(row["set_per_s_min"].get<double>()).c_str(),
+                duration(row["stall_p50_us"]).c_str(), duration(row["stall_max_us"]).c_str(),
+                duration(row["frozen_p50_us"]).c_str(), duration(row["frozen_max_us"]).c_str(),
+                static_cast<unsigned long long>(rounds_most), rss_ratio_most, static_cast<unsigned long long>(wrong),
+                digest.c_str(), same ? "(= expected)" : "(DIFFERS)",
+                failure.empty() ? "" : (" failed: " + failure.substr(0, 200)).c_str());
+    std::fflush(stdout);
+    rows.push_back(std::move(row));
+  }
+  std::printf("    anchors: Xen pre-copy live migration 60 ms downtime (Quake 3 server), 210 ms (SPECweb); Swarm's\n"
+              "    handoff moves the whole state in one message, no pre-copy; Redis Cluster moves a slot key by key\n"
+              "    (MIGRATE) and only cluster-aware clients follow -ASK/-MOVED.\n");
+  return Json{{"rows", rows}};
+}
+
+// ---------------------------------------------------------------------------
 // (d) micro-benchmarks
 
 Json section_d(const fs::path& scratch, bool quick) {
@@ -1124,7 +1336,7 @@ Json check_targets(const Json& r);
 void check_hot_restart(Json& targets, const Json& rows);
 
 Json check_targets(const Json& r) {
-  std::printf("\nTargets (issues 5, 15 and 16)\n");
+  std::printf("\nTargets (issues 5, 15, 16 and 17)\n");
   Json targets = Json::array();
   if (r.contains("throughput"))
     for (const auto& row : r["throughput"])
@@ -1232,6 +1444,23 @@ Json check_targets(const Json& r) {
           "slowest " + fixed(slowest_writer) + "/s");
   }
   if (r.contains("hot_restart")) check_hot_restart(targets, r["hot_restart"]["rows"]);
+  if (r.contains("handoff"))
+    for (const auto& row : r["handoff"]["rows"]) {
+      const std::string at = " (" + std::to_string(row["keys"].get<std::uint64_t>()) + " keys)";
+      check(targets, "handoff: the writer keeps >= 10000 SET/s" + at, row["set_per_s_min"].get<double>() >= 10000,
+            fixed(row["set_per_s_min"].get<double>()) + " SET/s at the slowest");
+      check(targets, "handoff: longest stall a client sees <= 50 ms" + at, row["stall_max_us"].get<double>() <= 50000,
+            duration(row["stall_max_us"].get<double>()));
+      check(targets, "handoff: frozen <= 20 ms" + at, row["frozen_max_us"].get<double>() <= 20000,
+            duration(row["frozen_max_us"].get<double>()));
+      check(targets, "handoff: 0 lost acknowledged writes, the whole state's digest as expected, 0 errors" + at,
+            row["wrong"] == 0 && row["digest_equal"] == true && row["errors"] == 0,
+            std::to_string(row["wrong"].get<std::uint64_t>()) + " wrong, " + std::to_string(row["errors"].get<std::uint64_t>()) +
+                " errors, digest " + row["digest"].get<std::string>());
+      check(targets, "handoff: bounded pre-copy (rounds <= 16) and source peak RSS <= 2x steady" + at,
+            row["rounds_max"].get<std::uint64_t>() <= 16 && row["rss_peak_ratio"].get<double>() <= 2.0,
+            std::to_string(row["rounds_max"].get<std::uint64_t>()) + " rounds, " + fixed(row["rss_peak_ratio"].get<double>(), 2) + "x");
+    }
   return targets;
 }
 
@@ -1273,12 +1502,15 @@ int main(int argc, char** argv) {
   app.add_option("--sizes", o.sizes, "state sizes for (c), in keys")->delimiter(',');
   app.add_option("--pause-rounds", o.pause_rounds, "upgrades at 10K keys for the pause distribution in (c)");
   app.add_option("--stall-sizes", o.stall_sizes, "state sizes for (e), in keys")->delimiter(',');
-  app.add_option("--sections", o.sections, "which of a, b, c, d, e, f to run");
+  app.add_option("--sections", o.sections, "which of a, b, c, d, e, f, g to run");
   app.add_option("--restarts", o.restarts, "hot restarts per row of (f)");
   app.add_option("--restart-sizes", o.restart_sizes, "state sizes for (f), in keys")->delimiter(',');
   app.add_option("--resp-clients", o.resp_clients, "(f): RESP connections that must live through the hot restarts");
   app.add_option("--http-clients", o.http_clients, "(f): HTTP keep-alive connections that must too");
   app.add_option("--crowd-rate", o.crowd_rate, "(f): rounds per second on each of them (0: as fast as answered)");
+  app.add_option("--handoffs", o.handoffs, "(g): handoffs per state size, alternating between the two moltd")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--handoff-sizes", o.handoff_sizes, "state sizes for (g), in keys")->delimiter(',');
   app.add_option("--json", o.json_path, "write every figure as JSON to this file");
   app.add_flag("--trace-stalls", o.trace_stalls,
                "(e): print every client round trip over 5 ms with its wall time; (e), (f): keep moltd's logs (at info)");
@@ -1310,6 +1542,7 @@ int main(int argc, char** argv) {
     if (has('d')) results["calls"] = section_d(scratch, o.quick);
     if (has('e')) results["client_seen"] = section_e(o, scratch);
     if (has('f')) results["hot_restart"] = section_f(o, scratch);
+    if (has('g')) results["handoff"] = section_g(o, scratch);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "molt-bench-kv: %s\n", e.what());
     return 1;

@@ -108,7 +108,8 @@ Json HandoffReport::to_json() const {
   Json phase_list = Json::array();
   for (const auto& [name, took] : phases) phase_list.push_back({{"phase", name}, {"us", took.count()}});
   return Json{{"module", module},       {"to", to},         {"epoch", epoch},     {"redirect", redirect},
-              {"http", http},           {"state_bytes", state_bytes}, {"precopy", precopy}, {"phases", phase_list}};
+              {"http", http},           {"state_bytes", state_bytes}, {"precopy", precopy}, {"rounds", rounds},
+              {"rounds_ended", rounds_ended}, {"final_bytes", final_bytes}, {"phases", phase_list}};
 }
 
 std::string HandoffReport::summary() const {
@@ -233,6 +234,8 @@ void Handoff::serve_peer(FileDescriptor socket, std::string from) {
     const auto entry = parts_.ownership.find(module);
     Json answer{{"step", "whose"}, {"module", module}, {"runs", parts_.table.find(module) != nullptr}};
     if (entry) answer["entry"] = entry->to_json();
+    answer["redirect"] = client_addresses(module);
+    if (auto http = http_address()) answer["http"] = *http;
     (void)channel.send(std::move(answer), {}, deadline());
     return;
   }
@@ -340,6 +343,9 @@ Result<void> Handoff::receive(HandoverChannel& channel, const Json& offer, const
         if (auto why = load_state_from_bytes(live->hooks(), whole, same))
           return handoff_error(module, "its state could not be loaded: " + *why);
       }
+      // All of it is applied: the source may flip (before this, a failure here is never a flip).
+      if (auto why = channel.send(Json{{"step", "ready"}}, {}, deadline()))
+        return handoff_error(module, "ready: " + *why);
       continue;
     }
     if (step == "flip") break;
@@ -355,12 +361,8 @@ Result<void> Handoff::receive(HandoverChannel& channel, const Json& offer, const
   replaced.reset();
   if (auto restored = slot->restore_host_part(host_part); !restored) return restored;
   const auto before = parts_.ownership.find(module);
-  OwnershipEntry owned{Ownership::Owned, epoch, from, 0, nullptr};
+  OwnershipEntry owned{Ownership::Owned, epoch, from, 0, nullptr, {}, {}};
   if (auto recorded = parts_.ownership.set(module, owned); !recorded) return recorded;
-  {
-    std::lock_guard lock(moved_mutex_);
-    moved_http_.erase(module);  // it is here again
-  }
   auto served = parts_.releases.received(slot, *settings, owned.describe());
   if (!served) {
     // Not served here after all: the record goes back before the source hears it failed (and serves on).
@@ -371,18 +373,8 @@ Result<void> Handoff::receive(HandoverChannel& channel, const Json& offer, const
     }
     return std::move(served).error();
   }
-  // Where its clients find it now: its listeners, at the address the source reached us on when bound to any.
-  Json redirect = Json::array();
-  for (const auto& e : served.value()) {
-    const std::string host = any_address(e.host) && options_.peer ? options_.peer->host : e.host;
-    redirect.push_back(host + ":" + std::to_string(e.port));
-  }
-  Json owned_message{{"step", "owned"}, {"epoch", epoch}, {"redirect", redirect}};
-  if (options_.http_address) {
-    auto http = parse_endpoint(options_.http_address());
-    if (http && any_address(http->host) && options_.peer) http->host = options_.peer->host;
-    if (http) owned_message["http"] = http->to_string();
-  }
+  Json owned_message{{"step", "owned"}, {"epoch", epoch}, {"redirect", client_addresses(module)}};
+  if (auto http = http_address()) owned_message["http"] = *http;
   (void)channel.send(std::move(owned_message), {}, deadline());
   slot->log().info("{} ({} bytes of state); serving", owned.describe(), bytes);
   return {};
@@ -450,13 +442,15 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
           same, options_.precopy);
       if (auto ran = copy->run(); !ran) return fail("copy", ran.error().to_string());
       report.precopy = true;
+      report.rounds = copy->report().rounds.size();
+      report.rounds_ended = copy->report().ended;
     }
     phase("copy");
 
     // freeze: from here the module answers nobody until the flip or the thaw.
     const auto prior = parts_.ownership.find(module);
     OwnershipEntry moving{Ownership::Moving, epoch, to.to_string(), 0,
-                          prior ? std::make_shared<const OwnershipEntry>(*prior) : nullptr};
+                          prior ? std::make_shared<const OwnershipEntry>(*prior) : nullptr, {}, {}};
     if (auto recorded = parts_.ownership.set(module, moving); !recorded) return fail("freeze", recorded.error().reason);
     bool suspended = false;
     const auto thaw = [&](Error error) -> Result<void> {  // before the flip is sent: the source keeps it
@@ -474,6 +468,7 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
     Json state{{"step", "state"}, {"host", slot->host_part()}};
     if (copy) {
       if (auto finished = copy->finish(); !finished) return thaw(fail("freeze", finished.error().to_string()));
+      report.final_bytes = copy->report().final.bytes;
     } else {
       std::stringbuf whole;
       if (auto saved = access->save(same, whole); !saved) return thaw(fail("freeze", saved.error().to_string()));
@@ -482,6 +477,9 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
       state["bytes"] = binary(bytes);
     }
     if (auto why = channel.send(std::move(state), {}, deadline())) return thaw(fail("freeze", *why));
+    // The target has applied every part and the state, or says why not: only
+    // then the flip, so that a target lost before it is never a doubt.
+    if (auto ready = channel.receive(deadline()); !ready) return thaw(fail("freeze", ready.error().reason));
     fault_point("handoff.source.freeze");
     phase("freeze");
 
@@ -528,12 +526,11 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
         if (r.is_string()) report.redirect.push_back(r.get<std::string>());
       report.http = owned.value().value("http", std::string());
     }
-    if (!report.http.empty()) {
-      std::lock_guard lock(moved_mutex_);
-      moved_http_[module] = report.http;
-    }
+
     // The target owns it: record it, then answer the calls that waited "moved".
-    OwnershipEntry gone{Ownership::Moved, epoch, to.to_string(), 0, nullptr};
+    OwnershipEntry gone{Ownership::Moved, epoch, to.to_string(), 0, nullptr, {}, {}};
+    if (!report.redirect.empty()) gone.redirect = report.redirect.front();
+    gone.http = report.http;
     if (auto recorded = parts_.ownership.set(module, gone); !recorded)
       log_->critical("{} (Moving stays: a boot asks the target, which owns it)", recorded.error().to_string());
     std::string where = to.to_string();
@@ -576,6 +573,10 @@ Result<std::optional<OwnershipEntry>> Handoff::ask_owner(const std::string& modu
   entry.ownership = kind == "owned" ? Ownership::Owned : kind == "moving" ? Ownership::Moving : Ownership::Moved;
   entry.epoch = e.value("epoch", std::uint64_t{0});
   entry.peer = e.value("peer", std::string());
+  // Where its clients and HTTP requests go there (for our Moved entry).
+  for (const auto& r : a.value("redirect", Json::array()))
+    if (r.is_string() && entry.redirect.empty()) entry.redirect = r.get<std::string>();
+  entry.http = a.value("http", std::string());
   return std::optional<OwnershipEntry>(entry);
 }
 
@@ -593,7 +594,9 @@ std::optional<std::string> Handoff::elsewhere(const std::string& module) {
     return entry->describe() + "; " + entry->peer + " does not answer";
   }
   if (whose.value() && whose.value()->ownership == Ownership::Owned && whose.value()->epoch >= entry->epoch) {
-    OwnershipEntry gone{Ownership::Moved, entry->epoch, entry->peer, 0, nullptr};
+    OwnershipEntry gone{Ownership::Moved, entry->epoch, entry->peer, 0, nullptr, {}, {}};
+    gone.redirect = whose.value()->redirect;
+    gone.http = whose.value()->http;
     if (auto recorded = parts_.ownership.set(module, gone); !recorded) log_->error("{}", recorded.error().to_string());
     log_->info("{}: {} took it: {}", module, entry->peer, gone.describe());
     return gone.describe();
@@ -607,10 +610,47 @@ std::optional<std::string> Handoff::elsewhere(const std::string& module) {
 }
 
 std::optional<std::string> Handoff::moved_http(std::string_view module) const {
-  std::lock_guard lock(moved_mutex_);
-  const auto it = moved_http_.find(module);
-  if (it == moved_http_.end()) return std::nullopt;
-  return it->second;
+  const auto entry = parts_.ownership.find(std::string(module));
+  if (!entry || entry->ownership != Ownership::Moved || entry->http.empty()) return std::nullopt;
+  return entry->http;
+}
+
+Json Handoff::client_addresses(const std::string& module) const {
+  // Its listeners here, at the address peers reach this moltd on when bound to any.
+  Json addresses = Json::array();
+  for (const auto& l : parts_.streams.listeners()) {
+    if (l.module != module) continue;
+    const std::string host = any_address(l.endpoint.host) && options_.peer ? options_.peer->host : l.endpoint.host;
+    addresses.push_back(host + ":" + std::to_string(l.endpoint.port));
+  }
+  return addresses;
+}
+
+std::optional<std::string> Handoff::http_address() const {
+  if (!options_.http_address) return std::nullopt;
+  auto http = parse_endpoint(options_.http_address());
+  if (!http) return std::nullopt;
+  if (any_address(http->host) && options_.peer) http->host = options_.peer->host;
+  return http->to_string();
+}
+
+void Handoff::serve_moved() {
+  for (const auto& [module, entry] : parts_.ownership.entries()) {
+    if (entry.ownership != Ownership::Moved || entry.redirect.empty()) continue;
+    const ModuleConfig* settings = nullptr;
+    for (const auto& m : options_.accepting)
+      if (m.name == module) settings = &m;
+    std::vector<Endpoint> listen = settings ? settings->listen : std::vector<Endpoint>{};
+    for (const auto& m : options_.configured)
+      if (m.name == module) listen = m.listen;
+    auto bound = parts_.streams.listen_moved(module, listen, entry.redirect);
+    if (!bound) {
+      log_->warn("{}: {}; its clients get no -MOVED here", module, bound.error().to_string());
+      continue;
+    }
+    for (const auto& e : bound.value())
+      log_->info("{}: {}: its listener {} answers -MOVED 0 {}", module, entry.describe(), e.to_string(), entry.redirect);
+  }
 }
 
 Json Handoff::status() const {

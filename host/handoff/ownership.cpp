@@ -34,6 +34,8 @@ Json OwnershipEntry::to_json() const {
   Json json{{"ownership", to_string(ownership)}, {"epoch", epoch}, {"peer", peer}, {"at_ms", at_ms},
             {"text", describe()}};
   if (prior) json["prior"] = prior->to_json();
+  if (!redirect.empty()) json["redirect"] = redirect;
+  if (!http.empty()) json["http"] = http;
   return json;
 }
 
@@ -51,6 +53,8 @@ std::optional<OwnershipEntry> entry_from(const Json& e, std::string& problem) {
   entry.epoch = e.at("epoch").get<std::uint64_t>();
   entry.peer = e.at("peer").get<std::string>();
   entry.at_ms = e.value("at_ms", std::int64_t{0});
+  entry.redirect = e.value("redirect", std::string());
+  entry.http = e.value("http", std::string());
   if (e.contains("prior")) {
     auto prior = entry_from(e["prior"], problem);
     if (!prior) return std::nullopt;

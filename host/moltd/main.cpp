@@ -332,6 +332,7 @@ int main(int argc, char** argv) {
     handoff_options.forward_new = config->handoff_new_connections == "forward";
     for (const auto& m : config->modules)
       if (m.accept_handoff) handoff_options.accepting.push_back(m);
+    handoff_options.configured = config->modules;
     handoff.emplace(std::move(handoff_options), HandoffParts{table, releases, streams, *ownership.value()}, log);
   }
   // A successor is prepared: the predecessor freezes and hands over.
@@ -368,6 +369,7 @@ int main(int argc, char** argv) {
     log->critical("{}", booted.error().to_string());
     return give_up(booted.error().to_string(), 1);
   }
+  handoff->serve_moved();  // the listeners of modules that moved away send their clients on (-MOVED)
   for (const auto& closed : streams.close_unclaimed())
     log->warn("socket activation: closed {}: no module of that name runs (FileDescriptorName= must name a module, or "
               "be \"http\")", closed);

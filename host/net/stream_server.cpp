@@ -260,24 +260,32 @@ class StreamServer::Impl {
 
   /// Adds a listener for `slot`'s module, on worker 0, whose acceptor `open`
   /// opens (bound or adopted). `endpoint`: what was asked, until it is open.
-  Result<Endpoint> add_listener(const std::shared_ptr<ModuleSlot>& slot, const Endpoint& endpoint,
-                                const std::function<Result<void>(tcp::acceptor&)>& open);
+  Result<Endpoint> add_listener(const std::string& module, const std::shared_ptr<ModuleSlot>& slot,
+                                const Endpoint& endpoint, const std::function<Result<void>(tcp::acceptor&)>& open,
+                                const std::string& moved_to = {});
+  /// `module`'s listeners: on the sockets adopted for it, if any, else bound
+  /// on `endpoints`; serving `slot`, or (no slot) answering -MOVED to `moved_to`.
+  Result<std::vector<Endpoint>> listen_on(const std::string& module, const std::vector<Endpoint>& endpoints,
+                                          const std::shared_ptr<ModuleSlot>& slot, const std::string& moved_to);
 
-  /// A listener of `slot`'s module left open when it moved (module_moved),
-  /// on `endpoint`'s port, serving `slot` again; nothing if none.
-  std::optional<Endpoint> revive(const Endpoint& endpoint, const std::shared_ptr<ModuleSlot>& slot) {
-    if (!serving_ || endpoint.port == 0) return std::nullopt;
+  /// The listeners of `slot`'s module left open when it moved away
+  /// (module_moved, listen_moved), serving `slot` again: the module came
+  /// back. Empty if there are none.
+  std::vector<Endpoint> revive(const std::shared_ptr<ModuleSlot>& slot) {
+    if (!serving_) return {};
     Worker& first = *workers_.front();
-    std::promise<std::optional<Endpoint>> done;
+    std::promise<std::vector<Endpoint>> done;
     asio::post(first.io, [&] {
+      std::vector<Endpoint> revived;
       for (auto& acceptor : first.acceptors) {
         Listener& l = acceptor->listener;
-        if (l.module != slot->name() || l.closed || l.moved_to.empty() || l.endpoint.port != endpoint.port) continue;
+        if (l.module != slot->name() || l.closed || l.moved_to.empty()) continue;
         l.moved_to.clear();
+        l.forward_new = false;
         l.slot = slot;
-        return done.set_value(l.endpoint);
+        revived.push_back(l.endpoint);
       }
-      done.set_value(std::nullopt);
+      done.set_value(std::move(revived));
     });
     return done.get_future().get();
   }
@@ -1245,13 +1253,16 @@ StreamServer::StreamServer(StreamOptions options, std::shared_ptr<spdlog::logger
 
 StreamServer::~StreamServer() { stop(std::chrono::milliseconds(0)); }
 
-Result<Endpoint> StreamServer::Impl::add_listener(const std::shared_ptr<ModuleSlot>& slot, const Endpoint& endpoint,
-                                                  const std::function<Result<void>(tcp::acceptor&)>& open) {
+Result<Endpoint> StreamServer::Impl::add_listener(const std::string& module, const std::shared_ptr<ModuleSlot>& slot,
+                                                  const Endpoint& endpoint,
+                                                  const std::function<Result<void>(tcp::acceptor&)>& open,
+                                                  const std::string& moved_to) {
   Worker& first = *workers_.front();
   auto listener = std::make_unique<Listener>();
   listener->slot = slot;
   listener->endpoint = endpoint;
-  listener->module = slot->name();
+  listener->module = module;
+  listener->moved_to = moved_to;  // before its first accept
   const auto configured = options_.module_clients.find(listener->module);
   listener->limits = configured != options_.module_clients.end() ? configured->second : options_.clients;
   listener->maxclients = std::min(listener->limits.maxclients, maxclients_cap_.load());
@@ -1288,7 +1299,7 @@ Result<Endpoint> StreamServer::listen(const Endpoint& endpoint, std::shared_ptr<
   auto fail = [&](const std::string& what, const error_code& ec) {
     return Error{slot->name(), {}, endpoint.to_string(), Phase::Start, "listen: " + what + ": " + ec.message()};
   };
-  return impl_->add_listener(slot, endpoint, [&](tcp::acceptor& acceptor) -> Result<void> {
+  return impl_->add_listener(slot->name(), slot, endpoint, [&](tcp::acceptor& acceptor) -> Result<void> {
     if (const auto failed = bind_and_listen(acceptor, endpoint)) return fail(failed->step, failed->reason);
     return {};
   });
@@ -1296,23 +1307,41 @@ Result<Endpoint> StreamServer::listen(const Endpoint& endpoint, std::shared_ptr<
 
 Result<std::vector<Endpoint>> StreamServer::listen_module(const std::vector<Endpoint>& endpoints,
                                                           std::shared_ptr<ModuleSlot> slot) {
-  std::vector<Impl::Adopted> adopted;
+  return impl_->listen_on(slot->name(), endpoints, slot, {});
+}
+
+Result<std::vector<Endpoint>> StreamServer::listen_moved(const std::string& module, const std::vector<Endpoint>& endpoints,
+                                                         const std::string& redirect) {
+  return impl_->listen_on(module, endpoints, nullptr, redirect);
+}
+
+Result<std::vector<Endpoint>> StreamServer::Impl::listen_on(const std::string& module,
+                                                            const std::vector<Endpoint>& endpoints,
+                                                            const std::shared_ptr<ModuleSlot>& slot,
+                                                            const std::string& moved_to) {
+  std::vector<Adopted> adopted;
   {
-    std::lock_guard lock(impl_->adopted_mutex_);
-    if (const auto it = impl_->adopted_.find(slot->name()); it != impl_->adopted_.end())
+    std::lock_guard lock(adopted_mutex_);
+    if (const auto it = adopted_.find(module); it != adopted_.end())
       for (auto& socket : it->second) {
         socket.claimed = true;
         adopted.push_back(socket);
       }
   }
+  const auto log = [&](const std::string& line) {
+    if (slot) slot->log().info("{}", line);
+    else log_->info("{}: {}", module, line);
+  };
+  if (slot)  // the module came back to the listeners it left: they serve it again
+    if (auto revived = revive(slot); !revived.empty()) return revived;
   std::vector<Endpoint> serving;
   if (adopted.empty()) {
     for (const auto& endpoint : endpoints) {
-      if (auto revived = impl_->revive(endpoint, slot)) {  // the module came back to a listener it left
-        serving.push_back(*revived);
-        continue;
-      }
-      auto bound = listen(endpoint, slot);
+      auto bound = add_listener(module, slot, endpoint, [&](tcp::acceptor& acceptor) -> Result<void> {
+        if (const auto failed = bind_and_listen(acceptor, endpoint))
+          return Error{module, {}, endpoint.to_string(), Phase::Start, "listen: " + failed->step + ": " + failed->reason.message()};
+        return {};
+      }, moved_to);
       if (!bound) return std::move(bound).error();
       serving.push_back(bound.value());
     }
@@ -1322,14 +1351,14 @@ Result<std::vector<Endpoint>> StreamServer::listen_module(const std::vector<Endp
   for (const auto& endpoint : endpoints) instead += (instead.empty() ? "" : ", ") + endpoint.to_string();
   for (const auto& socket : adopted) {
     const auto fail = [&](const std::string& why) {
-      return Error{slot->name(), {}, socket.endpoint.to_string(), Phase::Start,
+      return Error{module, {}, socket.endpoint.to_string(), Phase::Start,
                    "listen: socket handed over at start (fd " + std::to_string(socket.fd) + "): " + why};
     };
     // A dup, so that closing the module's listener (a removal) leaves the
     // socket open for the module's return, with connections in its backlog.
     const int fd = ::fcntl(socket.fd, F_DUPFD_CLOEXEC, 3);
     if (fd < 0) return fail(std::strerror(errno));
-    auto served = impl_->add_listener(slot, socket.endpoint, [&](tcp::acceptor& acceptor) -> Result<void> {
+    auto served = add_listener(module, slot, socket.endpoint, [&](tcp::acceptor& acceptor) -> Result<void> {
       error_code ec;
       acceptor.assign(socket.protocol, fd, ec);
       if (ec) {
@@ -1337,10 +1366,10 @@ Result<std::vector<Endpoint>> StreamServer::listen_module(const std::vector<Endp
         return fail(ec.message());
       }
       return {};
-    });
+    }, moved_to);
     if (!served) return std::move(served).error();
-    slot->log().info("serving the socket handed over at start on {} (fd {}){}", served->to_string(), socket.fd,
-                     instead.empty() ? "" : ", instead of binding " + instead);
+    log("serving the socket handed over at start on " + served->to_string() + " (fd " + std::to_string(socket.fd) + ")" +
+        (instead.empty() ? "" : ", instead of binding " + instead));
     serving.push_back(served.value());
   }
   return serving;

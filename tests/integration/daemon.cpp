@@ -42,7 +42,9 @@ Daemon::~Daemon() {
 }
 
 void Daemon::start(const std::vector<std::string>& environment, const std::vector<std::string>& arguments) {
-  spawn(environment, {}, {}, arguments);
+  std::vector<std::string> all = arguments_;
+  all.insert(all.end(), arguments.begin(), arguments.end());
+  spawn(environment, prefix_, {}, all);
   wait_ready();
 }
 
@@ -133,7 +135,8 @@ ProcessResult Daemon::ctl(const std::vector<std::string>& args) const {
 }
 
 ProcessResult Daemon::curl(const std::vector<std::string>& args) const {
-  std::vector<std::string> argv{"curl", "-sS", "--max-time", "30"};
+  std::vector<std::string> argv = prefix_;
+  argv.insert(argv.end(), {"curl", "-sS", "--max-time", "30"});
   for (const auto& arg : args) argv.push_back(arg.starts_with('/') ? "http://" + http_ + arg : arg);
   return run_process(argv);
 }

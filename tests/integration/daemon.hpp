@@ -44,6 +44,13 @@ class Daemon {
              const std::vector<int>& fds = {}, const std::vector<std::string>& arguments = {});
   /// Waits until the moltd spawn() started answers on its control socket.
   void wait_ready();
+  /// Runs moltd, and curl, through `prefix` from now on (e.g. ip netns exec
+  /// NS: it must exec its command, keeping its pid).
+  /// `arguments`: more of moltd's command line at every start (e.g. --http ADDRESS).
+  void run_through(std::vector<std::string> prefix, std::vector<std::string> arguments = {}) {
+    prefix_ = std::move(prefix);
+    arguments_ = std::move(arguments);
+  }
   /// SIGKILL, and waits for it to be gone.
   void kill9();
   /// After a hot restart: moltd runs as `pid` now (the old process exits 0
@@ -89,6 +96,8 @@ class Daemon {
   TempDir tmp_;
   std::unique_ptr<Process> process_;
   pid_t followed_ = 0;  ///< a hot restart's successor, once follow()ed
+  std::vector<std::string> prefix_;     ///< run_through()
+  std::vector<std::string> arguments_;  ///< run_through()
   std::string http_;
   /// Signals the followed successor and reaps it within `timeout`: its exit code.
   std::optional<int> stop_followed(int sig, std::chrono::milliseconds timeout);

@@ -1,5 +1,6 @@
-// A module moving between two real moltd (docs/handoff.md), on two ports of
-// the loopback: kv's state goes with it, the source's listener sends clients
+// A module moving between two real moltd (docs/handoff.md), each in a network
+// namespace the test creates (its clients in a third), or, where namespaces
+// cannot be made, on two ports of the loopback: kv's state goes with it, the source's listener sends clients
 // on with -MOVED (redis-cli -c follows), a writer loses no acknowledged
 // write through a move and back, ownership is recorded on both sides and
 // survives restarts, and each failure (wrong secret, missing image, target
@@ -14,6 +15,7 @@
 #include <catch2/catch.hpp>
 
 #include "daemon.hpp"
+#include "netns.hpp"
 #include "resp_client.hpp"
 
 using namespace molt::test;
@@ -29,48 +31,86 @@ fs::path secret_file(const fs::path& path, const std::string& secret) {
   return path;
 }
 
+/// Where the two moltd and their clients are: three namespaces (a, b, and c
+/// for the clients), or the loopback.
+struct Network {
+  std::optional<NetnsTopology> ns;
+
+  explicit Network(bool namespaces) {
+    if (!namespaces) return;
+    std::string why;
+    if (auto made = NetnsTopology::create(why)) ns.emplace(std::move(*made));
+    if (!ns) WARN("network namespaces cannot be made here (" << why << "): on the loopback instead");
+  }
+  [[nodiscard]] std::string ip(char which) const { return ns ? ns->ip(which) : "127.0.0.1"; }
+  [[nodiscard]] std::vector<std::string> prefix(char which) const { return ns ? ns->exec(which) : std::vector<std::string>{}; }
+  /// A RESP client in the clients' namespace.
+  [[nodiscard]] std::unique_ptr<RespClient> connect(const std::string& host, std::uint16_t port) const {
+    if (!ns) return std::make_unique<RespClient>(host, port);
+    return ns->in('c', [&] { return std::make_unique<RespClient>(host, port); });
+  }
+  /// A program run among the clients.
+  [[nodiscard]] ProcessResult run(const std::vector<std::string>& argv) const {
+    auto full = prefix('c');
+    full.insert(full.end(), argv.begin(), argv.end());
+    return run_process(full);
+  }
+  void enter_clients() const {
+    if (ns) ns->enter('c');
+  }
+};
+
 /// Two moltd: A runs kv v1 (and may receive it back), B only accepts it.
 struct Pair {
+  const Network& net;
   std::uint16_t a_peer = free_port(), b_peer = free_port(), a_kv = free_port(), b_kv = free_port();
   TempDir secrets;
   Daemon a, b;
 
-  explicit Pair(const std::string& b_secret = "the same secret for both hosts", bool b_has_image = true,
-                const std::string& a_host = "handoff_drain_seconds = 1\n")
-      : a({{"kv", plugin_path("kv", 1), 1,
-            "listen = \"127.0.0.1:" + std::to_string(a_kv) + "\"\naccept_handoff = true\n"}},
-          host_lines(a_peer, secret_file(secrets.path() / "a.secret", "the same secret for both hosts")) + a_host),
-        b({{"kv", {}, 0, "listen = \"127.0.0.1:" + std::to_string(b_kv) + "\"\naccept_handoff = true\n"}},
-          host_lines(b_peer, secret_file(secrets.path() / "b.secret", b_secret)) + "handoff_drain_seconds = 1\n") {
+  explicit Pair(const Network& network, const std::string& b_secret = "the same secret for both hosts",
+                bool b_has_image = true, const std::string& a_host = "handoff_drain_seconds = 1\n")
+      : net(network),
+        a({{"kv", plugin_path("kv", 1), 1,
+            "listen = \"" + net.ip('a') + ":" + std::to_string(a_kv) + "\"\naccept_handoff = true\n"}},
+          host_lines(net.ip('a'), a_peer, secret_file(secrets.path() / "a.secret", "the same secret for both hosts")) +
+              a_host),
+        b({{"kv", {}, 0, "listen = \"" + net.ip('b') + ":" + std::to_string(b_kv) + "\"\naccept_handoff = true\n"}},
+          host_lines(net.ip('b'), b_peer, secret_file(secrets.path() / "b.secret", b_secret)) +
+              "handoff_drain_seconds = 1\n") {
     if (b_has_image) b.install(plugin_path("kv", 1), "kv-1.so");
+    // HTTP on each host's own address, where the other can forward to it.
+    a.run_through(net.prefix('a'), {"--http", net.ip('a') + ":0"});
+    b.run_through(net.prefix('b'), {"--http", net.ip('b') + ":0"});
   }
 
-  static std::string host_lines(std::uint16_t peer, const fs::path& secret) {
-    return "peer = \"127.0.0.1:" + std::to_string(peer) + "\"\npeer_secret_file = \"" + secret.string() +
+  static std::string host_lines(const std::string& ip, std::uint16_t peer, const fs::path& secret) {
+    return "peer = \"" + ip + ":" + std::to_string(peer) + "\"\npeer_secret_file = \"" + secret.string() +
            "\"\nprobation_seconds = 0\n";
   }
 
-  [[nodiscard]] std::string a_address() const { return "127.0.0.1:" + std::to_string(a_peer); }
-  [[nodiscard]] std::string b_address() const { return "127.0.0.1:" + std::to_string(b_peer); }
+  [[nodiscard]] std::string a_address() const { return net.ip('a') + ":" + std::to_string(a_peer); }
+  [[nodiscard]] std::string b_address() const { return net.ip('b') + ":" + std::to_string(b_peer); }
+  [[nodiscard]] std::string a_kv_address() const { return net.ip('a') + ":" + std::to_string(a_kv); }
+  [[nodiscard]] std::string b_kv_address() const { return net.ip('b') + ":" + std::to_string(b_kv); }
+  [[nodiscard]] std::unique_ptr<RespClient> on_a() const { return net.connect(net.ip('a'), a_kv); }
+  [[nodiscard]] std::unique_ptr<RespClient> on_b() const { return net.connect(net.ip('b'), b_kv); }
+  /// Whether a new connection to A's (or B's) kv listener is refused: nobody listens.
+  [[nodiscard]] bool refused(char which) const {
+    try {
+      (void)net.connect(net.ip(which), which == 'a' ? a_kv : b_kv);
+      return false;
+    } catch (const std::exception&) {
+      return true;
+    }
+  }
 };
 
-void load_keys(std::uint16_t port, int n) {
-  RespClient client(port);
+void load_keys(RespClient& client, int n) {
   for (int i = 0; i < n; ++i) client.send({"SET", "k" + std::to_string(i), "v" + std::to_string(i)});
   for (int i = 0; i < n; ++i) REQUIRE(client.read_reply() == std::optional<std::string>("+OK\r\n"));
 }
 
 std::string bulk(const std::string& value) { return "$" + std::to_string(value.size()) + "\r\n" + value + "\r\n"; }
-
-/// Whether a new connection to `port` is refused (nobody listens).
-bool refused(std::uint16_t port) {
-  try {
-    RespClient probe(port);
-    return false;
-  } catch (const std::exception&) {
-    return true;
-  }
-}
 
 Json handoff(const Daemon& from, const std::vector<std::string>& where) {
   std::vector<std::string> args{"handoff", "kv"};
@@ -85,28 +125,31 @@ Json handoff(const Daemon& from, const std::vector<std::string>& where) {
 
 TEST_CASE("kv moves to another moltd with its state, the source sends its clients there with -MOVED, and it moves back",
           "[handoff]") {
-  Pair p;
+  const Network net(GENERATE(false, true));
+  Pair p(net);
   p.a.start();
   p.b.start();
   CHECK(p.b.status()["not_started"][0]["reason"] == "awaits a handoff (accept_handoff = true, no version here)");
-  load_keys(p.a_kv, 2000);
-  RespClient before(p.a_kv);
+  load_keys(*p.on_a(), 2000);
+  auto before_connection = p.on_a();
+  RespClient& before = *before_connection;
   REQUIRE(before.call({"GET", "k7"}) == bulk("v7"));
 
   const Json moved = handoff(p.a, {"--to", p.b_address()});
   REQUIRE(moved["ok"] == true);
   CHECK(moved["handoff"]["epoch"] == 1);
   CHECK(moved["handoff"]["precopy"] == true);
-  CHECK(moved["handoff"]["redirect"] == Json::array({"127.0.0.1:" + std::to_string(p.b_kv)}));
+  CHECK(moved["handoff"]["redirect"] == Json::array({p.b_kv_address()}));
 
   // B serves every key; A's listener answers a new client -MOVED and closes.
-  RespClient on_b(p.b_kv);
+  auto on_b_connection = p.on_b();
+  RespClient& on_b = *on_b_connection;
   CHECK(on_b.call({"DBSIZE"}) == ":2000\r\n");
   CHECK(on_b.call({"GET", "k1999"}) == bulk("v1999"));
   {
-    RespClient to_a(p.a_kv);
-    CHECK(to_a.read_reply() == "-MOVED 0 127.0.0.1:" + std::to_string(p.b_kv) + "\r\n");
-    CHECK(to_a.closed_by_peer());
+    auto to_a = p.on_a();
+    CHECK(to_a->read_reply() == "-MOVED 0 " + p.b_kv_address() + "\r\n");
+    CHECK(to_a->closed_by_peer());
   }
   // The connection A had goes on, forwarded to B, for the drain (1 s here); then it closes while idle.
   CHECK(before.call({"GET", "k7"}) == bulk("v7"));
@@ -116,7 +159,7 @@ TEST_CASE("kv moves to another moltd with its state, the source sends its client
   // HTTP requests for it are forwarded to B.
   CHECK(Json::parse(p.a.curl({"/kv"}).out)["keys"] == 2001);
   // redis-cli -c follows -MOVED.
-  const auto followed = run_process({"redis-cli", "-c", "-p", std::to_string(p.a_kv), "GET", "k42"});
+  const auto followed = net.run({"redis-cli", "-c", "-h", net.ip('a'), "-p", std::to_string(p.a_kv), "GET", "k42"});
   CHECK(followed.out == "v42\n");
 
   // Each side says where it is, and A no longer counts it among its modules.
@@ -140,9 +183,9 @@ TEST_CASE("kv moves to another moltd with its state, the source sends its client
   const Json back = handoff(p.b, {"--back"});
   REQUIRE(back["ok"] == true);
   CHECK(back["handoff"]["epoch"] == 2);
-  RespClient home(p.a_kv);
-  CHECK(home.call({"GET", "written-on"}) == bulk("b"));
-  CHECK(home.call({"DBSIZE"}) == ":2002\r\n");
+  auto home = p.on_a();
+  CHECK(home->call({"GET", "written-on"}) == bulk("b"));
+  CHECK(home->call({"DBSIZE"}) == ":2002\r\n");
   CHECK(p.a.status()["handoff"]["modules"]["kv"]["text"] == "received from " + p.b_address() + " at epoch 2");
 
   // After restarts, each serves what its record says: A kv from its snapshot, B nothing.
@@ -151,13 +194,17 @@ TEST_CASE("kv moves to another moltd with its state, the source sends its client
   CHECK(p.b.stop() == 0);
   p.a.start();
   p.b.start();
-  CHECK(RespClient(p.a_kv).call({"GET", "written-on"}) == bulk("b"));
-  CHECK(refused(p.b_kv));
+  CHECK(p.on_a()->call({"GET", "written-on"}) == bulk("b"));
+  {
+    auto to_b = p.on_b();  // B's listener sends clients home to A
+    CHECK(to_b->read_reply() == "-MOVED 0 " + p.a_kv_address() + "\r\n");
+  }
   CHECK(p.b.status()["not_started"][0]["reason"] == "moved to " + p.a_address() + " at epoch 2");
 }
 
 TEST_CASE("a writer loses no acknowledged write and sees none reordered through a handoff and back", "[handoff]") {
-  Pair p;
+  const Network net(GENERATE(false, true));
+  Pair p(net);
   p.a.start();
   p.b.start();
   // One writer, sequence-tagged: SET n:<i> <i> and SET last <i>, each acknowledged before the next.
@@ -167,12 +214,14 @@ TEST_CASE("a writer loses no acknowledged write and sees none reordered through 
   std::atomic<int> redirects{0};
   std::string problem;
   std::thread writer([&] {
+    net.enter_clients();
+    std::string host = net.ip('a');
     std::uint16_t port = p.a_kv;
     std::unique_ptr<RespClient> client;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     for (int i = 1; !stop && std::chrono::steady_clock::now() < deadline && i <= 200000;) {
       try {
-        if (!client) client = std::make_unique<RespClient>(port);
+        if (!client) client = std::make_unique<RespClient>(host, port);
         const std::string n = std::to_string(i);
         const std::string reply = client->call({"MSET", "n:" + n, n, "last", n});
         if (reply == "+OK\r\n") {
@@ -182,7 +231,9 @@ TEST_CASE("a writer loses no acknowledged write and sees none reordered through 
         client.reset();
         if (reply.starts_with("-MOVED ")) {
           ++redirects;
-          port = static_cast<std::uint16_t>(std::stoi(reply.substr(reply.rfind(':') + 1)));
+          const std::string where = reply.substr(9, reply.size() - 11);  // "-MOVED 0 HOST:PORT\r\n"
+          host = where.substr(0, where.rfind(':'));
+          port = static_cast<std::uint16_t>(std::stoi(where.substr(where.rfind(':') + 1)));
         } else if (!reply.empty()) {
           problem = "unexpected reply " + reply;
           return;
@@ -208,7 +259,8 @@ TEST_CASE("a writer loses no acknowledged write and sees none reordered through 
   CHECK(redirects >= 2);  // to B, then back to A
 
   // Every acknowledged write is on A, and the last one is the last written.
-  RespClient check(p.a_kv);
+  auto check_connection = p.on_a();
+  RespClient& check = *check_connection;
   const int last = acknowledged;
   const std::string stored = check.call({"GET", "last"});
   CHECK(stored == bulk(std::to_string(last)));
@@ -224,24 +276,26 @@ TEST_CASE("a writer loses no acknowledged write and sees none reordered through 
 
 TEST_CASE("with handoff_new_connections = forward, a new client of the source is served through it during the drain",
           "[handoff]") {
-  Pair p("the same secret for both hosts", true, "handoff_new_connections = \"forward\"\nhandoff_drain_seconds = 30\n");
+  const Network net(GENERATE(false, true));
+  Pair p(net, "the same secret for both hosts", true, "handoff_new_connections = \"forward\"\nhandoff_drain_seconds = 30\n");
   p.a.start();
   p.b.start();
-  load_keys(p.a_kv, 100);
+  load_keys(*p.on_a(), 100);
   REQUIRE(handoff(p.a, {"--to", p.b_address()})["ok"] == true);
-  RespClient late(p.a_kv);  // a new connection to A, after the move
-  CHECK(late.call({"GET", "k99"}) == bulk("v99"));
-  CHECK(late.call({"SET", "late", "yes"}) == "+OK\r\n");
-  CHECK(RespClient(p.b_kv).call({"GET", "late"}) == bulk("yes"));
-  const auto plain = run_process({"redis-cli", "-p", std::to_string(p.a_kv), "GET", "late"});  // not a cluster client
+  auto late = p.on_a();  // a new connection to A, after the move
+  CHECK(late->call({"GET", "k99"}) == bulk("v99"));
+  CHECK(late->call({"SET", "late", "yes"}) == "+OK\r\n");
+  CHECK(p.on_b()->call({"GET", "late"}) == bulk("yes"));
+  const auto plain = net.run({"redis-cli", "-h", net.ip('a'), "-p", std::to_string(p.a_kv), "GET", "late"});  // not a cluster client
   CHECK(plain.out == "yes\n");
 }
 
 TEST_CASE("moltctl drain hands every module to the peer, and /-/ready turns false with why", "[handoff]") {
-  Pair p;
+  const Network net(GENERATE(false, true));
+  Pair p(net);
   p.a.start();
   p.b.start();
-  load_keys(p.a_kv, 100);
+  load_keys(*p.on_a(), 100);
   CHECK(p.a.http_code("GET", "/-/ready") == "200");
   const auto drained = p.a.ctl({"drain", "--to", p.b_address()});
   INFO(drained.out << drained.err);
@@ -250,7 +304,7 @@ TEST_CASE("moltctl drain hands every module to the peer, and /-/ready turns fals
   CHECK(p.a.http_code("GET", "/-/ready") == "503");
   CHECK(Json::parse(p.a.curl({"/-/ready"}).out)["error"] == "drained: its modules were handed to " + p.b_address());
   CHECK(p.b.http_code("GET", "/-/ready") == "200");
-  CHECK(RespClient(p.b_kv).call({"DBSIZE"}) == ":100\r\n");
+  CHECK(p.on_b()->call({"DBSIZE"}) == ":100\r\n");
   // Nothing left: a second drain has nothing to do, and says so.
   const auto again = p.a.ctl({"drain", "--to", p.b_address()});
   CHECK(again.exit_code == 0);
@@ -258,17 +312,18 @@ TEST_CASE("moltctl drain hands every module to the peer, and /-/ready turns fals
 }
 
 TEST_CASE("a peer that does not know the secret is refused both ways, and the module serves on", "[handoff]") {
-  Pair p("another secret, not the same one");
+  const Network net(GENERATE(false, true));
+  Pair p(net, "another secret, not the same one");
   p.a.start();
   p.b.start();
-  load_keys(p.a_kv, 10);
+  load_keys(*p.on_a(), 10);
   const auto run = p.a.ctl({"handoff", "kv", "--to", p.b_address()});
   CHECK(run.exit_code == 1);
   CHECK(run.err == "moltctl: kv: handoff: connect: the peer does not know the secret (host.peer_secret_file differs) (" +
                        p.b_address() + ")\n");
-  CHECK(RespClient(p.a_kv).call({"GET", "k3"}) == bulk("v3"));
+  CHECK(p.on_a()->call({"GET", "k3"}) == bulk("v3"));
   CHECK(p.a.status()["handoff"]["modules"].empty());
-  CHECK(refused(p.b_kv));
+  CHECK(p.refused('b'));
   // The target hears why from the source, and logs it.
   REQUIRE(wait_until([&] {
     return p.b.log().find(": proof: refused: your proof is wrong: the secrets differ (host.peer_secret_file)") !=
@@ -291,26 +346,29 @@ TEST_CASE("a peer that does not know the secret is refused both ways, and the mo
 }
 
 TEST_CASE("a target without the module's image refuses the handoff, naming the sha256 and what it has", "[handoff]") {
-  Pair p("the same secret for both hosts", false);
+  const Network net(GENERATE(false, true));
+  Pair p(net, "the same secret for both hosts", false);
   p.b.install(plugin_path("kv", 2), "kv-2.so");
   p.a.start();
   p.b.start();
-  load_keys(p.a_kv, 10);
+  load_keys(*p.on_a(), 10);
   const auto run = p.a.ctl({"handoff", "kv", "--to", p.b_address()});
   CHECK(run.exit_code == 1);
   CHECK(run.err.find("moltctl: kv: handoff: offer: refused: kv: no image with sha256 ") == 0);
   CHECK(run.err.find("(it has kv-2.so ") != std::string::npos);
   CHECK(run.err.find(": copy the source's image there first (" + p.b_address() + ")") != std::string::npos);
-  CHECK(RespClient(p.a_kv).call({"GET", "k3"}) == bulk("v3"));
+  CHECK(p.on_a()->call({"GET", "k3"}) == bulk("v3"));
   CHECK(p.a.status()["modules"].size() == 1);
 }
 
 TEST_CASE("the target killed during the pre-copy leaves the source owning and serving the module", "[handoff]") {
-  Pair p;
+  const Network net(GENERATE(false, true));
+  Pair p(net);
   p.a.start();
   p.b.start({"MOLT_FAULT=handoff.target.part:1"});
-  load_keys(p.a_kv, 2000);
-  RespClient client(p.a_kv);
+  load_keys(*p.on_a(), 2000);
+  auto client_connection = p.on_a();
+  RespClient& client = *client_connection;
   const auto run = p.a.ctl({"handoff", "kv", "--to", p.b_address()});
   CHECK(run.exit_code == 1);
   CHECK(run.err.find("moltctl: kv: handoff: ") == 0);
@@ -323,23 +381,29 @@ TEST_CASE("the target killed during the pre-copy leaves the source owning and se
   // B, restarted, owns nothing; a second handoff then works.
   p.b.start();
   CHECK(handoff(p.a, {"--to", p.b_address()})["ok"] == true);
-  CHECK(RespClient(p.b_kv).call({"DBSIZE"}) == ":2000\r\n");
+  CHECK(p.on_b()->call({"DBSIZE"}) == ":2000\r\n");
 }
 
 TEST_CASE("the source killed after the flip: the target owns and serves, and the restarted source does not", "[handoff]") {
-  Pair p;
+  const Network net(GENERATE(false, true));
+  Pair p(net);
   p.a.start({"MOLT_FAULT=handoff.source.flip"});
   p.b.start();
-  load_keys(p.a_kv, 2000);
+  load_keys(*p.on_a(), 2000);
   (void)p.a.ctl({"handoff", "kv", "--to", p.b_address()});  // moltd dies under it
   REQUIRE(p.a.process().wait(std::chrono::seconds(10)));
   // A recorded Moving before its freeze; B recorded Owned before it said so.
   CHECK(p.b.status()["handoff"]["modules"]["kv"]["text"] == "received from " + p.a_address() + " at epoch 1");
-  CHECK(RespClient(p.b_kv).call({"DBSIZE"}) == ":2000\r\n");
+  CHECK(p.on_b()->call({"DBSIZE"}) == ":2000\r\n");
   // A restarts, asks B who owns kv, learns it moved, and does not serve it.
   p.a.start();
   CHECK(p.a.status()["not_started"][0]["reason"] == "moved to " + p.b_address() + " at epoch 1");
   CHECK(p.a.status()["handoff"]["modules"]["kv"]["ownership"] == "moved");
-  CHECK(refused(p.a_kv));
-  CHECK(RespClient(p.b_kv).call({"GET", "k5"}) == bulk("v5"));
+  // Its listener sends new clients to B (it learned where from B).
+  {
+    auto to_a = p.on_a();
+    CHECK(to_a->read_reply() == "-MOVED 0 " + p.b_kv_address() + "\r\n");
+  }
+  CHECK(net.run({"redis-cli", "-c", "-h", net.ip('a'), "-p", std::to_string(p.a_kv), "GET", "k5"}).out == "v5\n");
+  CHECK(p.on_b()->call({"GET", "k5"}) == bulk("v5"));
 }

@@ -10,13 +10,20 @@
 
 namespace molt::test {
 
-RespClient::RespClient(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+RespClient::RespClient(std::uint16_t port) : RespClient("127.0.0.1", port) {}
+
+RespClient::RespClient(const std::string& host, std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
-    throw std::runtime_error("cannot connect to port " + std::to_string(port));
+  if (::inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
+    ::close(fd_);
+    throw std::runtime_error("not an IPv4 address: " + host);
+  }
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd_);  // the destructor does not run for a constructor that throws
+    throw std::runtime_error("cannot connect to " + host + ":" + std::to_string(port));
+  }
   timeval tv{30, 0};
   ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   int one = 1;

@@ -13,7 +13,9 @@ namespace molt::test {
 
 class RespClient {
  public:
-  explicit RespClient(std::uint16_t port);
+  explicit RespClient(std::uint16_t port);  ///< on 127.0.0.1
+  /// On `host` (IPv4), from the calling thread's network namespace.
+  RespClient(const std::string& host, std::uint16_t port);
   ~RespClient();
   RespClient(const RespClient&) = delete;
   RespClient& operator=(const RespClient&) = delete;

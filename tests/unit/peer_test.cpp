@@ -122,10 +122,10 @@ TEST_CASE("the ownership record is durable, and a handoff that did not happen pu
     auto record = host::OwnershipRecord::open(path);
     REQUIRE(record.ok());
     CHECK(record.value()->epoch("kv") == 0);
-    host::OwnershipEntry owned{host::Ownership::Owned, 3, "10.0.0.1:7400", 0, nullptr};
+    host::OwnershipEntry owned{host::Ownership::Owned, 3, "10.0.0.1:7400", 0, nullptr, {}, {}};
     REQUIRE(record.value()->set("kv", owned).ok());
     host::OwnershipEntry moving{host::Ownership::Moving, 4, "10.0.0.2:7400", 0,
-                                std::make_shared<const host::OwnershipEntry>(owned)};
+                                std::make_shared<const host::OwnershipEntry>(owned), {}, {}};
     REQUIRE(record.value()->set("kv", moving).ok());
   }
   auto reopened = host::OwnershipRecord::open(path);

@@ -74,6 +74,7 @@ struct HandoffOptions {
   /// This moltd's HTTP address (HOST:PORT), told a source so that it can
   /// forward its HTTP requests for a module it handed here. May be empty.
   std::function<std::string()> http_address = {};
+  std::vector<ModuleConfig> configured = {};  ///< every module the configuration names (their listen addresses)
 };
 
 struct HandoffParts {
@@ -92,6 +93,9 @@ struct HandoffReport {
   std::string http;          ///< the target's HTTP address, where HTTP requests for it are forwarded
   std::uint64_t state_bytes = 0;
   bool precopy = false;      ///< the state went by pre-copy rounds (else whole, in the freeze)
+  std::size_t rounds = 0;    ///< pre-copy rounds while it served
+  std::string rounds_ended;  ///< why they stopped ("converged", ...)
+  std::uint64_t final_bytes = 0;  ///< moved in the pause
   /// connect, offer, copy, freeze, flip; "frozen": from the pause to the
   /// target's Owned (no call of the module answered anywhere meanwhile).
   std::vector<std::pair<std::string, std::chrono::microseconds>> phases;
@@ -123,15 +127,24 @@ class Handoff {
   /// status: every module's ownership entry.
   [[nodiscard]] nlohmann::json status() const;
 
-  /// The HTTP address (HOST:PORT) of the moltd `module` was handed to by
-  /// this process, for forwarding its requests; nothing if none.
+  /// The HTTP address (HOST:PORT) of the moltd `module` moved to, for
+  /// forwarding its requests; nothing if it did not move (or is not known).
   [[nodiscard]] std::optional<std::string> moved_http(std::string_view module) const;
+
+  /// At start (a boot or a hot restart's successor), for each module that
+  /// moved away: its configured listeners answer new clients -MOVED with
+  /// where it is now (StreamServer::listen_moved).
+  void serve_moved();
 
  private:
   struct Incoming;
   void accept_loop();
   void serve_peer(FileDescriptor socket, std::string from);
   Result<void> receive(class HandoverChannel& channel, const nlohmann::json& offer, const std::string& from);
+  /// Where `module`'s clients connect to it here (its listeners), as peers reach them.
+  [[nodiscard]] nlohmann::json client_addresses(const std::string& module) const;
+  /// This moltd's HTTP address as peers reach it.
+  [[nodiscard]] std::optional<std::string> http_address() const;
   /// Asks the target of an unconfirmed handoff who owns `module` now.
   Result<std::optional<OwnershipEntry>> ask_owner(const std::string& module, const Endpoint& peer);
 
@@ -151,8 +164,6 @@ class Handoff {
   std::vector<Peer> peers_;                ///< guarded by peers_mutex_
   std::atomic<std::size_t> open_peers_{0};
   std::atomic<bool> stopping_{false};
-  mutable std::mutex moved_mutex_;
-  std::map<std::string, std::string, std::less<>> moved_http_;  ///< guarded by moved_mutex_
 };
 
 }  // namespace molt::host

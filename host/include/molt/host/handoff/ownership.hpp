@@ -43,6 +43,10 @@ struct OwnershipEntry {
   /// Moving only: the entry before it (none: the module had none), which a
   /// handoff that the target never took restores.
   std::shared_ptr<const OwnershipEntry> prior;
+  /// Moved only: where its clients go (its listener there, HOST:PORT) and
+  /// its HTTP requests (the other moltd's HTTP address); may be empty.
+  std::string redirect;
+  std::string http;
   /// "moved to 10.0.0.2:7400 at epoch 3" / "received from ... at epoch 3".
   [[nodiscard]] std::string describe() const;
   [[nodiscard]] nlohmann::json to_json() const;

@@ -129,8 +129,14 @@ class StreamServer final : public ModuleListeners {
   /// connection is forwarded too during the drain if `moved.forward_new`,
   /// else (and after the drain) answered `-MOVED 0 <redirect>` (what a
   /// Redis cluster client follows) and closed. A listen_module() for the
-  /// module on the same port serves the listener again (it came back).
+  /// module serves those listeners again (it came back).
   void module_moved(std::string_view module, const MovedModule& moved);
+  /// At start, for a module that moved away before (its ownership record
+  /// says where): listeners on the sockets adopted for it, or on
+  /// `endpoints`, that answer every new connection -MOVED 0 <redirect>.
+  [[nodiscard]] Result<std::vector<Endpoint>> listen_moved(const std::string& module,
+                                                           const std::vector<Endpoint>& endpoints,
+                                                           const std::string& redirect);
   /// Stops accepting; closes idle connections; lets the ones whose bytes are
   /// being processed finish and flush their replies (up to `grace`); joins.
   /// False when an I/O thread was still inside a module call a second
