@@ -174,6 +174,8 @@ Result<std::optional<Endpoint>> Handoff::listen() {
 }
 
 void Handoff::accept_loop() {
+  std::uint64_t refused = 0;
+  auto refused_logged = std::chrono::steady_clock::time_point{};
   while (!stopping_) {
     pollfd p[2] = {{listener_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
     if (::poll(p, 2, -1) < 0) {
@@ -193,7 +195,14 @@ void Handoff::accept_loop() {
     ::setsockopt(socket.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     const std::string from = address_of(address);
     if (open_peers_.load() >= kMaxPeerConnections) {
-      log_->warn("peer {}: refused: {} peer connections are open already (the most)", from, kMaxPeerConnections);
+      ++refused;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - refused_logged >= std::chrono::seconds(10)) {  // a flood of strangers does not flood the log
+        log_->warn("peer {}: refused: {} peer connections are open already, the most ({} refused since this was last "
+                   "logged; logged at most every 10 s)", from, kMaxPeerConnections, refused);
+        refused_logged = now;
+        refused = 0;
+      }
       continue;  // closed
     }
     ++open_peers_;

@@ -418,7 +418,9 @@ TEST_CASE("kv v2 removes expired keys in the background, on a host timer, withou
   auto d = kv_daemon(2);
   d.start();
   RespClient client(d.stream_port("kv"));
-  for (int i = 0; i < 100; ++i) REQUIRE(client.call({"SET", "short:" + std::to_string(i), "x", "PX", "50"}) == "+OK\r\n");
+  // 2 s: long enough for the count below to come first on a loaded machine
+  // (at 50 ms the timer could remove some before it, and it failed in CI).
+  for (int i = 0; i < 100; ++i) REQUIRE(client.call({"SET", "short:" + std::to_string(i), "x", "PX", "2000"}) == "+OK\r\n");
   REQUIRE(client.call({"SET", "kept", "x"}) == "+OK\r\n");
   // /kv counts the table itself, expired keys included until removed; nothing
   // looks the keys up, so only the timer can remove them.
