@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "molt/host/common/fault.hpp"
+#include "molt/module.hpp"
 #include "molt/host/common/threads.hpp"
 #include "molt/host/handoff/peer_auth.hpp"
 #include "molt/host/handover/hot_restart.hpp"
@@ -46,18 +47,30 @@ std::string from_binary(const Json& value) {
 
 std::string errno_text() { return std::strerror(errno); }
 
+using Addresses = std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)>;
+
+/// `at`'s first address, and a non-blocking TCP socket of its family; why not.
+Result<std::pair<Addresses, FileDescriptor>> tcp_socket_for(const Endpoint& at, int flags) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | flags;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(at.port);
+  if (const int rc = ::getaddrinfo(at.host.c_str(), port.c_str(), &hints, &found); rc != 0)
+    return handoff_error("(host)", gai_strerror(rc));
+  Addresses addresses(found, ::freeaddrinfo);
+  FileDescriptor socket(::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!socket.valid()) return handoff_error("(host)", "socket: " + errno_text());
+  return std::pair<Addresses, FileDescriptor>(std::move(addresses), std::move(socket));
+}
+
 /// A TCP connection to `to`, made by `deadline`.
 Result<FileDescriptor> connect_to(const Endpoint& to, Clock::time_point deadline) {
   const auto fail = [&](std::string why) { return handoff_error("(host)", "connect to " + to.to_string() + ": " + why); };
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const std::string port = std::to_string(to.port);
-  if (const int rc = ::getaddrinfo(to.host.c_str(), port.c_str(), &hints, &found); rc != 0) return fail(gai_strerror(rc));
-  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> addresses(found, ::freeaddrinfo);
-  FileDescriptor socket(::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!socket.valid()) return fail("socket: " + errno_text());
+  auto made = tcp_socket_for(to, 0);
+  if (!made) return fail(made.error().reason);
+  const addrinfo* found = made->first.get();
+  FileDescriptor socket = std::move(made->second);
   if (::connect(socket.get(), found->ai_addr, found->ai_addrlen) != 0 && errno != EINPROGRESS) return fail(errno_text());
   pollfd p{socket.get(), POLLOUT, 0};
   while (true) {
@@ -147,15 +160,10 @@ Result<std::optional<Endpoint>> Handoff::listen() {
   const auto fail = [&](std::string why) {
     return Error{"(host)", {}, at.to_string(), Phase::Start, "host.peer: " + std::move(why)};
   };
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
-  addrinfo* found = nullptr;
-  const std::string port = std::to_string(at.port);
-  if (const int rc = ::getaddrinfo(at.host.c_str(), port.c_str(), &hints, &found); rc != 0) return fail(gai_strerror(rc));
-  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> addresses(found, ::freeaddrinfo);
-  FileDescriptor socket(::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!socket.valid()) return fail("socket: " + errno_text());
+  auto made = tcp_socket_for(at, AI_PASSIVE);
+  if (!made) return fail(made.error().reason);
+  const addrinfo* found = made->first.get();
+  FileDescriptor socket = std::move(made->second);
   const int one = 1;
   ::setsockopt(socket.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   // A hot restart's successor binds it while its predecessor still does.
@@ -215,7 +223,11 @@ void Handoff::accept_loop() {
     auto done = std::make_shared<std::atomic<bool>>(false);
     peers_.push_back(Peer{std::thread([this, fd = socket.release(), from, done] {
                             name_this_thread("molt-peer-in");
-                            serve_peer(FileDescriptor(fd), from);
+                            try {  // a message of the wrong shape (a type error in it) ends this peer, not moltd
+                              serve_peer(FileDescriptor(fd), from);
+                            } catch (const std::exception& e) {
+                              log_->warn("peer {}: dropped: {}", from, e.what());
+                            }
                             --open_peers_;
                             done->store(true);
                           }),
@@ -287,6 +299,7 @@ Result<void> Handoff::receive(HandoverChannel& channel, const Json& offer, const
     (void)channel.send(Json{{"step", "refused"}, {"reason", module + ": " + why}}, {}, deadline());
     return {};  // said; nothing more to log
   };
+  if (!api::detail::valid_module_name(module)) return refuse("not a module name");
   const ModuleConfig* settings = nullptr;
   for (const auto& m : options_.accepting)
     if (m.name == module) settings = &m;

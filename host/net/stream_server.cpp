@@ -368,9 +368,9 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
 
   void start() { start_with({}, {}); }
 
-  /// start(), for a connection with bytes already (a predecessor froze it):
-  /// sends `output`, then gives the module `input`, then reads on.
-  void start_with(std::string_view input, std::string_view output) {
+  /// Counts the connection as open, in the server's registry and its
+  /// worker's set (the destructor undoes each), and sends small replies at once.
+  void enroll() {
     {
       std::lock_guard lock(server_.open_mutex_);
       ++server_.open_;
@@ -381,7 +381,13 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     }
     worker_.connections.insert(this);
     error_code ignored;
-    socket_.set_option(tcp::no_delay(true), ignored);  // small replies, sent at once
+    socket_.set_option(tcp::no_delay(true), ignored);
+  }
+
+  /// start(), for a connection with bytes already (a predecessor froze it):
+  /// sends `output`, then gives the module `input`, then reads on.
+  void start_with(std::string_view input, std::string_view output) {
+    enroll();
     if (auto connected = slot_->stream_connect(id_); !connected) {
       slot_->log().error("{}", connected.error().to_string());
       return close();
@@ -554,17 +560,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
 
   /// A new connection to the listener of a module that moved, forwarded from the start.
   void start_forwarding(const std::string& to, Clock::time_point until) {
-    {
-      std::lock_guard lock(server_.open_mutex_);
-      ++server_.open_;
-    }
-    {
-      std::lock_guard lock(server_.registry_mutex_);
-      server_.registry_.insert(this);
-    }
-    worker_.connections.insert(this);
-    error_code ignored;
-    socket_.set_option(tcp::no_delay(true), ignored);
+    enroll();
     forward_to(to, until);
     read();
   }
