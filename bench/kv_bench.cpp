@@ -1156,6 +1156,8 @@ class MovingWriter {
     return static_cast<double>(n) / std::chrono::duration<double>(to - from).count();
   }
   [[nodiscard]] std::uint64_t errors() const { return errors_; }
+  /// After stop(): the first reply that was not +OK, if any.
+  [[nodiscard]] const std::string& first_error() const { return first_error_; }
 
  private:
   void run() {
@@ -1165,7 +1167,7 @@ class MovingWriter {
       const std::string reply = client_.call({"SET", "key:" + std::to_string(n % keys_), "w" + std::to_string(n)});
       const double us = std::chrono::duration<double, std::micro>(Clock::now() - began).count();
       if (reply != "+OK\r\n") {
-        ++errors_;
+        if (errors_++ == 0) first_error_ = reply.empty() ? std::string("connection closed") : reply;
         if (reply.empty()) return;  // closed
         continue;
       }
@@ -1181,6 +1183,7 @@ class MovingWriter {
   std::map<std::uint64_t, std::uint64_t>& acked_;  ///< key -> its last acknowledged n (this thread's while it runs)
   std::vector<std::pair<Clock::time_point, double>> trips_;
   std::atomic<std::uint64_t> errors_{0};
+  std::string first_error_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -1231,6 +1234,7 @@ Json section_g(const Options& o, const fs::path& scratch) {
       std::this_thread::sleep_for(std::chrono::seconds(1));  // through the target, forwarded
       next = writer.stop();
       errors += writer.errors();
+      if (writer.errors() > 0 && failure.empty()) failure = "the writer: " + writer.first_error();
       const Json reply = Json::parse(result.out, nullptr, false);
       if (result.exit_code != 0 || !reply.is_object() || !reply.value("ok", false)) {
         ++errors;

@@ -370,6 +370,10 @@ Result<void> Handoff::receive(HandoverChannel& channel, const Json& offer, const
         return handoff_error(module, "ready: " + *why);
       continue;
     }
+    if (step == "sync") {  // everything before it is applied: the source may pause the module
+      if (auto why = channel.send(Json{{"step", "synced"}}, {}, deadline())) return handoff_error(module, "sync: " + *why);
+      continue;
+    }
     if (step == "flip") break;
     return handoff_error(module, "unexpected message '" + step + "'");
   }
@@ -466,6 +470,11 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
       report.precopy = true;
       report.rounds = copy->report().rounds.size();
       report.rounds_ended = copy->report().ended;
+      // The parts are sent; wait, while the module serves, until the target
+      // has applied them too: the pause then holds only the last changes.
+      if (auto why = channel.send(Json{{"step", "sync"}}, {}, deadline())) return fail("copy", *why);
+      if (auto synced = channel.receive(deadline() + std::chrono::seconds(60)); !synced)
+        return fail("copy", synced.error().reason);
     }
     phase("copy");
 

@@ -517,6 +517,9 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
       forward_->drain_timer.cancel();
     }
     if (connected_) slot_->stream_disconnect(id_);
+    // It may be all that keeps this object alive: let it go from the event
+    // loop, not under whoever called close().
+    if (awaiting_forward_) asio::post(worker_.io, [keep = std::move(awaiting_forward_)] {});
   }
 
   // --- forwarding (the module moved to another moltd) ------------------------
@@ -529,6 +532,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   /// A connection of a module that moved: forwards what it has not
   /// consumed, and all that comes, to `to` (HOST:PORT) until `until`.
   void forward_to(const std::string& to, Clock::time_point until) {
+    const auto self = std::move(awaiting_forward_);  // the connect below holds it from here
     if (closed_ || forward_) return;
     forward_ = std::make_unique<Forward>(worker_.io);
     forward_->to = to;
@@ -822,6 +826,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
       // The module moved to another moltd: this input waits, unconsumed, for
       // forward_to() (module_moved, posted to this thread right after).
       slot_->log().debug("connection {}: {}; its input waits to be forwarded", id_, consumed.error().reason);
+      awaiting_forward_ = shared_from_this();  // no operation is pending to keep it until then
       return;
     }
     if (!consumed) {
@@ -994,6 +999,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   Freeze freeze_state_ = Freeze::None;
   std::shared_ptr<Connection> held_frozen_;  ///< itself, while frozen: nothing else holds it then
   std::unique_ptr<Forward> forward_;  ///< set once the module moved (forward_to): a proxy from then on
+  std::shared_ptr<Connection> awaiting_forward_;  ///< itself, from a call that found the module moved to forward_to()
 };
 
 StreamServer::Impl::Room StreamServer::Impl::make_room(Connection& asker, std::uint64_t bytes) {
