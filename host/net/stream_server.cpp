@@ -580,6 +580,8 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     bool writing = false;       ///< client bytes on their way upstream
     bool reading = false;       ///< a read of upstream pending
     bool upstream_paused = false;  ///< the client's output is at the soft limit
+    bool draining = false;      ///< past the drain: closes at the first moment nothing is in progress
+    bool last_read_full = false;  ///< the last read of upstream filled the buffer: more of a reply may follow
     Clock::time_point last_sent{}, last_reply{};
     std::array<char, 16384> buffer{};
   };
@@ -614,6 +616,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
                                            return;
                                          }
                                          self->forward_->last_reply = Clock::now();
+                                         self->forward_->last_read_full = n == self->forward_->buffer.size();
                                          ++self->activity_;
                                          self->write(std::string_view(self->forward_->buffer.data(), n));
                                          if (self->over_hard_limit_ != 0) return self->close_for(LimitClose::OutputBuffer);
@@ -625,25 +628,36 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
                                        });
   }
 
-  /// At the end of the drain: closes once nothing is in progress (nothing
-  /// to forward or to send, the last bytes were a reply, and 20 ms quiet).
+  /// Whether no request is in progress on this forwarded connection, as far
+  /// as its bytes tell: nothing received from the client and not forwarded
+  /// (nor waiting in the socket), the last bytes were a reply, all of it is
+  /// sent, and nothing more of it is waiting or likely to follow.
+  [[nodiscard]] bool forward_idle() {
+    const Forward& f = *forward_;
+    error_code ec;
+    return !f.writing && begin_ == input_.size() && unsent() == 0 && f.last_reply >= f.last_sent &&
+           !f.last_read_full && socket_.available(ec) == 0 && f.upstream.available(ec) == 0;
+  }
+
+  /// After the drain: closes at the first moment nothing is in progress
+  /// (checked as each reply is sent, and every few ms).
+  void close_if_drained() {
+    if (closed_ || !forward_->draining || !forward_idle()) return;
+    slot_->log().debug("connection {}: drained (forwarded to {}); closing it", id_, forward_->to);
+    close();
+  }
+
   void arm_drain(Clock::time_point when) {
     forward_->drain_timer.expires_at(when);
     forward_->drain_timer.async_wait([self = shared_from_this()](error_code ec) {
       if (ec || self->closed_) return;
-      Forward& f = *self->forward_;
-      const auto now = Clock::now();
-      const bool idle = !f.writing && self->begin_ == self->input_.size() && self->unsent() == 0 &&
-                        f.last_reply >= f.last_sent && now - std::max(f.last_reply, f.last_sent) >= kDrainQuiet;
-      if (idle) {
-        self->slot_->log().debug("connection {}: drained (forwarded to {}); closing it", self->id_, f.to);
-        return self->close();
-      }
-      self->arm_drain(now + kDrainQuiet);
+      self->forward_->draining = true;
+      self->close_if_drained();
+      if (!self->closed_) self->arm_drain(Clock::now() + kDrainCheck);
     });
   }
 
-  static constexpr std::chrono::milliseconds kDrainQuiet{20};
+  static constexpr std::chrono::milliseconds kDrainCheck{5};
 
  public:
 
@@ -941,7 +955,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
         forward_->upstream_paused = false;
         read_upstream();
       }
-      return;
+      return close_if_drained();  // a reply just went out: the moment a drained connection may close
     }
     if (paused_ && unsent() < server_.options_.output_soft_limit) resume();
   }
