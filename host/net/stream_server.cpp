@@ -254,9 +254,22 @@ class StreamServer::Impl {
   }
 
   ~Impl() {
+    join_reapers();
     for (const auto& [module, sockets] : adopted_)
       for (const auto& socket : sockets) ::close(socket.fd);
   }
+
+  /// Waits for the threads freeing instances that moved away (revive).
+  void join_reapers() {
+    std::vector<std::thread> reapers;
+    {
+      std::lock_guard lock(reapers_mutex_);
+      reapers.swap(reapers_);
+    }
+    for (auto& t : reapers) t.join();
+  }
+  std::mutex reapers_mutex_;
+  std::vector<std::thread> reapers_;  ///< guarded by reapers_mutex_; joined by stop() and the destructor
 
   /// Adds a listener for `slot`'s module, on worker 0, whose acceptor `open`
   /// opens (bound or adopted). `endpoint`: what was asked, until it is open.
@@ -292,7 +305,10 @@ class StreamServer::Impl {
     auto endpoints = done.get_future().get();
     // Freeing its state (a million keys: hundreds of ms) is no part of the
     // handoff that brings the module back: it happens beside it.
-    if (!left.empty()) std::thread([old = std::move(left)]() mutable { old.clear(); }).detach();
+    if (!left.empty()) {
+      std::lock_guard lock(reapers_mutex_);
+      reapers_.emplace_back([old = std::move(left)]() mutable { old.clear(); });
+    }
     return endpoints;
   }
 
@@ -1497,6 +1513,7 @@ void StreamServer::serve() {
 
 bool StreamServer::stop(std::chrono::milliseconds grace) {
   Impl& s = *impl_;
+  s.join_reapers();  // before the modules stop: an instance being freed runs its image's code
   if (!s.serving_) return true;
   s.serving_ = false;
   s.stopping_ = true;  // from now on every connection closes after its current reply
