@@ -37,14 +37,6 @@ Error handoff_error(const std::string& module, std::string why) {
   return Error{module, {}, {}, Phase::Handoff, std::move(why)};
 }
 
-Json binary(std::string_view bytes) { return Json::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end())); }
-
-std::string from_binary(const Json& value) {
-  if (!value.is_binary()) return {};
-  const auto& bytes = value.get_binary();
-  return std::string(bytes.begin(), bytes.end());
-}
-
 std::string errno_text() { return std::strerror(errno); }
 
 using Addresses = std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)>;

@@ -73,14 +73,6 @@ std::optional<std::string> receive_all(int fd, char* out, std::size_t size, Cloc
   return std::nullopt;
 }
 
-Json binary(std::string_view bytes) { return Json::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end())); }
-
-std::string from_binary(const Json& value) {
-  if (!value.is_binary()) return {};
-  const auto& bytes = value.get_binary();
-  return std::string(bytes.begin(), bytes.end());
-}
-
 void put_length(char* out, std::uint32_t length) {
   for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((length >> (8 * i)) & 0xff);
 }
@@ -199,6 +191,15 @@ std::string micros_text(std::chrono::microseconds d) {
 }  // namespace
 
 // --- channel -------------------------------------------------------------------
+
+Json binary(std::string_view bytes) { return Json::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end())); }
+
+std::string from_binary(const Json& value) {
+  if (!value.is_binary()) return {};
+  const auto& bytes = value.get_binary();
+  return std::string(bytes.begin(), bytes.end());
+}
+
 
 std::optional<std::string> HandoverChannel::send(Json message, std::span<const int> fds, Clock::time_point deadline) {
   if (!fds.empty()) message["fds"] = fds.size();

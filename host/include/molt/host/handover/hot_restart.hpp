@@ -99,6 +99,11 @@ class HandoverChannel {
   std::uint32_t max_message_ = kMaxHandoverMessage;
 };
 
+/// Bytes as a message field (CBOR binary), and back (empty if the field is
+/// not binary): how state parts and connection buffers ride on the channel.
+[[nodiscard]] nlohmann::json binary(std::string_view bytes);
+[[nodiscard]] std::string from_binary(const nlohmann::json& value);
+
 /// What one hot restart did, for moltctl and the log.
 struct HotRestartReport {
   long old_pid = 0;
