@@ -163,7 +163,7 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
                                      "stop_timeout_ms", "call_warn_ms", "shutdown_grace_ms", "rehearse",
                                      "rehearse_timeout_ms", "precopy", "precopy_call_us", "precopy_pause_target_ms",
                                      "precopy_max_rounds", "precopy_fallback", "peer", "peer_secret_file",
-                                     "handoff_drain_seconds", "handoff_timeout_ms", "handoff_new_connections"});
+                                     "handoff_drain_seconds", "handoff_timeout_ms", "handoff_new_connections", "handoff_http"});
     check.client_limits(*host, "host.", config.clients);
     if (host->contains("max_stream_buffer_bytes") && host->contains("client_query_buffer_limit"))
       check.fail("host.max_stream_buffer_bytes", "is the old name of client_query_buffer_limit: give only one");
@@ -250,6 +250,10 @@ Result<HostConfig> load_host_config(const fs::path& path, const ConfigOverrides&
     if (auto v = check.string(*host, "host.", "handoff_new_connections")) {
       if (*v == "moved" || *v == "forward") config.handoff_new_connections = *v;
       else check.fail("host.handoff_new_connections", "must be \"moved\" or \"forward\"");
+    }
+    if (auto v = check.string(*host, "host.", "handoff_http")) {
+      if (*v == "forward" || *v == "redirect") config.handoff_http = *v;
+      else check.fail("host.handoff_http", "must be \"forward\" or \"redirect\"");
     }
     if (auto v = check.integer(*host, "host.", "handoff_timeout_ms", 100, 600000))
       config.handoff_timeout = std::chrono::milliseconds(*v);

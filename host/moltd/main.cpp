@@ -456,6 +456,7 @@ int main(int argc, char** argv) {
   };
   info.handoffs = [&handoff] { return json_text(handoff->status()); };
   info.moved_http = [&handoff](std::string_view module) { return handoff->moved_http(module); };
+  info.redirect_moved_http = config->handoff_http == "redirect";
   // moltctl drain: every module to one peer; not ready from then on (a restart clears it).
   std::mutex drain_mutex;
   std::optional<std::string> draining;  // guarded by drain_mutex

@@ -21,7 +21,7 @@ std::string_view first_segment(std::string_view path) {
 
 }  // namespace
 
-api::Response HttpRouter::route(const api::Request& request) {
+HttpReply HttpRouter::route(const api::Request& request) {
   const std::string_view name = first_segment(request.path);
   if (name == "-") {
     if (request.path == "/-/status") return api::Response::json(json_text(status_json(table_, host_), 2) + '\n');
@@ -57,10 +57,16 @@ api::Response HttpRouter::route(const api::Request& request) {
   return std::move(response.value());
 }
 
-std::optional<api::Response> HttpRouter::moved_to(std::string_view module, const api::Request& request) const {
+std::optional<HttpReply> HttpRouter::moved_to(std::string_view module, const api::Request& request) const {
   const auto base = host_.moved_http ? host_.moved_http(module) : std::nullopt;
   if (!base) return std::nullopt;
-  return forward_http(*base, request, kForwardTimeout, kMaxForwardedBody);
+  if (!host_.redirect_moved_http) return forward_http(*base, request, kForwardTimeout, kMaxForwardedBody);
+  // host.handoff_http = "redirect": 307 keeps the method and the body (RFC 9110, 15.4.8).
+  std::string target = request.path;
+  if (!request.query.empty()) target += "?" + request.query;
+  HttpReply reply = json_error(307, "module '" + std::string(module) + "' moved to " + *base);
+  reply.location = "http://" + *base + target;
+  return reply;
 }
 
 }  // namespace molt::host

@@ -265,7 +265,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     auto request = parser_->release();
     const bool keep_alive = request.keep_alive() && !server_.stopping_;
     const unsigned version = request.version();
-    api::Response answer;
+    HttpReply answer = api::Response{};
     try {
       answer = server_.handler_(to_api(std::move(request)));
     } catch (const std::exception& e) {  // the router catches module errors; this is a host bug
@@ -279,12 +279,13 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     write(api::Response::json(R"({"error":")" + message + "\"}\n", status), 11, false);
   }
 
-  void write(api::Response answer, unsigned version, bool keep_alive) {
+  void write(HttpReply answer, unsigned version, bool keep_alive) {
     auto response = std::make_shared<http::response<http::string_body>>(
-        static_cast<http::status>(answer.status), version);
+        static_cast<http::status>(answer.response.status), version);
     response->set(http::field::server, "molt");
-    response->set(http::field::content_type, answer.content_type);
-    response->body() = std::move(answer.body);
+    response->set(http::field::content_type, answer.response.content_type);
+    if (!answer.location.empty()) response->set(http::field::location, answer.location);
+    response->body() = std::move(answer.response.body);
     response->keep_alive(keep_alive);
     response->prepare_payload();
     stream_.expires_after(std::chrono::seconds(30));

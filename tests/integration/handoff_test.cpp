@@ -291,6 +291,28 @@ TEST_CASE("with handoff_new_connections = forward, a new client of the source is
   CHECK(plain.out == "yes\n");
 }
 
+TEST_CASE("with handoff_http = redirect, the source answers a moved module's HTTP requests with 307 to the target",
+          "[handoff]") {
+  const Network net(GENERATE(false, true));
+  Pair p(net, "the same secret for both hosts", true, "handoff_http = \"redirect\"\nhandoff_drain_seconds = 1\n");
+  p.a.start();
+  p.b.start();
+  load_keys(*p.on_a(), 10);
+  const auto before = net.run({"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://" + p.a.http() + "/kv"});
+  CHECK(before.out == "200");  // served here: no redirect before the move
+  REQUIRE(handoff(p.a, {"--to", p.b_address()})["ok"] == true);
+  // The path and the query go along; the body says why.
+  const auto moved = net.run({"curl", "-sS", "-w", "\n%{http_code} %{redirect_url}", "http://" + p.a.http() + "/kv?x=1"});
+  INFO(moved.out << moved.err);
+  CHECK(moved.out == "{\"error\":\"module 'kv' moved to " + p.b.http() + "\"}\n\n307 http://" + p.b.http() + "/kv?x=1");
+  // curl -L follows it to B, with the method and body (307 keeps both).
+  const auto followed = net.run({"curl", "-sS", "-L", "-X", "POST", "-d", "body", "http://" + p.a.http() + "/kv"});
+  INFO(followed.out << followed.err);
+  CHECK(Json::parse(followed.out)["keys"] == 10);
+  // The host's own resources are not redirected.
+  CHECK(p.a.http_code("GET", "/-/status") == "200");
+}
+
 TEST_CASE("moltctl drain hands every module to the peer, and /-/ready turns false with why", "[handoff]") {
   const Network net(GENERATE(false, true));
   Pair p(net);

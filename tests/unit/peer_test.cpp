@@ -149,12 +149,14 @@ TEST_CASE("a module that only a handoff brings needs no version, and peers need 
   const auto secret = write_secret(dir.path() / "secret", "0123456789abcdef\n", fs::perms::owner_read | fs::perms::owner_write);
   const fs::path config = dir.path() / "moltd.toml";
   std::ofstream(config) << "[host]\npeer = \"10.0.0.2:7400\"\npeer_secret_file = \"" << secret.string()
-                        << "\"\nhandoff_drain_seconds = 5\n[modules.kv]\naccept_handoff = true\nlisten = \"0.0.0.0:6380\"\n";
+                        << "\"\nhandoff_drain_seconds = 5\nhandoff_http = \"redirect\"\n[modules.kv]\naccept_handoff = true\nlisten = \"0.0.0.0:6380\"\n";
   auto loaded = host::load_host_config(config);
   REQUIRE(loaded.ok());
   CHECK(loaded->peer->to_string() == "10.0.0.2:7400");
   CHECK(loaded->peer_secret == "0123456789abcdef");
   CHECK(loaded->handoff_drain == std::chrono::seconds(5));
+  CHECK(loaded->handoff_http == "redirect");
+  CHECK(loaded->handoff_new_connections == "moved");  // the default
   REQUIRE(loaded->modules.size() == 1);
   CHECK(loaded->modules[0].accept_handoff);
   CHECK(loaded->modules[0].file.empty());

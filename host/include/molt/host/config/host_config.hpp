@@ -137,6 +137,9 @@ struct HostConfig {
   /// "moved": a new connection gets -MOVED 0 HOST:PORT; "forward": it is
   /// forwarded during the drain too.
   std::string handoff_new_connections = "moved";
+  /// "forward": a moved module's HTTP requests are forwarded to where it is
+  /// now; "redirect": they get 307 Temporary Redirect to there.
+  std::string handoff_http = "forward";
   std::chrono::milliseconds handoff_timeout{10000};  ///< each step of a handoff, and the freeze
   std::vector<ModuleConfig> modules;
   /// Things that work but should change (a deprecated key), for the log.

@@ -31,9 +31,17 @@ struct HttpOptions {
   int listen_fd = -1;
 };
 
+/// What the server sends for one request: the host's or a module's
+/// response, and the headers only the host sets.
+struct HttpReply {
+  HttpReply(api::Response r) : response(std::move(r)) {}  // NOLINT: a plain response is a reply
+  api::Response response;
+  std::string location;  ///< a Location header (a redirect's), when not empty
+};
+
 class HttpServer {
  public:
-  using Handler = std::function<api::Response(const api::Request&)>;
+  using Handler = std::function<HttpReply(const api::Request&)>;
 
   HttpServer(HttpOptions options, Handler handler, std::shared_ptr<spdlog::logger> log);
   ~HttpServer();

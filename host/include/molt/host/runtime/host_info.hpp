@@ -97,9 +97,12 @@ struct HostInfo {
   /// Why this moltd should get no new traffic (GET /-/ready answers 503),
   /// or nothing. Empty: always ready.
   std::function<std::optional<std::string>()> not_ready = {};
-  /// The HTTP base ("http://HOST:PORT") of the moltd a module moved to, for
-  /// a 307 to its requests; nothing if it did not move. Empty: none.
+  /// The HTTP address ("HOST:PORT") of the moltd a module moved to, where
+  /// its requests are forwarded; nothing if it did not move. Empty: none.
   std::function<std::optional<std::string>(std::string_view module)> moved_http = {};
+  /// host.handoff_http = "redirect": a moved module's requests get a 307 to
+  /// that address instead of being forwarded.
+  bool redirect_moved_http = false;
 };
 
 }  // namespace molt::host
