@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <sstream>
@@ -105,6 +106,33 @@ std::string micros_text(std::chrono::microseconds d) {
   return text;
 }
 
+/// MovedModule::adopt, on the source: a connection to the target's peer
+/// listener on which it serves client `id` of `module` (received at
+/// `epoch`) under that id; invalid when it will not (logged: the client is
+/// then forwarded as a new connection).
+FileDescriptor open_adopted(const Endpoint& to, const std::string& secret, Clock::time_point deadline,
+                            const std::string& module, std::uint64_t epoch, api::ConnectionId id,
+                            spdlog::logger& log) {
+  const auto refused = [&](const std::string& why) {
+    log.warn("{}: connection {}: not adopted by {} ({}): forwarded as a new connection, its state there lost", module,
+             id, to.to_string(), why);
+    return FileDescriptor();
+  };
+  auto socket = connect_to(to, deadline);
+  if (!socket) return refused(socket.error().reason);
+  HandoverChannel channel(std::move(socket.value()));
+  if (auto authenticated = authenticate_as_client(channel, secret, deadline); !authenticated)
+    return refused(authenticated.error().reason);
+  if (auto why = channel.send(Json{{"step", "adopt"}, {"module", module}, {"epoch", epoch}, {"connection", id}}, {},
+                              deadline))
+    return refused(*why);
+  auto answer = channel.receive(deadline);
+  if (!answer) return refused(answer.error().reason);
+  if (answer.value().value("step", std::string()) != "adopted")
+    return refused("answered " + answer.value().value("step", std::string("?")));
+  return std::move(channel).release();
+}
+
 }  // namespace
 
 // --- report ----------------------------------------------------------------------
@@ -177,13 +205,24 @@ void Handoff::accept_loop() {
   std::uint64_t refused = 0;
   auto refused_logged = std::chrono::steady_clock::time_point{};
   while (!stopping_) {
+    const auto due = forget_unadopted();
+    const auto wait = due == Clock::time_point::max()
+                          ? -1
+                          : static_cast<int>(std::clamp<std::int64_t>(
+                                std::chrono::duration_cast<std::chrono::milliseconds>(due - Clock::now()).count() + 1,
+                                1, 60000));
     pollfd p[2] = {{listener_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
-    if (::poll(p, 2, -1) < 0) {
+    if (::poll(p, 2, wait) < 0) {
       if (errno == EINTR) continue;
       log_->error("peer listener: poll: {}; no more handoffs are accepted", errno_text());
       return;
     }
-    if (stopping_ || p[1].revents != 0) return;
+    if (stopping_) return;
+    if (p[1].revents != 0) {  // woken to wait less: clients to forget (receive)
+      std::uint64_t count = 0;
+      (void)::read(wake_.get(), &count, sizeof count);
+    }
+    if (p[0].revents == 0) continue;
     sockaddr_storage address{};
     socklen_t size = sizeof address;
     FileDescriptor socket(::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&address), &size, SOCK_CLOEXEC | SOCK_NONBLOCK));
@@ -252,6 +291,7 @@ void Handoff::serve_peer(FileDescriptor socket, std::string from) {
     (void)channel.send(std::move(answer), {}, deadline());
     return;
   }
+  if (step == "adopt") return adopt_client(channel, message, from);
   if (step != "offer") {
     (void)channel.send(Json{{"step", "refused"}, {"reason", "expected an offer, got " + step}}, {}, deadline());
     return;
@@ -336,6 +376,8 @@ Result<void> Handoff::receive(HandoverChannel& channel, const Json& offer, const
   const api::Migration same{schema, version, api::Direction::Same, {}};
   std::uint64_t bytes = 0;
   std::string host_part;
+  Json clients = Json::array();       // the ids of the clients the module knew there
+  std::uint64_t drain_seconds = 0;    // how long the source forwards them
   while (true) {  // parts, then the state message, then the flip
     auto next = channel.receive(Clock::now() + options_.step_timeout + std::chrono::seconds(60));
     if (!next) return handoff_error(module, "the source went away: " + next.error().reason);
@@ -351,6 +393,8 @@ Result<void> Handoff::receive(HandoverChannel& channel, const Json& offer, const
     }
     if (step == "state") {
       host_part = m.value("host", std::string());
+      clients = m.value("connections", Json::array());
+      drain_seconds = std::min<std::uint64_t>(m.value("drain_seconds", std::uint64_t{0}), 24 * 3600);
       if (m.contains("bytes")) {  // the whole state (no pre-copy)
         const std::string whole = from_binary(m["bytes"]);
         bytes = whole.size();
@@ -391,11 +435,72 @@ Result<void> Handoff::receive(HandoverChannel& channel, const Json& offer, const
     }
     return std::move(served).error();
   }
+  {  // the clients the source will forward, each adopted under its id (adopt_client)
+    Expected expected{epoch, {}, Clock::now() + std::chrono::seconds(drain_seconds) + options_.step_timeout};
+    for (const auto& id : clients)
+      if (id.is_number_unsigned()) expected.ids.insert(id.get<api::ConnectionId>());
+    std::lock_guard lock(expected_mutex_);
+    expected_[module] = std::move(expected);
+  }
+  const std::uint64_t one = 1;  // the accept loop waits until they are due, not for the next peer
+  (void)::write(wake_.get(), &one, sizeof one);
   Json owned_message{{"step", "owned"}, {"epoch", epoch}, {"redirect", client_addresses(module)}};
   if (auto http = http_address()) owned_message["http"] = *http;
   (void)channel.send(std::move(owned_message), {}, deadline());
   slot->log().info("{} ({} bytes of state); serving", owned.describe(), bytes);
   return {};
+}
+
+void Handoff::adopt_client(HandoverChannel& channel, const Json& request, const std::string& from) {
+  const auto deadline = Clock::now() + options_.step_timeout;
+  const std::string module = request.value("module", std::string());
+  const std::uint64_t epoch = request.value("epoch", std::uint64_t{0});
+  const api::ConnectionId id = request.value("connection", api::ConnectionId{0});
+  const auto refuse = [&](const std::string& why) {
+    log_->info("{}: connection {} forwarded by {}: not adopted: {}", module, id, from, why);
+    (void)channel.send(Json{{"step", "refused"}, {"reason", module + ": connection " + std::to_string(id) + ": " + why}},
+                       {}, deadline);
+  };
+  {
+    std::lock_guard lock(expected_mutex_);
+    const auto it = expected_.find(module);
+    if (it == expected_.end() || it->second.epoch != epoch || !it->second.ids.contains(id))
+      return refuse("not a client this moltd expects at epoch " + std::to_string(epoch));
+  }
+  if (parts_.streams.may_be_own_connection(id)) return refuse("an id this moltd may give a connection of its own");
+  if (auto why = channel.send(Json{{"step", "adopted"}}, {}, deadline)) return log_->info("{}: connection {}: {}", module, id, *why);
+  if (auto adopted = parts_.streams.adopt_forwarded(module, std::move(channel).release(), id); !adopted)
+    return log_->warn("{}", adopted.error().to_string());  // it stays expected: told gone at the end
+  std::lock_guard lock(expected_mutex_);
+  if (const auto it = expected_.find(module); it != expected_.end() && it->second.epoch == epoch) it->second.ids.erase(id);
+}
+
+Handoff::Clock::time_point Handoff::forget_unadopted() {
+  std::map<std::string, std::set<api::ConnectionId>> due;
+  auto next = Clock::time_point::max();
+  {
+    std::lock_guard lock(expected_mutex_);
+    const auto now = Clock::now();
+    for (auto it = expected_.begin(); it != expected_.end();) {
+      if (it->second.ids.empty()) {
+        it = expected_.erase(it);
+      } else if (it->second.until <= now) {
+        due[it->first] = std::move(it->second.ids);
+        it = expected_.erase(it);
+      } else {
+        next = std::min(next, it->second.until);
+        ++it;
+      }
+    }
+  }
+  for (const auto& [module, ids] : due) {
+    const auto slot = parts_.table.find(module);
+    if (!slot || slot->retired()) continue;
+    for (const auto id : ids) slot->stream_disconnect(id);
+    slot->log().info("{} client(s) its source had were not forwarded here by the end of the drain: their "
+                     "per-connection state is dropped", ids.size());
+  }
+  return next;
 }
 
 // --- the source ------------------------------------------------------------------------
@@ -488,7 +593,18 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
     if (!access->suspend(Clock::now() + options_.quiesce_timeout, "handoff"))
       return thaw(fail("freeze", "calls still in progress after " + std::to_string(options_.quiesce_timeout.count()) + " ms"));
     suspended = true;
-    Json state{{"step", "state"}, {"host", slot->host_part()}};
+    // The clients whose per-connection state goes with it: the ones it knows
+    // here, and those it was handed with that were never forwarded here.
+    std::set<api::ConnectionId> clients;
+    for (const auto id : slot->connections()) clients.insert(id);
+    {
+      std::lock_guard lock(expected_mutex_);
+      if (const auto it = expected_.find(module); it != expected_.end()) clients.insert(it->second.ids.begin(), it->second.ids.end());
+    }
+    Json state{{"step", "state"},
+               {"host", slot->host_part()},
+               {"connections", clients},
+               {"drain_seconds", static_cast<std::uint64_t>(options_.drain.count())}};
     if (copy) {
       if (auto finished = copy->finish(); !finished) return thaw(fail("freeze", finished.error().to_string()));
       report.final_bytes = copy->report().final.bytes;
@@ -562,8 +678,18 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
     copy.reset();
     access->resume();
     access.reset();
-    if (!report.redirect.empty())
-      parts_.streams.module_moved(module, MovedModule{report.redirect.front(), options_.drain, options_.forward_new});
+    {  // they travel on with the state: the target forgets them
+      std::lock_guard lock(expected_mutex_);
+      expected_.erase(module);
+    }
+    if (!report.redirect.empty()) {
+      MovedModule went{report.redirect.front(), options_.drain, options_.forward_new};
+      went.adopt = [to, secret = options_.secret, timeout = std::min<std::chrono::milliseconds>(options_.step_timeout, std::chrono::seconds(3)),
+                     module, epoch, log = log_](api::ConnectionId id) {
+        return open_adopted(to, secret, Clock::now() + timeout, module, epoch, id, *log);
+      };
+      parts_.streams.module_moved(module, went);
+    }
     else
       parts_.streams.close_module(module);
     parts_.releases.gave_away(module, gone.describe());

@@ -35,6 +35,7 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <random>
 #include <thread>
 #include <unordered_set>
 
@@ -254,6 +255,7 @@ class StreamServer::Impl {
   }
 
   ~Impl() {
+    join_adopters();
     join_reapers();
     for (const auto& [module, sockets] : adopted_)
       for (const auto& socket : sockets) ::close(socket.fd);
@@ -350,7 +352,35 @@ class StreamServer::Impl {
   std::map<std::string, std::vector<Adopted>, std::less<>> adopted_;  ///< by module (guarded by adopted_mutex_)
   std::vector<std::unique_ptr<Worker>> workers_;  // last: destroyed first, with the sockets they own
   std::atomic<bool> serving_{false};
-  static inline std::atomic<api::ConnectionId> next_id_{1};
+  /// Ids start at a random multiple of 2^32 in each process (below 2^63: a
+  /// RESP integer), so that a client a handoff's target adopts keeps its id
+  /// there without meeting one of the target's own (adopt_forwarded).
+  static api::ConnectionId first_id() {
+    std::random_device random;
+    return (static_cast<api::ConnectionId>(random() & 0x7fffffffu) << 32) + 1;
+  }
+  static inline std::atomic<api::ConnectionId> next_id_{first_id()};
+
+  /// The threads that open forwarded clients' connections on a handoff's
+  /// target (MovedModule::adopt): made at the first handoff, joined by stop().
+  asio::thread_pool& adopters() {
+    std::lock_guard lock(adopters_mutex_);
+    if (!adopters_) adopters_ = std::make_unique<asio::thread_pool>(2);
+    return *adopters_;
+  }
+  void join_adopters() {
+    std::unique_ptr<asio::thread_pool> pool;
+    {
+      std::lock_guard lock(adopters_mutex_);
+      pool = std::move(adopters_);
+    }
+    if (pool) pool->join();
+  }
+  std::mutex adopters_mutex_;
+  std::unique_ptr<asio::thread_pool> adopters_;  ///< guarded by adopters_mutex_
+
+  /// Serves `frozen` on `module`'s first listener, under its id.
+  Result<void> adopt(FrozenConnection frozen, const std::string& whence, bool advance_ids);
 };
 
 /// One client connection: read what arrives, hand the module everything it
@@ -552,14 +582,48 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
   // drain, the connection closes at a moment nothing is in progress.
 
   /// A connection of a module that moved: forwards what it has not
-  /// consumed, and all that comes, to `to` (HOST:PORT) until `until`.
-  void forward_to(const std::string& to, Clock::time_point until) {
+  /// consumed, and all that comes, to `to` (HOST:PORT) until `until`; on a
+  /// connection `adopt` opens, when given and the module knew this one.
+  void forward_to(const std::string& to, Clock::time_point until,
+                  const std::function<FileDescriptor(api::ConnectionId)>& adopt = {}) {
     const auto self = std::move(awaiting_forward_);  // the connect below holds it from here
     if (closed_ || forward_) return;
     forward_ = std::make_unique<Forward>(worker_.io);
     forward_->to = to;
     forward_->until = until;
     paused_ = false;  // upstream_paused bounds the output from now on
+    if (adopt && connected_) {  // its state on the target is under its id: open a connection adopted there
+      asio::post(server_.adopters(), [self = shared_from_this(), adopt] {
+        FileDescriptor upstream = adopt(self->id_);
+        asio::post(self->worker_.io, [self, fd = upstream.release()] { self->adopted(FileDescriptor(fd)); });
+      });
+      return;
+    }
+    connect_upstream();
+  }
+
+  /// The connection MovedModule::adopt opened, or none: then a new one.
+  void adopted(FileDescriptor upstream) {
+    if (closed_) return;
+    if (!upstream.valid()) return connect_upstream();
+    sockaddr_storage local{};
+    socklen_t length = sizeof local;
+    error_code ec;
+    if (::getsockname(upstream.get(), reinterpret_cast<sockaddr*>(&local), &length) == 0)
+      forward_->upstream.assign(local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), upstream.get(), ec);
+    else
+      ec = error_code(errno, asio::error::get_system_category());
+    if (ec) {
+      slot_->log().warn("connection {}: forwarding to {}: {}; closing it", id_, forward_->to, ec.message());
+      return close();
+    }
+    (void)upstream.release();  // the socket owns it now
+    slot_->log().debug("connection {}: adopted by {} under its id", id_, forward_->to);
+    upstream_connected();
+  }
+
+  void connect_upstream() {
+    const std::string& to = forward_->to;
     error_code ec;
     const auto colon = to.rfind(':');
     const auto address = asio::ip::make_address(to.substr(0, colon), ec);
@@ -575,13 +639,17 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
                                 connect_ec.message());
         return self->close();
       }
-      error_code ignored;
-      self->forward_->upstream.set_option(tcp::no_delay(true), ignored);
-      self->forward_->connected = true;
-      self->arm_drain(self->forward_->until);
-      self->read_upstream();
-      self->forward_input();
+      self->upstream_connected();
     });
+  }
+
+  void upstream_connected() {
+    error_code ignored;
+    forward_->upstream.set_option(tcp::no_delay(true), ignored);
+    forward_->connected = true;
+    arm_drain(forward_->until);
+    read_upstream();
+    forward_input();
   }
 
   /// A new connection to the listener of a module that moved, forwarded from the start.
@@ -1215,7 +1283,7 @@ void StreamServer::Impl::Worker::module_moved(const std::string& module, const M
   // gone kept their input, which goes first.
   const std::vector<Connection*> open(connections.begin(), connections.end());
   for (Connection* connection : open)
-    if (connection->listener().module == module) connection->forward_to(moved.redirect, until);
+    if (connection->listener().module == module) connection->forward_to(moved.redirect, until, moved.adopt);
 }
 
 void StreamServer::Impl::Worker::close_all() {
@@ -1513,6 +1581,7 @@ void StreamServer::serve() {
 
 bool StreamServer::stop(std::chrono::milliseconds grace) {
   Impl& s = *impl_;
+  s.join_adopters();  // they post to the workers
   s.join_reapers();  // before the modules stop: an instance being freed runs its image's code
   if (!s.serving_) return true;
   s.serving_ = false;
@@ -1627,11 +1696,27 @@ void StreamServer::thaw() {
 }
 
 Result<void> StreamServer::adopt_connection(FrozenConnection frozen) {
-  Impl& s = *impl_;
+  return impl_->adopt(std::move(frozen), "from the previous moltd", true);
+}
+
+bool StreamServer::may_be_own_connection(api::ConnectionId id) {
+  const api::ConnectionId next = Impl::next_id_.load();
+  return id >> 32 == next >> 32 && id >= next;  // one it will give (those it gave are checked by the module's slot)
+}
+
+Result<void> StreamServer::adopt_forwarded(const std::string& module, FileDescriptor fd, api::ConnectionId id) {
+  if (may_be_own_connection(id))
+    return Error{module, {}, {}, Phase::Handoff,
+                 "connection " + std::to_string(id) + " forwarded by the source: an id this moltd may give its own"};
+  return impl_->adopt(FrozenConnection{module, fd.release(), id, {}, {}, false}, "forwarded by the source", false);
+}
+
+Result<void> StreamServer::Impl::adopt(FrozenConnection frozen, const std::string& whence, bool advance_ids) {
+  Impl& s = *this;
   const auto fail = [&](const std::string& why) {
     ::close(frozen.fd);
-    return Error{frozen.module, {}, {}, Phase::Start,
-                 "connection " + std::to_string(frozen.id) + " from the previous moltd: " + why};
+    return Error{frozen.module, {}, {}, advance_ids ? Phase::Start : Phase::Handoff,
+                 "connection " + std::to_string(frozen.id) + " " + whence + ": " + why};
   };
   Impl::Listener* listener = nullptr;
   {
@@ -1648,7 +1733,11 @@ Result<void> StreamServer::adopt_connection(FrozenConnection frozen) {
   if (::getsockname(frozen.fd, reinterpret_cast<sockaddr*>(&local), &length) != 0)
     return fail(std::string("getsockname: ") + std::strerror(errno));
   const tcp protocol = local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4();
-  for (api::ConnectionId next = Impl::next_id_.load(); next <= frozen.id;)  // new connections get ids after it
+  if (!advance_ids) {
+    const auto known = listener->slot->connections();
+    if (std::binary_search(known.begin(), known.end(), frozen.id)) return fail("a connection here has that id");
+  }
+  for (api::ConnectionId next = Impl::next_id_.load(); advance_ids && next <= frozen.id;)  // new ones get ids after it
     if (Impl::next_id_.compare_exchange_weak(next, frozen.id + 1)) break;
   ++listener->open;
   Impl::Worker& owner = *s.workers_[frozen.id % s.workers_.size()];

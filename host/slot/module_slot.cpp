@@ -265,6 +265,8 @@ Result<void> ModuleSlot::stream_connect(api::ConnectionId connection) {
   if (retired()) return moved_error();
   if (auto failure = guard_module_call("on_connect", [&] { live_->hooks().on_connect(connection); }))
     return Error{name_, live_->image->info().version, {}, Phase::Call, std::move(*failure)};
+  std::lock_guard lock(connections_mutex_);
+  connections_.insert(connection);
   return {};
 }
 
@@ -287,9 +289,18 @@ Result<std::size_t> ModuleSlot::stream_data(api::ConnectionId connection, std::s
 
 void ModuleSlot::stream_disconnect(api::ConnectionId connection) noexcept {
   const CallGate::Pass pass = gate_.enter("on_disconnect");
+  {
+    std::lock_guard lock(connections_mutex_);
+    connections_.erase(connection);
+  }
   if (retired()) return;
   if (auto failure = guard_module_call("on_disconnect", [&] { live_->hooks().on_disconnect(connection); }))
     logger_->error("connection {}: {}", connection, *failure);
+}
+
+std::vector<api::ConnectionId> ModuleSlot::connections() const {
+  std::lock_guard lock(connections_mutex_);
+  return {connections_.begin(), connections_.end()};
 }
 
 Result<std::unique_ptr<ModuleSlot::Live>> ModuleSlot::make_live(std::shared_ptr<const Image> image) {

@@ -68,7 +68,8 @@ struct Pair {
   Daemon a, b;
 
   explicit Pair(const Network& network, const std::string& b_secret = "the same secret for both hosts",
-                bool b_has_image = true, const std::string& a_host = "handoff_drain_seconds = 1\n")
+                bool b_has_image = true, const std::string& a_host = "handoff_drain_seconds = 1\n",
+                const std::string& b_host = "")
       : net(network),
         a({{"kv", plugin_path("kv", 1), 1,
             "listen = \"" + net.ip('a') + ":" + std::to_string(a_kv) + "\"\naccept_handoff = true\n"}},
@@ -76,7 +77,7 @@ struct Pair {
               a_host),
         b({{"kv", {}, 0, "listen = \"" + net.ip('b') + ":" + std::to_string(b_kv) + "\"\naccept_handoff = true\n"}},
           host_lines(net.ip('b'), b_peer, secret_file(secrets.path() / "b.secret", b_secret)) +
-              "handoff_drain_seconds = 1\n") {
+              "handoff_drain_seconds = 1\n" + b_host) {
     if (b_has_image) b.install(plugin_path("kv", 1), "kv-1.so");
     // HTTP on each host's own address, where the other can forward to it.
     a.run_through(net.prefix('a'), {"--http", net.ip('a') + ":0"});
@@ -275,6 +276,42 @@ TEST_CASE("a writer loses no acknowledged write and sees none reordered through 
   CHECK(missing == 0);
 }
 
+TEST_CASE("a client's per-connection state goes with it: the target adopts its forwarded connection under its id",
+          "[handoff]") {
+  const Network net(GENERATE(false, true));
+  Pair p(net, "the same secret for both hosts", true, "handoff_drain_seconds = 30\n");
+  p.a.start();
+  p.b.start();
+  auto named = p.on_a();
+  REQUIRE(named->call({"CLIENT", "SETNAME", "writer"}) == "+OK\r\n");
+  const std::string id = named->call({"CLIENT", "ID"});
+  auto other = p.on_a();
+  REQUIRE(other->call({"SET", "k", "v"}) == "+OK\r\n");
+  CHECK(Json::parse(p.a.curl({"/kv"}).out)["clients"] == 2);
+
+  REQUIRE(handoff(p.a, {"--to", p.b_address()})["ok"] == true);
+  // The same connection, forwarded by A: B knows it by the same id and name.
+  CHECK(named->call({"CLIENT", "GETNAME"}) == bulk("writer"));
+  CHECK(named->call({"CLIENT", "ID"}) == id);
+  CHECK(other->call({"CLIENT", "GETNAME"}) == "$-1\r\n");
+  // A client of B's own has an id and a state of its own.
+  auto fresh = p.on_b();
+  CHECK(fresh->call({"CLIENT", "GETNAME"}) == "$-1\r\n");
+  CHECK(fresh->call({"CLIENT", "ID"}) != id);
+  CHECK(Json::parse(p.b.curl({"/kv"}).out)["clients"] == 3);  // the two from A, adopted, and its own
+  CHECK(p.b.log().find("not adopted") == std::string::npos);
+  CHECK(p.a.log().find("not adopted") == std::string::npos);
+
+  // And home again: B forwards the clients it has, A adopts them, names and all.
+  REQUIRE(handoff(p.b, {"--back"})["ok"] == true);
+  CHECK(named->call({"CLIENT", "GETNAME"}) == bulk("writer"));
+  CHECK(named->call({"CLIENT", "ID"}) == id);
+  REQUIRE(fresh->call({"CLIENT", "SETNAME", "from-b"}) == "+OK\r\n");
+  CHECK(fresh->call({"CLIENT", "GETNAME"}) == bulk("from-b"));
+  CHECK(Json::parse(p.a.curl({"/kv"}).out)["clients"] == 3);
+  CHECK(p.a.log().find("not adopted") == std::string::npos);
+}
+
 TEST_CASE("with handoff_new_connections = forward, a new client of the source is served through it during the drain",
           "[handoff]") {
   const Network net(GENERATE(false, true));
@@ -409,15 +446,20 @@ TEST_CASE("the target killed during the pre-copy leaves the source owning and se
 
 TEST_CASE("the source killed after the flip: the target owns and serves, and the restarted source does not", "[handoff]") {
   const Network net(GENERATE(false, true));
-  Pair p(net);
+  Pair p(net, "the same secret for both hosts", true, "handoff_drain_seconds = 1\n", "handoff_timeout_ms = 2000\n");
   p.a.start({"MOLT_FAULT=handoff.source.flip"});
   p.b.start();
   load_keys(*p.on_a(), 2000);
+  auto named = p.on_a();  // a client whose state moves, and whom A will never forward
+  REQUIRE(named->call({"CLIENT", "SETNAME", "orphan"}) == "+OK\r\n");
   (void)p.a.ctl({"handoff", "kv", "--to", p.b_address()});  // moltd dies under it
   REQUIRE(p.a.process().wait(std::chrono::seconds(10)));
   // A recorded Moving before its freeze; B recorded Owned before it said so.
   CHECK(p.b.status()["handoff"]["modules"]["kv"]["text"] == "received from " + p.a_address() + " at epoch 1");
   CHECK(p.on_b()->call({"DBSIZE"}) == ":2000\r\n");
+  // B expected that client for A's drain (1 s) and its own step deadline (2 s): then its state goes.
+  CHECK(wait_until([&] { return Json::parse(p.b.curl({"/kv"}).out)["clients"] == 0; }, std::chrono::seconds(15)));
+  CHECK(p.b.log().find("1 client(s) its source had were not forwarded here by the end of the drain") != std::string::npos);
   // A restarts, asks B who owns kv, learns it moved, and does not serve it.
   p.a.start();
   CHECK(p.a.status()["not_started"][0]["reason"] == "moved to " + p.b_address() + " at epoch 1");

@@ -22,7 +22,15 @@
 //             its instance, and forwards its connections to the target
 //             (the requests that waited first) for the drain, then closes
 //             each when idle; its listeners answer new clients -MOVED with
-//             the target's address (or forward them, by configuration).
+//             the target's address (or forward them, by configuration);
+//   adopt     each client the module knew goes on through a connection the
+//             source opens on the target's peer listener (authenticated as
+//             the handoff was), which the target serves under the client's
+//             id: the per-connection state that moved with the module is
+//             that client's again. The state message names those ids; the
+//             ones not adopted by the end of the drain are told gone to the
+//             module (on_disconnect). A client that cannot be adopted is
+//             forwarded as a new connection (its per-connection state lost).
 // Invariant: at most one moltd serves the module at any time, after any
 // failure or crash (ownership.hpp). Before the flip message is sent, any
 // failure leaves the source serving with its state untouched (clients see
@@ -39,6 +47,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,9 +60,11 @@
 #include "molt/host/config/host_config.hpp"
 #include "molt/host/handoff/ownership.hpp"
 #include "molt/host/slot/precopy_report.hpp"
+#include "molt/stream.hpp"
 
 namespace molt::host {
 
+class HandoverChannel;
 class ModuleTable;
 class ReleaseHandler;
 class StreamServer;
@@ -105,6 +116,7 @@ struct HandoffReport {
 
 class Handoff {
  public:
+  using Clock = std::chrono::steady_clock;
   Handoff(HandoffOptions options, HandoffParts parts, std::shared_ptr<spdlog::logger> log);
   ~Handoff();  ///< stops the peer listener and waits for its connections
   Handoff(const Handoff&) = delete;
@@ -140,6 +152,11 @@ class Handoff {
   struct Incoming;
   void accept_loop();
   void serve_peer(FileDescriptor socket, std::string from);
+  /// Target: serves the client a source forwards on `channel` (step "adopt").
+  void adopt_client(HandoverChannel& channel, const nlohmann::json& request, const std::string& from);
+  /// Target: tells each module the clients a source did not forward by their
+  /// time are gone; when the next is due (none: max).
+  Clock::time_point forget_unadopted();
   Result<void> receive(class HandoverChannel& channel, const nlohmann::json& offer, const std::string& from);
   /// Where `module`'s clients connect to it here (its listeners), as peers reach them.
   [[nodiscard]] nlohmann::json client_addresses(const std::string& module) const;
@@ -151,6 +168,15 @@ class Handoff {
   HandoffOptions options_;
   HandoffParts parts_;
   std::shared_ptr<spdlog::logger> log_;
+  /// Clients of a received module its source may still forward (adopt_client),
+  /// until when; the rest are told gone then (forget_unadopted).
+  struct Expected {
+    std::uint64_t epoch = 0;
+    std::set<api::ConnectionId> ids;
+    Clock::time_point until;
+  };
+  std::mutex expected_mutex_;
+  std::map<std::string, Expected> expected_;  ///< by module; guarded by expected_mutex_
   std::mutex sending_;    ///< one handoff out at a time
   std::mutex receiving_;  ///< one handoff in at a time
   FileDescriptor listener_;

@@ -90,6 +90,9 @@ class HandoverChannel {
   /// whose "step" is "failed" or "refused" is returned as its "reason".
   Result<nlohmann::json> receive(Clock::time_point deadline, std::vector<FileDescriptor>* fds = nullptr);
   [[nodiscard]] int fd() const noexcept { return socket_.get(); }
+  /// The socket, to use as a plain byte stream from here on (nothing of it
+  /// is buffered here: receive() reads no further than its message).
+  [[nodiscard]] FileDescriptor release() && { return std::move(socket_); }
   /// The largest message receive() takes (default kMaxHandoverMessage): a
   /// peer not yet authenticated gets a small one (handoff/peer_auth.hpp).
   void set_max_message(std::uint32_t bytes) noexcept { max_message_ = bytes; }

@@ -25,6 +25,7 @@
 
 #include <array>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -33,6 +34,7 @@
 #include <spdlog/logger.h>
 
 #include "molt/host/common/error.hpp"
+#include "molt/host/common/file_checks.hpp"
 #include "molt/host/config/host_config.hpp"
 #include "molt/host/runtime/host_info.hpp"
 #include "molt/host/slot/module_slot.hpp"
@@ -80,6 +82,13 @@ struct MovedModule {
   std::string redirect;  ///< HOST:PORT of its listener on the other moltd
   std::chrono::seconds drain{60};  ///< host.handoff_drain_seconds
   bool forward_new = false;        ///< host.handoff_new_connections = "forward"
+  /// Opens, blocking, the connection an existing client's bytes are
+  /// forwarded on, adopted by the other moltd under the client's connection
+  /// id (its per-connection state moved with the module), ready for the
+  /// client's bytes; an invalid descriptor when it cannot (the client is then
+  /// forwarded to `redirect` as a new connection). Runs on a thread of the
+  /// server's own, at most two at once. Empty: every client to `redirect`.
+  std::function<FileDescriptor(api::ConnectionId)> adopt = {};
 };
 
 struct FrozenStreams {
@@ -163,6 +172,15 @@ class StreamServer final : public ModuleListeners {
   /// its id: sends its output first, then gives the module its input, then
   /// reads on. Takes `frozen.fd` (closed on error).
   [[nodiscard]] Result<void> adopt_connection(FrozenConnection frozen);
+  /// On a handoff's target: serves the connection a source forwards a
+  /// client of `module` on (MovedModule::adopt), under the id the client
+  /// has there, whose per-connection state came with the module. Refused
+  /// (and `fd` closed) when a connection of the module here has that id, or
+  /// this server may give it one of its own later (may_be_own_connection):
+  /// ids start at a random multiple of 2^32 in each process.
+  [[nodiscard]] Result<void> adopt_forwarded(const std::string& module, FileDescriptor fd, api::ConnectionId id);
+  /// Whether this server may give `id` to a connection of its own later.
+  [[nodiscard]] static bool may_be_own_connection(api::ConnectionId id);
 
   /// On a successor: adds a predecessor's counters (accepted, refused,
   /// closed by each limit) to those of `counted.module`'s listener on

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include <spdlog/logger.h>
@@ -144,6 +145,10 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   Result<void> stream_connect(api::ConnectionId connection);
   Result<std::size_t> stream_data(api::ConnectionId connection, std::string_view input, api::StreamOutput& out);
   void stream_disconnect(api::ConnectionId connection) noexcept;
+  /// The connections the module was told of (on_connect) and not yet told
+  /// gone (on_disconnect), in order: whose per-connection state its state
+  /// holds, and a handoff's target expects to adopt (handoff/handoff.hpp).
+  [[nodiscard]] std::vector<api::ConnectionId> connections() const;
 
   /// After a handoff flipped the module's ownership to another moltd
   /// (handoff/handoff.hpp): no call reaches this instance again. Calls
@@ -285,6 +290,8 @@ class ModuleSlot : public std::enable_shared_from_this<ModuleSlot> {
   /// by UpgradeAccess::swap, while the gate is suspended and drained.
   std::unique_ptr<Live> live_;
   mutable std::mutex info_mutex_;  ///< guards running_, previous_ and too_many_clients_reply_
+  mutable std::mutex connections_mutex_;
+  std::set<api::ConnectionId> connections_;  ///< guarded by connections_mutex_; connections()
   RunningVersion running_;
   std::string too_many_clients_reply_;  ///< the running instance's, copied from its Live
   std::optional<RunningVersion> previous_;
