@@ -1194,7 +1194,8 @@ Json section_g(const Options& o, const fs::path& scratch) {
               "    (forwarded by the source after the flip). stall: its longest round trip around the handoff;\n"
               "    frozen: moltd's own pause (no call of kv answered anywhere); RSS: the source's peak during the\n"
               "    handoff against its steady size. At the end every key is read back from the owner: each must hold\n"
-              "    its last acknowledged value.\n",
+              "    its last acknowledged value (digest: sha256 of them all); then, the writer stopped, one more handoff:\n"
+              "    kv's DEBUG DIGEST of the whole state on the source before it must equal the target's after it.\n",
               o.handoffs);
   std::printf("    %-9s | %9s | %9s %9s | %9s %9s | %6s | %8s | %11s | %s\n", "keys", "SET/s", "stall p50", "max",
               "frozen p50", "max", "rounds", "RSS peak", "lost/wrong", "digest");
@@ -1274,6 +1275,21 @@ Json section_g(const Options& o, const fs::path& scratch) {
     }
     const std::string digest = host::sha256_hex(seen_digest_input).substr(0, 12);
     const bool same = seen_digest_input == expected_digest_input;
+    // One more handoff, the writer stopped: kv's DEBUG DIGEST (every key, type, value and deadline) on the
+    // source before it and on the target after it must be equal: the whole state, as it was at the flip.
+    std::string source_digest, target_digest;
+    if (errors == 0) {
+      source_digest = RespClient(from->port()).call({"DEBUG", "DIGEST"});
+      const auto result = run_process({bin("moltctl").string(), "--socket", from->socket().string(), "handoff", "kv",
+                                       "--to", "127.0.0.1:" + std::to_string(to == &a ? peer_a : peer_b)},
+                                      std::chrono::minutes(5));
+      if (result.exit_code != 0) {
+        ++errors;
+        failure = "the digest's handoff: " + result.out + result.err;
+      }
+      target_digest = RespClient(to->port()).call({"DEBUG", "DIGEST"});
+    }
+    const bool flip_equal = !source_digest.empty() && source_digest == target_digest && source_digest.starts_with('+');
     Json row{{"keys", keys},
              {"handoffs", o.handoffs},
              {"errors", errors},
@@ -1288,13 +1304,18 @@ Json section_g(const Options& o, const fs::path& scratch) {
              {"wrong", wrong},
              {"acknowledged_keys", acked.size()},
              {"digest", digest},
-             {"digest_equal", same}};
-    std::printf("    %-9llu | %9s | %9s %9s | %9s %9s | %6llu | %7.2fx | %11llu | %s %s%s\n",
+             {"digest_equal", same},
+             {"kv_digest_source", source_digest.size() > 3 ? source_digest.substr(1, source_digest.size() - 3) : source_digest},
+             {"kv_digest_target", target_digest.size() > 3 ? target_digest.substr(1, target_digest.size() - 3) : target_digest},
+             {"kv_digest_equal", flip_equal}};
+    std::printf("    %-9llu | %9s | %9s %9s | %9s %9s | %6llu | %7.2fx | %11llu | %s %s, DEBUG DIGEST %s %s%s\n",
                 static_cast<unsigned long long>(keys), fixed(row["set_per_s_min"].get<double>()).c_str(),
                 duration(row["stall_p50_us"]).c_str(), duration(row["stall_max_us"]).c_str(),
                 duration(row["frozen_p50_us"]).c_str(), duration(row["frozen_max_us"]).c_str(),
                 static_cast<unsigned long long>(rounds_most), rss_ratio_most, static_cast<unsigned long long>(wrong),
                 digest.c_str(), same ? "(= expected)" : "(DIFFERS)",
+                row["kv_digest_target"].get<std::string>().substr(0, 12).c_str(),
+                flip_equal ? "(= source's at the flip)" : "(DIFFERS from the source's)",
                 failure.empty() ? "" : (" failed: " + failure.substr(0, 200)).c_str());
     std::fflush(stdout);
     rows.push_back(std::move(row));
@@ -1457,8 +1478,9 @@ Json check_targets(const Json& r) {
             duration(row["stall_max_us"].get<double>()));
       check(targets, "handoff: frozen <= 20 ms" + at, row["frozen_max_us"].get<double>() <= 20000,
             duration(row["frozen_max_us"].get<double>()));
-      check(targets, "handoff: 0 lost acknowledged writes, the whole state's digest as expected, 0 errors" + at,
-            row["wrong"] == 0 && row["digest_equal"] == true && row["errors"] == 0,
+      check(targets, "handoff: 0 lost acknowledged writes, the whole state's digest as expected and equal to the source's "
+                     "at the flip, 0 errors" + at,
+            row["wrong"] == 0 && row["digest_equal"] == true && row["kv_digest_equal"] == true && row["errors"] == 0,
             std::to_string(row["wrong"].get<std::uint64_t>()) + " wrong, " + std::to_string(row["errors"].get<std::uint64_t>()) +
                 " errors, digest " + row["digest"].get<std::string>());
       check(targets, "handoff: bounded pre-copy (rounds <= 16) and source peak RSS <= 2x steady" + at,

@@ -135,6 +135,10 @@ TEST_CASE("kv moves to another moltd with its state, the source sends its client
   auto before_connection = p.on_a();
   RespClient& before = *before_connection;
   REQUIRE(before.call({"GET", "k7"}) == bulk("v7"));
+  REQUIRE(before.call({"HSET", "h", "f", "1", "g", "2"}) == ":2\r\n");  // more than strings
+  REQUIRE(before.call({"SADD", "s", "x", "y"}) == ":2\r\n");
+  const std::string digest = before.call({"DEBUG", "DIGEST"});
+  REQUIRE(digest.size() == 43);
 
   const Json moved = handoff(p.a, {"--to", p.b_address()});
   REQUIRE(moved["ok"] == true);
@@ -145,7 +149,8 @@ TEST_CASE("kv moves to another moltd with its state, the source sends its client
   // B serves every key; A's listener answers a new client -MOVED and closes.
   auto on_b_connection = p.on_b();
   RespClient& on_b = *on_b_connection;
-  CHECK(on_b.call({"DBSIZE"}) == ":2000\r\n");
+  CHECK(on_b.call({"DBSIZE"}) == ":2002\r\n");
+  CHECK(on_b.call({"DEBUG", "DIGEST"}) == digest);  // the whole state, as the source had it at the flip
   CHECK(on_b.call({"GET", "k1999"}) == bulk("v1999"));
   {
     auto to_a = p.on_a();
@@ -158,7 +163,7 @@ TEST_CASE("kv moves to another moltd with its state, the source sends its client
   CHECK(on_b.call({"GET", "through-a"}) == bulk("1"));
   CHECK(wait_until([&] { return before.closed_by_peer(); }));
   // HTTP requests for it are forwarded to B.
-  CHECK(Json::parse(p.a.curl({"/kv"}).out)["keys"] == 2001);
+  CHECK(Json::parse(p.a.curl({"/kv"}).out)["keys"] == 2003);
   // redis-cli -c follows -MOVED.
   const auto followed = net.run({"redis-cli", "-c", "-h", net.ip('a'), "-p", std::to_string(p.a_kv), "GET", "k42"});
   CHECK(followed.out == "v42\n");
@@ -186,7 +191,7 @@ TEST_CASE("kv moves to another moltd with its state, the source sends its client
   CHECK(back["handoff"]["epoch"] == 2);
   auto home = p.on_a();
   CHECK(home->call({"GET", "written-on"}) == bulk("b"));
-  CHECK(home->call({"DBSIZE"}) == ":2002\r\n");
+  CHECK(home->call({"DBSIZE"}) == ":2004\r\n");
   CHECK(p.a.status()["handoff"]["modules"]["kv"]["text"] == "received from " + p.b_address() + " at epoch 2");
 
   // After restarts, each serves what its record says: A kv from its snapshot, B nothing.

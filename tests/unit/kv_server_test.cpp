@@ -310,6 +310,46 @@ TEST_CASE("kv turns a client away with Redis's words", "[kv]") {
 }
 
 // Not run by default: `molt_unit_tests "[.bench]"` prints the hot path's cost.
+TEST_CASE("DEBUG DIGEST depends on every key's type, value and deadline, not on the order they were written", "[kv]") {
+  const auto digest = [](Kv& kv) {
+    const std::string reply = kv.send(encode({"DEBUG", "DIGEST"}));
+    REQUIRE(reply.size() == 43);  // +<40 hex digits>\r\n
+    return reply.substr(1, 40);
+  };
+  Kv a, b;
+  CHECK(digest(a) == std::string(40, '0'));  // empty, as Redis says it
+  const std::vector<std::vector<std::string>> writes = {
+      {"SET", "s", "v"}, {"RPUSH", "l", "1", "2", "3"}, {"SADD", "set", "x", "y", "z"},
+      {"HSET", "h", "f1", "a", "f2", "b"}, {"SET", "t", "1", "PXAT", "99999999999999"}};
+  for (const auto& w : writes) REQUIRE(a.send(encode(w))[0] != '-');
+  for (auto w = writes.rbegin(); w != writes.rend(); ++w) REQUIRE(b.send(encode(*w))[0] != '-');
+  CHECK(b.send(encode({"SADD", "set", "z"})) == ":0\r\n");
+  const std::string same = digest(a);
+  CHECK(digest(b) == same);
+  CHECK(same != std::string(40, '0'));
+  // Each change shows, and undoing it brings the digest back.
+  const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> changes = {
+      {{"SET", "s", "w"}, {"SET", "s", "v"}},
+      {{"PEXPIREAT", "t", "99999999999998"}, {"PEXPIREAT", "t", "99999999999999"}},
+      {{"SREM", "set", "y"}, {"SADD", "set", "y"}},
+      {{"HSET", "h", "f1", "b"}, {"HSET", "h", "f1", "a"}},
+      {{"DEL", "l"}, {"RPUSH", "l", "1", "2", "3"}},
+  };
+  for (const auto& [change, undo] : changes) {
+    INFO(change[0] << " " << change[1]);
+    REQUIRE(b.send(encode(change))[0] != '-');
+    CHECK(digest(b) != same);
+    REQUIRE(b.send(encode(undo))[0] != '-');
+    CHECK(digest(b) == same);
+  }
+  // A list's order counts; a key's name counts.
+  REQUIRE(b.send(encode({"DEL", "l"})) == ":1\r\n");
+  REQUIRE(b.send(encode({"RPUSH", "l", "1", "3", "2"})) == ":3\r\n");
+  CHECK(digest(b) != same);
+  CHECK(a.send(encode({"DEBUG", "SLEEP", "1"})) == "-ERR unknown subcommand 'SLEEP'. Try DEBUG HELP.\r\n");
+  CHECK(a.send(encode({"DEBUG", "DIGEST", "x"})) == "-ERR wrong number of arguments for 'debug|digest' command\r\n");
+}
+
 TEST_CASE("microbenchmark: a million pipelined GETs and SETs through kv::Server", "[.bench]") {
   Kv kv;
   const std::string value(16, 'v');

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <limits>
 
 namespace kv {
@@ -197,6 +198,61 @@ void info(Call& c) {
 }
 
 void dbsize(Call& c) { c.reply.integer(static_cast<std::int64_t>(c.db.size())); }
+
+// DEBUG DIGEST: 160 bits that depend on every live key, its type, its value
+// and its deadline, and on nothing else (not the order the keys are stored
+// in): two kv instances answer the same exactly when they hold the same data
+// (a handoff's source at the flip and its target; bench/kv_bench.cpp). Like
+// Redis's in form (40 hex digits, all 0 when empty), not in value.
+
+/// FNV-1a over `bytes` from `seed`, then splitmix64's finalizer.
+std::uint64_t hash64(std::string_view bytes, std::uint64_t seed) {
+  std::uint64_t h = seed ^ 0xcbf29ce484222325ull;
+  for (const char ch : bytes) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ull;
+  h ^= bytes.size();
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+  return h ^ (h >> 31);
+}
+
+/// One lane of one key's record: key, type, members (a set's and a hash's
+/// in no order), deadline.
+std::uint64_t record_hash(std::string_view key, const Value& value, std::int64_t deadline, std::uint64_t seed) {
+  std::uint64_t h = hash64(key, seed + static_cast<std::uint8_t>(value.type));
+  switch (value.type) {
+    case Type::String: h = hash64(value.str, h); break;
+    case Type::List:
+      for (const auto& item : value.coll->list) h = hash64(item, h);
+      break;
+    case Type::Set: {
+      std::uint64_t members = 0;
+      for (const auto& member : value.coll->set) members ^= hash64(member, seed);
+      h = hash64(std::string_view(reinterpret_cast<const char*>(&members), sizeof members), h);
+      break;
+    }
+    case Type::Hash: {
+      std::uint64_t fields = 0;
+      for (const auto& [field, data] : value.coll->hash) fields ^= hash64(data, hash64(field, seed));
+      h = hash64(std::string_view(reinterpret_cast<const char*>(&fields), sizeof fields), h);
+      break;
+    }
+  }
+  return hash64(std::string_view(reinterpret_cast<const char*>(&deadline), sizeof deadline), h);
+}
+
+void debug(Call& c) {
+  if (!iequals(c.args[1], "digest"))
+    return c.reply.error({"ERR unknown subcommand '", c_string(c.args[1], 128), "'. Try DEBUG HELP."});
+  if (c.args.size() != 2) return wrong_arity(c.reply, "debug|digest");
+  std::uint64_t lanes[3] = {0, 0, 0};
+  c.db.each([&](std::string_view key, const Value& value, std::int64_t deadline) {
+    for (std::uint64_t i = 0; i < 3; ++i) lanes[i] ^= record_hash(key, value, deadline, 0x9e3779b97f4a7c15ull * (i + 1));
+  });
+  char text[41];
+  std::snprintf(text, sizeof text, "%016llx%016llx%08llx", static_cast<unsigned long long>(lanes[0]),
+                static_cast<unsigned long long>(lanes[1]), static_cast<unsigned long long>(lanes[2] >> 32));
+  c.reply.simple(text);
+}
 
 void flush(Call& c) {
   if (c.args.size() > 2) return c.reply.syntax_error();
@@ -544,7 +600,7 @@ void add_core_commands(CommandTable& table) {
            Command{"ping", -1, ping},       Command{"echo", 2, echo},         Command{"quit", -1, quit},
            Command{"select", 2, select},    Command{"hello", -1, hello},      Command{"client", -2, client},
            Command{"config", -2, config},   Command{"command", -1, command},  Command{"info", -1, info},
-           Command{"dbsize", 1, dbsize},    Command{"flushdb", -1, flush, true},    Command{"flushall", -1, flush, true},
+           Command{"dbsize", 1, dbsize},    Command{"debug", -2, debug},    Command{"flushdb", -1, flush, true},    Command{"flushall", -1, flush, true},
            Command{"del", -2, del, true},         Command{"exists", -2, exists},    Command{"get", 2, get},
            Command{"set", -3, set, true},         Command{"mget", -2, mget},        Command{"mset", -3, mset, true},
            Command{"incr", 2, incr, true},        Command{"decr", 2, decr, true},         Command{"incrby", 3, incrby, true},

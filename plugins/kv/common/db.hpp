@@ -69,6 +69,17 @@ class Db {
   [[nodiscard]] std::size_t size() const noexcept { return keys_.size(); }
   [[nodiscard]] std::size_t expiring() const noexcept { return expires_ ? expires_->size() : 0; }
 
+  /// Calls f(key, value, deadline) for every live key, in no order; the
+  /// deadline is -1 for a key without one.
+  template <class F>
+  void each(F&& f) const {
+    for (const auto& [key, value] : keys_) {
+      const auto d = deadline(key);
+      if (d && *d <= now_) continue;  // expired, not removed yet: missing
+      f(std::string_view(key), value, d.value_or(-1));
+    }
+  }
+
   /// The deadline of a live key, if it has one.
   [[nodiscard]] std::optional<std::int64_t> deadline(std::string_view key) const {
     if (expires_ == nullptr) return std::nullopt;
