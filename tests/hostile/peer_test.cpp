@@ -22,7 +22,7 @@ using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
 TEST_CASE("strangers on the peer listener: at most 4 held, each closed by the step deadline, a huge first message "
-          "refused unread: kv serves throughout and a real peer is let in after",
+          "refused unread: kv serves throughout, a real peer is let in after and cannot take over a client",
           "[hostile][handoff]") {
   const std::uint16_t peer = free_port();
   TempDir secrets;
@@ -79,6 +79,16 @@ TEST_CASE("strangers on the peer listener: at most 4 held, each closed by the st
   const auto authenticated =
       molt::host::authenticate_as_client(channel, "the shared secret of this test", Clock::now() + 5s);
   CHECK(authenticated.ok());
+  // Even it cannot take over a client this moltd did not receive with a handoff (its own kv client's id here).
+  const std::string id = kv.call({"CLIENT", "ID"});
+  REQUIRE(id.starts_with(':'));
+  const auto kv_client = std::stoull(id.substr(1));
+  REQUIRE(!channel.send({{"step", "adopt"}, {"module", "kv"}, {"epoch", 1}, {"connection", kv_client}}, {}, Clock::now() + 5s));
+  const auto adopted = channel.receive(Clock::now() + 5s);
+  REQUIRE_FALSE(adopted.ok());
+  CHECK(adopted.error().reason == "refused: kv: connection " + std::to_string(kv_client) +
+                                      ": not a client this moltd expects at epoch 1");
   CHECK(kv.call({"GET", "before"}) == "$1\r\n1\r\n");
+  CHECK(kv.call({"CLIENT", "ID"}) == id);
   CHECK(d.pid() == pid);
 }
