@@ -684,10 +684,10 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
     }
     if (!report.redirect.empty()) {
       MovedModule went{report.redirect.front(), options_.drain, options_.forward_new};
-      went.adopt = [to, secret = options_.secret, timeout = std::min<std::chrono::milliseconds>(options_.step_timeout, std::chrono::seconds(3)),
-                     module, epoch, log = log_](api::ConnectionId id) {
-        return open_adopted(to, secret, Clock::now() + timeout, module, epoch, id, *log);
-      };
+      // Every client by one deadline: a target that stops answering costs the
+      // clients a step's time at most, then they go as new connections.
+      went.adopt = [to, secret = options_.secret, until = Clock::now() + options_.step_timeout, module, epoch,
+                    log = log_](api::ConnectionId id) { return open_adopted(to, secret, until, module, epoch, id, *log); };
       parts_.streams.module_moved(module, went);
     }
     else

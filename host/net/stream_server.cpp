@@ -594,7 +594,7 @@ class StreamServer::Impl::Connection : public std::enable_shared_from_this<Conne
     paused_ = false;  // upstream_paused bounds the output from now on
     if (adopt && connected_) {  // its state on the target is under its id: open a connection adopted there
       asio::post(server_.adopters(), [self = shared_from_this(), adopt] {
-        FileDescriptor upstream = adopt(self->id_);
+        FileDescriptor upstream = self->server_.stopping_ ? FileDescriptor() : adopt(self->id_);
         asio::post(self->worker_.io, [self, fd = upstream.release()] { self->adopted(FileDescriptor(fd)); });
       });
       return;
@@ -1581,11 +1581,14 @@ void StreamServer::serve() {
 
 bool StreamServer::stop(std::chrono::milliseconds grace) {
   Impl& s = *impl_;
-  s.join_adopters();  // they post to the workers
   s.join_reapers();  // before the modules stop: an instance being freed runs its image's code
-  if (!s.serving_) return true;
+  if (!s.serving_) {
+    s.join_adopters();
+    return true;
+  }
   s.serving_ = false;
-  s.stopping_ = true;  // from now on every connection closes after its current reply
+  s.stopping_ = true;  // from now on every connection closes after its current reply, and none is adopted
+  s.join_adopters();   // while the workers run: each posts its result to one
   for (auto& worker : s.workers_) asio::post(worker->io, [&w = *worker] { w.close_idle(); });
   {
     std::unique_lock lock(s.open_mutex_);
