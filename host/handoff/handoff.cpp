@@ -468,9 +468,15 @@ void Handoff::adopt_client(HandoverChannel& channel, const Json& request, const 
       return refuse("not a client this moltd expects at epoch " + std::to_string(epoch));
   }
   if (parts_.streams.may_be_own_connection(id)) return refuse("an id this moltd may give a connection of its own");
-  if (auto why = channel.send(Json{{"step", "adopted"}}, {}, deadline)) return log_->info("{}: connection {}: {}", module, id, *why);
-  if (auto adopted = parts_.streams.adopt_forwarded(module, std::move(channel).release(), id); !adopted)
-    return log_->warn("{}", adopted.error().to_string());  // it stays expected: told gone at the end
+  // From here on a failure leaves the client expected: told gone at the end.
+  if (auto why = channel.send(Json{{"step", "adopted"}}, {}, deadline)) {
+    log_->info("{}: connection {} forwarded by {}: {}", module, id, from, *why);
+    return;
+  }
+  if (auto adopted = parts_.streams.adopt_forwarded(module, std::move(channel).release(), id); !adopted) {
+    log_->warn("{}", adopted.error().to_string());
+    return;
+  }
   std::lock_guard lock(expected_mutex_);
   if (const auto it = expected_.find(module); it != expected_.end() && it->second.epoch == epoch) it->second.ids.erase(id);
 }
