@@ -142,12 +142,14 @@ Json HandoffReport::to_json() const {
   for (const auto& [name, took] : phases) phase_list.push_back({{"phase", name}, {"us", took.count()}});
   return Json{{"module", module},       {"to", to},         {"epoch", epoch},     {"redirect", redirect},
               {"http", http},           {"state_bytes", state_bytes}, {"precopy", precopy}, {"rounds", rounds},
-              {"rounds_ended", rounds_ended}, {"final_bytes", final_bytes}, {"phases", phase_list}};
+              {"rounds_ended", rounds_ended}, {"final_bytes", final_bytes}, {"clients", clients},
+              {"phases", phase_list}};
 }
 
 std::string HandoffReport::summary() const {
   std::string text = module + " moved to " + to + " at epoch " + std::to_string(epoch) + " (" +
-                     std::to_string(state_bytes) + " bytes of state" + (precopy ? " by pre-copy" : ", whole") + ")";
+                     std::to_string(state_bytes) + " bytes of state" + (precopy ? " by pre-copy" : ", whole") + ", " +
+                     std::to_string(clients) + " client(s) forwarded with theirs)";
   std::string timings;
   for (const auto& [name, took] : phases) timings += (timings.empty() ? "" : ", ") + name + " " + micros_text(took);
   if (!timings.empty()) text += "; " + timings;
@@ -607,6 +609,7 @@ Result<HandoffReport> Handoff::send(const std::string& module, const Endpoint& t
       std::lock_guard lock(expected_mutex_);
       if (const auto it = expected_.find(module); it != expected_.end()) clients.insert(it->second.ids.begin(), it->second.ids.end());
     }
+    report.clients = clients.size();
     Json state{{"step", "state"},
                {"host", slot->host_part()},
                {"connections", clients},

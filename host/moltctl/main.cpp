@@ -599,6 +599,8 @@ int run(int argc, char** argv, bool& json) {
                 r["to"].get<std::string>().c_str(), r["epoch"].get<unsigned long long>(),
                 bytes_text(r["state_bytes"]).c_str(), r["precopy"].get<bool>() ? "pre-copied" : "whole, in the pause");
     for (const auto& where : r["redirect"]) std::printf("  clients connect to %s\n", where.get<std::string>().c_str());
+    if (const auto n = r.value("clients", 0u); n > 0)
+      std::printf("  %u connection(s) here go on, forwarded there with their per-connection state\n", n);
     for (const auto& p : r["phases"])
       std::printf("  %-9s %10.1f ms\n", p["phase"].get<std::string>().c_str(), p["us"].get<double>() / 1000.0);
   } else if (command == "drain" && reply.contains("modules")) {

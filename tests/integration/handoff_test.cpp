@@ -294,7 +294,9 @@ TEST_CASE("a client's per-connection state goes with it: the target adopts its f
   REQUIRE(other->call({"SET", "k", "v"}) == "+OK\r\n");
   CHECK(Json::parse(p.a.curl({"/kv"}).out)["clients"] == 2);
 
-  REQUIRE(handoff(p.a, {"--to", p.b_address()})["ok"] == true);
+  const Json moved = handoff(p.a, {"--to", p.b_address()});
+  REQUIRE(moved["ok"] == true);
+  CHECK(moved["handoff"]["clients"] == 2);
   // The same connection, forwarded by A: B knows it by the same id and name.
   CHECK(named->call({"CLIENT", "GETNAME"}) == bulk("writer"));
   CHECK(named->call({"CLIENT", "ID"}) == id);

@@ -107,6 +107,7 @@ struct HandoffReport {
   std::size_t rounds = 0;    ///< pre-copy rounds while it served
   std::string rounds_ended;  ///< why they stopped ("converged", ...)
   std::uint64_t final_bytes = 0;  ///< moved in the pause
+  std::size_t clients = 0;   ///< connections whose per-connection state went with it (forwarded, adopted there)
   /// connect, offer, copy, freeze, flip; "frozen": from the pause to the
   /// target's Owned (no call of the module answered anywhere meanwhile).
   std::vector<std::pair<std::string, std::chrono::microseconds>> phases;
